@@ -1,0 +1,213 @@
+"""The operator's configuration: one immutable Settings object built from command-line options and environment.
+
+Every option ``--some-option`` can also come from the environment variable ``NETPOL_AUDITOR_SOME_OPTION`` (the
+command line wins), which is how the Helm chart configures the operator. The operator and the prober share this one
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from netpol_auditor.model import PortProtocol
+
+__all__ = ["ENV_PREFIX", "Settings", "add_arguments", "settings_from_args"]
+
+ENV_PREFIX = "NETPOL_AUDITOR_"
+
+
+def _env_name(option: str) -> str:
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"invalid boolean {text!r}: expected true/false")
+
+
+def _ports(text: str) -> tuple[PortProtocol, ...]:
+    """``"80/TCP,53/UDP"`` -> ports; empty -> ``()`` (meaning: the ports pods declare)."""
+    return tuple(sorted({PortProtocol.parse(part) for part in text.split(",") if part.strip()}))
+
+
+def _patterns(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `netpol-auditor run` can be told. Defaults are the in-cluster production values."""
+
+    # Connection
+    kubeconfig: str | None = None
+    context: str | None = None
+    # Scope: empty = cluster-wide; else kopf namespace patterns (globs, ``!pattern`` excludes).
+    namespaces: tuple[str, ...] = ()
+    # HTTP endpoints
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 9090
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # Path metrics
+    ports: tuple[PortProtocol, ...] = ()
+    max_ports: int = 8
+    max_path_series: int = 20000
+    recompute_delay_seconds: float = 0.5
+    # Convergence
+    resync_interval_seconds: float = 300.0
+    # High availability (kopf peering)
+    peering_name: str = "netpol-auditor"
+    standalone: bool = False
+    priority: int | None = None  # None: a random priority per process, so that two replicas never tie
+    # Logging
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Kubernetes Events
+    events_enabled: bool = True
+    events_per_minute: int = 30
+    events_dedup_seconds: float = 600.0
+    # Prober (live probes that confirm what the CNI enforces)
+    probe_enabled: bool = False
+    probe_interval_seconds: float = 300.0
+    probe_image: str = "nicolaka/netshoot:v0.13"
+    probe_max_pods: int = 10
+    probe_namespace: str = "netpol-auditor"
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "ports":
+                value = [str(p) for p in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    dest: str
+    help: str
+    parse: Any = str
+    metavar: str | None = None
+    boolean: bool = False
+    choices: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _Option("--kubeconfig", "kubeconfig", "kubeconfig file (default: in-cluster service account, else $KUBECONFIG "
+            "or ~/.kube/config)", metavar="PATH"),
+    _Option("--context", "context", "kubeconfig context to use", metavar="NAME"),
+    _Option("--namespace", "namespaces", "watch only these namespaces: comma-separated globs, '!glob' excludes "
+            "(e.g. 'team-*,!team-sandbox'); repeatable; default: cluster-wide", parse=_patterns, metavar="PATTERNS",
+            aliases=("-n",)),
+    _Option("--metrics-address", "metrics_address", "address of the /metrics and /readyz HTTP server",
+            metavar="ADDR"),
+    _Option("--metrics-port", "metrics_port", "port of the /metrics and /readyz HTTP server (0: any free port)",
+            parse=int, metavar="N"),
+    _Option("--liveness", "liveness_endpoint", "kopf liveness endpoint URL; empty disables it", metavar="URL"),
+    _Option("--ports", "ports", "ports the path metrics cover, e.g. '80/TCP,53/UDP' (default: the ports pods "
+            "declare, at most --max-ports of them)", parse=_ports, metavar="LIST"),
+    _Option("--max-ports", "max_ports", "cap on the ports taken from pods' declared ports when --ports is not given",
+            parse=int, metavar="N"),
+    _Option("--max-path-series", "max_path_series", "cap on netpol_auditor_paths series (roughly namespaces^2 x "
+            "ports x 2); beyond it the series are truncated and a warning is logged", parse=int, metavar="N"),
+    _Option("--recompute-delay", "recompute_delay_seconds", "debounce delay before aggregate metrics (paths, "
+            "isolation, policies) and Events are recomputed after a change", parse=float, metavar="SECONDS"),
+    _Option("--resync-interval", "resync_interval_seconds", "period of the full re-list that reconciles the index "
+            "with the cluster (0 disables the periodic one)", parse=float, metavar="SECONDS"),
+    _Option("--peering", "peering_name", "kopf peering object used to elect the active replica", metavar="NAME"),
+    _Option("--standalone", "standalone", "run without peering (single replica)", parse=_bool, boolean=True),
+    _Option("--priority", "priority", "peering priority: the highest live priority is active (default: random, "
+            "so replicas never tie: kopf pauses every peer of equal priority)", parse=int, metavar="N"),
+    _Option("--log-format", "log_format", "log format", choices=("text", "json")),
+    _Option("--log-level", "log_level", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    _Option("--events", "events_enabled", "post Kubernetes Events on notable changes", parse=_bool, boolean=True),
+    _Option("--events-per-minute", "events_per_minute", "rate limit of posted Events", parse=int, metavar="N"),
+    _Option("--events-dedup", "events_dedup_seconds", "identical Events (object, reason, message) are posted once "
+            "per this window", parse=float, metavar="SECONDS"),
+    _Option("--probe", "probe_enabled", "run live probes that check what the CNI enforces", parse=_bool,
+            boolean=True),
+    _Option("--probe-interval", "probe_interval_seconds", "seconds between probe cycles", parse=float,
+            metavar="SECONDS"),
+    _Option("--probe-image", "probe_image", "image of the probe pods", metavar="IMAGE"),
+    _Option("--probe-max-pods", "probe_max_pods", "probe pods alive at once, at most", parse=int, metavar="N"),
+    _Option("--probe-namespace", "probe_namespace", "namespace of the probes' owner objects", metavar="NAME"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every Settings option to *parser* (defaults stay unset so that the environment can fill them)."""
+    defaults = Settings()
+    for opt in _OPTIONS:
+        default = getattr(defaults, opt.dest)
+        shown = (",".join(str(v) for v in default) or "-") if isinstance(default, tuple) else str(default)
+        help_text = f"{opt.help} [env {_env_name(opt.flag[2:])}; default: {shown}]"
+        if opt.boolean:
+            parser.add_argument(opt.flag, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif opt.dest == "namespaces":
+            parser.add_argument(opt.flag, *opt.aliases, dest=opt.dest, action="append", default=None,
+                                metavar=opt.metavar, help=help_text)
+        else:
+            parser.add_argument(opt.flag, *opt.aliases, dest=opt.dest, default=None, metavar=opt.metavar,
+                                choices=opt.choices, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings: command line first, then ``NETPOL_AUDITOR_*`` environment variables, then defaults.
+
+    Raises ValueError with the option name when a value cannot be parsed.
+    """
+    environ = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for opt in _OPTIONS:
+        raw: Any = getattr(args, opt.dest, None) if args is not None else None
+        source = opt.flag
+        if raw is None:
+            env_value = environ.get(_env_name(opt.flag[2:]))
+            if env_value is None:
+                continue
+            raw, source = env_value, _env_name(opt.flag[2:])
+        try:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif opt.dest == "namespaces":
+                items: Sequence[str] = raw if isinstance(raw, list) else [raw]
+                value = tuple(p for item in items for p in _patterns(item))
+            else:
+                value = opt.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+        if opt.choices is not None and value not in opt.choices:
+            raise ValueError(f"{source}: invalid value {value!r}: expected one of {', '.join(opt.choices)}")
+        values[opt.dest] = value
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if not 0 <= settings.metrics_port <= 65535:
+        raise ValueError(f"--metrics-port: {settings.metrics_port} out of range 0-65535")
+    for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
+    for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds",
+                 "probe_interval_seconds"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{name}: must not be negative")
