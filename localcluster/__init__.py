@@ -1,0 +1,1 @@
+"""localcluster: a real Kubernetes control plane with Linux network namespaces as nodes, for tests and demos."""
