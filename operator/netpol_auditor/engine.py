@@ -1,0 +1,500 @@
+"""NetworkPolicy semantics: compiled policies, per-direction judgement, verdicts and their explanations.
+
+The rules (networking.k8s.io/v1, https://kubernetes.io/docs/concepts/services-networking/network-policies/):
+- a pod is isolated for a direction iff some policy in its namespace selects it and lists that direction in
+  ``policyTypes``; an unisolated direction allows everything;
+- an isolated direction allows a connection iff some rule of some isolating policy admits it (policies are a union);
+- pod -> pod needs the source's egress *and* the destination's ingress; a pod never blocks itself;
+- peers: podSelector alone = pods of the policy's namespace; namespaceSelector alone = every pod of the matching
+  namespaces; both = AND; separate peers = OR; no peers = everything, external addresses included;
+- ipBlock matches any address in ``cidr`` outside its ``except`` ranges, pod IPs included
+  (test/e2e/network/netpol "should allow egress access to server in CIDR block");
+- ports: none = every port of every protocol; a named port is resolved on the destination pod's container ports
+  (name and protocol must match); an external destination never matches a named port.
+
+Structure follows cyclonus pkg/matcher: policies are compiled into peer / port / target matchers once; judging is
+then a walk over small immutable objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import (
+    Direction,
+    Endpoint,
+    Labels,
+    Namespace,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyPort,
+    Pod,
+    PodRef,
+    PortProtocol,
+)
+from .selectors import IPBlockMatcher, SelectorMatcher, compile_ip_block, compile_selector, parse_ip
+
+__all__ = [
+    "CompiledPeer",
+    "CompiledPolicy",
+    "CompiledPort",
+    "CompiledRule",
+    "DirectionVerdict",
+    "PeerInfo",
+    "PolicyKey",
+    "RuleRef",
+    "Snapshot",
+    "Verdict",
+    "compile_policy",
+    "external_peer",
+    "judge_direction",
+    "make_verdict",
+    "not_judged",
+    "pod_peer",
+]
+
+PolicyKey = tuple[str, str]  # (namespace, name)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What a rule sees of the other side of a connection.
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """The far side of a connection as a rule sees it: a pod (namespace set) or an external address."""
+
+    namespace: str | None
+    namespace_labels: Labels
+    labels: Labels
+    ips: tuple[str, ...]
+    named_ports: Labels | None  # "name/PROTO" -> "number"; None for external addresses
+
+
+_NO_LABELS = Labels()
+
+
+def pod_peer(pod: Pod, namespace_labels: Labels) -> PeerInfo:
+    return PeerInfo(pod.namespace, namespace_labels, pod.labels, pod.pod_ips, pod.named_ports())
+
+
+def external_peer(ip: str) -> PeerInfo:
+    return PeerInfo(None, _NO_LABELS, _NO_LABELS, (ip,), None)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Compiled matchers.
+
+
+@dataclass(frozen=True)
+class CompiledPeer:
+    index: int
+    peer: NetworkPolicyPeer
+    policy_namespace: str
+    namespace: SelectorMatcher | None  # None: the policy's own namespace (unless ip_block)
+    pods: SelectorMatcher | None  # None: every pod
+    ip_block: IPBlockMatcher | None
+
+    def matches(self, info: PeerInfo) -> bool:
+        if self.ip_block is not None:
+            return self.ip_block.matches_any(info.ips)
+        if info.namespace is None:
+            return False  # selectors never select addresses outside the cluster
+        if self.namespace is None:
+            if info.namespace != self.policy_namespace:
+                return False
+        elif not self.namespace.matches(info.namespace_labels):
+            return False
+        return self.pods is None or self.pods.matches(info.labels)
+
+    def describe(self) -> str:
+        if self.ip_block is not None:
+            return f"ipBlock {self.ip_block.block}"
+        parts = []
+        if self.namespace is not None:
+            parts.append(f"namespaceSelector {self.namespace.selector}")
+        if self.pods is not None:
+            where = "" if self.namespace is not None else f" in namespace {self.policy_namespace}"
+            parts.append(f"podSelector {self.pods.selector}{where}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class CompiledPort:
+    index: int
+    port: NetworkPolicyPort
+
+    def matches(self, target: PortProtocol, named_ports: Labels | None) -> bool:
+        p = self.port
+        if p.protocol != target.protocol:
+            return False
+        if p.port is None:
+            return True
+        if isinstance(p.port, str):
+            if named_ports is None:
+                return False
+            return named_ports.get(f"{p.port}/{p.protocol.value}") == str(target.port)
+        if p.end_port is not None:
+            return p.port <= target.port <= p.end_port
+        return p.port == target.port
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    index: int
+    peers: tuple[CompiledPeer, ...]  # empty: every peer
+    ports: tuple[CompiledPort, ...]  # empty: every port
+
+    def admits(self, info: PeerInfo, port: PortProtocol, named_ports: Labels | None) -> tuple[int | None, int | None]:
+        """(peer index, port index) of the first match, or (-1, -1) if the rule does not admit. None = 'all'."""
+        port_index: int | None = None
+        if self.ports:
+            for cp in self.ports:
+                if cp.matches(port, named_ports):
+                    port_index = cp.index
+                    break
+            else:
+                return (-1, -1)
+        peer_index: int | None = None
+        if self.peers:
+            for peer in self.peers:
+                if peer.matches(info):
+                    peer_index = peer.index
+                    break
+            else:
+                return (-1, -1)
+        return (peer_index, port_index)
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    policy: NetworkPolicy
+    target: SelectorMatcher
+    ingress: tuple[CompiledRule, ...]
+    egress: tuple[CompiledRule, ...]
+
+    @property
+    def key(self) -> PolicyKey:
+        return self.policy.key
+
+    def rules(self, direction: Direction) -> tuple[CompiledRule, ...]:
+        return self.ingress if direction is Direction.INGRESS else self.egress
+
+    def isolates(self, direction: Direction) -> bool:
+        return direction in self.policy.policy_types
+
+    def selects(self, pod_labels: Mapping[str, str]) -> bool:
+        return self.target.matches(pod_labels)
+
+
+def _compile_rules(policy: NetworkPolicy, direction: Direction) -> tuple[CompiledRule, ...]:
+    if direction not in policy.policy_types:
+        return ()  # sections of types not listed in policyTypes are ignored
+    out = []
+    for ri, rule in enumerate(policy.rules(direction)):
+        peers = tuple(
+            CompiledPeer(
+                pi,
+                peer,
+                policy.namespace,
+                None if peer.namespace_selector is None else compile_selector(peer.namespace_selector),
+                None if peer.pod_selector is None else compile_selector(peer.pod_selector),
+                None if peer.ip_block is None else compile_ip_block(peer.ip_block),
+            )
+            for pi, peer in enumerate(rule.peers)
+        )
+        # A peer with namespaceSelector and an empty podSelector is "all pods of those namespaces": same as None.
+        peers = tuple(
+            CompiledPeer(p.index, p.peer, p.policy_namespace, p.namespace, None, p.ip_block)
+            if p.namespace is not None and p.pods is not None and p.pods.matches_all
+            else p
+            for p in peers
+        )
+        ports = tuple(CompiledPort(i, port) for i, port in enumerate(rule.ports))
+        out.append(CompiledRule(ri, peers, ports))
+    return tuple(out)
+
+
+def compile_policy(policy: NetworkPolicy) -> CompiledPolicy:
+    return CompiledPolicy(
+        policy,
+        compile_selector(policy.pod_selector),
+        _compile_rules(policy, Direction.INGRESS),
+        _compile_rules(policy, Direction.EGRESS),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Verdicts.
+
+
+@dataclass(frozen=True, order=True)
+class RuleRef:
+    """A rule that admits a connection: policy, direction, rule index, peer index and port index.
+
+    ``peer`` None means the rule has no ``from``/``to`` (every peer); ``port`` None means no ``ports`` (every port).
+    """
+
+    namespace: str
+    policy: str
+    direction: Direction
+    rule: int
+    peer: int | None
+    port: int | None
+
+    def __str__(self) -> str:
+        field_name = "from" if self.direction is Direction.INGRESS else "to"
+        peer = f"{field_name}[{self.peer}]" if self.peer is not None else f"any {field_name}"
+        port = f"ports[{self.port}]" if self.port is not None else "any port"
+        return f"{self.namespace}/{self.policy} {self.direction.value.lower()}[{self.rule}] ({peer}, {port})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "policy": self.policy,
+            "direction": self.direction.value,
+            "rule": self.rule,
+            "peer": self.peer,
+            "port": self.port,
+        }
+
+
+@dataclass(frozen=True)
+class DirectionVerdict:
+    """The result for one direction (the destination's ingress or the source's egress)."""
+
+    direction: Direction
+    isolated: bool
+    isolating_policies: tuple[PolicyKey, ...] = ()
+    admitted_by: tuple[RuleRef, ...] = ()  # the first admitting rule of every admitting policy
+
+    @property
+    def allowed(self) -> bool:
+        return not self.isolated or bool(self.admitted_by)
+
+    @property
+    def rule(self) -> RuleRef | None:
+        return self.admitted_by[0] if self.admitted_by else None
+
+    def deciding_policies(self) -> tuple[PolicyKey, ...]:
+        if not self.isolated:
+            return ()
+        if self.admitted_by:
+            return tuple(dict.fromkeys((r.namespace, r.policy) for r in self.admitted_by))
+        return self.isolating_policies
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "isolated": self.isolated,
+            "isolatingPolicies": [f"{ns}/{name}" for ns, name in self.isolating_policies],
+            "admittedBy": [r.to_dict() for r in self.admitted_by],
+        }
+
+
+def judge_direction(
+    direction: Direction,
+    policies: Sequence[CompiledPolicy],
+    peer: PeerInfo,
+    port: PortProtocol,
+    named_ports: Labels | None,
+) -> DirectionVerdict:
+    """Judge one direction. ``policies``: those selecting the judged pod and isolating it for ``direction``,
+    sorted by name; ``peer``: the other side; ``named_ports``: the destination's named ports (None = external)."""
+    if not policies:
+        return DirectionVerdict(direction, False)
+    admitted: list[RuleRef] = []
+    for cp in policies:
+        for rule in cp.rules(direction):
+            peer_index, port_index = rule.admits(peer, port, named_ports)
+            if peer_index != -1:
+                admitted.append(
+                    RuleRef(cp.policy.namespace, cp.policy.name, direction, rule.index, peer_index, port_index)
+                )
+                break
+    return DirectionVerdict(direction, True, tuple(cp.key for cp in policies), tuple(admitted))
+
+
+def _endpoint_text(endpoint: Endpoint) -> str:
+    return str(endpoint)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether ``source`` may open a connection to ``destination`` on ``port``, and why.
+
+    ``allowed`` is None when the pair is not judged (self pair, hostNetwork pod, not an endpoint, unknown pod);
+    ``reason`` then says why. ``egress`` is None for an external source, ``ingress`` None for an external
+    destination (the policies of the cluster say nothing about the outside).
+    """
+
+    source: Endpoint
+    destination: Endpoint
+    port: PortProtocol
+    allowed: bool | None
+    egress: DirectionVerdict | None = None
+    ingress: DirectionVerdict | None = None
+    reason: str = ""
+
+    def deciding_policies(self) -> tuple[PolicyKey, ...]:
+        """Policies that decide the verdict: the admitting ones if allowed, the isolating ones that deny if not."""
+        if self.allowed is None:
+            return ()
+        parts: list[PolicyKey] = []
+        for dv in (self.egress, self.ingress):
+            if dv is None:
+                continue
+            if self.allowed or not dv.allowed:
+                parts.extend(dv.deciding_policies())
+        return tuple(dict.fromkeys(parts))
+
+    def explain(self) -> str:
+        head = f"{_endpoint_text(self.source)} -> {_endpoint_text(self.destination)} on {self.port}"
+        if self.allowed is None:
+            return f"{head}: not judged: {self.reason}."
+        lines = [f"{head}: {'ALLOWED' if self.allowed else 'DENIED'}."]
+        if self.egress is not None:
+            lines.append(_explain_direction(self.egress, self.source, self.destination))
+        else:
+            lines.append(f"Egress: {self.source} is outside the cluster; no policy applies to its egress.")
+        if self.ingress is not None:
+            lines.append(_explain_direction(self.ingress, self.destination, self.source))
+        else:
+            lines.append(f"Ingress: {self.destination} is outside the cluster; no policy applies to its ingress.")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from": str(self.source),
+            "to": str(self.destination),
+            "port": self.port.port,
+            "protocol": self.port.protocol.value,
+            "allowed": self.allowed,
+            "reason": self.reason or None,
+            "decidingPolicies": [f"{ns}/{name}" for ns, name in self.deciding_policies()],
+            "egress": None if self.egress is None else self.egress.to_dict(),
+            "ingress": None if self.ingress is None else self.ingress.to_dict(),
+        }
+
+
+def _explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
+    name = dv.direction.value
+    if not dv.isolated:
+        return (
+            f"{name}: {subject} is not isolated for {name.lower()} "
+            f"(no NetworkPolicy selecting it lists {name} in policyTypes), so it is allowed."
+        )
+    isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
+    if dv.admitted_by:
+        rules = "; ".join(str(r) for r in dv.admitted_by)
+        return f"{name}: {subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
+    peer_word = "from" if dv.direction is Direction.INGRESS else "to"
+    return (
+        f"{name}: {subject} is isolated for {name.lower()} by {isolating}; "
+        f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
+    )
+
+
+def not_judged(source: Endpoint, destination: Endpoint, port: PortProtocol, reason: str) -> Verdict:
+    return Verdict(source, destination, port, None, reason=reason)
+
+
+def make_verdict(
+    source: Endpoint,
+    destination: Endpoint,
+    port: PortProtocol,
+    egress: DirectionVerdict | None,
+    ingress: DirectionVerdict | None,
+) -> Verdict:
+    allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
+    return Verdict(source, destination, port, allowed, egress, ingress)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A straightforward, non-incremental evaluator: the reference the index is tested against.
+
+
+@dataclass
+class Snapshot:
+    """A point-in-time cluster state judged pod by pod, with no caching: simple and obviously right."""
+
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: dict[PodRef, Pod] = field(default_factory=dict)
+    policies: dict[PolicyKey, CompiledPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def from_objects(cls, objs: Iterable[Namespace | Pod | NetworkPolicy]) -> Snapshot:
+        snap = cls()
+        for obj in objs:
+            if isinstance(obj, Namespace):
+                snap.namespaces[obj.name] = obj
+            elif isinstance(obj, Pod):
+                snap.pods[obj.ref] = obj
+            else:
+                snap.policies[obj.key] = compile_policy(obj)
+        return snap
+
+    def namespace_labels(self, name: str) -> Labels:
+        ns = self.namespaces.get(name)
+        return ns.labels if ns is not None else Namespace(name).labels
+
+    def selecting(self, pod: Pod, direction: Direction) -> list[CompiledPolicy]:
+        return sorted(
+            (
+                cp
+                for cp in self.policies.values()
+                if cp.policy.namespace == pod.namespace and cp.isolates(direction) and cp.selects(pod.labels)
+            ),
+            key=lambda cp: cp.policy.name,
+        )
+
+    def _pod_or_reason(self, endpoint: PodRef) -> Pod | str:
+        pod = self.pods.get(endpoint)
+        if pod is None:
+            return f"unknown pod {endpoint}"
+        if pod.host_network:
+            return f"{endpoint} uses the host network (node traffic, not governed by NetworkPolicy)"
+        if not pod.is_endpoint:
+            return f"{endpoint} is not a running pod with an IP (phase {pod.phase})"
+        return pod
+
+    def verdict(self, src: Endpoint, dst: Endpoint, port: PortProtocol) -> Verdict:
+        if src == dst:
+            return not_judged(src, dst, port, "a pod never blocks traffic to itself")
+        src_pod: Pod | None = None
+        dst_pod: Pod | None = None
+        for endpoint, is_src in ((src, True), (dst, False)):
+            if isinstance(endpoint, PodRef):
+                got = self._pod_or_reason(endpoint)
+                if isinstance(got, str):
+                    return not_judged(src, dst, port, got)
+                if is_src:
+                    src_pod = got
+                else:
+                    dst_pod = got
+            elif parse_ip(endpoint) is None:
+                return not_judged(src, dst, port, f"{endpoint!r} is neither a pod nor an IP address")
+        if src_pod is None and dst_pod is None:
+            return not_judged(src, dst, port, "neither side is a pod of the cluster")
+        src_info = pod_peer(src_pod, self.namespace_labels(src_pod.namespace)) if src_pod else external_peer(str(src))
+        dst_info = pod_peer(dst_pod, self.namespace_labels(dst_pod.namespace)) if dst_pod else external_peer(str(dst))
+        egress = (
+            judge_direction(
+                Direction.EGRESS, self.selecting(src_pod, Direction.EGRESS), dst_info, port, dst_info.named_ports
+            )
+            if src_pod
+            else None
+        )
+        ingress = (
+            judge_direction(
+                Direction.INGRESS, self.selecting(dst_pod, Direction.INGRESS), src_info, port, dst_info.named_ports
+            )
+            if dst_pod
+            else None
+        )
+        return make_verdict(src, dst, port, egress, ingress)
+
+    def endpoints(self) -> list[PodRef]:
+        return sorted(ref for ref, pod in self.pods.items() if pod.is_endpoint)

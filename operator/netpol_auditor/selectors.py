@@ -1,0 +1,119 @@
+"""Label selectors and ipBlocks compiled into small, fast matchers.
+
+Semantics of metav1.LabelSelector (apimachinery pkg/labels/selector.go): requirements are ANDed; the empty selector
+matches everything; ``NotIn`` and ``DoesNotExist`` also match objects that lack the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .model import IPBlock, LabelSelector, SelectorOperator
+
+__all__ = ["IPBlockMatcher", "SelectorMatcher", "compile_ip_block", "compile_selector", "parse_ip"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class SelectorMatcher:
+    """A compiled label selector: ``matches(labels)``."""
+
+    __slots__ = ("_absent", "_in", "_labels", "_not_in", "_present", "matches_all", "selector")
+
+    def __init__(self, selector: LabelSelector) -> None:
+        self.selector = selector
+        self._labels: tuple[tuple[str, str], ...] = tuple(selector.match_labels.items())
+        self._in: list[tuple[str, frozenset[str]]] = []
+        self._not_in: list[tuple[str, frozenset[str]]] = []
+        self._present: list[str] = []
+        self._absent: list[str] = []
+        for req in selector.match_expressions:
+            if req.operator is SelectorOperator.IN:
+                self._in.append((req.key, frozenset(req.values)))
+            elif req.operator is SelectorOperator.NOT_IN:
+                self._not_in.append((req.key, frozenset(req.values)))
+            elif req.operator is SelectorOperator.EXISTS:
+                self._present.append(req.key)
+            else:
+                self._absent.append(req.key)
+        self.matches_all = selector.is_empty
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.matches_all:
+            return True
+        for key, value in self._labels:
+            if labels.get(key) != value:
+                return False
+        for key, values in self._in:
+            got = labels.get(key)
+            if got is None or got not in values:
+                return False
+        for key, values in self._not_in:
+            got = labels.get(key)
+            if got is not None and got in values:
+                return False
+        for key in self._present:
+            if key not in labels:
+                return False
+        return all(key not in labels for key in self._absent)
+
+
+@lru_cache(maxsize=65536)
+def compile_selector(selector: LabelSelector) -> SelectorMatcher:
+    return SelectorMatcher(selector)
+
+
+@lru_cache(maxsize=262144)
+def parse_ip(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Range:
+    version: int
+    low: int
+    high: int
+
+    def contains(self, version: int, value: int) -> bool:
+        return version == self.version and self.low <= value <= self.high
+
+
+def _range(cidr: str) -> _Range:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return _Range(net.version, int(net.network_address), int(net.broadcast_address))
+
+
+class IPBlockMatcher:
+    """An ipBlock: addresses inside ``cidr`` but in no ``except`` range; never matches the other IP family."""
+
+    __slots__ = ("_except", "_range", "block")
+
+    def __init__(self, block: IPBlock) -> None:
+        self.block = block
+        self._range = _range(block.cidr)
+        self._except = tuple(_range(e) for e in block.except_)
+
+    def contains(self, address: IPAddress) -> bool:
+        version, value = address.version, int(address)
+        if not self._range.contains(version, value):
+            return False
+        return not any(r.contains(version, value) for r in self._except)
+
+    def matches_any(self, addresses: tuple[str, ...]) -> bool:
+        """True if any of a pod's IPs lies in the block (dual-stack pods have one address per family)."""
+        for text in addresses:
+            addr = parse_ip(text)
+            if addr is not None and self.contains(addr):
+                return True
+        return False
+
+
+@lru_cache(maxsize=16384)
+def compile_ip_block(block: IPBlock) -> IPBlockMatcher:
+    return IPBlockMatcher(block)
