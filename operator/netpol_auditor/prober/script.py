@@ -1,0 +1,204 @@
+"""Probe and responder shell scripts, and the parser/classifier of what a probe pod reports back.
+
+A probe pod runs one POSIX ``sh`` script that tries every target it was given and writes one line per target to
+``/dev/termination-log``: the result comes back as ``status.containerStatuses[].state.terminated.message``, so no
+logs, exec or kubelet API are needed. The script uses only tools both the netshoot image and the local cluster's
+hosts ship: ``sh`` (busybox ash / dash), ``nc`` (netcat-openbsd) and ``socat`` — nicolaka/netshoot's Dockerfile installs
+``busybox-extras``, ``netcat-openbsd`` and ``socat`` from Alpine (it does not install ``ncat``, hence socat for SCTP).
+
+- TCP: ``nc -vz -w T host port``; its verbose message tells a refusal from a timeout.
+- UDP: a payload sent with ``socat`` and a reply required (``nc -z -u`` cannot tell open from filtered).
+- SCTP: ``socat`` ``SCTP-CONNECT`` with a connect timeout.
+
+Line format: ``<index><code>`` with code ``c`` connected, ``t`` timed out, ``r`` refused (RST, ICMP unreachable or
+prohibited), ``e`` error (tool failure, unsupported protocol); the last line is ``#<count>`` when every target ran.
+The kubelet keeps at most 4096 bytes of the message, which bounds the targets per pod (`max_targets`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from netpol_auditor.model import PortProtocol, Protocol
+
+__all__ = [
+    "TERMINATION_MESSAGE_BYTES",
+    "ProbeReport",
+    "ProbeResult",
+    "ScriptTarget",
+    "max_targets",
+    "parse_report",
+    "probe_script",
+    "responder_script",
+]
+
+#: The kubelet truncates a container's termination message to 4096 bytes (kubelet/kuberuntime, maxMsgSize).
+TERMINATION_MESSAGE_BYTES = 4096
+TERMINATION_LOG = "/dev/termination-log"
+#: The UDP payload a probe sends; responders echo it (netshoot responder) or answer with their identity (localcluster).
+UDP_PAYLOAD = "netpol-auditor-probe"
+RESPONDER_REPLY = "netpol-auditor-responder"
+
+
+class ProbeResult(StrEnum):
+    CONNECTED = "connected"
+    TIMED_OUT = "timed_out"
+    REFUSED = "refused"
+    ERROR = "error"
+
+    @property
+    def code(self) -> str:
+        return _CODES_BY_RESULT[self]
+
+
+_CODES_BY_RESULT = {
+    ProbeResult.CONNECTED: "c",
+    ProbeResult.TIMED_OUT: "t",
+    ProbeResult.REFUSED: "r",
+    ProbeResult.ERROR: "e",
+}
+_RESULT_BY_CODE = {code: result for result, code in _CODES_BY_RESULT.items()}
+
+
+@dataclass(frozen=True)
+class ScriptTarget:
+    """One connection to try: an IP literal (never a name: no DNS dependency, no shell injection) and a port."""
+
+    host: str
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+    def __post_init__(self) -> None:
+        ipaddress.ip_address(self.host)  # raises ValueError for anything but an IP literal
+        PortProtocol(self.port, self.protocol)  # validates the range
+
+    @property
+    def socat_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+def max_targets(limit_bytes: int = TERMINATION_MESSAGE_BYTES) -> int:
+    """How many targets one pod can report within the termination message (worst-case line lengths)."""
+    n = 0
+    while True:
+        size = sum(len(str(i)) + 2 for i in range(n + 1)) + len(f"#{n + 1}\n")
+        if size > limit_bytes:
+            return n
+        n += 1
+
+
+# Functions shared by every probe script; $1 = target index, $2 = host, $3 = port. Results are appended one short
+# line at a time (O_APPEND writes below PIPE_BUF do not interleave), so parallel targets cannot garble each other.
+_FUNCTIONS = r"""L=__LOG__
+T=__TIMEOUT__
+cls() {
+  case "$2" in
+    *refused*|*"No route to host"*|*prohibited*|*"Host is unreachable"*) echo "${1}r" ;;
+    *"timed out"*|*"Operation now in progress"*|*"Connection timed out"*) echo "${1}t" ;;
+    *) echo "${1}e" ;;
+  esac >>"$L"
+}
+tcp() {
+  if o=$(nc -vz -w "$T" "$2" "$3" 2>&1); then echo "${1}c" >>"$L"; else cls "$1" "$o"; fi
+}
+udp() {
+  o=$(printf '__PAYLOAD__\n' | socat -t"$T" -T"$T" - "UDP:$2:$3" 2>&1)
+  case "$o" in
+    *"socat["*" E "*) cls "$1" "$o" ;;
+    "") echo "${1}t" >>"$L" ;;
+    *) echo "${1}c" >>"$L" ;;
+  esac
+}
+sctp() {
+  if o=$(socat -T"$T" /dev/null "SCTP-CONNECT:$2:$3,connect-timeout=$T" 2>&1); then echo "${1}c" >>"$L"
+  else cls "$1" "$o"; fi
+}
+n=0
+run() {
+  "$@" &
+  n=$((n + 1))
+  if [ "$n" -ge __PARALLEL__ ]; then wait; n=0; fi
+}
+"""
+
+
+def probe_script(
+    targets: Sequence[ScriptTarget],
+    timeout_seconds: int = 2,
+    parallelism: int = 8,
+    log_path: str = TERMINATION_LOG,
+) -> str:
+    """The ``sh -c`` script that probes `targets`, at most `parallelism` at a time, each bounded by the timeout."""
+    if len(targets) > max_targets():
+        raise ValueError(f"{len(targets)} targets exceed the {max_targets()} a termination message can report")
+    if timeout_seconds < 1 or parallelism < 1:
+        raise ValueError("timeout_seconds and parallelism must be >= 1")
+    if not re.fullmatch(r"[A-Za-z0-9_./-]+", log_path):
+        raise ValueError(f"unsafe log path {log_path!r}")
+    head = (
+        _FUNCTIONS.replace("__LOG__", log_path)
+        .replace("__TIMEOUT__", str(timeout_seconds))
+        .replace("__PAYLOAD__", UDP_PAYLOAD)
+        .replace("__PARALLEL__", str(parallelism))
+    )
+    lines = [head]
+    for i, t in enumerate(targets):
+        fn = t.protocol.value.lower()
+        host = t.socat_host if t.protocol is not Protocol.TCP else t.host
+        lines.append(f"run {fn} {i} {host} {t.port}")
+    lines.append("wait")
+    lines.append(f'echo "#{len(targets)}" >>"$L"')
+    return "\n".join(lines) + "\n"
+
+
+def responder_script(ports: Sequence[PortProtocol]) -> str:
+    """The ``sh -c`` script of a responder pod: listen on every port, answer, stay up until deleted.
+
+    A listener that cannot bind (the port is already served, e.g. by the local cluster's own responders) is not an
+    error: someone answers on it either way.
+    """
+    lines = []
+    for pp in sorted(set(ports)):
+        if pp.protocol is Protocol.TCP:
+            lines.append(f"socat TCP-LISTEN:{pp.port},fork,reuseaddr 'SYSTEM:echo {RESPONDER_REPLY}' &")
+        elif pp.protocol is Protocol.UDP:
+            lines.append(f"socat -T1 UDP-RECVFROM:{pp.port},fork EXEC:cat &")
+        else:
+            lines.append(f"socat SCTP-LISTEN:{pp.port},fork,reuseaddr 'SYSTEM:echo {RESPONDER_REPLY}' &")
+    lines.append("while :; do sleep 3600; done")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What one probe pod reported: a result per target index (None = no line: the pod ended first)."""
+
+    results: tuple[ProbeResult | None, ...]
+    complete: bool
+
+    def missing(self) -> int:
+        return sum(1 for r in self.results if r is None)
+
+
+def parse_report(message: str | None, count: int) -> ProbeReport:
+    """Parse a termination message written by `probe_script` for `count` targets. Unknown lines are ignored."""
+    results: list[ProbeResult | None] = [None] * count
+    complete = False
+    for raw in (message or "").splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            complete = line[1:] == str(count)
+            continue
+        index, code = line[:-1], line[-1:]
+        if not index.isdigit() or code not in _RESULT_BY_CODE:
+            continue
+        i = int(index)
+        if 0 <= i < count:
+            results[i] = _RESULT_BY_CODE[code]
+    return ProbeReport(tuple(results), complete and all(r is not None for r in results))
