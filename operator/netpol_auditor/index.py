@@ -1,0 +1,578 @@
+"""The incremental reachability index: NetworkPolicy verdicts kept up to date as objects change.
+
+Pods are grouped into *equivalence classes*: same namespace, same labels, same named-port map and same set of
+matching ipBlocks. Namespace labels are per namespace, so pods of one class are indistinguishable to every policy:
+they are selected by the same policies and get the same verdicts. Verdicts are cached per
+(destination class, source class, port) for ingress and (source class, destination class, port) for egress; an
+event invalidates only the caches of the classes it touches:
+
+- a pod event moves one pod between classes (a class appears or disappears at most);
+- a policy event re-selects the classes of its own namespace and drops the ingress caches of the classes it
+  selects for Ingress (before or after) and the egress caches of those it selects for Egress: a policy's rules only
+  ever matter to the pods it selects;
+- a namespace label change drops the caches of classes selected by policies with a namespaceSelector peer.
+
+Not thread-safe: feed it from one thread (the operator's event loop) or guard it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .engine import (
+    CompiledPolicy,
+    DirectionVerdict,
+    PeerInfo,
+    PolicyKey,
+    Verdict,
+    compile_policy,
+    external_peer,
+    judge_direction,
+    make_verdict,
+    not_judged,
+)
+from .model import (
+    Direction,
+    Endpoint,
+    IPBlock,
+    Labels,
+    Namespace,
+    NetworkPolicy,
+    ObjectKind,
+    Pod,
+    PodRef,
+    PortProtocol,
+)
+from .selectors import compile_ip_block, parse_ip
+
+__all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
+
+KubeObject = Namespace | Pod | NetworkPolicy
+
+#: How many change-log entries `changed_class_pairs` can look back over; older revisions report every pair.
+CHANGE_LOG_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class EquivalenceClass:
+    """Pods that no NetworkPolicy can tell apart. ``id`` is stable: derived from what defines the class."""
+
+    id: str
+    namespace: str
+    labels: Labels
+    named_ports: Labels  # "name/PROTO" -> "port"
+    members: tuple[PodRef, ...]
+
+    @property
+    def representative(self) -> PodRef:
+        return self.members[0]
+
+
+@dataclass(frozen=True)
+class PathCounts:
+    allowed: int = 0
+    denied: int = 0
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    pods: int
+    endpoints: int
+    namespaces: int
+    policies: int
+    classes: int
+    revision: int
+
+
+_UNISOLATED = {d: DirectionVerdict(d, False) for d in Direction}
+
+
+@dataclass(eq=False)
+class _Class:
+    id: str
+    namespace: str
+    labels: Labels
+    named_ports: Labels
+    ip_sig: frozenset[IPBlock]
+    members: set[PodRef] = field(default_factory=set)
+    ips: tuple[str, ...] = ()  # of any member: members match the same ipBlocks
+    selected_by: tuple[CompiledPolicy, ...] = ()  # every policy whose podSelector selects the class, by name
+    sel_in: tuple[CompiledPolicy, ...] = ()  # ... of those, the ones isolating it for Ingress
+    sel_eg: tuple[CompiledPolicy, ...] = ()
+    peer: PeerInfo | None = None  # how rules see this class; rebuilt when namespace labels change
+
+
+def _class_id(namespace: str, labels: Labels, named_ports: Labels, ip_sig: frozenset[IPBlock]) -> str:
+    text = repr((namespace, tuple(labels.items()), tuple(named_ports.items()), sorted(map(repr, ip_sig))))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _policy_blocks(policy: NetworkPolicy) -> set[IPBlock]:
+    blocks: set[IPBlock] = set()
+    for direction in policy.policy_types:
+        for rule in policy.rules(direction):
+            blocks.update(p.ip_block for p in rule.peers if p.ip_block is not None)
+    return blocks
+
+
+def _has_namespace_selector(cp: CompiledPolicy) -> bool:
+    return any(p.namespace is not None for rules in (cp.ingress, cp.egress) for r in rules for p in r.peers)
+
+
+class ReachabilityIndex:
+    """What the NetworkPolicies allow between every pair of pods, maintained incrementally.
+
+    Feed it with `upsert` / `delete`; ask `verdict`, `path_counts`, `classes`, `changed_class_pairs`.
+    """
+
+    def __init__(self) -> None:
+        self.revision = 0
+        self._namespaces: dict[str, Namespace] = {}
+        self._pods: dict[PodRef, Pod] = {}
+        self._policies: dict[PolicyKey, CompiledPolicy] = {}
+        self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
+        self._blocks: Counter[IPBlock] = Counter()
+        self._classes: dict[str, _Class] = {}
+        self._classes_by_ns: dict[str, set[str]] = defaultdict(set)
+        self._pod_class: dict[PodRef, str] = {}
+        self._in_cache: dict[str, dict[tuple[str, PortProtocol], DirectionVerdict]] = {}
+        self._eg_cache: dict[str, dict[tuple[str, PortProtocol], DirectionVerdict]] = {}
+        # Change log: (revision, what, class id) with what in {"src", "dst", "new"}.
+        self._log: list[tuple[int, str, str]] = []
+        self._log_floor = 0  # revisions <= this are no longer fully logged
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Construction and events.
+
+    @classmethod
+    def from_objects(cls, objs: Iterable[KubeObject]) -> ReachabilityIndex:
+        """Build from a set of objects (order-independent: policies and namespaces are applied before pods)."""
+        index = cls()
+        pods: list[Pod] = []
+        for obj in objs:
+            if isinstance(obj, Pod):
+                pods.append(obj)
+            else:
+                index.upsert(obj)
+        for pod in pods:
+            index.upsert(pod)
+        return index
+
+    def upsert(self, obj: KubeObject) -> None:
+        """Apply an added or modified object."""
+        if isinstance(obj, Pod):
+            self._upsert_pod(obj)
+        elif isinstance(obj, Namespace):
+            self._upsert_namespace(obj)
+        else:
+            self._upsert_policy(obj)
+
+    def delete(self, kind: ObjectKind, namespace: str | None, name: str) -> None:
+        """Apply a deletion. Deleting something unknown is a no-op."""
+        kind = ObjectKind(kind)
+        if kind is ObjectKind.POD:
+            self._delete_pod(PodRef(namespace or "default", name))
+        elif kind is ObjectKind.NAMESPACE:
+            if name in self._namespaces:
+                self._set_namespace(name, None)
+        else:
+            key = (namespace or "default", name)
+            if key in self._policies:
+                self._replace_policy(key, None)
+
+    # -- namespaces --------------------------------------------------------------------------------------------
+
+    def _upsert_namespace(self, ns: Namespace) -> None:
+        old = self._namespaces.get(ns.name)
+        if old == ns:
+            return
+        self._set_namespace(ns.name, ns)
+
+    def _set_namespace(self, name: str, ns: Namespace | None) -> None:
+        old_labels = self._namespace_labels(name)
+        if ns is None:
+            del self._namespaces[name]
+        else:
+            self._namespaces[name] = ns
+        self._bump()
+        if self._namespace_labels(name) == old_labels:
+            return
+        for cid in self._classes_by_ns.get(name, ()):
+            self._classes[cid].peer = None
+        # Only policies with a namespaceSelector peer can see namespace labels; drop the caches of the classes they
+        # select (their verdicts may depend on the labels of this namespace).
+        for cls in self._classes.values():
+            if any(_has_namespace_selector(cp) for cp in cls.sel_in):
+                self._drop_ingress(cls.id)
+            if any(_has_namespace_selector(cp) for cp in cls.sel_eg):
+                self._drop_egress(cls.id)
+
+    def _namespace_labels(self, name: str) -> Labels:
+        ns = self._namespaces.get(name)
+        return ns.labels if ns is not None else Namespace(name).labels
+
+    # -- pods --------------------------------------------------------------------------------------------------
+
+    def _upsert_pod(self, pod: Pod) -> None:
+        ref = pod.ref
+        old = self._pods.get(ref)
+        if old == pod:
+            return
+        self._pods[ref] = pod
+        self._bump()
+        self._place_pod(pod)
+
+    def _delete_pod(self, ref: PodRef) -> None:
+        if ref not in self._pods:
+            return
+        del self._pods[ref]
+        self._bump()
+        self._unplace(ref)
+
+    def _ip_sig(self, pod: Pod) -> frozenset[IPBlock]:
+        if not self._blocks or not pod.pod_ips:
+            return frozenset()
+        return frozenset(b for b in self._blocks if compile_ip_block(b).matches_any(pod.pod_ips))
+
+    def _place_pod(self, pod: Pod) -> None:
+        """(Re)assign a pod to its class; endpoints only."""
+        ref = pod.ref
+        if not pod.is_endpoint:
+            self._unplace(ref)
+            return
+        labels, named = pod.labels, pod.named_ports()
+        sig = self._ip_sig(pod)
+        cid = _class_id(pod.namespace, labels, named, sig)
+        current = self._pod_class.get(ref)
+        if current == cid:
+            return
+        self._unplace(ref)
+        cls = self._classes.get(cid)
+        if cls is None:
+            cls = _Class(cid, pod.namespace, labels, named, sig, ips=pod.pod_ips)
+            self._select(cls)
+            self._classes[cid] = cls
+            self._classes_by_ns[pod.namespace].add(cid)
+            self._log_change("new", cid)
+        cls.members.add(ref)
+        self._pod_class[ref] = cid
+
+    def _unplace(self, ref: PodRef) -> None:
+        cid = self._pod_class.pop(ref, None)
+        if cid is None:
+            return
+        cls = self._classes[cid]
+        cls.members.discard(ref)
+        if not cls.members:
+            del self._classes[cid]
+            by_ns = self._classes_by_ns[cls.namespace]
+            by_ns.discard(cid)
+            if not by_ns:
+                del self._classes_by_ns[cls.namespace]
+            self._in_cache.pop(cid, None)
+            self._eg_cache.pop(cid, None)
+
+    def _select(self, cls: _Class) -> None:
+        selecting = tuple(
+            cp for _, cp in sorted(self._policies_by_ns.get(cls.namespace, {}).items()) if cp.selects(cls.labels)
+        )
+        cls.selected_by = selecting
+        cls.sel_in = tuple(cp for cp in selecting if cp.isolates(Direction.INGRESS))
+        cls.sel_eg = tuple(cp for cp in selecting if cp.isolates(Direction.EGRESS))
+
+    # -- policies ----------------------------------------------------------------------------------------------
+
+    def _upsert_policy(self, policy: NetworkPolicy) -> None:
+        old = self._policies.get(policy.key)
+        if old is not None and old.policy == policy:
+            return
+        self._replace_policy(policy.key, policy)
+
+    def _replace_policy(self, key: PolicyKey, policy: NetworkPolicy | None) -> None:
+        namespace, name = key
+        old = self._policies.pop(key, None)
+        new = compile_policy(policy) if policy is not None else None
+        if new is not None:
+            self._policies[key] = new
+            self._policies_by_ns[namespace][name] = new
+        else:
+            self._policies_by_ns[namespace].pop(name, None)
+            if not self._policies_by_ns[namespace]:
+                del self._policies_by_ns[namespace]
+        self._bump()
+        for cid in list(self._classes_by_ns.get(namespace, ())):
+            cls = self._classes[cid]
+            was = old is not None and old.selects(cls.labels)
+            now = new is not None and new.selects(cls.labels)
+            if not was and not now:
+                continue
+            self._select(cls)
+            if (was and old is not None and old.isolates(Direction.INGRESS)) or (
+                now and new is not None and new.isolates(Direction.INGRESS)
+            ):
+                self._drop_ingress(cid)
+            if (was and old is not None and old.isolates(Direction.EGRESS)) or (
+                now and new is not None and new.isolates(Direction.EGRESS)
+            ):
+                self._drop_egress(cid)
+        old_blocks = _policy_blocks(old.policy) if old is not None else set()
+        new_blocks = _policy_blocks(policy) if policy is not None else set()
+        if old_blocks != new_blocks:
+            touched = old_blocks ^ new_blocks
+            present_before = {b for b in touched if self._blocks[b] > 0}
+            self._blocks.update(new_blocks)
+            self._blocks.subtract(old_blocks)
+            changed = {b for b in touched if (self._blocks[b] > 0) != (b in present_before)}
+            for b in list(self._blocks):
+                if self._blocks[b] <= 0:
+                    del self._blocks[b]
+            if changed:
+                self._reclassify_for_blocks(changed)
+
+    def _reclassify_for_blocks(self, blocks: set[IPBlock]) -> None:
+        """An ipBlock appeared or disappeared: pods whose IPs it matches change class."""
+        matchers = [compile_ip_block(b) for b in blocks]
+        for cls in list(self._classes.values()):
+            if cls.id not in self._classes:
+                continue
+            if any(m.matches_any(cls.ips) for m in matchers):
+                for ref in sorted(cls.members):
+                    self._place_pod(self._pods[ref])
+
+    # -- caches and change log ---------------------------------------------------------------------------------
+
+    def _bump(self) -> None:
+        self.revision += 1
+
+    def _log_change(self, what: str, cid: str) -> None:
+        self._log.append((self.revision, what, cid))
+        if len(self._log) > CHANGE_LOG_LIMIT:
+            cut = len(self._log) // 2
+            self._log_floor = self._log[cut - 1][0]
+            del self._log[:cut]
+
+    def _drop_ingress(self, cid: str) -> None:
+        self._in_cache.pop(cid, None)
+        self._log_change("dst", cid)
+
+    def _drop_egress(self, cid: str) -> None:
+        self._eg_cache.pop(cid, None)
+        self._log_change("src", cid)
+
+    def _peer(self, cls: _Class) -> PeerInfo:
+        if cls.peer is None:
+            cls.peer = PeerInfo(
+                cls.namespace, self._namespace_labels(cls.namespace), cls.labels, cls.ips, cls.named_ports
+            )
+        return cls.peer
+
+    def _ingress(self, dst: _Class, src: _Class, port: PortProtocol) -> DirectionVerdict:
+        if not dst.sel_in:
+            return _UNISOLATED[Direction.INGRESS]
+        cache = self._in_cache.get(dst.id)
+        if cache is None:
+            cache = self._in_cache[dst.id] = {}
+        key = (src.id, port)
+        dv = cache.get(key)
+        if dv is None:
+            dv = cache[key] = judge_direction(Direction.INGRESS, dst.sel_in, self._peer(src), port, dst.named_ports)
+        return dv
+
+    def _egress(self, src: _Class, dst: _Class, port: PortProtocol) -> DirectionVerdict:
+        if not src.sel_eg:
+            return _UNISOLATED[Direction.EGRESS]
+        cache = self._eg_cache.get(src.id)
+        if cache is None:
+            cache = self._eg_cache[src.id] = {}
+        key = (dst.id, port)
+        dv = cache.get(key)
+        if dv is None:
+            dv = cache[key] = judge_direction(Direction.EGRESS, src.sel_eg, self._peer(dst), port, dst.named_ports)
+        return dv
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Queries.
+
+    def _resolve(self, endpoint: Endpoint) -> _Class | str | None:
+        """The class of a pod endpoint, None for an IP address, or why it is not judged."""
+        if isinstance(endpoint, PodRef):
+            pod = self._pods.get(endpoint)
+            if pod is None:
+                return f"unknown pod {endpoint}"
+            if pod.host_network:
+                return f"{endpoint} uses the host network (node traffic, not governed by NetworkPolicy)"
+            if not pod.is_endpoint:
+                return f"{endpoint} is not a running pod with an IP (phase {pod.phase})"
+            return self._classes[self._pod_class[endpoint]]
+        if parse_ip(endpoint) is None:
+            return f"{endpoint!r} is neither a pod nor an IP address"
+        return None
+
+    def verdict(self, src: Endpoint, dst: Endpoint, port: PortProtocol) -> Verdict:
+        """Whether ``src`` may connect to ``dst`` on ``port``, with the deciding policies and rules."""
+        if src == dst:
+            return not_judged(src, dst, port, "a pod never blocks traffic to itself")
+        s = self._resolve(src)
+        if isinstance(s, str):
+            return not_judged(src, dst, port, s)
+        d = self._resolve(dst)
+        if isinstance(d, str):
+            return not_judged(src, dst, port, d)
+        if s is None and d is None:
+            return not_judged(src, dst, port, "neither side is a pod of the cluster")
+        if s is not None and d is not None:
+            return make_verdict(src, dst, port, self._egress(s, d, port), self._ingress(d, s, port))
+        if s is not None:
+            peer = external_peer(str(dst))
+            egress = judge_direction(Direction.EGRESS, s.sel_eg, peer, port, None)
+            return make_verdict(src, dst, port, egress, None)
+        assert d is not None
+        ingress = judge_direction(Direction.INGRESS, d.sel_in, external_peer(str(src)), port, d.named_ports)
+        return make_verdict(src, dst, port, None, ingress)
+
+    def class_verdict(self, src_class: str, dst_class: str, port: PortProtocol) -> Verdict:
+        """The verdict between two classes, reported for their representatives."""
+        s, d = self._classes[src_class], self._classes[dst_class]
+        src, dst = min(s.members), min(d.members)
+        return make_verdict(src, dst, port, self._egress(s, d, port), self._ingress(d, s, port))
+
+    def class_allowed(self, src_class: str, dst_class: str, port: PortProtocol) -> bool:
+        """Fast path of `class_verdict(...).allowed`."""
+        s, d = self._classes[src_class], self._classes[dst_class]
+        return self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed
+
+    def path_counts(self, ports: Iterable[PortProtocol]) -> dict[tuple[str, str, PortProtocol], PathCounts]:
+        """(source namespace, destination namespace, port) -> allowed/denied ordered pairs of distinct endpoints."""
+        port_list = list(dict.fromkeys(ports))
+        allowed: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
+        denied: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
+        classes = sorted(self._classes.values(), key=lambda c: c.id)
+        for d in classes:
+            nd = len(d.members)
+            for s in classes:
+                ns_ = len(s.members)
+                pairs = ns_ * nd - (ns_ if s is d else 0)
+                if not pairs:
+                    continue
+                for port in port_list:
+                    key = (s.namespace, d.namespace, port)
+                    if self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed:
+                        allowed[key] += pairs
+                    else:
+                        denied[key] += pairs
+        keys = set(allowed) | set(denied)
+        return {k: PathCounts(allowed.get(k, 0), denied.get(k, 0)) for k in sorted(keys)}
+
+    def classes(self) -> list[EquivalenceClass]:
+        return [self._public(c) for c in sorted(self._classes.values(), key=lambda c: (c.namespace, min(c.members)))]
+
+    def class_by_id(self, class_id: str) -> EquivalenceClass | None:
+        cls = self._classes.get(class_id)
+        return None if cls is None else self._public(cls)
+
+    def class_of(self, pod: PodRef) -> EquivalenceClass | None:
+        cid = self._pod_class.get(pod)
+        return None if cid is None else self._public(self._classes[cid])
+
+    @staticmethod
+    def _public(cls: _Class) -> EquivalenceClass:
+        return EquivalenceClass(cls.id, cls.namespace, cls.labels, cls.named_ports, tuple(sorted(cls.members)))
+
+    def changed_class_pairs(self, since_revision: int) -> set[tuple[str, str]]:
+        """(source class id, destination class id) pairs whose verdict may have changed after ``since_revision``
+        (a superset: every pair of a new class, every pair into a class whose ingress policies changed, every pair
+        out of a class whose egress policies changed). Only classes that exist now are reported."""
+        current = set(self._classes)
+        if since_revision < self._log_floor:
+            return {(s, d) for s in current for d in current}
+        srcs: set[str] = set()
+        dsts: set[str] = set()
+        for revision, what, cid in reversed(self._log):
+            if revision <= since_revision:
+                break
+            if cid not in current:
+                continue
+            if what in ("src", "new"):
+                srcs.add(cid)
+            if what in ("dst", "new"):
+                dsts.add(cid)
+        pairs = {(s, d) for s in srcs for d in current}
+        pairs.update((s, d) for d in dsts for s in current)
+        return pairs
+
+    def isolation(self, pod: PodRef) -> tuple[bool, bool]:
+        """(isolated for ingress, isolated for egress) of a pod (False, False for unknown pods)."""
+        cid = self._pod_class.get(pod)
+        if cid is not None:
+            cls = self._classes[cid]
+            return (bool(cls.sel_in), bool(cls.sel_eg))
+        p = self._pods.get(pod)
+        if p is None:
+            return (False, False)
+        selecting = [cp for cp in self._policies_by_ns.get(p.namespace, {}).values() if cp.selects(p.labels)]
+        return (
+            any(cp.isolates(Direction.INGRESS) for cp in selecting),
+            any(cp.isolates(Direction.EGRESS) for cp in selecting),
+        )
+
+    def policy_selected_pods(self) -> dict[tuple[str, str], int]:
+        """(namespace, policy) -> endpoint pods its podSelector selects (every policy is listed, 0 included)."""
+        counts = dict.fromkeys(sorted(self._policies), 0)
+        for cls in self._classes.values():
+            for cp in cls.selected_by:
+                counts[cp.key] += len(cls.members)
+        return counts
+
+    def selector_label_keys(self, namespace: str) -> frozenset[str]:
+        """Pod label keys any policy selector can look at for pods of ``namespace``."""
+        keys: set[str] = set()
+        for ns, policies in self._policies_by_ns.items():
+            for cp in policies.values():
+                if ns == namespace:
+                    keys |= cp.policy.pod_selector.keys()
+                for rules in (cp.ingress, cp.egress):
+                    for rule in rules:
+                        for peer in rule.peers:
+                            if peer.pods is None:
+                                continue
+                            if peer.namespace is not None or ns == namespace:
+                                keys |= peer.pods.selector.keys()
+        return frozenset(keys)
+
+    def endpoints(self) -> list[PodRef]:
+        return sorted(self._pod_class)
+
+    def namespaces(self) -> list[Namespace]:
+        """Known namespaces, plus (with only their implicit label) namespaces that pods refer to."""
+        names = set(self._namespaces) | {ref.namespace for ref in self._pods}
+        return [self._namespaces.get(n) or Namespace(n) for n in sorted(names)]
+
+    def policies(self) -> list[NetworkPolicy]:
+        return [self._policies[k].policy for k in sorted(self._policies)]
+
+    def pods(self) -> list[Pod]:
+        return [self._pods[k] for k in sorted(self._pods)]
+
+    def get_pod(self, ref: PodRef) -> Pod | None:
+        return self._pods.get(ref)
+
+    def stats(self) -> IndexStats:
+        return IndexStats(
+            pods=len(self._pods),
+            endpoints=len(self._pod_class),
+            namespaces=len(self.namespaces()),
+            policies=len(self._policies),
+            classes=len(self._classes),
+            revision=self.revision,
+        )
+
+    def iter_class_pairs(self) -> Iterator[tuple[EquivalenceClass, EquivalenceClass]]:
+        """Every ordered pair of classes that has at least one pair of distinct pods."""
+        classes = self.classes()
+        for s in classes:
+            for d in classes:
+                if s.id != d.id or len(s.members) > 1:
+                    yield s, d
