@@ -1,0 +1,252 @@
+"""``up`` / ``down`` / ``status``: the control plane first, then the simulated nodes (``localcluster.nodes``).
+
+``up`` is idempotent (a healthy cluster with the same settings is reused) and recovers from crashes (leftover
+processes, network namespaces and state from a previous run are removed first). ``down`` stops every process it
+started, deletes every namespace and mount it created and removes the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from localcluster import controlplane
+from localcluster.controlplane import ControlPlane, ControlPlaneConfig
+from localcluster.paths import cache_dir
+
+__all__ = ["Cluster", "ClusterConfig", "down", "leftovers", "status", "up"]
+
+ENFORCERS = ("kube-router", "none")
+CONTROL_PLANE_PROCESSES = ("kube-controller-manager", "kube-apiserver", "etcd")  # stop order
+
+
+@dataclass
+class ClusterConfig:
+    state: Path
+    nodes: int = 2
+    enforcer: str = "kube-router"
+    api_port: int = 6443  # 0: any free port
+    timeout: float = 180.0
+
+
+@dataclass
+class Cluster:
+    """A running cluster, as ``up`` leaves it and ``status`` reports it (``<state>/cluster.json``)."""
+
+    state: Path
+    kubeconfig: Path
+    server: str
+    version: str
+    nodes: int
+    enforcer: str
+    up_seconds: float
+
+    def save(self) -> None:
+        d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        (self.state / "cluster.json").write_text(json.dumps(d, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, state: Path) -> Cluster | None:
+        try:
+            d = json.loads((state / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return None
+        d["state"], d["kubeconfig"] = Path(d["state"]), Path(d["kubeconfig"])
+        return cls(**d)
+
+
+@contextlib.contextmanager
+def _locked(state: Path) -> Iterator[None]:
+    """One ``up``/``down`` at a time per state directory (the lock lives in the cache, not in the state dir)."""
+    lock_dir = cache_dir() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:16]
+    with open(lock_dir / f"{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _nodes_available() -> bool:
+    return importlib.util.find_spec("localcluster.nodes") is not None
+
+
+def _start_nodes(cfg: ClusterConfig, cp: ControlPlane) -> None:
+    if cfg.nodes == 0:
+        return
+    if not _nodes_available():
+        raise RuntimeError("localcluster.nodes is not available: only --nodes 0 works")
+    nodes = importlib.import_module("localcluster.nodes")
+    nodes.start_nodes(nodes.NodeSetConfig(state_dir=cfg.state, kubeconfig=cp.kubeconfig, api_host="127.0.0.1",
+                                          api_port=cp.api_port, count=cfg.nodes, enforcer=cfg.enforcer))
+
+
+def _stop_nodes(state: Path) -> None:
+    if _nodes_available():
+        importlib.import_module("localcluster.nodes").stop_nodes(state)
+
+
+def _healthy(state: Path) -> ControlPlane | None:
+    cp = ControlPlane.load(state)
+    if cp is None or not all(controlplane.process_alive(state, n) for n in cp.processes):
+        return None
+    try:
+        code, _ = controlplane.api_get(cp, "/readyz", timeout=2.0)
+    except OSError:
+        return None
+    return cp if code == 200 else None
+
+
+def up(cfg: ClusterConfig) -> Cluster:
+    """Start (or reuse) the cluster in ``cfg.state``; return when the API is ready and every node is Ready."""
+    if cfg.enforcer not in ENFORCERS:
+        raise ValueError(f"enforcer must be one of {ENFORCERS}, not {cfg.enforcer!r}")
+    if cfg.nodes > 0 and not _nodes_available():
+        raise RuntimeError("localcluster.nodes is not available: only --nodes 0 works")
+    start = time.monotonic()
+    state = cfg.state.resolve()
+    with _locked(state):
+        cp = _healthy(state)
+        existing = Cluster.load(state)
+        if cp is not None and existing is not None:
+            if (existing.nodes, existing.enforcer) == (cfg.nodes, cfg.enforcer):
+                return existing
+            _stop_nodes(state)
+        else:
+            _down_locked(state)
+            cp = controlplane.start_control_plane(
+                ControlPlaneConfig(state=state, api_port=cfg.api_port), timeout=cfg.timeout)
+        _start_nodes(cfg, cp)
+        cluster = Cluster(state=state, kubeconfig=cp.kubeconfig, server=cp.server, version=cp.version,
+                          nodes=cfg.nodes, enforcer=cfg.enforcer, up_seconds=round(time.monotonic() - start, 2))
+        cluster.save()
+        return cluster
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return pids
+
+
+def _processes_mentioning(state: Path) -> list[int]:
+    """Pids of processes whose command line names a path in ``state``: what a crashed cluster left running.
+
+    Never this process, its ancestors, or a ``python -m localcluster`` command (it only *operates on* the state).
+    """
+    pattern = re.compile(rb"(?:^|[=:,])" + re.escape(str(state).encode()) + rb"(?:/|,|$)")
+    skip = _ancestors()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) in skip:
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(argv[i:i + 2] == [b"-m", b"localcluster"] for i in range(len(argv))):
+            continue
+        if any(pattern.search(a) for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def _mounts_under(state: Path) -> list[str]:
+    prefix = str(state)
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            mounts.append(point)
+    return mounts
+
+
+def leftovers(state: Path) -> dict[str, list[str]]:
+    """What of a cluster in ``state`` still exists on this machine (empty lists after a clean ``down``)."""
+    state = state.resolve()
+    netns: list[str] = []
+    with contextlib.suppress(ImportError):
+        from localcluster import network
+
+        netns = network.list_netns(network.cluster_prefix(state))
+    return {
+        "processes": [str(p) for p in _processes_mentioning(state)],
+        "netns": netns,
+        "mounts": _mounts_under(state),
+        "dirs": [str(state)] if state.exists() else [],
+    }
+
+
+def _kill_strays(state: Path) -> None:
+    for _ in range(50):
+        pids = _processes_mentioning(state)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _down_locked(state: Path) -> None:
+    if not state.exists():
+        _stop_nodes(state)
+        return
+    _stop_nodes(state)
+    for name in CONTROL_PLANE_PROCESSES:
+        controlplane.stop_process(state, name)
+    for name in controlplane.recorded_processes(state):
+        controlplane.stop_process(state, name)
+    _kill_strays(state)
+    for mount in sorted(_mounts_under(state), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def down(state: Path) -> None:
+    """Stop everything ``up`` started in ``state`` and remove it; safe to run any number of times."""
+    state = state.resolve()
+    with _locked(state):
+        _down_locked(state)
+
+
+def status(state: Path) -> dict[str, object]:
+    """Endpoints, kubeconfig path, processes and readiness of the cluster in ``state``."""
+    state = state.resolve()
+    cluster = Cluster.load(state)
+    cp = ControlPlane.load(state)
+    if cp is None:
+        return {"state": str(state), "running": False}
+    procs = {n: controlplane.process_alive(state, n) for n in controlplane.recorded_processes(state)}
+    ready = _healthy(state) is not None
+    out: dict[str, object] = {
+        "state": str(state),
+        "running": ready,
+        "server": cp.server,
+        "kubeconfig": str(cp.kubeconfig),
+        "version": cp.version,
+        "etcd": f"http://127.0.0.1:{cp.etcd_port}",
+        "controller_manager": f"https://127.0.0.1:{cp.kcm_port}/healthz",
+        "processes": procs,
+    }
+    if cluster is not None:
+        out.update(nodes=cluster.nodes, enforcer=cluster.enforcer)
+    return out
