@@ -1,0 +1,67 @@
+"""Label selector and ipBlock matchers (apimachinery labels semantics)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from netpol_auditor.model import IPBlock, LabelSelector, Labels, SelectorOperator, SelectorRequirement
+from netpol_auditor.selectors import compile_ip_block, compile_selector
+
+
+def sel(match_labels: dict[str, str] | None = None, *exprs: tuple[str, str, tuple[str, ...]]) -> LabelSelector:
+    return LabelSelector(
+        Labels(match_labels or {}), tuple(SelectorRequirement(k, SelectorOperator(op), v) for k, op, v in exprs)
+    )
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        (sel(), {}, True),
+        (sel(), {"a": "1"}, True),
+        (sel({"app": "web"}), {"app": "web", "x": "y"}, True),
+        (sel({"app": "web"}), {"app": "db"}, False),
+        (sel({"app": "web"}), {}, False),
+        (sel(None, ("env", "In", ("prod", "stage"))), {"env": "prod"}, True),
+        (sel(None, ("env", "In", ("prod", "stage"))), {"env": "dev"}, False),
+        (sel(None, ("env", "In", ("prod",))), {}, False),
+        # NotIn and DoesNotExist match objects without the key.
+        (sel(None, ("env", "NotIn", ("prod",))), {}, True),
+        (sel(None, ("env", "NotIn", ("prod",))), {"env": "dev"}, True),
+        (sel(None, ("env", "NotIn", ("prod",))), {"env": "prod"}, False),
+        (sel(None, ("env", "Exists", ())), {"env": ""}, True),
+        (sel(None, ("env", "Exists", ())), {}, False),
+        (sel(None, ("env", "DoesNotExist", ())), {}, True),
+        (sel(None, ("env", "DoesNotExist", ())), {"env": "x"}, False),
+        # matchLabels and every expression are ANDed.
+        (sel({"app": "web"}, ("env", "In", ("prod",))), {"app": "web", "env": "prod"}, True),
+        (sel({"app": "web"}, ("env", "In", ("prod",))), {"app": "web", "env": "dev"}, False),
+    ],
+)
+def test_label_selector(selector: LabelSelector, labels: dict[str, str], expected: bool) -> None:
+    assert compile_selector(selector).matches(Labels(labels)) is expected
+
+
+@pytest.mark.parametrize(
+    ("block", "address", "expected"),
+    [
+        (IPBlock("10.0.0.0/8"), "10.1.2.3", True),
+        (IPBlock("10.0.0.0/8"), "11.0.0.1", False),
+        (IPBlock("10.0.0.0/8", ("10.1.0.0/16",)), "10.1.2.3", False),
+        (IPBlock("10.0.0.0/8", ("10.1.0.0/16",)), "10.2.0.1", True),
+        (IPBlock("0.0.0.0/0", ("169.254.169.254/32",)), "169.254.169.254", False),
+        (IPBlock("0.0.0.0/0", ("169.254.169.254/32",)), "169.254.169.253", True),
+        # Never the other family: 0.0.0.0/0 does not contain IPv6 addresses, nor ::/0 IPv4 ones.
+        (IPBlock("0.0.0.0/0"), "fd00::1", False),
+        (IPBlock("::/0"), "10.0.0.1", False),
+        (IPBlock("fd00::/64", ("fd00::/120",)), "fd00::1", False),
+        (IPBlock("fd00::/64", ("fd00::/120",)), "fd00::1:1", True),
+        # Host bits in the CIDR are masked off, like Go's net.ParseCIDR.
+        (IPBlock("10.0.0.7/24"), "10.0.0.200", True),
+    ],
+)
+def test_ip_block(block: IPBlock, address: str, expected: bool) -> None:
+    assert compile_ip_block(block).contains(ipaddress.ip_address(address)) is expected
+    assert compile_ip_block(block).matches_any((address,)) is expected
