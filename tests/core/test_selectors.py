@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from netpol_auditor.model import IPBlock, LabelSelector, Labels, SelectorOperator, SelectorRequirement
+from netpol_auditor.model import IPBlock, Labels, LabelSelector, SelectorOperator, SelectorRequirement
 from netpol_auditor.selectors import compile_ip_block, compile_selector
 
 
