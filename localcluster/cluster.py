@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from localcluster import controlplane
 from localcluster.controlplane import ControlPlane, ControlPlaneConfig
@@ -53,6 +54,25 @@ class Cluster:
     nodes: int
     enforcer: str
     up_seconds: float
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0) -> str:
+        """Run the real ``kubectl`` against this cluster; stdout (raises CalledProcessError with stderr on failure)."""
+        proc = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
+                              capture_output=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    def api_client(self) -> Any:
+        """A new ``kubernetes.client.ApiClient`` for the admin user (the Python client is imported on demand)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def fault(self, *args: str) -> int:
+        """Run a fault-injection verb (``localcluster.faults``) against this cluster."""
+        rc: int = importlib.import_module("localcluster.faults").main([*args, "--state", str(self.state)])
+        return rc
 
     def save(self) -> None:
         d = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
