@@ -1,0 +1,381 @@
+"""What to probe: one representative path per (source class, destination class, port), placed per node.
+
+Pods are grouped into *probe groups*: same namespace, same labels as far as any policy selector can see
+(`ReachabilityIndex.selector_label_keys`), same named container ports. Policies cannot tell the pods of a group
+apart, so one probe pod (cloned from the group) speaks for all of them. Per node: ingress rules are enforced on the
+destination's node and egress rules on the source's, so each group pair is probed from every node its sources run
+on and to every node its destinations run on (paired round-robin: max(|source nodes|, |destination nodes|)
+placements, not the product).
+
+Each round picks, within the budget (pods alive at once, targets per pod): retries of paths whose observation
+disagreed with the prediction, paths whose verdict changed (once settled), predicted-denied paths (what a
+non-enforcing CNI gets wrong), then the paths confirmed longest ago. A *cycle* covers every path once; it starts
+over when every path of it was probed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from netpol_auditor.engine import Snapshot, Verdict
+from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.model import ContainerPort, Direction, Labels, NetworkPolicy, Pod, PodRef, PortProtocol
+
+__all__ = [
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
+    "PathKey",
+    "PlanBudget",
+    "PlannedPath",
+    "ProbeGroup",
+    "ProbePlanner",
+    "ProbePodPlan",
+    "ResponderPlan",
+    "Round",
+    "clone_pods",
+    "namespace_selected",
+    "predict",
+    "prediction_snapshot",
+    "probe_groups",
+]
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "netpol-auditor"
+
+
+@dataclass(frozen=True)
+class PlanBudget:
+    """Budget knobs. ``ports`` empty: the ports destinations declare plus those the relevant policies name."""
+
+    max_pods: int = 10
+    targets_per_pod: int = 40
+    max_ports: int = 8
+    ports: tuple[PortProtocol, ...] = ()
+    fallback_ports: tuple[PortProtocol, ...] = (PortProtocol(80),)
+    namespaces: tuple[str, ...] = ()  # globs; "!glob" excludes; empty: every namespace
+    per_node: bool = True
+    settle_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeGroup:
+    """Pods no policy can tell apart, and what a clone of them must carry."""
+
+    id: str
+    namespace: str
+    labels: Labels  # only the keys policy selectors can see
+    container_ports: tuple[ContainerPort, ...]  # of the representative: named ports are what policies see
+    members_by_node: Mapping[str, tuple[PodRef, ...]]
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(sorted(self.members_by_node))
+
+    def member_on(self, node: str) -> PodRef:
+        return self.members_by_node[node][0]
+
+
+@dataclass(frozen=True, order=True)
+class PathKey:
+    src: str  # probe group ids
+    dst: str
+    port: PortProtocol
+    src_node: str
+    dst_node: str
+
+
+@dataclass(frozen=True)
+class PlannedPath:
+    key: PathKey
+    source: PodRef  # the real pod the probe stands in for
+    destination: PodRef
+    predicted: bool
+    priority: str = "stale"  # "retry" | "changed" | "denied" | "stale"
+
+
+@dataclass
+class ProbePodPlan:
+    group: ProbeGroup
+    node: str
+    paths: list[PlannedPath] = field(default_factory=list)
+
+
+@dataclass
+class ResponderPlan:
+    group: ProbeGroup
+    node: str
+    ports: set[PortProtocol] = field(default_factory=set)
+
+
+@dataclass
+class Round:
+    probes: list[ProbePodPlan]
+    responders: list[ResponderPlan]
+    deferred: int = 0  # changed paths held back: too fresh to judge
+
+    @property
+    def paths(self) -> list[PlannedPath]:
+        return [p for pod in self.probes for p in pod.paths]
+
+    @property
+    def pod_count(self) -> int:
+        return len(self.probes) + len(self.responders)
+
+
+def namespace_selected(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether ``namespace`` is opted in: no include pattern or one matches, and no ``!pattern`` matches."""
+    includes = [p for p in patterns if not p.startswith("!")]
+    excludes = [p[1:] for p in patterns if p.startswith("!")]
+    if any(fnmatch.fnmatchcase(namespace, p) for p in excludes):
+        return False
+    return not includes or any(fnmatch.fnmatchcase(namespace, p) for p in includes)
+
+
+def _group_id(namespace: str, labels: Labels, ports: Iterable[ContainerPort]) -> str:
+    named = sorted((p.name or "", p.port, p.protocol.value) for p in ports if p.name)
+    text = repr((namespace, tuple(labels.items()), named))
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> dict[str, ProbeGroup]:
+    """Endpoint pods grouped by what policies can see of them. Our own probe pods are never grouped."""
+    keys_by_ns: dict[str, frozenset[str]] = {}
+    members: dict[str, dict[str, list[PodRef]]] = defaultdict(lambda: defaultdict(list))
+    first: dict[str, tuple[str, Labels, tuple[ContainerPort, ...]]] = {}
+    endpoints = set(index.endpoints())
+    for pod in index.pods():
+        if pod.ref not in endpoints or pod.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+            continue
+        if not namespace_selected(pod.namespace, namespaces):
+            continue
+        if pod.namespace not in keys_by_ns:
+            keys_by_ns[pod.namespace] = index.selector_label_keys(pod.namespace)
+        visible = Labels({k: v for k, v in pod.labels.items() if k in keys_by_ns[pod.namespace]})
+        gid = _group_id(pod.namespace, visible, pod.container_ports)
+        first.setdefault(gid, (pod.namespace, visible, pod.container_ports))
+        members[gid][pod.node_name].append(pod.ref)
+    groups = {}
+    for gid, (ns, labels, ports) in first.items():
+        by_node = {node: tuple(sorted(refs)) for node, refs in members[gid].items()}
+        groups[gid] = ProbeGroup(gid, ns, labels, ports, by_node)
+    return groups
+
+
+def _placements(src: ProbeGroup, dst: ProbeGroup, per_node: bool) -> list[tuple[str, str]]:
+    sn, dn = src.nodes, dst.nodes
+    if not per_node:
+        return [(sn[0], dn[0])]
+    return [(sn[i % len(sn)], dn[i % len(dn)]) for i in range(max(len(sn), len(dn)))]
+
+
+def _policy_ports(policies: Iterable[NetworkPolicy], direction: Direction) -> list[PortProtocol]:
+    out: list[PortProtocol] = []
+    for policy in policies:
+        for rule in policy.rules(direction):
+            for p in rule.ports:
+                if isinstance(p.port, int):
+                    out.append(PortProtocol(p.port, p.protocol))
+                    if p.end_port is not None:
+                        out.append(PortProtocol(p.end_port, p.protocol))
+    return out
+
+
+class ProbePlanner:
+    """Keeps the cycle and per-path history; `plan` returns the next round, `record` takes its outcomes."""
+
+    def __init__(self, budget: PlanBudget) -> None:
+        self.budget = budget
+        self.last_probed: dict[PathKey, float] = {}
+        self.pending: set[PathKey] = set()
+        self.cycle_pairs: set[tuple[str, str]] = set()
+        self.confirmed_pairs: set[tuple[str, str]] = set()
+        self.cycles_completed = 0
+        self.retry: set[PathKey] = set()
+        self.changed_at: dict[tuple[str, str], float] = {}
+        self._revision: int | None = None
+        self._groups: dict[str, ProbeGroup] = {}
+        self._paths: dict[PathKey, PlannedPath] = {}
+
+    # -- path enumeration --------------------------------------------------------------------------------------
+
+    def _ports_by_group(
+        self, groups: Mapping[str, ProbeGroup], snap: Snapshot
+    ) -> tuple[dict[str, list[PortProtocol]], dict[str, list[PortProtocol]]]:
+        """Per group: ports it declares plus those its ingress policies name; ports its egress policies name."""
+        as_dst: dict[str, list[PortProtocol]] = {}
+        as_src: dict[str, list[PortProtocol]] = {}
+        for g in groups.values():
+            clone = Pod(g.namespace, "clone", labels=g.labels)
+            ingress = [cp.policy for cp in snap.selecting(clone, Direction.INGRESS)]
+            egress = [cp.policy for cp in snap.selecting(clone, Direction.EGRESS)]
+            declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
+            as_dst[g.id] = declared + _policy_ports(ingress, Direction.INGRESS)
+            as_src[g.id] = _policy_ports(egress, Direction.EGRESS)
+        return as_dst, as_src
+
+    def enumerate_paths(self, index: ReachabilityIndex) -> dict[PathKey, PlannedPath]:
+        """Every path a full cycle covers, with its predicted verdict (for clones with the real pods' IPs)."""
+        groups = probe_groups(index, self.budget.namespaces)
+        snap = prediction_snapshot(index)
+        as_dst, as_src = self._ports_by_group(groups, snap)
+        ips = {p.ref: p.pod_ips for p in index.pods()}
+        paths: dict[PathKey, PlannedPath] = {}
+        for src in groups.values():
+            for dst in groups.values():
+                if self.budget.ports:
+                    ports = list(self.budget.ports)
+                else:
+                    ports = list(dict.fromkeys(as_dst[dst.id] + as_src[src.id])) or list(self.budget.fallback_ports)
+                for port in ports[: self.budget.max_ports]:
+                    for src_node, dst_node in _placements(src, dst, self.budget.per_node):
+                        key = PathKey(src.id, dst.id, port, src_node, dst_node)
+                        s, d = src.member_on(src_node), dst.member_on(dst_node)
+                        allowed = predict(snap, src, dst, port, ips.get(s, ()), ips.get(d, ())).allowed
+                        paths[key] = PlannedPath(key, s, d, bool(allowed))
+        self._groups = groups
+        return paths
+
+    # -- rounds ------------------------------------------------------------------------------------------------
+
+    def _note_changes(self, index: ReachabilityIndex, changed: set[tuple[str, str]], now: float) -> None:
+        """Map the index's changed class pairs onto probe groups and remember when they changed."""
+        if not changed:
+            return
+        by_pod = {ref: g.id for g in self._groups.values() for refs in g.members_by_node.values() for ref in refs}
+        class_to_group: dict[str, str] = {}
+        for cls in index.classes():
+            for ref in cls.members:
+                if ref in by_pod:
+                    class_to_group[cls.id] = by_pod[ref]
+                    break
+        for s, d in changed:
+            if s in class_to_group and d in class_to_group:
+                self.changed_at[(class_to_group[s], class_to_group[d])] = now
+
+    def plan(self, index: ReachabilityIndex, now: float) -> Round:
+        """The next round of probes within the budget (may be empty when nothing is due)."""
+        changed: set[tuple[str, str]] = set()
+        if self._revision is not None and index.revision != self._revision:
+            changed = index.changed_class_pairs(self._revision)
+        self._revision = index.revision
+        self._paths = self.enumerate_paths(index)
+        self._note_changes(index, changed, now)
+        if not self.pending or not (self.pending & self._paths.keys()):
+            self.pending = set(self._paths)
+            self.cycle_pairs = {(k.src, k.dst) for k in self._paths}
+            self.confirmed_pairs = set()
+        self.pending &= self._paths.keys()
+        self.retry &= self._paths.keys()
+        candidates: list[PlannedPath] = []
+        deferred = 0
+        for key, path in self._paths.items():
+            changed_at = self.changed_at.get((key.src, key.dst))
+            fresh = changed_at is not None and now - changed_at < self.budget.settle_seconds
+            probed = self.last_probed.get(key)
+            if fresh:
+                deferred += 1
+                continue
+            if key in self.retry:
+                prio = "retry"
+            elif changed_at is not None and (probed is None or probed < changed_at):
+                prio = "changed"
+            elif key in self.pending:
+                prio = "denied" if not path.predicted else "stale"
+            else:
+                continue
+            candidates.append(PlannedPath(path.key, path.source, path.destination, path.predicted, prio))
+        rank = {"retry": 0, "changed": 1, "denied": 2, "stale": 3}
+        candidates.sort(key=lambda p: (rank[p.priority], self.last_probed.get(p.key, float("-inf")), p.key))
+        return self._pack(candidates, deferred)
+
+    def _pack(self, candidates: Sequence[PlannedPath], deferred: int) -> Round:
+        probes: dict[tuple[str, str], list[ProbePodPlan]] = {}
+        responders: dict[tuple[str, str], ResponderPlan] = {}
+        used = 0
+        for path in candidates:
+            k = path.key
+            slot = probes.get((k.src, k.src_node))
+            need_probe = slot is None or len(slot[-1].paths) >= self.budget.targets_per_pod
+            need_responder = (k.dst, k.dst_node) not in responders
+            if used + need_probe + need_responder > self.budget.max_pods:
+                continue
+            if need_probe:
+                pod = ProbePodPlan(self._groups[k.src], k.src_node)
+                probes.setdefault((k.src, k.src_node), []).append(pod)
+                used += 1
+            if need_responder:
+                responders[(k.dst, k.dst_node)] = ResponderPlan(self._groups[k.dst], k.dst_node)
+                used += 1
+            probes[(k.src, k.src_node)][-1].paths.append(path)
+            responders[(k.dst, k.dst_node)].ports.add(k.port)
+        return Round([p for pods in probes.values() for p in pods], list(responders.values()), deferred)
+
+    def record(self, key: PathKey, now: float, *, settled: bool, retry: bool = False) -> None:
+        """Take one path's outcome. ``settled``: the path is done for this cycle (judged, or given up on);
+        ``retry``: observed differs from predicted and the retry budget is not spent — probe it again soon."""
+        self.last_probed[key] = now
+        if retry:
+            self.retry.add(key)
+            return
+        self.retry.discard(key)
+        if settled:
+            self.pending.discard(key)
+            self.confirmed_pairs.add((key.src, key.dst))
+
+    def cycle_done(self) -> bool:
+        return not self.pending
+
+    def finish_cycle(self) -> None:
+        self.cycles_completed += 1
+
+    def coverage(self) -> float:
+        """Group pairs probed to a settled outcome in this cycle / all group pairs of the cycle."""
+        if not self.cycle_pairs:
+            return 0.0
+        return len(self.confirmed_pairs & self.cycle_pairs) / len(self.cycle_pairs)
+
+    def group(self, gid: str) -> ProbeGroup | None:
+        return self._groups.get(gid)
+
+    def path(self, key: PathKey) -> PlannedPath | None:
+        return self._paths.get(key)
+
+
+def prediction_snapshot(index: ReachabilityIndex) -> Snapshot:
+    """The engine's reference evaluator over the index's namespaces and policies, without pods: probe clones are
+    added per question (`clone_verdict`)."""
+    return Snapshot.from_objects([*index.namespaces(), *index.policies()])
+
+
+def clone_pods(
+    src: ProbeGroup, dst: ProbeGroup, src_ips: tuple[str, ...], dst_ips: tuple[str, ...]
+) -> tuple[Pod, Pod]:
+    """Model pods for a probe cloned from ``src`` and a responder cloned from ``dst``, with the given IPs."""
+    s = Pod(src.namespace, "netpol-auditor-probe", labels=src.labels, pod_ips=src_ips)
+    d = Pod(
+        dst.namespace, "netpol-auditor-responder", labels=dst.labels, pod_ips=dst_ips,
+        container_ports=dst.container_ports,
+    )
+    return s, d
+
+
+def predict(
+    snap: Snapshot,
+    src: ProbeGroup,
+    dst: ProbeGroup,
+    port: PortProtocol,
+    src_ips: tuple[str, ...],
+    dst_ips: tuple[str, ...],
+) -> Verdict:
+    """What the policies predict for a probe cloned from ``src`` connecting to a responder cloned from ``dst``.
+
+    The clones carry the IPs given (the real pods' at planning time, the probe pods' own when judging), so
+    ipBlock rules are judged on the addresses the traffic really has.
+    """
+    s, d = clone_pods(src, dst, src_ips or ("192.0.2.1",), dst_ips or ("192.0.2.2",))
+    snap.pods = {s.ref: s, d.ref: d}
+    return snap.verdict(s.ref, d.ref, port)

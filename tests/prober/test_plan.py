@@ -1,0 +1,173 @@
+"""The probe planner, over the real reachability index: representatives, priorities, budgets, full cycles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.manifests import parse_object
+from netpol_auditor.model import Namespace, NetworkPolicy, Pod, PortProtocol
+from netpol_auditor.prober.plan import PlanBudget, ProbePlanner, namespace_selected, probe_groups
+
+NODES = ("node-a", "node-b", "node-c")
+
+
+def pod(ns: str, name: str, labels: dict[str, str], ip: str, node: str, ports: Iterable[tuple[str, int]] = ()) -> Pod:
+    obj = parse_object({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": name, "labels": labels, "uid": f"uid-{ns}-{name}"},
+        "spec": {"nodeName": node, "containers": [
+            {"name": "c", "image": "x", "ports": [{"name": n, "containerPort": p} for n, p in ports]}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    })
+    assert isinstance(obj, Pod)
+    return obj
+
+
+def namespace(name: str, **labels: str) -> Namespace:
+    obj = parse_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    assert isinstance(obj, Namespace)
+    return obj
+
+
+def policy(ns: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
+    obj = parse_object({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                        "metadata": {"namespace": ns, "name": name}, "spec": spec})
+    assert isinstance(obj, NetworkPolicy)
+    return obj
+
+
+def three_tier_cluster(replicas: int = 6) -> ReachabilityIndex:
+    """web -> api -> db in namespace shop, spread over three nodes; ingress default-deny plus allow rules. Every
+    replica carries a distinct pod-template-hash-like label that no policy looks at."""
+    objs: list[Any] = [namespace("shop"), namespace("other")]
+    ip = 10
+    for tier, port in (("web", 8080), ("api", 9090), ("db", 5432)):
+        for i in range(replicas):
+            ip += 1
+            objs.append(pod("shop", f"{tier}-{i}", {"tier": tier, "pod-template-hash": f"h{i}"}, f"10.1.0.{ip}",
+                            NODES[i % 3], [("http" if tier != "db" else "pg", port)]))
+    objs.append(pod("other", "client", {"app": "client"}, "10.1.1.1", "node-a"))
+    objs.append(policy("shop", "default-deny", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    objs.append(policy("shop", "api-from-web", {
+        "podSelector": {"matchLabels": {"tier": "api"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}], "ports": [{"port": "http"}]}]}))
+    objs.append(policy("shop", "db-from-api", {
+        "podSelector": {"matchLabels": {"tier": "db"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "api"}}}], "ports": [{"port": 5432}]}]}))
+    return ReachabilityIndex.from_objects(objs)
+
+
+def test_groups_keep_only_labels_policies_can_see() -> None:
+    index = three_tier_cluster()
+    groups = probe_groups(index)
+    shop = sorted((str(g.labels), g.nodes) for g in groups.values() if g.namespace == "shop")
+    # pod-template-hash is invisible to every policy: 18 pods, 3 groups, each on all three nodes
+    assert shop == [(f"tier={t}", NODES) for t in ("api", "db", "web")]
+    # namespace "other" has no policy looking at its pods: the client's labels are all invisible
+    (other,) = [g for g in groups.values() if g.namespace == "other"]
+    assert dict(other.labels) == {}
+
+
+def test_one_path_per_group_pair_port_and_node_placement() -> None:
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget())
+    paths = planner.enumerate_paths(index)
+    groups = probe_groups(index)
+    # every ordered group pair appears, with node placements covering each node on both sides
+    pairs = {(k.src, k.dst) for k in paths}
+    assert pairs == {(s, d) for s in groups for d in groups}
+    api = next(g for g in groups.values() if g.labels.get("tier") == "api")
+    web = next(g for g in groups.values() if g.labels.get("tier") == "web")
+    placed = {(k.src_node, k.dst_node) for k in paths if (k.src, k.dst, k.port) == (web.id, api.id,
+                                                                                    PortProtocol(9090))}
+    assert {s for s, _ in placed} == set(NODES) and {d for _, d in placed} == set(NODES)
+    assert len(placed) == 3  # paired round-robin, not the 3x3 product
+    # predictions follow the policies: web -> api:9090 allowed (named port http), web -> db denied
+    by = {(k.src, k.dst, k.port): p.predicted for k, p in paths.items()}
+    db = next(g for g in groups.values() if g.labels.get("tier") == "db")
+    assert by[(web.id, api.id, PortProtocol(9090))] is True
+    assert by[(web.id, db.id, PortProtocol(5432))] is False
+    assert by[(api.id, db.id, PortProtocol(5432))] is True
+
+
+def test_probe_economy_against_all_pod_pairs() -> None:
+    index = three_tier_cluster(replicas=30)  # 91 pods
+    paths = ProbePlanner(PlanBudget()).enumerate_paths(index)
+    pods = len(index.endpoints())
+    ports = {k.port for k in paths}
+    all_pairs = pods * (pods - 1) * len(ports)
+    assert all_pairs / len(paths) >= 20, (all_pairs, len(paths))
+
+
+def test_rounds_respect_budget_and_cover_every_path_once_per_cycle() -> None:
+    index = three_tier_cluster()
+    budget = PlanBudget(max_pods=4, targets_per_pod=5)
+    planner = ProbePlanner(budget)
+    every = set(planner.enumerate_paths(index))
+    seen: list[Any] = []
+    now = 1000.0
+    for _ in range(200):
+        rnd = planner.plan(index, now)
+        assert rnd.pod_count <= budget.max_pods
+        assert all(len(p.paths) <= budget.targets_per_pod for p in rnd.probes)
+        # responders cover exactly the ports their paths need
+        for path in rnd.paths:
+            assert any(r.group.id == path.key.dst and r.node == path.key.dst_node and path.key.port in r.ports
+                       for r in rnd.responders)
+        for path in rnd.paths:
+            seen.append(path.key)
+            planner.record(path.key, now, settled=True)
+        now += 1
+        if planner.cycle_done():
+            break
+    assert planner.cycle_done()
+    assert sorted(seen) == sorted(every)  # each path exactly once
+    assert planner.coverage() == 1.0
+
+
+def test_predicted_denied_paths_come_first_then_least_recently_probed() -> None:
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget(max_pods=2, targets_per_pod=3))
+    rnd = planner.plan(index, 0.0)
+    assert rnd.paths and all(not p.predicted and p.priority == "denied" for p in rnd.paths)
+
+
+def test_changed_paths_wait_until_settled_then_jump_the_queue() -> None:
+    index = three_tier_cluster()
+    budget = PlanBudget(max_pods=2, targets_per_pod=4, settle_seconds=5)
+    planner = ProbePlanner(budget)
+    planner.plan(index, 0.0)
+    # open web -> db
+    index.upsert(policy("shop", "db-from-web", {
+        "podSelector": {"matchLabels": {"tier": "db"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "web"}}}]}]}))
+    fresh = planner.plan(index, 1.0)
+    assert fresh.deferred > 0
+    groups = probe_groups(index)
+    db = next(g.id for g in groups.values() if g.labels.get("tier") == "db")
+    assert all(p.key.dst != db for p in fresh.paths), "too fresh to judge: not probed yet"
+    settled = planner.plan(index, 7.0)
+    assert settled.paths and all(p.priority == "changed" and p.key.dst == db for p in settled.paths)
+
+
+def test_retries_come_before_everything() -> None:
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget(max_pods=2, targets_per_pod=2))
+    first = planner.plan(index, 0.0)
+    target = first.paths[0].key
+    planner.record(target, 0.0, settled=False, retry=True)
+    again = planner.plan(index, 1.0)
+    assert again.paths[0].key == target and again.paths[0].priority == "retry"
+
+
+def test_namespace_opt_in_and_out() -> None:
+    assert namespace_selected("shop", [])
+    assert not namespace_selected("kube-system", ["!kube-*"])
+    assert namespace_selected("team-a", ["team-*", "!team-sandbox"])
+    assert not namespace_selected("team-sandbox", ["team-*", "!team-sandbox"])
+    assert not namespace_selected("shop", ["team-*"])
+    index = three_tier_cluster()
+    groups = probe_groups(index, ["!other"])
+    assert {g.namespace for g in groups.values()} == {"shop"}
