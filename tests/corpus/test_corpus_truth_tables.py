@@ -100,4 +100,5 @@ def test_analyze_reproduces_the_truth_table(case: Case, tmp_path: Path) -> None:
         assert seen == set(items), f"{case.path}: {port.port}: analyze judged endpoints {sorted(seen)}, not {items}"
         if observed.differences(port.table):
             failures.append(f"== {case.path.name} {port.port}\n" + format_side_by_side(port.table, observed))
-    assert not failures, "\n".join(failures)
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)

@@ -1,0 +1,327 @@
+"""The ``netpol-auditor`` command line: ``analyze`` and ``explain`` offline, ``run`` in the cluster.
+
+Argument parsing and output only: manifests are read by `netpol_auditor.manifests`, judged by the reachability
+index, and printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one message on
+stderr naming the file, object and field; never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import TextIO
+
+from .index import ReachabilityIndex
+from .manifests import ManifestError, load_paths
+from .model import Endpoint, PodRef, PortProtocol
+from .render import FORMATS, Analysis, Cell, render
+
+__all__ = ["UsageError", "build_analysis", "build_parser", "main"]
+
+PROG = "netpol-auditor"
+
+
+class UsageError(ValueError):
+    """A request the input cannot answer (unknown pod, filter matching nothing, no ports)."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("netpol-auditor")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _port(text: str) -> PortProtocol:
+    try:
+        return PortProtocol.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IP address {text!r}") from None
+
+
+def _add_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file, directory (recursive *.yaml, *.yml, *.json) or - for stdin; multi-document YAML, "
+        "JSON and `kubectl get -o yaml` lists (kind: List) are read; repeatable",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Know, not hope, that your Kubernetes NetworkPolicies are enforced.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    analyze = sub.add_parser(
+        "analyze",
+        help="what the NetworkPolicies allow between every pair of pods (offline, from manifests)",
+        description="Judge every ordered pair of distinct running pods (and --external addresses to and from "
+        "pods) on every requested port, as networking.k8s.io/v1 NetworkPolicy semantics decide.",
+    )
+    _add_input(analyze)
+    analyze.add_argument(
+        "--port",
+        dest="ports",
+        action="append",
+        type=_port,
+        metavar="PORT[/PROTOCOL]",
+        help="destination port to judge, e.g. 80/TCP, 53/UDP, 3868/SCTP (protocol defaults to TCP); repeatable; "
+        "default: every port the pods declare in containerPorts",
+    )
+    analyze.add_argument(
+        "--external",
+        dest="externals",
+        action="append",
+        type=_address,
+        default=[],
+        metavar="IP",
+        help="an address outside the cluster: also judge IP -> pod and pod -> IP; repeatable",
+    )
+    analyze.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+    analyze.add_argument("--explain", action="store_true", help="add the reason (policies, rules) for every verdict")
+    analyze.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only these sources: ns/pod, ns (every pod of it), a glob such as 'prod/web-*', or an --external IP; "
+        "repeatable",
+    )
+    analyze.add_argument(
+        "--to", dest="destinations", action="append", default=[], metavar="PATTERN", help="only these destinations"
+    )
+    analyze.set_defaults(func=_analyze_command)
+
+    explain = sub.add_parser(
+        "explain",
+        help="why one connection is allowed or denied, in words",
+        description="Explain the verdict for one source, destination and port: which policies isolate each side "
+        "and which rule (policy, direction, rule, peer, port) admits the connection, or that none does.",
+    )
+    _add_input(explain)
+    explain.add_argument("--from", dest="source", required=True, metavar="NS/POD|IP", help="the source")
+    explain.add_argument("--to", dest="destination", required=True, metavar="NS/POD|IP", help="the destination")
+    explain.add_argument(
+        "--port",
+        dest="ports",
+        action="append",
+        type=_port,
+        metavar="PORT[/PROTOCOL]",
+        help="repeatable; default: the ports the destination pod declares",
+    )
+    explain.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
+    explain.set_defaults(func=_explain_command)
+
+    from .controller.command import add_run_parser
+
+    add_run_parser(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# analyze
+
+
+def _load(files: Sequence[str]) -> ReachabilityIndex:
+    return ReachabilityIndex.from_objects(load_paths(files))
+
+
+def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
+    """Running pods with an IP: the endpoints, plus hostNetwork pods (reported as not judged)."""
+    return [p.ref for p in index.pods() if p.phase == "Running" and p.pod_ips]
+
+
+def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[PortProtocol]:
+    ports: set[PortProtocol] = set()
+    for ref in pods:
+        pod = index.get_pod(ref)
+        if pod is not None:
+            ports.update(pod.declared_ports())
+    return sorted(ports)
+
+
+def _select(endpoints: Sequence[str], patterns: Sequence[str], flag: str) -> list[str]:
+    if not patterns:
+        return list(endpoints)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        glob = pattern if "/" in pattern or _is_ip(pattern) else f"{pattern}/*"
+        matched = [e for e in endpoints if e == pattern or fnmatch.fnmatchcase(e, glob)]
+        if not matched:
+            raise UsageError(f"{flag} {pattern!r} matches no endpoint (running pods and --external addresses)")
+        chosen.update(matched)
+    return [e for e in endpoints if e in chosen]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build_analysis(
+    index: ReachabilityIndex,
+    ports: Sequence[PortProtocol] | None = None,
+    externals: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    destinations: Sequence[str] = (),
+    explain: bool = False,
+) -> Analysis:
+    """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
+
+    Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
+    index guarantees that members of a class are judged alike.
+    """
+    pods = _live_pods(index)
+    if not ports:
+        ports = _declared_ports(index, pods)
+        if not ports:
+            raise UsageError("no ports to judge: the pods declare no containerPorts; pass --port PORT/PROTOCOL")
+    address_list = list(dict.fromkeys(externals))
+    everything = [str(p) for p in pods] + address_list
+    rows = _select(everything, sources, "--from")
+    columns = _select(everything, destinations, "--to")
+
+    objects: dict[str, Endpoint] = {str(p): p for p in pods}
+    objects.update({a: a for a in address_list})
+    keys: dict[str, str] = {}
+    for ref in pods:
+        cls = index.class_of(ref)
+        keys[str(ref)] = f"class:{cls.id}" if cls is not None else f"pod:{ref}"
+    keys.update({a: f"ip:{a}" for a in address_list})
+    cache: dict[tuple[str, str, PortProtocol], Cell] = {}
+    self_pair = Cell(None, (), "a pod never blocks traffic to itself")
+
+    def cell(src: str, dst: str, port: PortProtocol) -> Cell:
+        if src == dst:
+            return self_pair
+        key = (keys[src], keys[dst], port)
+        found = cache.get(key)
+        if found is None:
+            verdict = index.verdict(objects[src], objects[dst], port)
+            deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
+            found = cache[key] = Cell(verdict.allowed, deciding, verdict.reason)
+        return found
+
+    explainer: Callable[[str, str, PortProtocol], str] | None = None
+    if explain:
+
+        def explainer(src: str, dst: str, port: PortProtocol) -> str:
+            return index.verdict(objects[src], objects[dst], port).explain()
+
+    return Analysis(
+        ports=list(ports),
+        sources=rows,
+        destinations=columns,
+        cell=cell,
+        explain=explainer,
+        externals=address_list,
+    )
+
+
+def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
+    index = _load(args.files)
+    analysis = build_analysis(
+        index,
+        ports=list(dict.fromkeys(args.ports or [])),
+        externals=args.externals,
+        sources=args.sources,
+        destinations=args.destinations,
+        explain=args.explain,
+    )
+    render(analysis, args.output, out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# explain
+
+
+def _endpoint(index: ReachabilityIndex, text: str, flag: str) -> Endpoint:
+    if _is_ip(text):
+        return str(ipaddress.ip_address(text))
+    try:
+        ref = PodRef.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: {exc} or an IP address") from None
+    if index.get_pod(ref) is None:
+        raise UsageError(f"{flag} {text!r}: no such pod in the input")
+    return ref
+
+
+def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
+    index = _load(args.files)
+    src = _endpoint(index, args.source, "--from")
+    dst = _endpoint(index, args.destination, "--to")
+    ports = list(dict.fromkeys(args.ports or []))
+    if not ports:
+        ports = _declared_ports(index, [dst]) if isinstance(dst, PodRef) else []
+        if not ports:
+            raise UsageError(f"no ports to judge: {args.destination} declares no containerPorts; pass --port")
+    verdicts = [index.verdict(src, dst, port) for port in ports]
+    if args.output == "json":
+        payload = [{**v.to_dict(), "explanation": v.explain()} for v in verdicts]
+        json.dump({"verdicts": payload}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write("\n\n".join(v.explain() for v in verdicts) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``netpol-auditor`` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), message already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "run":
+        code: int = args.func(args)
+        return code
+    out = sys.stdout
+    try:
+        code = args.func(args, out)
+        out.flush()
+    except (ManifestError, UsageError) as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

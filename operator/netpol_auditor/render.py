@@ -1,0 +1,288 @@
+"""Output formats of ``netpol-auditor analyze``: table, json, yaml, csv, md, dot.
+
+Formatting only: the verdicts come from an `Analysis` the CLI builds over the reachability index. Every format
+covers, per port, every ordered pair of distinct endpoints (pods, and ``--external`` addresses to and from pods).
+Tables follow the upstream e2e truth tables (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are
+sources, columns destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (a pod and itself,
+address to address, hostNetwork pods).
+
+``json`` is the stable machine contract::
+
+    {"verdicts": [{"from": "ns/pod" | IP, "to": "ns/pod" | IP, "port": 80, "protocol": "TCP",
+                   "allowed": true | false | null, "decidingPolicies": ["ns/name", ...],
+                   "reason": "..." (only when allowed is null), "explanation": "..." (only with --explain)}],
+     "ports": ["80/TCP"], "endpoints": [...], "externals": [...],
+     "summary": {"80/TCP": {"allowed": 1, "denied": 2, "notJudged": 0}}}
+
+It is written one verdict per line so that large clusters stream out quickly and stay greppable.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import yaml
+
+from .model import PortProtocol
+
+__all__ = ["FORMATS", "Analysis", "Cell", "render"]
+
+FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
+
+LEGEND = ". allowed, X denied, - not judged; rows: from, columns: to"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The verdict for one (from, to, port): ``allowed`` None when not judged, with ``reason``."""
+
+    allowed: bool | None
+    deciding: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def mark(self) -> str:
+        return "-" if self.allowed is None else ("." if self.allowed else "X")
+
+
+def is_address(endpoint: str) -> bool:
+    try:
+        ipaddress.ip_address(endpoint)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Analysis:
+    """What to print: ports, row and column endpoints, and how to get each cell (and its explanation)."""
+
+    ports: list[PortProtocol]
+    sources: list[str]
+    destinations: list[str]
+    cell: Callable[[str, str, PortProtocol], Cell]
+    explain: Callable[[str, str, PortProtocol], str] | None = None
+    externals: list[str] = field(default_factory=list)
+
+    def judged(self, src: str, dst: str) -> bool:
+        """Whether the pair is part of the report at all (not a pod and itself, not address to address)."""
+        return src != dst and not (src in self._addresses and dst in self._addresses)
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        for src in self.sources:
+            for dst in self.destinations:
+                if self.judged(src, dst):
+                    yield src, dst
+
+    @property
+    def _addresses(self) -> frozenset[str]:
+        cached: frozenset[str] | None = self.__dict__.get("_address_set")
+        if cached is None:
+            cached = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))
+            self.__dict__["_address_set"] = cached
+        return cached
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for port in self.ports:
+            counts = {"allowed": 0, "denied": 0, "notJudged": 0}
+            for src, dst in self.pairs():
+                counts[_COUNT_KEY[self.cell(src, dst, port).allowed]] += 1
+            out[str(port)] = counts
+        return out
+
+
+_COUNT_KEY = {True: "allowed", False: "denied", None: "notJudged"}
+
+
+def _verdict_dict(analysis: Analysis, src: str, dst: str, port: PortProtocol) -> dict[str, Any]:
+    cell = analysis.cell(src, dst, port)
+    out: dict[str, Any] = {
+        "from": src,
+        "to": dst,
+        "port": port.port,
+        "protocol": port.protocol.value,
+        "allowed": cell.allowed,
+        "decidingPolicies": list(cell.deciding),
+    }
+    if cell.allowed is None:
+        out["reason"] = cell.reason
+    if analysis.explain is not None:
+        out["explanation"] = analysis.explain(src, dst, port)
+    return out
+
+
+def _header(analysis: Analysis, summary: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    endpoints = sorted(set(analysis.sources) | set(analysis.destinations), key=lambda e: (is_address(e), e))
+    return {
+        "ports": [str(p) for p in analysis.ports],
+        "endpoints": [e for e in endpoints if not is_address(e)],
+        "externals": list(analysis.externals),
+        "summary": analysis.summary() if summary is None else summary,
+    }
+
+
+def render_json(analysis: Analysis, out: TextIO) -> None:
+    quoted = {e: json.dumps(e) for e in (*analysis.sources, *analysis.destinations)}
+    fragments: dict[Cell, str] = {}
+    allowed_text = {True: "true", False: "false", None: "null"}
+    out.write('{"verdicts": [')
+    sep = "\n  "
+    summary: dict[str, dict[str, int]] = {}
+    for port in analysis.ports:
+        counts = summary[str(port)] = {"allowed": 0, "denied": 0, "notJudged": 0}
+        port_text = f', "port": {port.port}, "protocol": "{port.protocol.value}", "allowed": '
+        for src in analysis.sources:
+            head = '{"from": ' + quoted[src] + ', "to": '
+            for dst in analysis.destinations:
+                if not analysis.judged(src, dst):
+                    continue
+                cell = analysis.cell(src, dst, port)
+                counts[_COUNT_KEY[cell.allowed]] += 1
+                tail = fragments.get(cell)
+                if tail is None:
+                    tail = allowed_text[cell.allowed] + ', "decidingPolicies": ' + json.dumps(list(cell.deciding))
+                    if cell.allowed is None:
+                        tail += ', "reason": ' + json.dumps(cell.reason)
+                    fragments[cell] = tail
+                if analysis.explain is not None:
+                    tail = tail + ', "explanation": ' + json.dumps(analysis.explain(src, dst, port))
+                out.write(sep + head + quoted[dst] + port_text + tail + "}")
+                sep = ",\n  "
+    header = json.dumps(_header(analysis, summary))
+    out.write("\n],\n" + header[1:] + "\n")
+
+
+def render_yaml(analysis: Analysis, out: TextIO) -> None:
+    doc = {
+        "verdicts": [_verdict_dict(analysis, s, d, p) for p in analysis.ports for s, d in analysis.pairs()],
+        **_header(analysis),
+    }
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    yaml.dump(doc, out, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def render_csv(analysis: Analysis, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    columns = ["from", "to", "port", "protocol", "allowed", "deciding_policies", "reason"]
+    if analysis.explain is not None:
+        columns.append("explanation")
+    writer.writerow(columns)
+    for port in analysis.ports:
+        for src, dst in analysis.pairs():
+            cell = analysis.cell(src, dst, port)
+            allowed = "" if cell.allowed is None else ("true" if cell.allowed else "false")
+            row = [src, dst, port.port, port.protocol.value, allowed, " ".join(cell.deciding), cell.reason]
+            if analysis.explain is not None:
+                row.append(analysis.explain(src, dst, port))
+            writer.writerow(row)
+
+
+def _marks(analysis: Analysis, port: PortProtocol) -> list[list[str]]:
+    rows = [["-", *analysis.destinations]]
+    for src in analysis.sources:
+        row = [src]
+        for dst in analysis.destinations:
+            row.append(analysis.cell(src, dst, port).mark if analysis.judged(src, dst) else "-")
+        rows.append(row)
+    return rows
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    text = f"{counts['allowed']} allowed, {counts['denied']} denied"
+    if counts["notJudged"]:
+        text += f", {counts['notJudged']} not judged"
+    return text
+
+
+def _explanations(analysis: Analysis, port: PortProtocol) -> Iterator[str]:
+    assert analysis.explain is not None
+    for src, dst in analysis.pairs():
+        yield analysis.explain(src, dst, port)
+
+
+def render_table(analysis: Analysis, out: TextIO) -> None:
+    summary = analysis.summary()
+    for i, port in enumerate(analysis.ports):
+        if i:
+            out.write("\n")
+        out.write(f"{port}: {_counts_text(summary[str(port)])} ({LEGEND})\n")
+        rows = _marks(analysis, port)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            out.write(" ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        if analysis.explain is not None:
+            out.write("\n")
+            for text in _explanations(analysis, port):
+                out.write(text.replace("\n", "\n    ") + "\n")
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_md(analysis: Analysis, out: TextIO) -> None:
+    summary = analysis.summary()
+    out.write("# NetworkPolicy reachability\n\n")
+    out.write("Legend: `.` allowed, `X` denied, `-` not judged; rows are sources (from), columns destinations (to).\n")
+    for port in analysis.ports:
+        out.write(f"\n## {port}\n\n{_counts_text(summary[str(port)])}.\n\n")
+        rows = _marks(analysis, port)
+        out.write("| from \\ to | " + " | ".join(_md_escape(d) for d in rows[0][1:]) + " |\n")
+        out.write("| --- |" + " :-: |" * (len(rows[0]) - 1) + "\n")
+        for row in rows[1:]:
+            out.write(f"| {_md_escape(row[0])} | " + " | ".join(f"`{m}`" for m in row[1:]) + " |\n")
+        if analysis.explain is not None:
+            out.write("\n")
+            for text in _explanations(analysis, port):
+                first, *rest = text.split("\n")
+                out.write(f"- **{_md_escape(first)}**" + "".join(f"<br>{_md_escape(r)}" for r in rest) + "\n")
+
+
+def _dot_id(text: str) -> str:
+    return json.dumps(text)
+
+
+def render_dot(analysis: Analysis, out: TextIO) -> None:
+    """A Graphviz digraph: one node per endpoint (pods grouped by namespace), one edge per allowed pair,
+    labelled with the ports it is allowed on. Denied pairs have no edge."""
+    out.write("digraph netpol {\n  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
+    out.write("  edge [fontname=Helvetica, fontsize=10];\n")
+    endpoints = list(dict.fromkeys([*analysis.sources, *analysis.destinations]))
+    by_namespace: dict[str, list[str]] = {}
+    for endpoint in endpoints:
+        if not is_address(endpoint):
+            by_namespace.setdefault(endpoint.partition("/")[0], []).append(endpoint)
+    for namespace, pods in sorted(by_namespace.items()):
+        out.write(f"  subgraph {_dot_id('cluster_' + namespace)} {{\n    label={_dot_id(namespace)};\n")
+        for pod in sorted(pods):
+            out.write(f"    {_dot_id(pod)} [label={_dot_id(pod.partition('/')[2])}];\n")
+        out.write("  }\n")
+    for endpoint in endpoints:
+        if is_address(endpoint):
+            out.write(f"  {_dot_id(endpoint)} [shape=ellipse];\n")
+    for src, dst in analysis.pairs():
+        ports = [str(p) for p in analysis.ports if analysis.cell(src, dst, p).allowed]
+        if ports:
+            out.write(f"  {_dot_id(src)} -> {_dot_id(dst)} [label={_dot_id(', '.join(ports))}];\n")
+    out.write("}\n")
+
+
+_RENDERERS: dict[str, Callable[[Analysis, TextIO], None]] = {
+    "table": render_table,
+    "json": render_json,
+    "yaml": render_yaml,
+    "csv": render_csv,
+    "md": render_md,
+    "dot": render_dot,
+}
+
+
+def render(analysis: Analysis, fmt: str, out: TextIO) -> None:
+    """Write ``analysis`` to ``out`` in ``fmt`` (one of `FORMATS`)."""
+    _RENDERERS[fmt](analysis, out)
