@@ -266,6 +266,13 @@ class ReachabilityIndex:
             return
         cls = self._classes[cid]
         cls.members.discard(ref)
+        if cls.members:
+            # The class's addresses may have come from this pod, whose IPs may now match other ipBlocks: keep the
+            # addresses of a pod that is still a member.
+            ips = self._pods[next(iter(cls.members))].pod_ips
+            if ips != cls.ips:
+                cls.ips = ips
+                cls.peer = None
         if not cls.members:
             del self._classes[cid]
             by_ns = self._classes_by_ns[cls.namespace]
@@ -335,12 +342,13 @@ class ReachabilityIndex:
     def _reclassify_for_blocks(self, blocks: set[IPBlock]) -> None:
         """An ipBlock appeared or disappeared: pods whose IPs it matches change class."""
         matchers = [compile_ip_block(b) for b in blocks]
-        for cls in list(self._classes.values()):
-            if cls.id not in self._classes:
-                continue
-            if any(m.matches_any(cls.ips) for m in matchers):
-                for ref in sorted(cls.members):
-                    self._place_pod(self._pods[ref])
+        moving = [
+            pod
+            for ref in sorted(self._pod_class)
+            if any(m.matches_any((pod := self._pods[ref]).pod_ips) for m in matchers)
+        ]
+        for pod in moving:
+            self._place_pod(pod)
 
     # -- caches and change log ---------------------------------------------------------------------------------
 
