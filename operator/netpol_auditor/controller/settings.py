@@ -38,8 +38,9 @@ def _ports(text: str) -> tuple[PortProtocol, ...]:
     return tuple(sorted({PortProtocol.parse(part) for part in text.split(",") if part.strip()}))
 
 
-def _patterns(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def _pattern(text: str) -> tuple[str, ...]:
+    """One kopf namespace pattern, kept whole: its comma-separated globs are evaluated left to right."""
+    return (text.strip(),) if text.strip() else ()
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class Settings:
     # High availability (kopf peering)
     peering_name: str = "netpol-auditor"
     standalone: bool = False
-    priority: int | None = None  # None: a random priority per process, so that two replicas never tie
+    priority: int = 0
+    peering_lifetime_seconds: int = 60
     # Logging
     log_format: str = "text"
     log_level: str = "INFO"
@@ -112,8 +114,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--kubeconfig", "kubeconfig", "kubeconfig file (default: in-cluster service account, else $KUBECONFIG "
             "or ~/.kube/config)", metavar="PATH"),
     _Option("--context", "context", "kubeconfig context to use", metavar="NAME"),
-    _Option("--namespace", "namespaces", "watch only these namespaces: comma-separated globs, '!glob' excludes "
-            "(e.g. 'team-*,!team-sandbox'); repeatable; default: cluster-wide", parse=_patterns, metavar="PATTERNS",
+    _Option("--namespace", "namespaces", "watch only namespaces matching this kopf pattern: comma-separated globs, "
+            "'!glob' excludes (e.g. 'team-*,!team-sandbox'); repeatable (any pattern matches); default: "
+            "cluster-wide", parse=_pattern, metavar="PATTERN",
             aliases=("-n",)),
     _Option("--metrics-address", "metrics_address", "address of the /metrics and /readyz HTTP server",
             metavar="ADDR"),
@@ -132,8 +135,11 @@ _OPTIONS: tuple[_Option, ...] = (
             "with the cluster (0 disables the periodic one)", parse=float, metavar="SECONDS"),
     _Option("--peering", "peering_name", "kopf peering object used to elect the active replica", metavar="NAME"),
     _Option("--standalone", "standalone", "run without peering (single replica)", parse=_bool, boolean=True),
-    _Option("--priority", "priority", "peering priority: the highest live priority is active (default: random, "
-            "so replicas never tie: kopf pauses every peer of equal priority)", parse=int, metavar="N"),
+    _Option("--priority", "priority", "peering priority: the replica with the highest live priority is active; "
+            "replicas of equal priority are ordered by a random tie-breaker (kopf would pause them all)", parse=int,
+            metavar="N"),
+    _Option("--peering-lifetime", "peering_lifetime_seconds", "seconds without a keep-alive after which a replica "
+            "is presumed dead and a standby takes over", parse=int, metavar="SECONDS"),
     _Option("--log-format", "log_format", "log format", choices=("text", "json")),
     _Option("--log-level", "log_level", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     _Option("--events", "events_enabled", "post Kubernetes Events on notable changes", parse=_bool, boolean=True),
@@ -188,7 +194,7 @@ def settings_from_args(args: argparse.Namespace | None = None, env: Mapping[str,
                 value: Any = raw
             elif opt.dest == "namespaces":
                 items: Sequence[str] = raw if isinstance(raw, list) else [raw]
-                value = tuple(p for item in items for p in _patterns(item))
+                value = tuple(p for item in items for p in _pattern(item))
             else:
                 value = opt.parse(raw)
         except ValueError as exc:

@@ -1,0 +1,351 @@
+"""The operator process: kopf watches -> IndexFeed -> index; metrics, Events, readiness, HA and the prober around it.
+
+Life cycle of one replica:
+
+* kopf runs the watches (only event-watching handlers: nothing is ever written to watched objects) and peering;
+* while this replica is the active one (kopf peering; always when ``--standalone``) an *active period* runs: a full
+  listing is reconciled into the index (then ``/readyz`` says ready), then the periodic/on-relist reconciles, the
+  debounced recompute of the aggregate metrics and Events, the Event poster and (with ``--probe``) the prober loop;
+* when it becomes a standby, the period stops and the index is emptied (a standby exports no index series).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry
+
+from netpol_auditor.controller.endpoints import MetricsServer
+from netpol_auditor.controller.feed import IndexFeed
+from netpol_auditor.controller.handlers import register_handlers
+from netpol_auditor.controller.logs import configure_logging
+from netpol_auditor.controller.resync import Resyncer
+from netpol_auditor.controller.settings import Settings
+from netpol_auditor.exporters.events import EventPoster, IndexFacts, collect_facts, detect_notices
+from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
+from netpol_auditor.model import ObjectKind
+
+__all__ = ["Operator", "connection_info", "load_client_configuration", "run_operator"]
+
+logger = logging.getLogger(__name__)
+
+_current: contextvars.ContextVar[Operator | None] = contextvars.ContextVar("netpol_auditor_operator", default=None)
+
+#: kopf logs its peering decisions here; there is no other public signal of "paused in favour of a peer".
+_PEERING_LOGGER = "kopf._core.engines.peering"
+
+
+def load_client_configuration(settings: Settings) -> Any:
+    """A kubernetes-client Configuration: --kubeconfig/--context, else in-cluster, else the default kubeconfig."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    config: Any = kube_config  # its loaders are untyped
+    configuration = client.Configuration()
+    if settings.kubeconfig or settings.context:
+        config.load_kube_config(config_file=settings.kubeconfig, context=settings.context,
+                                client_configuration=configuration)
+        return configuration
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+def connection_info(settings: Settings) -> kopf.ConnectionInfo:
+    """kopf credentials from the same source as the kubernetes client (re-read on every login: tokens rotate)."""
+    cfg = load_client_configuration(settings)
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        username=cfg.username or None,
+        password=cfg.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
+
+
+class _PeeringTracker(logging.Handler):
+    """Follows kopf's peering decisions for the operator running in the current context."""
+
+    def __init__(self, operator: Operator) -> None:
+        super().__init__(logging.INFO)
+        self._operator = operator
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _current.get() is not self._operator:
+            return  # another operator in this process (tests run several)
+        message = record.getMessage()
+        if message.startswith(("Pausing operations", "Pausing all operators")):
+            self._operator.set_active(False)
+        elif message.startswith("Resuming operations"):
+            self._operator.set_active(True)
+
+
+class Operator:
+    """One operator replica. ``await run(stop)`` until *stop* is set (or SIGTERM/SIGINT in the main thread)."""
+
+    def __init__(self, settings: Settings, api_client: Any | None = None) -> None:
+        from kubernetes import client
+
+        self.settings = settings
+        self.api_client = api_client if api_client is not None else client.ApiClient(
+            load_client_configuration(settings))
+        self.registry = CollectorRegistry()
+        self.metrics = IndexMetrics(self.registry)
+        self.feed = IndexFeed(observer=self.metrics.observe_apply)
+        self.poster = EventPoster(self.api_client, per_minute=settings.events_per_minute,
+                                  dedup_seconds=settings.events_dedup_seconds)
+        self.resyncer = Resyncer(self.feed, self.api_client, settings.namespaces, settings.resync_interval_seconds,
+                                 on_change=self._changed)
+        self.server = MetricsServer(self.registry, self.readiness, settings.metrics_address, settings.metrics_port)
+        self.kopf_registry = self._kopf_registry()
+        self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
+        self.synced = False
+        self.recomputed_revision = -1
+        self.recomputes = 0
+        self._facts: IndexFacts | None = None
+        self._dirty = asyncio.Event()
+        self._activity = asyncio.Event()
+        self._period_stop: asyncio.Event | None = None
+        self._period_tasks: list[asyncio.Task[None]] = []
+        self.ready_event = asyncio.Event()  # set once the first active period has synced (tests wait on it)
+
+    # -- kopf ----------------------------------------------------------------------------------------------------
+
+    def _kopf_registry(self) -> kopf.OperatorRegistry:
+        registry = kopf.OperatorRegistry()
+        register_handlers(registry, self)
+        settings = self.settings
+
+        @kopf.on.login(registry=registry)
+        def login(**_: Any) -> kopf.ConnectionInfo:
+            return connection_info(settings)
+
+        @kopf.on.probe(registry=registry, id="index")
+        def probe(**_: Any) -> dict[str, Any]:
+            stats = self.feed.index.stats()
+            return {"active": self.active, "synced": self.synced, "revision": self.feed.index.revision,
+                    "pods": stats.pods, "namespaces": stats.namespaces, "policies": stats.policies}
+
+        return registry
+
+    def kopf_settings(self) -> kopf.OperatorSettings:
+        settings = kopf.OperatorSettings()
+        settings.posting.enabled = False  # our Events are ours (exporters.events); kopf's would go on user objects
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 60
+        settings.peering.lifetime = self.settings.peering_lifetime_seconds
+        return settings
+
+    def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None:
+        """Apply one kopf watch event to the index (called on the event loop)."""
+        change = self.feed.apply_event(kind, event_type, body)
+        if event_type is None and self.synced:
+            # kopf is re-listing (after a 410 Gone or a restart of the watch): objects deleted meanwhile are not
+            # in the listing and no DELETED will come for them; reconcile once the listing has flowed in.
+            self.resyncer.request()
+        if change is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        self.metrics.set_object_counts(self.feed.counts())
+        self._dirty.set()
+
+    # -- activity (HA) -------------------------------------------------------------------------------------------
+
+    def set_active(self, active: bool) -> None:
+        if active != self.active:
+            logger.info("this replica is now %s", "active" if active else "a standby")
+            self.active = active
+            self._activity.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.active and self.synced:
+            return True, "ready"
+        if self.active:
+            return False, "starting: the initial listing is not in the index yet"
+        return True, f"standby: another replica is active (peering {self.settings.peering_name!r})"
+
+    async def _supervise(self) -> None:
+        waited = 0.0
+        while True:
+            if self.active and self._period_stop is None:
+                await self._start_period()
+            elif not self.active and self._period_stop is not None:
+                await self._stop_period()
+            try:
+                await asyncio.wait_for(self._activity.wait(), timeout=30)
+                self._activity.clear()
+            except TimeoutError:
+                waited += 30
+                if not self.active and waited == 30:
+                    logger.info("standby for 30s: waiting for the active replica through kopf peering %r (its "
+                                "CRD and object must exist; use --standalone for a single replica)",
+                                self.settings.peering_name)
+
+    async def _start_period(self) -> None:
+        stop = asyncio.Event()
+        self._period_stop = stop
+        self._period_tasks = [asyncio.create_task(self._active_period(stop), name="active period")]
+
+    async def _stop_period(self) -> None:
+        assert self._period_stop is not None
+        self._period_stop.set()
+        tasks, self._period_tasks = self._period_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._period_stop = None
+        self.synced = False
+        self._facts = None
+        self.feed.clear()
+        self.metrics.publish(None)
+        self.metrics.set_object_counts(self.feed.counts())
+
+    async def _active_period(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await self.resyncer.resync_now()
+                break
+            except Exception as exc:
+                logger.warning("initial listing failed, retrying in %.0fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self.synced = True
+        self.ready_event.set()
+        stats = self.feed.index.stats()
+        logger.info("index ready: %d pods, %d namespaces, %d policies, %d equivalence classes", stats.pods,
+                    stats.namespaces, stats.policies, stats.classes)
+        self.metrics.set_object_counts(self.feed.counts())
+        self._recompute()
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("resync", lambda: self.resyncer.run(stop)),
+            ("recompute", lambda: self._recompute_loop(stop)),
+        ]
+        if self.settings.events_enabled:
+            loops.append(("events", lambda: self.poster.run(stop)))
+        if self.settings.probe_enabled:
+            loops.append(("prober", lambda: self._run_prober(stop)))
+        await asyncio.gather(*(self._guarded(name, factory, stop) for name, factory in loops))
+
+    async def _guarded(self, name: str, factory: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+        """Run one loop of the active period; restart it after a crash (never take the operator down)."""
+        while not stop.is_set():
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("the %s loop failed; restarting it in 5s", name)
+                await asyncio.sleep(5)
+
+    async def _run_prober(self, stop: asyncio.Event) -> None:
+        try:
+            from netpol_auditor.prober.loop import ProbeLoop  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            logger.error("--probe is set but the prober is unavailable (%s); running without probes", exc)
+            return
+        optional = {"registry": self.registry, "events": self.poster}
+        accepted = inspect.signature(ProbeLoop).parameters
+        extra = {k: v for k, v in optional.items() if k in accepted}
+        loop = ProbeLoop(self.feed.index, self.settings, self.api_client, **extra)
+        await loop.run(stop)
+
+    # -- aggregates and Events -----------------------------------------------------------------------------------
+
+    async def _recompute_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            dirty = asyncio.ensure_future(self._dirty.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({dirty, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            dirty.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                return
+            await asyncio.sleep(self.settings.recompute_delay_seconds)  # debounce: coalesce a burst of events
+            self._recompute()
+
+    def _recompute(self) -> None:
+        self._dirty.clear()
+        index = self.feed.index
+        started = time.perf_counter()
+        ports, declared = choose_ports(index, self.settings.ports, self.settings.max_ports)
+        aggregates = compute_aggregates(index, ports, self.settings.max_path_series)
+        self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
+        if self.settings.events_enabled:
+            facts = collect_facts(index, aggregates)
+            self.poster.submit(detect_notices(self._facts, facts))
+            self._facts = facts
+        self.recomputed_revision = aggregates.revision
+        self.recomputes += 1
+        logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series)", aggregates.revision,
+                     time.perf_counter() - started, 2 * len(aggregates.paths))
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        _current.set(self)
+        tracker = _PeeringTracker(self)
+        peering_logger = logging.getLogger(_PEERING_LOGGER)
+        peering_logger.addHandler(tracker)
+        if peering_logger.getEffectiveLevel() > logging.INFO:
+            peering_logger.setLevel(logging.INFO)
+        port = await self.server.start()
+        logger.info("serving /metrics and /readyz on %s:%d", self.settings.metrics_address, port)
+        supervisor = asyncio.create_task(self._supervise(), name="netpol-auditor supervisor")
+        priority = self.settings.priority * 1_000_000 + random.randrange(1, 1_000_000)
+        try:
+            await kopf.operator(
+                registry=self.kopf_registry,
+                settings=self.kopf_settings(),
+                clusterwide=self.settings.clusterwide,
+                namespaces=list(self.settings.namespaces),
+                liveness_endpoint=self.settings.liveness_endpoint or None,
+                standalone=self.settings.standalone,
+                peering_name=None if self.settings.standalone else self.settings.peering_name,
+                priority=priority,
+                stop_flag=stop,
+                memo=kopf.Memo(),
+            )
+        finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+            if self._period_stop is not None:
+                await self._stop_period()
+            await self.server.stop()
+            peering_logger.removeHandler(tracker)
+
+
+def run_operator(settings: Settings) -> int:
+    """Run the operator in this process until SIGTERM/SIGINT. Returns the exit code."""
+    configure_logging(settings.log_format, settings.log_level)
+    logger.info("netpol-auditor starting: %s", settings.to_dict())
+
+    async def main() -> None:
+        await Operator(settings).run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,53 @@
+"""The operator's HTTP endpoints: ``/metrics`` (Prometheus text format) and ``/readyz``.
+
+Readiness means the index holds the cluster's initial listing (``200 ready``), or the replica is a healthy standby
+(``200 standby``: it waits for the active replica to die and must not block rollouts); ``503`` otherwise. Liveness
+is kopf's own ``--liveness`` endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["MetricsServer"]
+
+
+class MetricsServer:
+    """Serves *registry* on /metrics and *readiness()* -> (ready, reason) on /readyz."""
+
+    def __init__(self, registry: CollectorRegistry, readiness: Callable[[], tuple[bool, str]], address: str,
+                 port: int) -> None:
+        self._registry = registry
+        self._readiness = readiness
+        self._address = address
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.add_routes([web.get("/metrics", self._metrics), web.get("/readyz", self._readyz)])
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._address, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, reason = self._readiness()
+        return web.Response(status=200 if ready else 503, text=reason + "\n")

@@ -1,0 +1,45 @@
+"""Thin kopf handlers: translate a watch event and hand it to the operator state.
+
+Only ``@kopf.on.event`` handlers are used: kopf keeps no state on the objects for them -- no finalizers, no
+``kopf.zalando.org/last-handled-configuration`` diff-base annotation, no progress storage. Those are written only
+for change-detecting handlers (on.create/update/delete/resume), daemons and timers (kopf docs "Event-watching
+handlers": "no state is persisted"; kopf/_core/reactor/processing.py: the event-watching cause never patches).
+A test proves the watched objects stay byte-for-byte unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import kopf
+
+from netpol_auditor.model import ObjectKind
+
+__all__ = ["WATCHED", "EventSink", "register_handlers"]
+
+#: (kind, API group, version, plural)
+WATCHED: tuple[tuple[ObjectKind, str, str, str], ...] = (
+    (ObjectKind.NAMESPACE, "", "v1", "namespaces"),
+    (ObjectKind.POD, "", "v1", "pods"),
+    (ObjectKind.NETWORK_POLICY, "networking.k8s.io", "v1", "networkpolicies"),
+)
+
+
+class EventSink(Protocol):
+    def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None: ...
+
+
+def register_handlers(registry: kopf.OperatorRegistry, sink: EventSink) -> None:
+    """Register one event-watching handler per watched kind in *registry*."""
+    for kind, group, version, plural in WATCHED:
+        _register(registry, sink, kind, group, version, plural)
+
+
+def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: ObjectKind, group: str, version: str,
+              plural: str) -> None:
+    # An async handler runs on the event loop, so index updates never race with each other or with scrapes.
+    async def handler(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        sink.on_watch_event(kind, event.get("type"), event.get("object") or {})
+
+    kopf.on.event(group, version, plural, registry=registry, id=f"index-{kind.value}")(handler)

@@ -1,0 +1,144 @@
+"""Full re-lists that reconcile the index with the cluster.
+
+kopf re-lists a resource after a watch expiry (410 Gone) or a reconnect, but a listing delivers no DELETED event
+for objects that vanished meanwhile, so the index could keep ghosts forever. The Resyncer lists every watched kind
+(paginated, read-only) and lets the IndexFeed reconcile: on start-up and on becoming the active replica (readiness
+waits for it), shortly after kopf starts re-listing (requested by the handlers), and periodically as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# The very matcher kopf scopes its watches with, so the re-list covers exactly what the watches cover.
+from kopf._cogs.structs.references import NamespaceName, match_namespace
+
+from netpol_auditor.controller.feed import IndexFeed, ReconcileResult
+from netpol_auditor.model import ObjectKind
+
+__all__ = ["Resyncer", "list_objects", "namespace_in_scope"]
+
+logger = logging.getLogger(__name__)
+
+_PAGE = 500
+
+
+def namespace_in_scope(patterns: Sequence[str], namespace: str | None) -> bool:
+    """Whether kopf serves *namespace* under the ``--namespace`` *patterns* (empty: cluster-wide)."""
+    if namespace is None or not patterns:
+        return True
+    return any(match_namespace(NamespaceName(namespace), pattern) for pattern in patterns)
+
+
+def list_objects(api_client: Any, kind: ObjectKind, namespace: str | None = None) -> list[dict[str, Any]]:
+    """LIST every object of *kind* (in *namespace*, or cluster-wide), page by page, as plain dicts."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    networking = client.NetworkingV1Api(api_client)
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        response: Any
+        kwargs: dict[str, Any] = {"limit": _PAGE, "_preload_content": False, "_request_timeout": 60}
+        if token:
+            kwargs["_continue"] = token
+        if kind is ObjectKind.NAMESPACE:
+            response = core.list_namespace(**kwargs)
+        elif kind is ObjectKind.POD:
+            response = (core.list_namespaced_pod(namespace, **kwargs) if namespace
+                        else core.list_pod_for_all_namespaces(**kwargs))
+        elif namespace:
+            response = networking.list_namespaced_network_policy(namespace, **kwargs)
+        else:
+            response = networking.list_network_policy_for_all_namespaces(**kwargs)
+        page = json.loads(response.data)
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+class Resyncer:
+    """Runs reconciles: now (``resync_now``), soon after a request (``request``), and every *interval* seconds."""
+
+    def __init__(self, feed: IndexFeed, api_client: Any, namespaces: Sequence[str], interval: float,
+                 on_change: Callable[[], None], request_delay: float = 2.0) -> None:
+        self._feed = feed
+        self._api_client = api_client
+        self._namespaces = tuple(namespaces)
+        self._interval = interval
+        self._on_change = on_change
+        self._request_delay = request_delay
+        self._requested = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.completed = 0
+        self.last_result = ReconcileResult()
+        self.last_completed_at: float | None = None
+
+    def request(self) -> None:
+        """Ask for a reconcile soon (debounced: a re-list delivers many events)."""
+        self._requested.set()
+
+    async def resync_now(self) -> ReconcileResult:
+        """List every watched kind and reconcile the index with it. Raises on API errors."""
+        async with self._lock:
+            total = ReconcileResult()
+            started_at = time.monotonic()
+            # Namespaces first: pods and policies are judged with their namespace's labels.
+            for kind in (ObjectKind.NAMESPACE, ObjectKind.NETWORK_POLICY, ObjectKind.POD):
+                started_seq = self._feed.sequence
+                listed = await asyncio.to_thread(self._list, kind)
+                result = self._feed.reconcile(kind, listed, started_seq,
+                                              in_scope=lambda ns: namespace_in_scope(self._namespaces, ns))
+                total = ReconcileResult(total.added + result.added, total.modified + result.modified,
+                                        total.deleted + result.deleted)
+            self.completed += 1
+            self.last_result = total
+            self.last_completed_at = time.monotonic()
+            level = logging.INFO if total.changes else logging.DEBUG
+            logger.log(level, "reconciled the index with a full listing in %.2fs: %d added, %d modified, %d "
+                       "deleted", self.last_completed_at - started_at, total.added, total.modified, total.deleted)
+            if total.changes:
+                self._on_change()
+            return total
+
+    def _list(self, kind: ObjectKind) -> list[dict[str, Any]]:
+        if kind is ObjectKind.NAMESPACE or not self._namespaces:
+            return list_objects(self._api_client, kind)
+        names = [ns["metadata"]["name"] for ns in list_objects(self._api_client, ObjectKind.NAMESPACE)]
+        items: list[dict[str, Any]] = []
+        for name in names:
+            if namespace_in_scope(self._namespaces, name):
+                items.extend(list_objects(self._api_client, kind, name))
+        return items
+
+    async def run(self, stopped: asyncio.Event) -> None:
+        """Reconcile on request and periodically, until *stopped*; API errors are logged and retried."""
+        next_periodic = time.monotonic() + self._interval if self._interval > 0 else None
+        while not stopped.is_set():
+            timeout = None if next_periodic is None else max(0.0, next_periodic - time.monotonic())
+            waiter = asyncio.ensure_future(self._requested.wait())
+            stopper = asyncio.ensure_future(stopped.wait())
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stopped.is_set():
+                return
+            if self._requested.is_set():
+                await asyncio.sleep(self._request_delay)  # let the re-list that triggered it flow in first
+                self._requested.clear()
+            try:
+                await self.resync_now()
+            except Exception as exc:
+                logger.warning("full re-list failed, retrying in 5s: %s", exc)
+                self._requested.set()
+                await asyncio.sleep(5)
+                continue
+            if self._interval > 0:
+                next_periodic = time.monotonic() + self._interval

@@ -1,0 +1,1 @@
+"""Exporters: Prometheus metrics and Kubernetes Events, reading from the index (never the other way round)."""
