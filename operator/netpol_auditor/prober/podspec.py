@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netpol_auditor.model import ContainerPort, PortProtocol
+from netpol_auditor.model import ContainerPort, PortProtocol, Protocol
 from netpol_auditor.prober.plan import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProbeGroup
 from netpol_auditor.prober.script import responder_script
 
@@ -225,7 +225,7 @@ def responder_pod(
 ) -> dict[str, Any]:
     """A responder pod: listens on the probed ports (and declares the destination's named ports) until deleted."""
     port_entries = responder_ports(group, ports)
-    listen = [PortProtocol(p["containerPort"], p["protocol"]) for p in port_entries]
+    listen = [PortProtocol(p["containerPort"], Protocol(p["protocol"])) for p in port_entries]
     sysctls = None
     if any(pp.port < 1024 for pp in listen):
         sysctls = [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]
