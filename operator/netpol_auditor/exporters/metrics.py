@@ -18,7 +18,7 @@ from collections import Counter as TallyCounter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -143,6 +143,8 @@ class IndexMetrics:
     """The index series, registered in *registry*."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # No "<name>_created" companion series: they are not in the catalogue and dashboards never use them.
+        disable_created_metrics()
         self.registry = registry
         self.build_info = Gauge("netpol_auditor_build_info", "The running build.",
                                 ["version", "python_version"], registry=registry)
