@@ -139,7 +139,8 @@ def detect_notices(before: IndexFacts | None, after: IndexFacts) -> list[Notice]
             reason = "Namespace" + state.title().replace(" ", "")
             notices.append(Notice(
                 InvolvedObject("v1", "Namespace", None, namespace, after.namespace_uids.get(namespace, "")),
-                reason, f"{direction.capitalize()} isolation of the namespace's pods changed from {previous} to {state}"))
+                reason,
+                f"{direction.capitalize()} isolation of the namespace's pods changed from {previous} to {state}"))
     for key, count in sorted(after.policy_pods.items()):
         was = before.policy_pods.get(key) if before is not None else None
         if count == 0 and was != 0:

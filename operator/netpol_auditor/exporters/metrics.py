@@ -144,7 +144,7 @@ class IndexMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         # No "<name>_created" companion series: they are not in the catalogue and dashboards never use them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         self.build_info = Gauge("netpol_auditor_build_info", "The running build.",
                                 ["version", "python_version"], registry=registry)
