@@ -1,0 +1,157 @@
+"""Judging observations against the engine's predictions: retries, freshness, inconclusive results, mismatch
+kinds, healing, and which policy and CNI feature (on which node) a contradiction points at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from netpol_auditor.engine import Verdict
+from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.model import PodRef, PortProtocol
+from netpol_auditor.prober.compare import Comparator, MismatchKind, Outcome, exercised_features
+from netpol_auditor.prober.plan import PathKey, ProbeGroup, predict, prediction_snapshot, probe_groups
+from netpol_auditor.prober.script import ProbeResult
+
+from .test_plan import namespace, pod, policy
+
+SRC, DST = PodRef("x", "a"), PodRef("y", "b")
+
+
+def cluster(*policies: Any) -> ReachabilityIndex:
+    return ReachabilityIndex.from_objects([
+        namespace("x"), namespace("y"),
+        pod("x", "a", {"app": "a"}, "10.0.1.5", "node-1"),
+        pod("y", "b", {"app": "b"}, "10.0.2.5", "node-2", [("http", 8080)]),
+        *policies,
+    ])
+
+
+def groups(index: ReachabilityIndex) -> tuple[ProbeGroup, ProbeGroup]:
+    g = probe_groups(index)
+    src = next(v for v in g.values() if v.namespace == "x")
+    dst = next(v for v in g.values() if v.namespace == "y")
+    return src, dst
+
+
+def verdict(index: ReachabilityIndex, port: str, src_ip: str = "10.0.1.5", dst_ip: str = "10.0.2.5") -> Verdict:
+    src, dst = groups(index)
+    return predict(prediction_snapshot(index), src, dst, PortProtocol.parse(port), (src_ip,), (dst_ip,))
+
+
+def key(index: ReachabilityIndex, port: str) -> PathKey:
+    src, dst = groups(index)
+    return PathKey(src.id, dst.id, PortProtocol.parse(port), "node-1", "node-2")
+
+
+DENY_ALL_Y = policy("y", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]})
+
+
+def judge(c: Comparator, index: ReachabilityIndex, port: str, result: ProbeResult | None, now: float,
+          **kw: Any) -> Any:
+    return c.judge(key(index, port), verdict(index, port), result, now, source=SRC, destination=DST,
+                   policies={p.key: p for p in index.policies()}, **kw)
+
+
+def test_disagreement_is_retried_then_becomes_a_mismatch_with_the_example_pair() -> None:
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=10, max_attempts=10)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 4.0).outcome is Outcome.RETRY
+    j = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 10.5)
+    assert j.outcome is Outcome.MISMATCH and j.new
+    m = j.mismatch
+    assert m.kind is MismatchKind.UNEXPECTEDLY_ALLOWED
+    assert m.policy_label == "y/deny-all"
+    assert m.describe().startswith("x/a → y/b:80/TCP connected; policy y/deny-all predicts denied")
+    # ingress is enforced on the destination's node: that is where the CNI failed
+    assert m.features == {("ingress", "node-2")}
+    # still wrong on the next cycle: same mismatch, not new
+    again = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 300.0)
+    assert again.outcome is Outcome.MISMATCH and not again.new and again.mismatch.detected_at == 10.5
+
+
+def test_retry_absorbs_programming_delay() -> None:
+    index = cluster(DENY_ALL_Y)
+    c = Comparator()
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
+    j = judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 2.0)
+    assert j.outcome is Outcome.MATCH and not c.mismatches
+    assert c.policy_enforced([DENY_ALL_Y.key]) == {DENY_ALL_Y.key: 1}
+    assert c.feature_enforced() == {("ingress", "node-2"): 1}
+
+
+def test_attempts_are_bounded_even_inside_the_window() -> None:
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=100, max_attempts=2)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 1.0).outcome is Outcome.MISMATCH
+
+
+@pytest.mark.parametrize(("result", "kw", "reason"), [
+    (None, {}, "no_result"),
+    (ProbeResult.ERROR, {}, "probe_error"),
+    (ProbeResult.REFUSED, {"real_target": True}, "real_target_refused"),
+    (ProbeResult.CONNECTED, {"changed_at": 98.0}, "too_fresh"),
+])
+def test_results_that_prove_nothing_are_not_mismatches(result: ProbeResult | None, kw: Any, reason: str) -> None:
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=0, settle_seconds=5)
+    j = judge(c, index, "80/TCP", result, 100.0, **kw)
+    assert j.reason == reason and j.outcome in (Outcome.INCONCLUSIVE, Outcome.TOO_FRESH)
+    assert not c.mismatches
+
+
+def test_refused_and_timed_out_both_prove_denied_for_a_responder() -> None:
+    index = cluster(DENY_ALL_Y)
+    for result in (ProbeResult.REFUSED, ProbeResult.TIMED_OUT):
+        assert judge(Comparator(), index, "80/TCP", result, 0.0).outcome is Outcome.MATCH
+
+
+def test_mismatch_heals_and_reports_resolution() -> None:
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=0)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.MISMATCH
+    assert c.policy_enforced([DENY_ALL_Y.key]) == {DENY_ALL_Y.key: 0}
+    assert c.feature_enforced() == {("ingress", "node-2"): 0}
+    healed = judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 60.0)
+    assert healed.outcome is Outcome.MATCH and healed.resolved is not None
+    assert healed.resolved.kind is MismatchKind.UNEXPECTEDLY_ALLOWED
+    assert not c.mismatches and c.policy_enforced([DENY_ALL_Y.key]) == {DENY_ALL_Y.key: 1}
+
+
+def test_dropped_allowed_traffic_through_a_named_port_points_at_named_ports() -> None:
+    allow_http = policy("y", "allow-http", {
+        "podSelector": {"matchLabels": {"app": "b"}},
+        "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]})
+    index = cluster(allow_http)
+    c = Comparator(retry_window_seconds=0)
+    j = judge(c, index, "8080/TCP", ProbeResult.TIMED_OUT, 0.0)
+    assert j.mismatch.kind is MismatchKind.UNEXPECTEDLY_DENIED
+    assert j.mismatch.policy_label == "y/allow-http"
+    assert j.mismatch.features == {("named_ports", "node-2")}
+    assert "predicts allowed" in j.mismatch.describe()
+
+
+def test_end_port_udp_egress_and_ipblock_except_features() -> None:
+    egress = policy("x", "egress", {
+        "podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.2.0/24"]}}], "ports": [{"port": 53,
+                                                                                              "protocol": "UDP"}]},
+            {"to": [{"namespaceSelector": {}}], "ports": [{"port": 9000, "endPort": 9100}]},
+        ]})
+    index = cluster(egress)
+    policies = {p.key: p for p in index.policies()}
+    # 9050/TCP is admitted by the endPort range: exercising end_port on the source's node (egress)
+    v = verdict(index, "9050/TCP")
+    assert v.allowed
+    assert exercised_features(v, policies, "node-1", "node-2") == {("egress", "node-1"), ("end_port", "node-1")}
+    # 53/UDP to 10.0.2.5 is denied by the except range of the ipBlock
+    v = verdict(index, "53/UDP")
+    assert v.allowed is False
+    failing = exercised_features(v, policies, "node-1", "node-2", ("10.0.1.5",), ("10.0.2.5",), failing_only=True)
+    assert failing == {("egress", "node-1"), ("ipblock_except", "node-1"), ("udp", "node-1")}
+    # the same port to an address outside the except range is allowed
+    assert verdict(index, "53/UDP", dst_ip="10.0.3.5").allowed
