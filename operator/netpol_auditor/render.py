@@ -11,7 +11,7 @@ address to address, hostNetwork pods).
     {"verdicts": [{"from": "ns/pod" | IP, "to": "ns/pod" | IP, "port": 80, "protocol": "TCP",
                    "allowed": true | false | null, "decidingPolicies": ["ns/name", ...],
                    "reason": "..." (only when allowed is null), "explanation": "..." (only with --explain)}],
-     "ports": ["80/TCP"], "endpoints": [...], "externals": [...],
+     "ports": ["80/TCP"], "pods": [...], "externals": [...],
      "summary": {"80/TCP": {"allowed": 1, "denied": 2, "notJudged": 0}}}
 
 It is written one verdict per line so that large clusters stream out quickly and stay greppable.
@@ -121,7 +121,7 @@ def _header(analysis: Analysis, summary: dict[str, dict[str, int]] | None = None
     endpoints = sorted(set(analysis.sources) | set(analysis.destinations), key=lambda e: (is_address(e), e))
     return {
         "ports": [str(p) for p in analysis.ports],
-        "endpoints": [e for e in endpoints if not is_address(e)],
+        "pods": [e for e in endpoints if not is_address(e)],
         "externals": list(analysis.externals),
         "summary": analysis.summary() if summary is None else summary,
     }

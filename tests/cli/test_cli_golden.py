@@ -1,0 +1,47 @@
+"""Golden-file tests of every output format, on a real ``kubectl get ns,pods,networkpolicies -A -o yaml`` dump.
+
+The fixture has what such dumps carry (``kind: List``, managedFields, ownerReferences, status, resourceVersion,
+last-applied annotations) and the pods that are not endpoints: a Succeeded Job pod still reporting the IP that
+api now holds, a Pending pod without IP, and a hostNetwork kube-proxy (reported as not judged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conftest import FIXTURES, Result
+
+DUMP = str(FIXTURES / "kubectl-get-all.yaml")
+WEB = "shop/web-6f9c8b7d5c-h4k2m"
+API = "shop/api-85d4c6f9b7-x2c4z"
+
+CASES = {
+    "analyze-table.txt": ["analyze", "-f", DUMP, "--external", "203.0.113.10"],
+    "analyze.json": [
+        "analyze", "-f", DUMP, "-o", "json", "--port", "8080/TCP", "--port", "9000", "--port", "53/UDP",
+        "--external", "203.0.113.10",
+    ],
+    "analyze-filtered.yaml": [
+        "analyze", "-f", DUMP, "-o", "yaml", "--port", "9000/TCP", "--from", "shop", "--to", "shop",
+    ],
+    "analyze-explain.csv": ["analyze", "-f", DUMP, "-o", "csv", "--port", "5432/TCP", "--explain", "--to", "shop/db-0"],
+    "analyze-explain.md": [
+        "analyze", "-f", DUMP, "-o", "md", "--port", "9102/TCP", "--to", "shop/api-*", "--explain",
+        "--external", "203.0.113.10",
+    ],
+    "analyze.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "53/UDP", "--port", "8080/TCP", "--port", "9000/TCP"],
+    "analyze-explain-table.txt": ["analyze", "-f", DUMP, "--port", "5432/TCP", "--from", API, "--explain"],
+    "explain.txt": ["explain", "-f", DUMP, "--from", WEB, "--to", API],
+    "explain-external.json": ["explain", "-f", DUMP, "--from", "203.0.113.10", "--to", "shop/db-0", "--port", "5432",
+                              "-o", "json"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_output_matches_golden(name: str, cli: Callable[..., Result], golden: Callable[[str, str], None]) -> None:
+    result = cli(CASES[name])
+    assert result.code == 0, result.err
+    assert result.err == ""
+    golden(name, result.out)
