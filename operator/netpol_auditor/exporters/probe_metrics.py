@@ -1,0 +1,131 @@
+"""Prober metrics: what the CNI really does (the README's "Prober" catalogue, exactly).
+
+Counters and the histogram are updated as probes complete; the state gauges (current mismatches, per-policy
+``enforced``, per-node CNI features, coverage) are published as one snapshot from the comparator after each round,
+and served by a collector, so a scrape never sees half an update and series of healed paths disappear.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from netpol_auditor.engine import PolicyKey
+from netpol_auditor.prober.compare import Mismatch
+
+__all__ = ["ProbeMetrics", "ProbeState", "mismatch_labels"]
+
+MISMATCH_LABELS = ("source_namespace", "destination_namespace", "port", "protocol", "kind", "policy")
+_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0)
+
+
+def mismatch_labels(m: Mismatch, namespaces: Mapping[str, str]) -> tuple[str, str, str, str, str, str]:
+    """Bounded labels of one mismatch; ``namespaces`` maps probe group id -> namespace."""
+    return (
+        namespaces.get(m.key.src, ""),
+        namespaces.get(m.key.dst, ""),
+        str(m.key.port.port),
+        m.key.port.protocol.value,
+        m.kind.value,
+        m.policy_label,
+    )
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    """One consistent snapshot of the state gauges."""
+
+    # mismatch label tuple -> class pairs (src group, dst group, port) currently mismatching
+    mismatches: dict[tuple[str, ...], int] = field(default_factory=dict)
+    policy_enforced: dict[PolicyKey, int] = field(default_factory=dict)
+    feature_enforced: dict[tuple[str, str], int] = field(default_factory=dict)
+    coverage: float | None = None
+
+
+def count_mismatches(mismatches: Iterable[Mismatch], namespaces: Mapping[str, str]) -> dict[tuple[str, ...], int]:
+    """Current mismatches per label set, counted as class pairs (node placements of one pair count once)."""
+    pairs: dict[tuple[str, ...], set[tuple[str, str, str]]] = defaultdict(set)
+    for m in mismatches:
+        pairs[mismatch_labels(m, namespaces)].add((m.key.src, m.key.dst, str(m.key.port)))
+    return {k: len(v) for k, v in pairs.items()}
+
+
+class _StateCollector(Collector):
+    def __init__(self) -> None:
+        self.state = ProbeState()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        s = self.state
+        mismatches = GaugeMetricFamily(
+            "netpol_auditor_mismatches", "Current prediction/observation mismatches (class pairs).",
+            labels=MISMATCH_LABELS,
+        )
+        for labels, n in sorted(s.mismatches.items()):
+            mismatches.add_metric(list(labels), n)
+        yield mismatches
+        enforced = GaugeMetricFamily(
+            "netpol_auditor_policy_enforced", "1 when probes confirmed the NetworkPolicy is enforced, 0 when violated.",
+            labels=("namespace", "policy"),
+        )
+        for (ns, name), v in sorted(s.policy_enforced.items()):
+            enforced.add_metric([ns, name], v)
+        yield enforced
+        features = GaugeMetricFamily(
+            "netpol_auditor_cni_feature_enforced",
+            "1 when the CNI enforces the NetworkPolicy feature on the node, 0 when it does not.",
+            labels=("feature", "node"),
+        )
+        for (feature, node), v in sorted(s.feature_enforced.items()):
+            features.add_metric([feature, node], v)
+        yield features
+        coverage = GaugeMetricFamily(
+            "netpol_auditor_probe_coverage_ratio", "Class pairs confirmed in the current cycle / all planned."
+        )
+        if s.coverage is not None:
+            coverage.add_metric([], s.coverage)
+        yield coverage
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class ProbeMetrics:
+    """The prober's series in a caller-supplied registry (the operator's, so /metrics serves both)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.detected = Counter(
+            "netpol_auditor_mismatches_detected", "Mismatches detected since start.", MISMATCH_LABELS,
+            registry=registry,
+        )
+        self.probes = Counter(
+            "netpol_auditor_probes", "Probe connections made.", ("protocol", "result"), registry=registry
+        )
+        self.inconclusive = Counter(
+            "netpol_auditor_probes_inconclusive", "Probes that could not be judged.", ("reason",), registry=registry
+        )
+        self.pod_duration = Histogram(
+            "netpol_auditor_probe_pod_duration_seconds", "Run time of one probe pod, creation to result.",
+            buckets=_DURATION_BUCKETS, registry=registry,
+        )
+        self.pods_running = Gauge(
+            "netpol_auditor_probe_pods_running", "Probe and responder pods alive now.", registry=registry
+        )
+        self.cycle_completed = Gauge(
+            "netpol_auditor_probe_cycle_last_completed_timestamp_seconds", "When the last full probe cycle completed.",
+            registry=registry,
+        )
+        self._state = _StateCollector()
+        registry.register(self._state)
+
+    def publish(self, state: ProbeState) -> None:
+        self._state.state = state
+
+    @property
+    def state(self) -> ProbeState:
+        return self._state.state
