@@ -64,7 +64,8 @@ def _hash(*files: Path) -> str:
 
 def k8s_version() -> str:
     """The k8s.io/kubernetes version the wrapper module requires, e.g. ``v1.33.13``."""
-    m = re.search(r"^require k8s\.io/kubernetes (v\S+)$", (GO_MODULE_DIR / "go.mod").read_text(), re.MULTILINE)
+    gomod = (GO_MODULE_DIR / "go.mod").read_text()
+    m = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\S+)\b", gomod, re.MULTILINE)
     if not m:
         raise RuntimeError("localcluster/go/go.mod does not require k8s.io/kubernetes")
     return m.group(1)

@@ -33,6 +33,7 @@ __all__ = [
     "spawn",
     "start_control_plane",
     "stop_process",
+    "wait_api_ready",
     "wait_ready",
 ]
 
@@ -41,32 +42,33 @@ SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Serv
 CLUSTER_DOMAIN = "cluster.local"
 ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
 
-# kube-controller-manager controllers we run, and why (names as in `kube-controller-manager --help`):
+# kube-controller-manager controllers we run, and why (canonical names, `kube-controller-manager --help`):
 CONTROLLERS = (
-    "namespace",  # deleting a namespace deletes its contents, then the namespace
-    "garbagecollector",  # ownerReferences: dependents go when their owner goes
-    "serviceaccount",  # the `default` ServiceAccount in every namespace (pods need one to be admitted)
-    "serviceaccount-token",  # token Secrets for ServiceAccounts that ask for them
-    "root-ca-cert-publisher",  # `kube-root-ca.crt` ConfigMap: in-cluster clients (the operator) read their CA there
-    "clusterrole-aggregation",  # fills the aggregated admin/edit/view ClusterRoles charts bind to
-    "endpoint",  # Endpoints for Services
-    "endpointslice",  # EndpointSlices for Services
-    "endpointslicemirroring",  # EndpointSlices for selector-less Services with manual Endpoints
-    "replicaset",  # Deployments -> ReplicaSets -> Pods
-    "deployment",
-    "statefulset",
-    "daemonset",
-    "job",  # probe Jobs, Helm hooks
-    "cronjob",
-    "ttl-after-finished",  # finished Jobs with ttlSecondsAfterFinished go away
-    "podgc",  # orphaned and terminated Pods are collected
-    "disruption",  # PodDisruptionBudget status (charts ship PDBs)
-    "resourcequota",  # ResourceQuota status, so quota admission has numbers to check
-    "csrsigning",  # CSRs signed with the cluster CA (--cluster-signing-*)
-    "csrapproving",
-    "csrcleaner",
+    "namespace-controller",  # deleting a namespace deletes its contents, then the namespace
+    "garbage-collector-controller",  # ownerReferences: dependents go when their owner goes
+    "serviceaccount-controller",  # the `default` ServiceAccount in every namespace (pods need one to be admitted)
+    "serviceaccount-token-controller",  # token Secrets for ServiceAccounts that ask for them
+    "root-ca-certificate-publisher-controller",  # `kube-root-ca.crt` ConfigMaps: in-cluster clients read their CA
+    "clusterrole-aggregation-controller",  # fills the aggregated admin/edit/view ClusterRoles charts bind to
+    "endpoints-controller",  # Endpoints for Services
+    "endpointslice-controller",  # EndpointSlices for Services
+    "endpointslice-mirroring-controller",  # EndpointSlices for selector-less Services with manual Endpoints
+    "service-cidr-controller",  # ServiceCIDR objects (MultiCIDRServiceAllocator, on by default in 1.33)
+    "replicaset-controller",  # Deployments -> ReplicaSets -> Pods
+    "deployment-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",  # probe Jobs, Helm hooks
+    "cronjob-controller",
+    "ttl-after-finished-controller",  # finished Jobs with ttlSecondsAfterFinished go away
+    "pod-garbage-collector-controller",  # orphaned and terminated Pods are collected
+    "disruption-controller",  # PodDisruptionBudget status (charts ship PDBs)
+    "resourcequota-controller",  # ResourceQuota status, so quota admission has numbers to check
+    "certificatesigningrequest-signing-controller",  # CSRs signed with the cluster CA (--cluster-signing-*)
+    "certificatesigningrequest-approving-controller",
+    "certificatesigningrequest-cleaner-controller",
 )
-# Deliberately not run: nodeipam (node pod CIDRs are assigned by the node set, 10.244.N.0/24), nodelifecycle (no
+# Deliberately not run: node-ipam (node pod CIDRs are assigned by the node set, 10.244.N.0/24), node-lifecycle (no
 # taint-based eviction of pods on simulated nodes), persistent volumes, cloud/service load balancers, routes,
 # bootstrap tokens, horizontal autoscaling (no metrics API).
 
@@ -244,27 +246,35 @@ def api_get(cp: ControlPlane, path: str, timeout: float = 5.0) -> tuple[int, byt
         conn.close()
 
 
+def _wait(cp: ControlPlane, path: str, what: str, deadline: float, processes: Sequence[str]) -> None:
+    last = ""
+    while True:
+        for name in processes:
+            if not process_alive(cp.state, name):
+                raise RuntimeError(f"{name} exited while waiting for {what}; see {cp.state}/logs/{name}.log")
+        try:
+            status, body = api_get(cp, path)
+            if status == 200:
+                return
+            last = f"HTTP {status}: {body[:300]!r}"
+        except (OSError, http.client.HTTPException) as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready ({last}); see {cp.state}/logs/")
+        time.sleep(0.1)
+
+
+def wait_api_ready(cp: ControlPlane, timeout: float = 120.0) -> None:
+    """Until the API server's /readyz is ok (RBAC bootstrap roles, priority classes, ... are in place)."""
+    _wait(cp, "/readyz", "API server /readyz", time.monotonic() + timeout, ["etcd", "kube-apiserver"])
+
+
 def wait_ready(cp: ControlPlane, timeout: float = 120.0) -> None:
     """Until /readyz is ok and the `default` ServiceAccount exists in `default` (pods can then be admitted)."""
     deadline = time.monotonic() + timeout
-    checks = [("/readyz", "API server /readyz"),
-              ("/api/v1/namespaces/default/serviceaccounts/default", "ServiceAccount default/default")]
-    for path, what in checks:
-        last = ""
-        while True:
-            for name in cp.processes:
-                if not process_alive(cp.state, name):
-                    raise RuntimeError(f"{name} exited while waiting for {what}; see {cp.state}/logs/{name}.log")
-            try:
-                status, body = api_get(cp, path)
-                if status == 200:
-                    break
-                last = f"HTTP {status}: {body[:300]!r}"
-            except (OSError, http.client.HTTPException) as e:
-                last = str(e)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not ready after {timeout:.0f} s ({last})")
-            time.sleep(0.1)
+    _wait(cp, "/readyz", "API server /readyz", deadline, cp.processes)
+    _wait(cp, "/api/v1/namespaces/default/serviceaccounts/default", "ServiceAccount default/default", deadline,
+          cp.processes)
 
 
 # --- start ---------------------------------------------------------------------------------------------------------
@@ -350,8 +360,12 @@ def start_control_plane(cfg: ControlPlaneConfig, timeout: float = 120.0) -> Cont
                       version=build.k8s_version(), kubeconfig=kubeconfig, ca_cert=p.ca_cert, admin_cert=admin_cert,
                       admin_key=admin_key)
     cp.save()
+    deadline = time.monotonic() + timeout
     spawn(state, "etcd", _etcd_argv(cfg))
     spawn(state, "kube-apiserver", _apiserver_argv(cfg, p))
+    # The controller manager starts once RBAC's bootstrap roles exist: before that it cannot read its own
+    # authentication configuration and exits.
+    wait_api_ready(cp, timeout)
     spawn(state, "kube-controller-manager", _kcm_argv(cfg, p, kcm_kubeconfig))
-    wait_ready(cp, timeout)
+    wait_ready(cp, max(1.0, deadline - time.monotonic()))
     return cp

@@ -1,0 +1,92 @@
+"""``up`` is idempotent and recovers from a crash; ``down`` leaves nothing behind. Uses its own cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcluster import cluster as lc
+from localcluster import controlplane
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+NODES = int(os.environ.get("LOCALCLUSTER_TEST_NODES", "2"))
+
+
+def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "localcluster", "--state", str(state), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def recorded_pids(state: Path) -> dict[str, int]:
+    out = {}
+    for name in controlplane.recorded_processes(state):
+        rec = controlplane.read_pid(state, name)
+        assert rec is not None and isinstance(rec["pid"], int)
+        out[name] = rec["pid"]
+    return out
+
+
+def running(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie waiting for init to reap it is not)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    path = Path("/tmp") / f"lc-test-{os.getpid()}-lifecycle"
+    yield path
+    lc.down(path)
+
+
+def test_up_twice_crash_recovery_and_clean_down(state: Path) -> None:
+    first = cli(state, "up", "--nodes", str(NODES), "--api-port", "0")
+    assert first.returncode == 0, first.stderr
+    assert "export KUBECONFIG=" in first.stdout
+    status = json.loads(cli(state, "status", "--json").stdout)
+    assert status["running"] is True
+    assert Path(str(status["kubeconfig"])) == state / "admin.kubeconfig"
+    pids = recorded_pids(state)
+    assert {"etcd", "kube-apiserver", "kube-controller-manager"} <= set(pids)
+
+    # `up` again with the same settings reuses the running cluster: same processes, nothing restarted.
+    again = cli(state, "up", "--nodes", str(NODES), "--api-port", "0")
+    assert again.returncode == 0, again.stderr
+    assert recorded_pids(state) == pids
+
+    # Crash: kill -9 every process of the cluster. `status` notices; `up` cleans the leftovers and starts afresh.
+    crashed = lc.leftovers(state)["processes"]
+    assert {str(p) for p in pids.values()} <= set(crashed)
+    for pid in crashed:
+        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(0.5)
+    assert cli(state, "status").returncode == 1
+    start = time.monotonic()
+    recovered = cli(state, "up", "--nodes", str(NODES), "--api-port", "0")
+    print(f"up after a crash took {time.monotonic() - start:.1f} s")
+    assert recovered.returncode == 0, recovered.stderr
+    new_pids = recorded_pids(state)
+    assert not set(new_pids.values()) & set(pids.values())
+    assert all(controlplane.process_alive(state, n) for n in new_pids)
+    assert json.loads(cli(state, "status", "--json").stdout)["running"] is True
+
+    down = cli(state, "down")
+    assert down.returncode == 0, down.stderr
+    assert lc.leftovers(state) == {"processes": [], "netns": [], "mounts": [], "dirs": []}
+    assert not [pid for pid in new_pids.values() if running(pid)]
+    # `down` twice is harmless.
+    assert cli(state, "down").returncode == 0
