@@ -1,0 +1,50 @@
+"""Helpers of the chart tests: where the chart is, running the real ``helm``, picking rendered objects."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "netpol-auditor"
+INSTALL_HELM = ROOT / "charts" / "install-helm.sh"
+README = ROOT / "README.md"
+RELEASE = "audit"
+NAMESPACE = "netpol-auditor"
+
+Render = Callable[..., list[dict[str, Any]]]
+
+
+def run_helm(helm: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def set_args(values: dict[str, Any] | None) -> list[str]:
+    """``--set-json key=value`` for each dotted key (JSON keeps booleans and numbers typed)."""
+    out: list[str] = []
+    for key, value in (values or {}).items():
+        out += ["--set-json", f"{key}={json.dumps(value)}"]
+    return out
+
+
+def find(docs: Sequence[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: Sequence[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}: {[d['metadata'] for d in found]}"
+    return found[0]
+
+
+def copy_chart(tmp_path: Path) -> Path:
+    dest = tmp_path / "netpol-auditor"
+    shutil.copytree(CHART, dest)
+    return dest

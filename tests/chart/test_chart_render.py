@@ -1,0 +1,389 @@
+"""The Helm chart, rendered by the real ``helm``: lint, toggles, operator configuration, Pod Security, RBAC, schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import CHART, NAMESPACE, RELEASE, Render, copy_chart, find, one, run_helm, set_args
+
+from netpol_auditor.controller.settings import ENV_PREFIX, add_arguments, settings_from_args
+from netpol_auditor.model import PortProtocol
+
+FULLNAME = f"{RELEASE}-netpol-auditor"
+
+ALL_TOGGLES = {"serviceMonitor.enabled": True, "prometheusRule.enabled": True, "grafanaDashboard.enabled": True,
+               "networkPolicy.enabled": True}
+
+# Value sets every test-worthy combination is linted and rendered with.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "all-toggles": ALL_TOGGLES,
+    "probe-restricted": {"probe.namespaces": ["shop", "payments"]},
+    "namespaced": {"namespaces": ["shop", "team-*", "!team-sandbox"]},
+    "standalone": {"peering.enabled": False},
+    "no-probes": {"probe.enabled": False},
+    "ha": {"replicaCount": 2, "priorityClassName": "system-cluster-critical",
+           "nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"operator": "Exists"}]},
+    "external-sa": {"serviceAccount.create": False, "serviceAccount.name": "auditor", "rbac.create": False,
+                    "metrics.service.enabled": False},
+}
+
+
+def _deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", FULLNAME)
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = _deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in _container(docs)["env"] if "value" in e}
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_strict(helm: Path, name: str) -> None:
+    proc = run_helm(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, *set_args(VALUE_SETS[name]))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_default_render_is_the_operator_and_nothing_optional(render: Render) -> None:
+    docs = render()
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    assert kinds == sorted([
+        ("ServiceAccount", FULLNAME), ("ClusterRole", FULLNAME), ("ClusterRoleBinding", FULLNAME),
+        ("Service", f"{FULLNAME}-metrics"), ("Deployment", FULLNAME), ("ClusterKopfPeering", FULLNAME),
+    ])
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+            assert doc["metadata"]["namespace"] == NAMESPACE
+
+
+@pytest.mark.parametrize(("toggle", "kind"), [
+    ("serviceMonitor.enabled", "ServiceMonitor"),
+    ("prometheusRule.enabled", "PrometheusRule"),
+    ("grafanaDashboard.enabled", "ConfigMap"),
+    ("networkPolicy.enabled", "NetworkPolicy"),
+])
+def test_each_toggle_adds_exactly_its_object(render: Render, toggle: str, kind: str) -> None:
+    assert not find(render(), kind)
+    docs = render({toggle: True})
+    assert len(find(docs, kind)) == 1
+    assert len(docs) == len(render()) + 1
+
+
+def test_service_monitor_scrapes_the_metrics_service(render: Render) -> None:
+    docs = render({"serviceMonitor.enabled": True, "serviceMonitor.labels": {"release": "prom"}})
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", f"{FULLNAME}-metrics")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    # The Service routes to the container's metrics port.
+    assert service["spec"]["selector"].items() <= \
+        _deployment(docs)["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in _container(docs)["ports"]}
+
+
+def test_service_monitor_without_service_is_refused(helm: Path) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART),
+                    *set_args({"serviceMonitor.enabled": True, "metrics.service.enabled": False}), check=False)
+    assert proc.returncode != 0
+    assert "metrics.service.enabled" in proc.stderr
+
+
+def _operator_options() -> dict[str, str]:
+    """NETPOL_AUDITOR_* variable -> option, for every option `netpol-auditor run` has."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = {}
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-") and flag != "--help":
+                out[ENV_PREFIX + flag[2:].upper().replace("-", "_")] = flag
+    return out
+
+
+def test_deployment_configures_the_operator_through_its_real_options(render: Render) -> None:
+    """Every variable the chart sets is one `netpol-auditor run` reads, and the values arrive as configured."""
+    docs = render({"metrics.ports": ["80/TCP", "53/UDP"], "probe.intervalSeconds": 120, "probe.maxPods": 4,
+                   "namespaces": ["shop", "team-*"], "log.level": "DEBUG", "peering.priority": 10})
+    env = _env(docs)
+    options = _operator_options()
+    unknown = sorted(set(env) - set(options))
+    assert not unknown, f"the chart sets variables the operator does not read: {unknown}"
+    settings = settings_from_args(None, env=env)
+    assert settings.metrics_port == 9090
+    assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert settings.ports == (PortProtocol.parse("53/UDP"), PortProtocol.parse("80/TCP"))
+    assert settings.namespaces == ("shop,team-*",)  # one kopf pattern: its globs are evaluated left to right
+    assert settings.peering_name == FULLNAME and not settings.standalone and settings.priority == 10
+    assert settings.probe_enabled and settings.probe_interval_seconds == 120 and settings.probe_max_pods == 4
+    assert settings.probe_image == "nicolaka/netshoot:v0.13"
+    assert settings.probe_namespace == NAMESPACE
+    assert settings.log_format == "json" and settings.log_level == "DEBUG"
+    assert settings.max_path_series == 20000
+
+
+def test_defaults_of_chart_and_operator_agree_where_the_chart_adds_nothing(render: Render) -> None:
+    settings = settings_from_args(None, env=_env(render()))
+    assert settings.clusterwide
+    assert settings.ports == ()  # the ports pods declare
+    assert settings.events_enabled
+
+
+def test_standalone_when_peering_is_off(render: Render) -> None:
+    docs = render({"peering.enabled": False})
+    assert settings_from_args(None, env=_env(docs)).standalone
+    assert not find(docs, "ClusterKopfPeering")
+    assert _deployment(docs)["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_namespaced_operator_peers_through_kopfpeerings_in_literal_namespaces(render: Render) -> None:
+    docs = render({"namespaces": ["shop", "team-*", "!team-sandbox", "payments"]})
+    assert not find(docs, "ClusterKopfPeering")
+    assert sorted(d["metadata"]["namespace"] for d in find(docs, "KopfPeering")) == ["payments", "shop"]
+
+
+def test_container_ports_and_health_checks_match_the_operator_endpoints(render: Render) -> None:
+    container = _container(render())
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "health": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # The image's ENTRYPOINT (`netpol-auditor run`) is what runs: the chart overrides neither command nor args.
+    assert "command" not in container and "args" not in container
+    assert container["image"] == "netpol-auditor/netpol-auditor:0.1.0"
+
+
+def test_scheduling_values_reach_the_pod(render: Render) -> None:
+    values = VALUE_SETS["ha"]
+    docs = render(values)
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    assert _deployment(docs)["spec"]["replicas"] == 2
+    assert _deployment(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert pod["priorityClassName"] == values["priorityClassName"]
+    assert pod["nodeSelector"] == values["nodeSelector"]
+    assert pod["tolerations"] == values["tolerations"]
+
+
+def test_operator_pod_meets_the_restricted_pod_security_standard(render: Render) -> None:
+    """The checks of the `restricted` profile (kubernetes.io/docs/concepts/security/pod-security-standards)."""
+    pod = _deployment(render())["spec"]["template"]["spec"]
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+    pod_sc = pod.get("securityContext", {})
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        assert sc.get("privileged") in (None, False)
+        assert sc.get("allowPrivilegeEscalation") is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+        assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True
+        assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        assert seccomp in ("RuntimeDefault", "Localhost")
+        assert sc.get("readOnlyRootFilesystem") is True
+        assert not any("hostPort" in p for p in c.get("ports", []))
+
+
+def _rules(docs: list[dict[str, Any]], kind: str = "ClusterRole", name: str = FULLNAME) -> list[dict[str, Any]]:
+    return list(one(docs, kind, name)["rules"])
+
+
+def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any((group in r["apiGroups"] or "*" in r["apiGroups"])
+               and (resource in r["resources"] or "*" in r["resources"])
+               and (verb in r["verbs"] or "*" in r["verbs"]) for r in rules)
+
+
+NEEDED = [
+    ("", "pods", ("get", "list", "watch", "create", "delete")),
+    ("", "namespaces", ("get", "list", "watch")),
+    ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
+    ("", "events", ("create", "patch")),
+    ("events.k8s.io", "events", ("create", "patch")),
+    ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
+    ("netpol-auditor.io", "proberuns", ("create", "delete", "get", "list", "watch")),
+]
+FORBIDDEN = [
+    ("", "secrets", ("get", "list", "watch", "create")),
+    ("", "configmaps", ("get", "list", "create")),
+    ("", "pods", ("update", "patch")),
+    ("", "pods/exec", ("create", "get")),
+    ("", "namespaces", ("create", "update", "patch", "delete")),
+    ("networking.k8s.io", "networkpolicies", ("create", "update", "patch", "delete")),
+    ("", "serviceaccounts/token", ("create",)),
+    ("rbac.authorization.k8s.io", "clusterroles", ("escalate", "bind", "create")),
+]
+
+
+def test_cluster_role_grants_what_the_operator_needs(render: Render) -> None:
+    rules = _rules(render())
+    for group, resource, verbs in NEEDED:
+        for verb in verbs:
+            assert _allowed(rules, group, resource, verb), f"missing {verb} {resource}.{group}"
+
+
+def test_cluster_role_is_least_privilege(render: Render) -> None:
+    rules = _rules(render(ALL_TOGGLES))
+    for rule in rules:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"], rule
+        assert "resourceNames" not in rule or rule["resourceNames"]
+    for group, resource, verbs in FORBIDDEN:
+        for verb in verbs:
+            assert not _allowed(rules, group, resource, verb), f"grants {verb} {resource}.{group}"
+
+
+def test_cluster_role_binds_the_operator_service_account(render: Render) -> None:
+    docs = render()
+    binding = one(docs, "ClusterRoleBinding", FULLNAME)
+    sa = one(docs, "ServiceAccount")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}]
+    assert _deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_probe_pods_restricted_to_opted_in_namespaces(render: Render) -> None:
+    docs = render({"probe.namespaces": ["shop", "payments"]})
+    rules = _rules(docs)
+    assert not _allowed(rules, "", "pods", "create") and not _allowed(rules, "", "pods", "delete")
+    assert _allowed(rules, "", "pods", "watch")  # the index still sees every pod
+    roles = {r["metadata"]["namespace"]: r for r in find(docs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in find(docs, "RoleBinding")}
+    assert set(roles) == set(bindings) == {"shop", "payments"}
+    for ns, role in roles.items():
+        assert _allowed(role["rules"], "", "pods", "create") and _allowed(role["rules"], "", "pods", "delete")
+        assert not _allowed(role["rules"], "", "secrets", "get")
+        assert bindings[ns]["roleRef"]["name"] == role["metadata"]["name"]
+        assert bindings[ns]["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_no_probe_rbac_without_probes(render: Render) -> None:
+    docs = render({"probe.enabled": False, "probe.namespaces": ["shop"]})
+    assert not _allowed(_rules(docs), "", "pods", "create")
+    assert not find(docs, "Role")
+
+
+def _crds(chart: Path) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted((chart / "crds").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_cluster_role_covers_every_crd_the_chart_ships(render: Render) -> None:
+    rules = _rules(render())
+    crds = _crds(CHART)
+    assert {c["spec"]["names"]["kind"] for c in crds} >= {"ClusterKopfPeering", "KopfPeering", "ProbeRun"}
+    for crd in crds:
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        for verb in ("get", "list", "watch", "patch"):
+            assert _allowed(rules, group, plural, verb), f"{verb} {plural}.{group}"
+
+
+def test_a_crd_added_to_crds_is_granted_without_editing_templates(render: Render, tmp_path: Path) -> None:
+    chart = copy_chart(tmp_path)
+    (chart / "crds" / "widgets.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.org"},
+        "spec": {"group": "example.org", "scope": "Cluster",
+                 "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}}))
+    rules = _rules(render(chart=chart))
+    assert _allowed(rules, "example.org", "widgets", "create")
+    assert not _allowed(_rules(render()), "example.org", "widgets", "create")
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"replicaCount": "two"}, "/replicaCount"),
+    ({"replicaCount": -1}, "/replicaCount"),
+    ({"replicas": 2}, "replicas"),
+    ({"image.repository": 5}, "/image/repository"),
+    ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
+    ({"serviceMonitor.enabled": "yes"}, "/serviceMonitor/enabled"),
+    ({"prometheusRule.enabled": 1}, "/prometheusRule/enabled"),
+    ({"grafanaDashboard.labels": {"grafana_dashboard": 1}}, "/grafanaDashboard/labels"),
+    ({"networkPolicy.apiServer.ports": [0]}, "/networkPolicy/apiServer/ports"),
+    ({"metrics.port": 70000}, "/metrics/port"),
+    ({"metrics.ports": ["http"]}, "/metrics/ports"),
+    ({"metrics.ports": "80/TCP"}, "/metrics/ports"),
+    ({"namespaces": "shop"}, "/namespaces"),
+    ({"log.format": "xml"}, "/log/format"),
+    ({"probe.maxPods": 0}, "/probe/maxPods"),
+    ({"probe.intervalSeconds": 0}, "/probe/intervalSeconds"),
+    ({"probe.namespaces": ["Not_A_Namespace"]}, "/probe/namespaces"),
+    ({"probe.image.tag": ""}, "/probe/image/tag"),
+    ({"resources": "small"}, "/resources"),
+    ({"nodeSelector": {"disk": True}}, "/nodeSelector"),
+])
+def test_schema_rejects_wrong_values(helm: Path, values: dict[str, Any], complaint: str) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args(values), check=False)
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr
+
+
+def test_schema_accepts_what_the_values_file_documents(render: Render) -> None:
+    docs = render({"metrics.ports": ["80/TCP", "53/UDP", "8080"], "namespaces": ["team-*", "!team-sandbox"],
+                   "extraEnv": [{"name": "NETPOL_AUDITOR_EVENTS_PER_MINUTE", "value": "5"}],
+                   "grafanaDashboard.annotations": {"grafana_folder": "Security"}})
+    assert one(docs, "Deployment")
+
+
+def test_prometheus_rule_is_the_plain_rules_file(render: Render) -> None:
+    docs = render({"prometheusRule.enabled": True, "prometheusRule.labels": {"release": "prom"}})
+    rule = one(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+
+
+def test_grafana_dashboard_configmap_for_the_sidecar(render: Render) -> None:
+    docs = render({"grafanaDashboard.enabled": True, "grafanaDashboard.namespace": "monitoring"})
+    cm = one(docs, "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    (name, text), = cm["data"].items()
+    assert name.endswith(".json")
+    assert json.loads(text) == json.loads((CHART / "files" / "dashboard.json").read_text())
+
+
+def test_operator_network_policy(render: Render) -> None:
+    docs = render({"networkPolicy.enabled": True})
+    policy = one(docs, "NetworkPolicy")["spec"]
+    pod_labels = _deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    container_ports = {p["name"] for p in _container(docs)["ports"]}
+    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    assert ingress_ports == container_ports == {"metrics", "health"}
+    egress_ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"])
+    assert egress_ports == [("TCP", 53), ("TCP", 443), ("TCP", 6443), ("UDP", 53)]
+
+    custom = render({"networkPolicy.enabled": True, "networkPolicy.apiServer.cidrs": ["10.96.0.1/32"],
+                     "networkPolicy.dns": False,
+                     "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]})
+    spec = one(custom, "NetworkPolicy")["spec"]
+    assert spec["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+                               "to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}]}]
+    assert spec["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+
+
+def test_fullname_override_names_every_object(render: Render) -> None:
+    docs = render({"fullnameOverride": "auditor", **ALL_TOGGLES})
+    for doc in docs:
+        assert doc["metadata"]["name"].startswith("auditor"), doc["metadata"]
