@@ -1,0 +1,82 @@
+"""Leftovers of earlier runs: ProbeRun owner objects and probe pods that are not ours.
+
+Deleting an old ProbeRun is enough for the garbage collector to delete its pods; pods are also deleted directly
+(by label), so cleanup does not wait for the collector and still happens where it is not running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from netpol_auditor.prober.plan import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from netpol_auditor.prober.podspec import PROBE_RUN_GROUP, PROBE_RUN_PLURAL, PROBE_RUN_VERSION, RUN_LABEL
+
+__all__ = ["delete_run", "sweep_leftovers"]
+
+logger = logging.getLogger(__name__)
+
+MANAGED = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+
+def _ignore_missing(exc: ApiException) -> None:
+    if exc.status != 404:
+        raise exc
+
+
+def delete_pods(api: Any, label_selector: str) -> int:
+    """Delete every pod matching ``label_selector`` (all namespaces) at once; returns how many."""
+    core: Any = client.CoreV1Api(api)
+    pods = core.list_pod_for_all_namespaces(label_selector=label_selector).items
+    for pod in pods:
+        try:
+            core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            _ignore_missing(exc)
+    return len(pods)
+
+
+def delete_run(api: Any, name: str, run_id: str) -> None:
+    """Delete one run: its ProbeRun (the collector deletes its pods) and, directly, its pods."""
+    custom: Any = client.CustomObjectsApi(api)
+    try:
+        custom.delete_cluster_custom_object(
+            PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL, name,
+            body=client.V1DeleteOptions(propagation_policy="Background"),
+        )
+    except ApiException as exc:
+        _ignore_missing(exc)
+    delete_pods(api, f"{MANAGED},{RUN_LABEL}={run_id}")
+
+
+def sweep_leftovers(api: Any, keep_run_id: str | None = None) -> tuple[int, int]:
+    """Delete every ProbeRun and probe pod not of ``keep_run_id``. Returns (runs, pods) deleted."""
+    custom: Any = client.CustomObjectsApi(api)
+    runs = 0
+    try:
+        listed = custom.list_cluster_custom_object(PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        listed = {"items": []}
+        logger.warning("the ProbeRun CRD is not installed: probe pods cannot be garbage-collected by owner")
+    for item in listed.get("items", []):
+        run_id = (item.get("spec") or {}).get("runId", "")
+        if keep_run_id is not None and run_id == keep_run_id:
+            continue
+        try:
+            custom.delete_cluster_custom_object(
+                PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL, item["metadata"]["name"],
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+            )
+            runs += 1
+        except ApiException as exc:
+            _ignore_missing(exc)
+    selector = MANAGED if keep_run_id is None else f"{MANAGED},{RUN_LABEL}!={keep_run_id}"
+    pods = delete_pods(api, selector)
+    if runs or pods:
+        logger.info("swept leftovers of earlier probe runs: %d ProbeRuns, %d pods", runs, pods)
+    return runs, pods
