@@ -1,0 +1,28 @@
+# The netpol-auditor operator image: `netpol-auditor run` on a slim Python base, as a non-root user.
+# Stage 1 builds the project's wheel (the same `pip wheel --no-deps .` the tests check) and installs that wheel,
+# with its dependencies, into a virtualenv; stage 2 is the base image plus that virtualenv, nothing else.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && python -m venv /opt/netpol-auditor \
+    && /opt/netpol-auditor/bin/pip install /wheels/netpol_auditor-*.whl \
+    && /opt/netpol-auditor/bin/pip uninstall --yes pip
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="netpol-auditor" \
+      org.opencontainers.image.description="Kubernetes operator that checks NetworkPolicies are really enforced" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/netpol-auditor/netpol-auditor"
+COPY --from=build /opt/netpol-auditor /opt/netpol-auditor
+ENV PATH=/opt/netpol-auditor/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# The chart's restricted securityContext runs the same UID; the root filesystem may be read-only.
+USER 65532:65532
+EXPOSE 9090 8080
+ENTRYPOINT ["netpol-auditor", "run"]
