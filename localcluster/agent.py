@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import os
 import platform
@@ -159,6 +160,17 @@ class Agent:
                 raise
         self.api.patch(f"/api/v1/nodes/{self.node.name}/status", {"status": self.node_status()})
         self.renew_lease()
+        self.untaint_ready()
+
+    def untaint_ready(self) -> None:
+        """Drop the node.kubernetes.io/not-ready:NoSchedule taint that the TaintNodesByCondition admission plugin
+        puts on every new Node. KCM's node lifecycle controller removes it once the node is Ready; localcluster does
+        not run that controller (it would also evict pods on missed heartbeats), so the agent does it."""
+        node = self.api.get(f"/api/v1/nodes/{self.node.name}")
+        taints = (node.get("spec") or {}).get("taints") or []
+        kept = [t for t in taints if t.get("key") != "node.kubernetes.io/not-ready"]
+        if kept != taints:
+            self.api.patch(f"/api/v1/nodes/{self.node.name}", {"spec": {"taints": kept or None}}, kind="merge")
 
     def renew_lease(self) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node.name}"
@@ -219,6 +231,7 @@ class Agent:
                     rt = None
                 else:
                     rt = self.pods[uid] = PodRuntime(pod)
+                    rt.ip = self.reuse_ip(rt)  # reserved now, before any other pod of the relist allocates
                     self.pool.submit(self.start_pod, rt)
                     return
             else:
@@ -239,7 +252,7 @@ class Agent:
             if rt.deleting:
                 return
             try:
-                rt.ip = self.ipam.allocate()
+                rt.ip = rt.ip or self.ipam.allocate()
                 rt.start_time = now()
                 net = network.create_pod(self.prefix, self.node, rt.key, rt.ip)
                 rt.netns = net.netns
@@ -265,6 +278,16 @@ class Agent:
                 timer.start()
             self.patch_status(rt)
             self.advance(rt)
+
+    def reuse_ip(self, rt: PodRuntime) -> str | None:
+        """A pod that already has an IP from this node (the agent restarted) keeps it: pod IPs are immutable."""
+        ip = (rt.pod.get("status") or {}).get("podIP")
+        if not ip or ipaddress.ip_address(ip) not in ipaddress.ip_network(self.node.pod_cidr):
+            return None
+        if ip in self.ipam.used:
+            return None
+        self.ipam.reserve(ip)
+        return str(ip)
 
     def start_responders(self, rt: PodRuntime) -> None:
         listeners = []
@@ -414,12 +437,9 @@ class Agent:
         prev = rt.transitions.get(ctype)
         if prev is None or prev[0] != s:
             rt.transitions[ctype] = (s, now())
-        cond: Obj = {"type": ctype, "status": s, "lastProbeTime": None, "lastTransitionTime": rt.transitions[ctype][1]}
-        if reason:
-            cond["reason"] = reason
-        if message:
-            cond["message"] = message
-        return cond
+        # reason/message always present: null deletes a stale value under a strategic merge patch
+        return {"type": ctype, "status": s, "lastProbeTime": None, "lastTransitionTime": rt.transitions[ctype][1],
+                "reason": reason or None, "message": message or None}
 
     @staticmethod
     def _container_status(c: ContainerRun) -> Obj:

@@ -1,0 +1,92 @@
+"""Probe pods for localcluster tests: a pod whose container runs `nc` against targets and reports in its
+termination message, so reachability is measured from inside the cluster, never by entering namespaces."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Kubectl", "Target", "apply", "probe", "probe_pod", "wait_pod"]
+
+
+class Kubectl(Protocol):
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0) -> str: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    ip: str
+    port: int
+    proto: str = "TCP"
+
+    @property
+    def key(self) -> str:
+        return f"{self.ip}:{self.port}/{self.proto.lower()}"
+
+
+def _line(t: Target, timeout: int) -> str:
+    if t.proto == "UDP":
+        cmd = f"echo probe | nc -u -w {timeout} {t.ip} {t.port}"
+    elif t.proto == "SCTP":
+        cmd = f"ncat --sctp -w {timeout} {t.ip} {t.port} </dev/null"
+    else:
+        cmd = f"nc -w {timeout} {t.ip} {t.port} </dev/null"
+    return (f'out=$({cmd} 2>/dev/null | head -n1); if [ -n "$out" ]; then echo "{t.key} OK $out"; '
+            f'else echo "{t.key} FAIL"; fi >> /dev/termination-log')
+
+
+def probe_pod(name: str, namespace: str, targets: list[Target], *, node: str | None = None,
+              labels: dict[str, str] | None = None, timeout: int = 2, delay: float = 0) -> dict[str, Any]:
+    """A restartPolicy=Never pod that tries each target once (after `delay` seconds) and reports per line."""
+    script = "\n".join([f"sleep {delay}" if delay else ":", *(_line(t, timeout) for t in targets)])
+    spec: dict[str, Any] = {"restartPolicy": "Never",
+                            "containers": [{"name": "probe", "image": "nicolaka/netshoot",
+                                            "command": ["sh", "-c", script]}]}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"role": "probe"}},
+            "spec": spec}
+
+
+def apply(k: Kubectl, *objs: dict[str, Any]) -> None:
+    k.kubectl("apply", "-f", "-", input="\n".join(json.dumps(o) for o in objs))
+
+
+def wait_pod(k: Kubectl, namespace: str, name: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    pod: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        out = k.kubectl("get", "pod", "-n", namespace, name, "-o", "json", check=False)
+        if out:
+            pod = json.loads(out)
+            if predicate(pod):
+                return pod
+        time.sleep(0.2)
+    raise TimeoutError(f"pod {namespace}/{name} never matched; last status: {json.dumps(pod.get('status'))}")
+
+
+def finished(pod: dict[str, Any]) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def running_with_ip(pod: dict[str, Any]) -> bool:
+    st = pod.get("status", {})
+    return st.get("phase") == "Running" and bool(st.get("podIP"))
+
+
+def probe(k: Kubectl, namespace: str, name: str, targets: list[Target], **kw: Any) -> dict[str, str | None]:
+    """Run a probe pod to completion; {target key: identity line answered, or None if it failed}."""
+    apply(k, probe_pod(name, namespace, targets, **kw))
+    pod = wait_pod(k, namespace, name, finished, timeout=30 + 3 * len(targets) * kw.get("timeout", 2))
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    results: dict[str, str | None] = {}
+    for line in (term.get("message") or "").splitlines():
+        key, verdict, *rest = line.split(" ", 2)
+        results[key] = rest[0] if verdict == "OK" and rest else None
+    k.kubectl("delete", "pod", "-n", namespace, name, "--wait=false")
+    missing = [t.key for t in targets if t.key not in results]
+    assert not missing, f"probe {name} reported nothing for {missing}: {term}"
+    return results
