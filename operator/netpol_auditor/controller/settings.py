@@ -81,6 +81,11 @@ class Settings:
     probe_image: str = "nicolaka/netshoot:v0.13"
     probe_max_pods: int = 10
     probe_namespace: str = "netpol-auditor"
+    probe_targets_per_pod: int = 40
+    probe_timeout_seconds: int = 2
+    probe_settle_seconds: float = 5.0
+    probe_retry_seconds: float = 10.0
+    probe_namespaces: tuple[str, ...] = ()
 
     @property
     def clusterwide(self) -> bool:
@@ -153,6 +158,16 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--probe-image", "probe_image", "image of the probe pods", metavar="IMAGE"),
     _Option("--probe-max-pods", "probe_max_pods", "probe pods alive at once, at most", parse=int, metavar="N"),
     _Option("--probe-namespace", "probe_namespace", "namespace of the probes' owner objects", metavar="NAME"),
+    _Option("--probe-targets-per-pod", "probe_targets_per_pod", "connections one probe pod makes, at most",
+            parse=int, metavar="N"),
+    _Option("--probe-timeout", "probe_timeout_seconds", "seconds one connection attempt may take",
+            parse=int, metavar="SECONDS"),
+    _Option("--probe-settle", "probe_settle_seconds", "paths whose verdict changed this recently are not judged "
+            "yet (CNI programming delay)", parse=float, metavar="SECONDS"),
+    _Option("--probe-retry", "probe_retry_seconds", "a path observed differently than predicted is re-probed for "
+            "this long before it counts as a mismatch", parse=float, metavar="SECONDS"),
+    _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
+            "'!glob' excludes (default: every audited namespace)", parse=_pattern, metavar="PATTERNS"),
 )
 
 
@@ -210,10 +225,11 @@ def settings_from_args(args: argparse.Namespace | None = None, env: Mapping[str,
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.metrics_port <= 65535:
         raise ValueError(f"--metrics-port: {settings.metrics_port} out of range 0-65535")
-    for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods"):
+    for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods", "probe_targets_per_pod",
+                 "probe_timeout_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
     for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds",
-                 "probe_interval_seconds"):
+                 "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")
