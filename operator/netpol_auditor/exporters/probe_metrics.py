@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,8 @@ class ProbeMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # No "<name>_created" companion series: they are not in the catalogue.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.detected = Counter(
             "netpol_auditor_mismatches_detected", "Mismatches detected since start.", MISMATCH_LABELS,
             registry=registry,

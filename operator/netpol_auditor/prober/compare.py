@@ -170,7 +170,7 @@ class Comparator:
     """Judges observations and keeps the current mismatches (per path), feature and policy confirmations."""
 
     retry_window_seconds: float = 10.0
-    max_attempts: int = 4
+    max_attempts: int = 10
     settle_seconds: float = 5.0
     mismatches: dict[PathKey, Mismatch] = field(default_factory=dict)
     _first_disagreement: dict[PathKey, float] = field(default_factory=dict)

@@ -71,13 +71,13 @@ class ProbeOptions:
     parallelism: int = 8
     settle_seconds: float = 5.0
     retry_window_seconds: float = 10.0
-    max_attempts: int = 4
+    max_attempts: int = 10
     pod_start_timeout_seconds: float = 60.0
     per_node: bool = True
     namespaces: tuple[str, ...] = ()
     ports: tuple[Any, ...] = ()
     max_ports: int = 8
-    round_pause_seconds: float = 0.5
+    round_pause_seconds: float = 1.0
     events_enabled: bool = True
 
     @classmethod
