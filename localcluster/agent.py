@@ -256,6 +256,10 @@ class Agent:
                 rt.start_time = now()
                 net = network.create_pod(self.prefix, self.node, rt.key, rt.ip)
                 rt.netns = net.netns
+                # spec.securityContext.sysctls: the namespaced net.* ones apply to the pod's network namespace
+                for sc in (rt.spec.get("securityContext") or {}).get("sysctls") or []:
+                    if str(sc.get("name", "")).startswith("net."):
+                        network.sysctl(net.netns, sc["name"], sc.get("value", ""))
             except Exception as exc:
                 log.exception("sandbox for %s failed", rt.key)
                 rt.reason, rt.message = "FailedCreatePodSandBox", str(exc)
