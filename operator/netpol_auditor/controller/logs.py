@@ -17,5 +17,8 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger().setLevel(level)
-    # The HTTP access log of the metrics/readiness server is noise at every scrape.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Noise at scale: the HTTP access log of every scrape, kopf's "Handler ... succeeded" for every watch event
+    # and "Activity ... succeeded" for every liveness probe. Failures are still logged.
+    if level != "DEBUG":
+        for name in ("aiohttp.access", "kopf.objects", "kopf.activities.probe"):
+            logging.getLogger(name).setLevel(logging.WARNING)
