@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import random
 import time
@@ -261,14 +260,12 @@ class Operator:
 
     async def _run_prober(self, stop: asyncio.Event) -> None:
         try:
-            from netpol_auditor.prober.loop import ProbeLoop  # type: ignore[import-not-found,unused-ignore]
+            from netpol_auditor.prober.loop import ProbeLoop
         except ImportError as exc:
             logger.error("--probe is set but the prober is unavailable (%s); running without probes", exc)
             return
-        optional = {"registry": self.registry, "events": self.poster}
-        accepted = inspect.signature(ProbeLoop).parameters
-        extra = {k: v for k, v in optional.items() if k in accepted}
-        loop = ProbeLoop(self.feed.index, self.settings, self.api_client, **extra)
+        # One registry and one Event poster (rate limit, dedup) for the index and the prober.
+        loop = ProbeLoop(self.feed.index, self.settings, self.api_client, registry=self.registry, events=self.poster)
         await loop.run(stop)
 
     # -- aggregates and Events -----------------------------------------------------------------------------------
