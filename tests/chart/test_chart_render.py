@@ -135,6 +135,9 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
     assert settings.probe_enabled and settings.probe_interval_seconds == 120 and settings.probe_max_pods == 4
     assert settings.probe_image == "nicolaka/netshoot:v0.13"
     assert settings.probe_namespace == NAMESPACE
+    assert settings.probe_namespaces == ()
+    assert (settings.probe_targets_per_pod, settings.probe_timeout_seconds) == (40, 2)
+    assert (settings.probe_settle_seconds, settings.probe_retry_seconds) == (5, 10)
     assert settings.log_format == "json" and settings.log_level == "DEBUG"
     assert settings.max_path_series == 20000
 
@@ -259,6 +262,7 @@ def test_cluster_role_binds_the_operator_service_account(render: Render) -> None
 
 def test_probe_pods_restricted_to_opted_in_namespaces(render: Render) -> None:
     docs = render({"probe.namespaces": ["shop", "payments"]})
+    assert settings_from_args(None, env=_env(docs)).probe_namespaces == ("shop,payments",)
     rules = _rules(docs)
     assert not _allowed(rules, "", "pods", "create") and not _allowed(rules, "", "pods", "delete")
     assert _allowed(rules, "", "pods", "watch")  # the index still sees every pod
