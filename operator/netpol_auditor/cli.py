@@ -206,26 +206,64 @@ def build_analysis(
     rows = _select(everything, sources, "--from")
     columns = _select(everything, destinations, "--to")
 
+    # Endpoints the policies cannot tell apart share a group: a pod's equivalence class; each hostNetwork pod and
+    # each address is a group of its own. Cells are computed once per (group, group, port).
     objects: dict[str, Endpoint] = {str(p): p for p in pods}
     objects.update({a: a for a in address_list})
-    keys: dict[str, str] = {}
-    for ref in pods:
-        cls = index.class_of(ref)
-        keys[str(ref)] = f"class:{cls.id}" if cls is not None else f"pod:{ref}"
-    keys.update({a: f"ip:{a}" for a in address_list})
-    cache: dict[tuple[str, str, PortProtocol], Cell] = {}
+    group_of: dict[str, int] = {}
+    members: list[list[Endpoint]] = []  # up to two members per group: a pair of distinct members if any
+    by_key: dict[str, int] = {}
+    for name in everything:
+        ref = objects[name]
+        cls = index.class_of(ref) if isinstance(ref, PodRef) else None
+        key = f"class:{cls.id}" if cls is not None else f"one:{name}"
+        if key not in by_key:
+            by_key[key] = len(members)
+            members.append([])
+        group = group_of[name] = by_key[key]
+        if len(members[group]) < 2:
+            members[group].append(ref)
+    n_groups = len(members)
+    matrix: dict[PortProtocol, list[list[Cell | None]]] = {}
+    interned: dict[tuple[bool | None, tuple[str, ...], str], Cell] = {}
     self_pair = Cell(None, (), "a pod never blocks traffic to itself")
+    column_groups = [group_of[c] for c in columns]
+
+    def compute(gs: int, gd: int, port: PortProtocol) -> Cell:
+        src = members[gs][0]
+        # Within one group, judge two distinct members (a group of one has no pair but itself).
+        dst = members[gd][-1] if gs == gd else members[gd][0]
+        verdict = index.verdict(src, dst, port)
+        deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
+        key = (verdict.allowed, deciding, verdict.reason)
+        found = interned.get(key)
+        if found is None:
+            found = interned[key] = Cell(*key)
+        row_cells = matrix[port][gs]
+        row_cells[gd] = found
+        return found
+
+    def group_row(gs: int, port: PortProtocol) -> list[Cell | None]:
+        grid = matrix.get(port)
+        if grid is None:
+            grid = matrix[port] = [[None] * n_groups for _ in range(n_groups)]
+        return grid[gs]
 
     def cell(src: str, dst: str, port: PortProtocol) -> Cell:
         if src == dst:
             return self_pair
-        key = (keys[src], keys[dst], port)
-        found = cache.get(key)
-        if found is None:
-            verdict = index.verdict(objects[src], objects[dst], port)
-            deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
-            found = cache[key] = Cell(verdict.allowed, deciding, verdict.reason)
-        return found
+        gs, gd = group_of[src], group_of[dst]
+        found = group_row(gs, port)[gd]
+        return found if found is not None else compute(gs, gd, port)
+
+    def row(src: str, port: PortProtocol) -> list[Cell]:
+        gs = group_of[src]
+        cached = group_row(gs, port)
+        out: list[Cell] = []
+        for gd in column_groups:
+            found = cached[gd]
+            out.append(found if found is not None else compute(gs, gd, port))
+        return out
 
     explainer: Callable[[str, str, PortProtocol], str] | None = None
     if explain:
@@ -238,6 +276,7 @@ def build_analysis(
         sources=rows,
         destinations=columns,
         cell=cell,
+        row=row,
         explain=explainer,
         externals=address_list,
     )

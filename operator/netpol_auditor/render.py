@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -37,9 +37,11 @@ FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
 LEGEND = ". allowed, X denied, - not judged; rows: from, columns: to"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cell:
-    """The verdict for one (from, to, port): ``allowed`` None when not judged, with ``reason``."""
+    """The verdict for one (from, to, port): ``allowed`` None when not judged, with ``reason``.
+
+    Cells are shared by every pair with the same verdict, and compared by identity (cheap to hash)."""
 
     allowed: bool | None
     deciding: tuple[str, ...] = ()
@@ -60,14 +62,22 @@ def is_address(endpoint: str) -> bool:
 
 @dataclass
 class Analysis:
-    """What to print: ports, row and column endpoints, and how to get each cell (and its explanation)."""
+    """What to print: ports, row and column endpoints, and how to get the cells (and their explanation).
+
+    ``row(src, port)`` gives the cells of one row, aligned with ``destinations`` (the positions `judged` rejects
+    are ignored); ``cell`` gives one. ``explain`` is set when explanations were asked for.
+    """
 
     ports: list[PortProtocol]
     sources: list[str]
     destinations: list[str]
     cell: Callable[[str, str, PortProtocol], Cell]
+    row: Callable[[str, PortProtocol], Sequence[Cell]]
     explain: Callable[[str, str, PortProtocol], str] | None = None
     externals: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._addresses = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))
 
     def judged(self, src: str, dst: str) -> bool:
         """Whether the pair is part of the report at all (not a pod and itself, not address to address)."""
@@ -79,25 +89,26 @@ class Analysis:
                 if self.judged(src, dst):
                     yield src, dst
 
-    @property
-    def _addresses(self) -> frozenset[str]:
-        cached: frozenset[str] | None = self.__dict__.get("_address_set")
-        if cached is None:
-            cached = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))
-            self.__dict__["_address_set"] = cached
-        return cached
+    def judged_row(self, src: str, port: PortProtocol) -> Iterator[tuple[str, Cell]]:
+        """(destination, cell) for every judged pair of the row."""
+        src_is_address = src in self._addresses
+        for dst, cell in zip(self.destinations, self.row(src, port), strict=True):
+            if dst != src and not (src_is_address and dst in self._addresses):
+                yield dst, cell
 
     def summary(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for port in self.ports:
-            counts = {"allowed": 0, "denied": 0, "notJudged": 0}
-            for src, dst in self.pairs():
-                counts[_COUNT_KEY[self.cell(src, dst, port).allowed]] += 1
-            out[str(port)] = counts
+            counts = {True: 0, False: 0, None: 0}
+            for src in self.sources:
+                for _, cell in self.judged_row(src, port):
+                    counts[cell.allowed] += 1
+            out[str(port)] = _named_counts(counts)
         return out
 
 
-_COUNT_KEY = {True: "allowed", False: "denied", None: "notJudged"}
+def _named_counts(counts: dict[bool | None, int]) -> dict[str, int]:
+    return {"allowed": counts[True], "denied": counts[False], "notJudged": counts[None]}
 
 
 def _verdict_dict(analysis: Analysis, src: str, dst: str, port: PortProtocol) -> dict[str, Any]:
@@ -128,32 +139,39 @@ def _header(analysis: Analysis, summary: dict[str, dict[str, int]] | None = None
 
 
 def render_json(analysis: Analysis, out: TextIO) -> None:
-    quoted = {e: json.dumps(e) for e in (*analysis.sources, *analysis.destinations)}
-    fragments: dict[Cell, str] = {}
+    destinations = analysis.destinations
+    quoted = [json.dumps(d) for d in destinations]
+    is_addr = [is_address(d) for d in destinations]
     allowed_text = {True: "true", False: "false", None: "null"}
+    tails: dict[Cell, str] = {}
     out.write('{"verdicts": [')
     sep = "\n  "
     summary: dict[str, dict[str, int]] = {}
     for port in analysis.ports:
-        counts = summary[str(port)] = {"allowed": 0, "denied": 0, "notJudged": 0}
+        counts: dict[bool | None, int] = {True: 0, False: 0, None: 0}
         port_text = f', "port": {port.port}, "protocol": "{port.protocol.value}", "allowed": '
         for src in analysis.sources:
-            head = '{"from": ' + quoted[src] + ', "to": '
-            for dst in analysis.destinations:
-                if not analysis.judged(src, dst):
+            head = '{"from": ' + json.dumps(src) + ', "to": '
+            src_is_addr = is_address(src)
+            lines = []
+            for j, cell in enumerate(analysis.row(src, port)):
+                dst = destinations[j]
+                if dst == src or (src_is_addr and is_addr[j]):
                     continue
-                cell = analysis.cell(src, dst, port)
-                counts[_COUNT_KEY[cell.allowed]] += 1
-                tail = fragments.get(cell)
+                counts[cell.allowed] += 1
+                tail = tails.get(cell)
                 if tail is None:
                     tail = allowed_text[cell.allowed] + ', "decidingPolicies": ' + json.dumps(list(cell.deciding))
                     if cell.allowed is None:
                         tail += ', "reason": ' + json.dumps(cell.reason)
-                    fragments[cell] = tail
+                    tails[cell] = tail
                 if analysis.explain is not None:
                     tail = tail + ', "explanation": ' + json.dumps(analysis.explain(src, dst, port))
-                out.write(sep + head + quoted[dst] + port_text + tail + "}")
+                lines.append(head + quoted[j] + port_text + tail + "}")
+            if lines:
+                out.write(sep + ",\n  ".join(lines))
                 sep = ",\n  "
+        summary[str(port)] = _named_counts(counts)
     header = json.dumps(_header(analysis, summary))
     out.write("\n],\n" + header[1:] + "\n")
 
