@@ -28,7 +28,7 @@ from localcluster import controlplane
 from localcluster.controlplane import ControlPlane, ControlPlaneConfig
 from localcluster.paths import cache_dir
 
-__all__ = ["Cluster", "ClusterConfig", "down", "leftovers", "status", "up"]
+__all__ = ["Cluster", "ClusterConfig", "down", "leftovers", "memory", "status", "up"]
 
 ENFORCERS = ("kube-router", "none")
 CONTROL_PLANE_PROCESSES = ("kube-controller-manager", "kube-apiserver", "etcd")  # stop order
@@ -200,15 +200,26 @@ def _mounts_under(state: Path) -> list[str]:
 
 
 def leftovers(state: Path) -> dict[str, list[str]]:
-    """What of a cluster in ``state`` still exists on this machine (empty lists after a clean ``down``)."""
+    """What of a cluster in ``state`` still exists on this machine (empty lists after a clean ``down``).
+
+    Processes: recorded ones still alive, any whose command line names the state directory, and any running inside
+    one of the cluster's network namespaces.
+    """
     state = state.resolve()
     netns: list[str] = []
+    pids = set(_processes_mentioning(state))
+    for name in controlplane.recorded_processes(state) if (state / "pids").is_dir() else []:
+        rec = controlplane.read_pid(state, name)
+        if rec is not None and controlplane.process_alive(state, name) and isinstance(rec["pid"], int):
+            pids.add(rec["pid"])
     with contextlib.suppress(ImportError):
         from localcluster import network
 
         netns = network.list_netns(network.cluster_prefix(state))
+        for ns in netns:
+            pids.update(network.pids_in_netns(ns))
     return {
-        "processes": [str(p) for p in _processes_mentioning(state)],
+        "processes": [str(p) for p in sorted(pids)],
         "netns": netns,
         "mounts": _mounts_under(state),
         "dirs": [str(state)] if state.exists() else [],
@@ -248,6 +259,48 @@ def down(state: Path) -> None:
         _down_locked(state)
 
 
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            kids.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(proc.name))
+    return kids
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def memory(state: Path) -> dict[str, int]:
+    """Resident memory (bytes) of each recorded process together with its descendants (pod processes, ...)."""
+    state = state.resolve()
+    kids = _children()
+    out: dict[str, int] = {}
+    for name in controlplane.recorded_processes(state):
+        rec = controlplane.read_pid(state, name)
+        if rec is None or not controlplane.process_alive(state, name) or not isinstance(rec["pid"], int):
+            continue
+        total, todo, seen = 0, [rec["pid"]], set()
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                total += _rss_bytes(pid)
+                todo += kids.get(pid, [])
+        out[name] = total
+    return out
+
+
 def status(state: Path) -> dict[str, object]:
     """Endpoints, kubeconfig path, processes and readiness of the cluster in ``state``."""
     state = state.resolve()
@@ -266,6 +319,7 @@ def status(state: Path) -> dict[str, object]:
         "etcd": f"http://127.0.0.1:{cp.etcd_port}",
         "controller_manager": f"https://127.0.0.1:{cp.kcm_port}/healthz",
         "processes": procs,
+        "rss_mib": round(sum(memory(state).values()) / 2**20, 1),
     }
     if cluster is not None:
         out.update(nodes=cluster.nodes, enforcer=cluster.enforcer)

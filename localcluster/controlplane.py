@@ -312,6 +312,14 @@ def _apiserver_argv(cfg: ControlPlaneConfig, p: pki.Pki) -> list[str]:
         f"--service-account-key-file={p.sa_pub}",
         f"--service-account-signing-key-file={p.sa_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Request-header authentication for the aggregation layer (extension API servers), as kubeadm sets it up.
+        f"--requestheader-client-ca-file={p.front_proxy_ca.ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={p.front_proxy_ca.client('front-proxy-client')[0]}",
+        f"--proxy-client-key-file={p.front_proxy_ca.client('front-proxy-client')[1]}",
         "--allow-privileged=true",
         "--profiling=false",
         # Endpoints may not hold loopback addresses (ValidateNonSpecialIP), and ours is 127.0.0.1: no reconciler.

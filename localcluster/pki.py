@@ -50,6 +50,11 @@ class Pki:
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
 
+    @property
+    def front_proxy_ca(self) -> Pki:
+        """The separate CA kubeadm uses for the aggregation layer's request-header authentication."""
+        return Pki(self.dir / "front-proxy")
+
     def client(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
 
@@ -86,8 +91,16 @@ def issue_client_cert(pki: Pki, name: str, cn: str, orgs: tuple[str, ...] = ()) 
     return cert, key
 
 
+def _ensure_ca(ca: Pki, subject: str) -> None:
+    if not (ca.ca_cert.exists() and ca.ca_key.exists()):
+        _ec_key(ca.ca_key)
+        _openssl("req", "-x509", "-new", "-key", str(ca.ca_key), "-out", str(ca.ca_cert), "-days", DAYS,
+                 "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+
+
 def ensure_pki(pki_dir: Path, service_ip: str, extra_sans: tuple[str, ...] = ()) -> Pki:
-    """CA, API server serving certificate and the service-account key pair; idempotent.
+    """CA, API server serving certificate, front-proxy CA and client, service-account key pair; idempotent.
 
     The serving certificate names what clients use: 127.0.0.1 and localhost (we listen on loopback only), the
     ``kubernetes`` Service's ClusterIP ``service_ip`` and its DNS names, as kubeadm does.
@@ -95,11 +108,11 @@ def ensure_pki(pki_dir: Path, service_ip: str, extra_sans: tuple[str, ...] = ())
     pki_dir.mkdir(parents=True, exist_ok=True)
     pki_dir.chmod(0o700)
     pki = Pki(pki_dir)
-    if not (pki.ca_cert.exists() and pki.ca_key.exists()):
-        _ec_key(pki.ca_key)
-        _openssl("req", "-x509", "-new", "-key", str(pki.ca_key), "-out", str(pki.ca_cert), "-days", DAYS,
-                 "-subj", CA_SUBJECT, "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    _ensure_ca(pki, CA_SUBJECT)
+    front = pki.front_proxy_ca
+    front.dir.mkdir(mode=0o700, exist_ok=True)
+    _ensure_ca(front, "/CN=front-proxy-ca")
+    issue_client_cert(front, "front-proxy-client", "front-proxy-client")
     if not (pki.serving_cert.exists() and pki.serving_key.exists()):
         dns = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                "kubernetes.default.svc.cluster.local"]
