@@ -76,6 +76,20 @@ def test_policy_events_change_verdicts_incrementally() -> None:
     index.delete(ObjectKind.NAMESPACE, None, "ghost")
 
 
+def test_policy_modified_in_place() -> None:
+    index = ReachabilityIndex.from_objects([*web_cluster(), policy("x", "p", {})])
+    client, db = PodRef("y", "client"), PodRef("x", "db")
+    assert index.verdict(client, db, TCP80).allowed is False
+    index.upsert(policy("x", "p", {"ingress": [{"ports": [{"port": 80}]}]}))
+    assert index.verdict(client, db, TCP80).allowed is True
+    index.upsert(policy("x", "p", {"policyTypes": ["Egress"]}))
+    assert index.verdict(db, client, TCP80).allowed is False
+    index.upsert(
+        policy("x", "p", {"policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.0.1.0/24"}}]}]})
+    )
+    assert index.verdict(db, client, TCP80).allowed is True
+
+
 def test_pod_label_change_moves_it_between_classes() -> None:
     index = ReachabilityIndex.from_objects([*web_cluster(), DB_FROM_WEB])
     client, db = PodRef("y", "client"), PodRef("x", "db")

@@ -1,0 +1,304 @@
+"""Property tests: the incremental index equals a rebuild and the reference evaluator, whatever happened before.
+
+Objects are generated as API dicts over a small universe (so that selectors, IPs and names collide often) and go
+through the real parser.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netpol_auditor.engine import Snapshot
+from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.manifests import KubeObject, parse_object
+from netpol_auditor.model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
+
+NAMESPACES = ["x", "y"]
+POD_NAMES = ["a", "b", "c"]
+POLICY_NAMES = ["p", "q"]
+IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1", "10.0.1.2", "fd00::1"]
+EXTERNALS = ["10.0.0.9", "192.0.2.1"]
+PORTS = [PortProtocol.parse(p) for p in ("80/TCP", "81/TCP", "80/UDP", "8080/TCP", "53/SCTP")]
+LABEL_KEYS = ["app", "tier"]
+LABEL_VALUES = ["web", "db", "1"]
+
+settings.register_profile("core", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+settings.load_profile("core")
+
+labels_st = st.dictionaries(st.sampled_from(LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=2)
+
+requirement_st = st.one_of(
+    st.builds(
+        lambda k, op, vs: {"key": k, "operator": op, "values": vs},
+        st.sampled_from(LABEL_KEYS),
+        st.sampled_from(["In", "NotIn"]),
+        st.lists(st.sampled_from(LABEL_VALUES), min_size=1, max_size=2, unique=True),
+    ),
+    st.builds(
+        lambda k, op: {"key": k, "operator": op},
+        st.sampled_from(LABEL_KEYS),
+        st.sampled_from(["Exists", "DoesNotExist"]),
+    ),
+)
+
+
+@st.composite
+def selector_st(draw: st.DrawFn, keys: list[str] | None = None) -> dict[str, Any]:
+    sel: dict[str, Any] = {}
+    match = draw(st.dictionaries(st.sampled_from(keys or LABEL_KEYS), st.sampled_from(LABEL_VALUES), max_size=1))
+    if match:
+        sel["matchLabels"] = match
+    exprs = draw(st.lists(requirement_st, max_size=1))
+    if exprs:
+        sel["matchExpressions"] = exprs
+    return sel
+
+
+ns_selector_st = st.one_of(
+    selector_st(),
+    st.builds(lambda n: {"matchLabels": {"kubernetes.io/metadata.name": n}}, st.sampled_from(NAMESPACES)),
+)
+
+ip_block_st = st.one_of(
+    st.just({"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24"]}),
+    st.just({"cidr": "10.0.0.2/32"}),
+    st.just({"cidr": "0.0.0.0/0"}),
+    st.just({"cidr": "fd00::/64"}),
+    st.just({"cidr": "192.0.2.0/24"}),
+)
+
+peer_st = st.one_of(
+    st.builds(lambda s: {"podSelector": s}, selector_st()),
+    st.builds(lambda s: {"namespaceSelector": s}, ns_selector_st),
+    st.builds(lambda n, p: {"namespaceSelector": n, "podSelector": p}, ns_selector_st, selector_st()),
+    st.builds(lambda b: {"ipBlock": b}, ip_block_st),
+)
+
+port_st = st.one_of(
+    st.just({}),
+    st.just({"port": 80}),
+    st.just({"port": 80, "protocol": "UDP"}),
+    st.just({"port": 53, "protocol": "SCTP"}),
+    st.just({"port": 80, "endPort": 8080}),
+    st.just({"port": "serve"}),
+    st.just({"port": "serve", "protocol": "UDP"}),
+    st.just({"protocol": "UDP"}),
+)
+
+
+@st.composite
+def rule_st(draw: st.DrawFn, peers_key: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    peers = draw(st.one_of(st.none(), st.lists(peer_st, max_size=2)))
+    if peers is not None:
+        rule[peers_key] = peers
+    ports = draw(st.one_of(st.none(), st.lists(port_st, max_size=2)))
+    if ports is not None:
+        rule["ports"] = ports
+    return rule
+
+
+@st.composite
+def policy_dict_st(draw: st.DrawFn, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if draw(st.booleans()):
+        spec["podSelector"] = draw(selector_st())
+    types = draw(st.one_of(st.none(), st.sets(st.sampled_from(["Ingress", "Egress"]), max_size=2).map(sorted)))
+    if types is not None:
+        spec["policyTypes"] = types
+    ingress = draw(st.one_of(st.none(), st.lists(rule_st("from"), max_size=2)))
+    if ingress is not None:
+        spec["ingress"] = ingress
+    egress = draw(st.one_of(st.none(), st.lists(rule_st("to"), max_size=2)))
+    if egress is not None:
+        spec["egress"] = egress
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "namespace": namespace or draw(st.sampled_from(NAMESPACES)),
+            "name": name or draw(st.sampled_from(POLICY_NAMES)),
+        },
+        "spec": spec,
+    }
+
+
+@st.composite
+def pod_dict_st(draw: st.DrawFn) -> dict[str, Any]:
+    ports = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    {"containerPort": 80, "name": "serve"},
+                    {"containerPort": 8080, "name": "serve"},
+                    {"containerPort": 80, "name": "serve", "protocol": "UDP"},
+                    {"containerPort": 81},
+                ]
+            ),
+            max_size=1,
+        )
+    )
+    ip = draw(st.sampled_from([*IPS, None]))
+    status: dict[str, Any] = {"phase": draw(st.sampled_from(["Running"] * 6 + ["Pending", "Succeeded"]))}
+    if ip:
+        status["podIPs"] = [{"ip": ip}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "namespace": draw(st.sampled_from(NAMESPACES)),
+            "name": draw(st.sampled_from(POD_NAMES)),
+            "labels": draw(labels_st),
+        },
+        "spec": {
+            "hostNetwork": draw(st.integers(0, 9)) == 0,
+            "containers": [{"name": "c", "ports": ports}],
+        },
+        "status": status,
+    }
+
+
+ns_dict_st = st.builds(
+    lambda n, labels: {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": labels}},
+    st.sampled_from(NAMESPACES),
+    labels_st,
+)
+
+object_st = st.one_of(pod_dict_st(), pod_dict_st(), ns_dict_st, policy_dict_st(), policy_dict_st())
+
+delete_st = st.one_of(
+    st.builds(lambda n, p: ("delete", ObjectKind.POD, n, p), st.sampled_from(NAMESPACES), st.sampled_from(POD_NAMES)),
+    st.builds(lambda n: ("delete", ObjectKind.NAMESPACE, None, n), st.sampled_from(NAMESPACES)),
+    st.builds(
+        lambda n, p: ("delete", ObjectKind.NETWORK_POLICY, n, p),
+        st.sampled_from(NAMESPACES),
+        st.sampled_from(POLICY_NAMES),
+    ),
+)
+
+event_st = st.one_of(object_st.map(lambda d: ("upsert", d)), object_st.map(lambda d: ("upsert", d)), delete_st)
+
+
+def parsed(raw: dict[str, Any]) -> KubeObject:
+    obj = parse_object(raw)
+    assert obj is not None
+    return obj
+
+
+def key_of(obj: KubeObject) -> tuple[ObjectKind, str | None, str]:
+    if isinstance(obj, Pod):
+        return (ObjectKind.POD, obj.namespace, obj.name)
+    if isinstance(obj, Namespace):
+        return (ObjectKind.NAMESPACE, None, obj.name)
+    return (ObjectKind.NETWORK_POLICY, obj.namespace, obj.name)
+
+
+def all_endpoints(index: ReachabilityIndex) -> list[Endpoint]:
+    refs: list[Endpoint] = [PodRef(n, p) for n in NAMESPACES for p in POD_NAMES]
+    return [*refs, *EXTERNALS]
+
+
+def assert_same(index: ReachabilityIndex, state: dict[tuple[ObjectKind, str | None, str], KubeObject]) -> None:
+    rebuilt = ReachabilityIndex.from_objects(list(state.values()))
+    snap = Snapshot.from_objects(list(state.values()))
+    endpoints = all_endpoints(index)
+    for s, d in itertools.product(endpoints, endpoints):
+        for port in PORTS:
+            got = index.verdict(s, d, port)
+            assert got == rebuilt.verdict(s, d, port), (s, d, port)
+            assert got == snap.verdict(s, d, port), (s, d, port)
+    assert index.classes() == rebuilt.classes()
+    assert index.path_counts(PORTS) == rebuilt.path_counts(PORTS)
+    assert index.policy_selected_pods() == rebuilt.policy_selected_pods()
+    assert index.endpoints() == rebuilt.endpoints()
+    for ref in index.endpoints():
+        assert index.isolation(ref) == rebuilt.isolation(ref)
+
+
+def class_matrix(index: ReachabilityIndex) -> dict[tuple[str, str, PortProtocol], bool]:
+    ids = [c.id for c in index.classes()]
+    return {(s, d, p): index.class_allowed(s, d, p) for s in ids for d in ids for p in PORTS}
+
+
+@given(st.lists(object_st, max_size=10), st.lists(event_st, min_size=1, max_size=25))
+def test_incremental_equals_rebuild(initial: list[dict[str, Any]], events: list[Any]) -> None:
+    state: dict[tuple[ObjectKind, str | None, str], KubeObject] = {}
+    for raw in initial:
+        obj = parsed(raw)
+        state[key_of(obj)] = obj
+    index = ReachabilityIndex.from_objects(list(state.values()))
+    for event in events:
+        rev = index.revision
+        before = class_matrix(index)
+        if event[0] == "upsert":
+            obj = parsed(event[1])
+            state[key_of(obj)] = obj
+            index.upsert(obj)
+        else:
+            _, kind, namespace, name = event
+            state.pop((kind, namespace, name), None)
+            index.delete(kind, namespace, name)
+        # Every class pair whose verdict changed is reported by changed_class_pairs.
+        changed = index.changed_class_pairs(rev)
+        after = class_matrix(index)
+        for (s, d, port), allowed in after.items():
+            if before.get((s, d, port), not allowed) != allowed:
+                assert (s, d) in changed, (event, s, d, port)
+    assert_same(index, state)
+
+
+@given(st.lists(object_st, max_size=14), st.randoms(use_true_random=False))
+def test_verdicts_do_not_depend_on_object_order(objects: list[dict[str, Any]], rnd: Any) -> None:
+    state: dict[tuple[ObjectKind, str | None, str], KubeObject] = {}
+    for raw in objects:
+        obj = parsed(raw)
+        state[key_of(obj)] = obj
+    objs = list(state.values())
+    shuffled = list(objs)
+    rnd.shuffle(shuffled)
+    a, b = ReachabilityIndex.from_objects(objs), ReachabilityIndex.from_objects(shuffled)
+    c = ReachabilityIndex()
+    for obj in shuffled:  # pods before their policies and namespaces, too
+        c.upsert(obj)
+    endpoints = all_endpoints(a)
+    for s, d in itertools.product(endpoints, endpoints):
+        for port in PORTS:
+            assert a.verdict(s, d, port) == b.verdict(s, d, port) == c.verdict(s, d, port)
+    assert a.classes() == b.classes() == c.classes()
+
+
+@given(st.lists(object_st, max_size=14), st.data())
+def test_allow_only_policy_never_removes_paths_of_pods_it_does_not_newly_isolate(
+    objects: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    state: dict[tuple[ObjectKind, str | None, str], KubeObject] = {}
+    for raw in objects:
+        obj = parsed(raw)
+        state[key_of(obj)] = obj
+    index = ReachabilityIndex.from_objects(list(state.values()))
+    # A fresh policy name, so the new policy adds to (never replaces) what is there.
+    new = parsed(data.draw(policy_dict_st(name="added")))
+    assert isinstance(new, NetworkPolicy)
+    before = {
+        (s, d, p): index.verdict(s, d, p) for s, d in itertools.product(all_endpoints(index), repeat=2) for p in PORTS
+    }
+    was_isolated = {ref: index.isolation(ref) for ref in index.endpoints()}
+    index.upsert(new)
+    for (s, d, p), old in before.items():
+        if not old.allowed:
+            continue
+        newly_isolated = False
+        if isinstance(d, PodRef) and not was_isolated[d][0] and index.isolation(d)[0]:
+            newly_isolated = True
+        if isinstance(s, PodRef) and not was_isolated[s][1] and index.isolation(s)[1]:
+            newly_isolated = True
+        if not newly_isolated:
+            assert index.verdict(s, d, p).allowed, (s, d, p)
+    # Isolation changes only for pods of the policy's own namespace.
+    for ref, isolation in was_isolated.items():
+        if ref.namespace != new.namespace:
+            assert index.isolation(ref) == isolation
