@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Kubectl", "Target", "apply", "probe", "probe_pod", "wait_pod"]
+__all__ = ["Kubectl", "Target", "apply", "make_namespace", "probe", "probe_many", "probe_pod", "run_servers",
+           "server_pod", "wait_pod"]
 
 
 class Kubectl(Protocol):
@@ -90,3 +91,49 @@ def probe(k: Kubectl, namespace: str, name: str, targets: list[Target], **kw: An
     missing = [t.key for t in targets if t.key not in results]
     assert not missing, f"probe {name} reported nothing for {missing}: {term}"
     return results
+
+
+def make_namespace(k: Kubectl, name: str, labels: dict[str, str] | None = None) -> str:
+    """Create a namespace and wait for its `default` ServiceAccount (KCM creates it; pods are admitted after)."""
+    apply(k, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if k.kubectl("get", "serviceaccount", "-n", name, "default", "-o", "name", check=False).strip():
+            return name
+        time.sleep(0.2)
+    raise TimeoutError(f"namespace {name}: no default ServiceAccount")
+
+
+def server_pod(name: str, namespace: str, ports: list[dict[str, Any]], *, node: str | None = None,
+               labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod whose only container has no command: the agent answers on its declared ports."""
+    spec: dict[str, Any] = {"containers": [{"name": "srv", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                                            "ports": ports}]}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}}, "spec": spec}
+
+
+def run_servers(k: Kubectl, namespace: str, *pods: dict[str, Any]) -> dict[str, str]:
+    """Create server pods, wait until Running with IPs; {name: podIP}."""
+    apply(k, *pods)
+    return {p["metadata"]["name"]: wait_pod(k, namespace, p["metadata"]["name"], running_with_ip)["status"]["podIP"]
+            for p in pods}
+
+
+def probe_many(k: Kubectl, namespace: str, probes: dict[str, dict[str, Any]], targets: list[Target]
+               ) -> dict[str, dict[str, str | None]]:
+    """Run several probe pods at once ({name: probe_pod kwargs}); {probe name: {target key: answer or None}}."""
+    apply(k, *(probe_pod(name, namespace, targets, **kw) for name, kw in probes.items()))
+    out: dict[str, dict[str, str | None]] = {}
+    for name in probes:
+        pod = wait_pod(k, namespace, name, finished, timeout=30 + 3 * len(targets) * 2)
+        term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        res: dict[str, str | None] = {}
+        for line in (term.get("message") or "").splitlines():
+            key, verdict, *rest = line.split(" ", 2)
+            res[key] = rest[0] if verdict == "OK" and rest else None
+        out[name] = res
+    k.kubectl("delete", "pod", "-n", namespace, *probes, "--wait=false")
+    return out
