@@ -163,3 +163,14 @@ spec:
     verdict = {(v["from"], v["to"]): v for v in data["verdicts"]}
     assert verdict[("a/newcomer", "a/server")]["allowed"] is False
     assert verdict[("a/newcomer", "a/server")]["decidingPolicies"] == ["a/trusted-only"]
+
+
+def test_explain_adds_an_explanation_to_every_verdict(cli: Callable[..., Result]) -> None:
+    data = _json(cli, "-f", str(DUMP), "--port", "5432/TCP", "--to", "shop/db-0", "--external", "203.0.113.10",
+                 "--explain")  # fmt: skip
+    assert data["verdicts"]
+    for verdict in data["verdicts"]:
+        first = verdict["explanation"].splitlines()[0]
+        assert first.startswith(f"{verdict['from']} -> {verdict['to']} on 5432/TCP: ")
+        word = {True: "ALLOWED.", False: "DENIED.", None: "not judged"}[verdict["allowed"]]
+        assert word in first

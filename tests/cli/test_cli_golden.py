@@ -14,6 +14,7 @@ import pytest
 from conftest import FIXTURES, Result
 
 DUMP = str(FIXTURES / "kubectl-get-all.yaml")
+E2E = FIXTURES.parent.parent / "corpus" / "e2e"
 WEB = "shop/web-6f9c8b7d5c-h4k2m"
 API = "shop/api-85d4c6f9b7-x2c4z"
 
@@ -33,6 +34,10 @@ CASES = {
     ],
     "analyze.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "53/UDP", "--port", "8080/TCP", "--port", "9000/TCP"],
     "analyze-explain-table.txt": ["analyze", "-f", DUMP, "--port", "5432/TCP", "--from", API, "--explain"],
+    "e2e-model-deny-all-table.txt": [
+        "analyze", "-f", str(E2E / "model.yaml"), "-f", str(E2E / "default-deny-all.yaml"), "--port", "80/TCP",
+        "--port", "81/UDP",
+    ],
     "explain.txt": ["explain", "-f", DUMP, "--from", WEB, "--to", API],
     "explain-external.json": ["explain", "-f", DUMP, "--from", "203.0.113.10", "--to", "shop/db-0", "--port", "5432",
                               "-o", "json"],
