@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,15 +58,13 @@ class ApiClient:
         self._headers = {"Accept": "application/json"}
         if user.get("token"):
             self._headers["Authorization"] = f"Bearer {user['token']}"
-        self._pool = urllib3.PoolManager(
-            num_pools=4,
-            maxsize=32,
-            block=False,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=_material(cluster, "certificate-authority", self._tmp),
-            cert_file=_material(user, "client-certificate", self._tmp),
-            key_file=_material(user, "client-key", self._tmp),
-        )
+        # Credentials are loaded into an SSL context, then their temporary files removed: nothing is left in /tmp.
+        tls = ssl.create_default_context(cafile=_material(cluster, "certificate-authority", self._tmp))
+        cert_file = _material(user, "client-certificate", self._tmp)
+        if cert_file:
+            tls.load_cert_chain(cert_file, _material(user, "client-key", self._tmp))
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=32, block=False, ssl_context=tls)
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                 content_type: str = "application/json", timeout: float = 30) -> Obj:
