@@ -18,6 +18,27 @@ NAMESPACE = "netpol-auditor"
 
 Render = Callable[..., list[dict[str, Any]]]
 
+# (API group, resource, verbs): what the operator needs, and what it must never be able to do.
+NEEDED = [
+    ("", "pods", ("get", "list", "watch", "create", "delete")),
+    ("", "namespaces", ("get", "list", "watch")),
+    ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
+    ("", "events", ("create", "patch")),
+    ("events.k8s.io", "events", ("create", "patch")),
+    ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
+    ("netpol-auditor.io", "proberuns", ("create", "delete", "get", "list", "watch")),
+]
+FORBIDDEN = [
+    ("", "secrets", ("get", "list", "watch", "create")),
+    ("", "configmaps", ("get", "list", "create")),
+    ("", "pods", ("update", "patch")),
+    ("", "pods/exec", ("create", "get")),
+    ("", "namespaces", ("create", "update", "patch", "delete")),
+    ("networking.k8s.io", "networkpolicies", ("create", "update", "patch", "delete")),
+    ("", "serviceaccounts/token", ("create",)),
+    ("rbac.authorization.k8s.io", "clusterroles", ("escalate", "bind", "create")),
+]
+
 
 def run_helm(helm: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=timeout)

@@ -9,7 +9,19 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, NAMESPACE, RELEASE, Render, copy_chart, find, one, run_helm, set_args
+from chart_helpers import (
+    CHART,
+    FORBIDDEN,
+    NAMESPACE,
+    NEEDED,
+    RELEASE,
+    Render,
+    copy_chart,
+    find,
+    one,
+    run_helm,
+    set_args,
+)
 
 from netpol_auditor.controller.settings import ENV_PREFIX, add_arguments, settings_from_args
 from netpol_auditor.model import PortProtocol
@@ -211,27 +223,6 @@ def _allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) 
     return any((group in r["apiGroups"] or "*" in r["apiGroups"])
                and (resource in r["resources"] or "*" in r["resources"])
                and (verb in r["verbs"] or "*" in r["verbs"]) for r in rules)
-
-
-NEEDED = [
-    ("", "pods", ("get", "list", "watch", "create", "delete")),
-    ("", "namespaces", ("get", "list", "watch")),
-    ("networking.k8s.io", "networkpolicies", ("get", "list", "watch")),
-    ("", "events", ("create", "patch")),
-    ("events.k8s.io", "events", ("create", "patch")),
-    ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
-    ("netpol-auditor.io", "proberuns", ("create", "delete", "get", "list", "watch")),
-]
-FORBIDDEN = [
-    ("", "secrets", ("get", "list", "watch", "create")),
-    ("", "configmaps", ("get", "list", "create")),
-    ("", "pods", ("update", "patch")),
-    ("", "pods/exec", ("create", "get")),
-    ("", "namespaces", ("create", "update", "patch", "delete")),
-    ("networking.k8s.io", "networkpolicies", ("create", "update", "patch", "delete")),
-    ("", "serviceaccounts/token", ("create",)),
-    ("rbac.authorization.k8s.io", "clusterroles", ("escalate", "bind", "create")),
-]
 
 
 def test_cluster_role_grants_what_the_operator_needs(render: Render) -> None:

@@ -1,0 +1,346 @@
+"""The chart against the real API server of the local cluster (the session ``cluster`` fixture, tests/conftest.py).
+
+* the rendered manifests pass a server-side dry run (``kubectl apply --dry-run=server``) for the value sets;
+* the operator pod passes the `restricted` Pod Security admission;
+* ``helm install`` works, and its ServiceAccount can do the operator's job and nothing more (the real RBAC
+  authorizer answers ``kubectl auth can-i``; with the ServiceAccount's own token, Secrets are forbidden);
+* ``netpol-auditor run`` with that ServiceAccount's token gets ready and exports the catalogued metrics, which the
+  alerts and the dashboard use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_helpers import CHART, FORBIDDEN, NEEDED, RELEASE, ROOT, run_helm, set_args
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+INSTALL_NS = "netpol-auditor-chart"
+FULLNAME = f"{RELEASE}-netpol-auditor"
+SA_USER = f"system:serviceaccount:{INSTALL_NS}:{FULLNAME}"
+STANDIN_CRDS = Path(__file__).resolve().parent / "manifests" / "prometheus-operator-crds.yaml"
+RULES = CHART / "files" / "prometheus-rules.yaml"
+DASHBOARD = CHART / "files" / "dashboard.json"
+METRIC = re.compile(r"\bnetpol_auditor_[a-z0-9_]+\b")
+
+
+def kubectl(cluster: Any, *args: str, input: str | None = None, kubeconfig: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real kubectl; returns the completed process (stdout, stderr, returncode) without raising."""
+    config = kubeconfig or cluster.kubeconfig
+    return subprocess.run(["kubectl", f"--kubeconfig={config}", *args], input=input, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def chart_cluster(cluster: Any, helm: Path) -> Iterator[Any]:
+    """The cluster with the chart's CRDs, the stand-in monitoring CRDs and a `restricted` install namespace."""
+    # A release left by an interrupted run of these tests (on a reused cluster) would block `helm install`.
+    run_helm(helm, "uninstall", RELEASE, "--namespace", INSTALL_NS, "--kubeconfig", str(cluster.kubeconfig),
+             "--wait", "--timeout", "60s", check=False)
+    for path in (CHART / "crds", STANDIN_CRDS):
+        proc = kubectl(cluster, "apply", "--server-side", "-f", str(path))
+        assert proc.returncode == 0, proc.stderr
+    proc = kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
+                   "crd/proberuns.netpol-auditor.io", "crd/clusterkopfpeerings.kopf.dev",
+                   "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+    assert proc.returncode == 0, proc.stderr
+    namespaces = [{"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": INSTALL_NS,
+                                "labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                                           "pod-security.kubernetes.io/warn": "restricted"}}}]
+    namespaces += [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                   for ns in ("chart-shop", "chart-payments")]
+    proc = kubectl(cluster, "apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(n) for n in namespaces))
+    assert proc.returncode == 0, proc.stderr
+    yield cluster
+    run_helm(helm, "uninstall", RELEASE, "--namespace", INSTALL_NS, "--kubeconfig", str(cluster.kubeconfig),
+             "--wait", "--timeout", "60s", check=False)
+    kubectl(cluster, "delete", "namespace", INSTALL_NS, "chart-shop", "chart-payments", "--wait=false")
+    kubectl(cluster, "delete", "-f", str(STANDIN_CRDS), "--wait=false")
+
+
+def _template(helm: Path, values: dict[str, Any]) -> str:
+    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", INSTALL_NS, *set_args(values)).stdout
+
+
+@pytest.mark.parametrize("values", [
+    {"serviceMonitor.enabled": True, "prometheusRule.enabled": True, "grafanaDashboard.enabled": True,
+     "networkPolicy.enabled": True},
+    {"probe.namespaces": ["chart-shop", "chart-payments"], "namespaces": ["chart-shop", "chart-payments"]},
+    {"replicaCount": 2, "networkPolicy.enabled": True, "networkPolicy.apiServer.cidrs": ["10.0.0.1/32"],
+     "peering.enabled": False, "probe.enabled": False},
+], ids=["all-toggles", "probe-restricted", "ha-standalone"])
+def test_rendered_chart_passes_server_side_dry_run(chart_cluster: Any, helm: Path, values: dict[str, Any]) -> None:
+    rendered = _template(helm, values)
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    proc = kubectl(chart_cluster, "apply", "--dry-run=server", "-f", "-", input=rendered)
+    assert proc.returncode == 0, proc.stderr
+    accepted = [ln for ln in proc.stdout.splitlines() if ln.endswith("(server dry run)")]
+    assert len(accepted) == len(documents), proc.stdout
+    assert "PodSecurity" not in proc.stderr, proc.stderr
+
+
+def _operator_pod(helm: Path) -> dict[str, Any]:
+    rendered = [d for d in yaml.safe_load_all(_template(helm, {})) if d]
+    deployment = next(d for d in rendered if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "operator-pod-security", "namespace": INSTALL_NS,
+                         "labels": template["metadata"]["labels"]},
+            "spec": template["spec"]}
+
+
+def test_restricted_pod_security_admits_the_operator_pod(chart_cluster: Any, helm: Path, installed: str) -> None:
+    """The Deployment's pod, created (dry run) in the install namespace, which enforces `restricted`."""
+    pod = _operator_pod(helm)
+    proc = kubectl(chart_cluster, "create", "--dry-run=server", "-f", "-", input=json.dumps(pod))
+    assert proc.returncode == 0, proc.stderr
+    # The admission is really enforcing: the same pod allowed to escalate privileges is refused.
+    pod["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    proc = kubectl(chart_cluster, "create", "--dry-run=server", "-f", "-", input=json.dumps(pod))
+    assert proc.returncode != 0 and "violates PodSecurity" in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(chart_cluster: Any, helm: Path) -> str:
+    """`helm install` of the chart with default values; returns helm's output (with NOTES)."""
+    proc = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", INSTALL_NS,
+                    "--kubeconfig", str(chart_cluster.kubeconfig), timeout=300)
+    return proc.stdout
+
+
+def test_helm_install(chart_cluster: Any, helm: Path, installed: str) -> None:
+    assert "STATUS: deployed" in installed
+    assert f"kubectl -n {INSTALL_NS} port-forward deployment/{FULLNAME} 9090:9090" in installed
+    status = json.loads(run_helm(helm, "status", RELEASE, "--namespace", INSTALL_NS, "--kubeconfig",
+                                 str(chart_cluster.kubeconfig), "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    for kind, name, ns in (("deployment", FULLNAME, INSTALL_NS), ("serviceaccount", FULLNAME, INSTALL_NS),
+                           ("service", f"{FULLNAME}-metrics", INSTALL_NS), ("clusterrole", FULLNAME, None),
+                           ("clusterrolebinding", FULLNAME, None), ("clusterkopfpeering", FULLNAME, None)):
+        args = ["get", kind, name, "-o", "name"] + (["-n", ns] if ns else [])
+        proc = kubectl(chart_cluster, *args)
+        assert proc.returncode == 0, proc.stderr
+
+
+def _can_i(cluster: Any, verb: str, group: str, resource: str) -> bool:
+    resource, _, sub = resource.partition("/")
+    target = f"{resource}.{group}" if group else resource
+    args = ["auth", "can-i", verb, target, f"--as={SA_USER}", "--all-namespaces"]
+    if sub:
+        args.append(f"--subresource={sub}")
+    proc = kubectl(cluster, *args)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), proc.stdout + proc.stderr
+    return answer == "yes"
+
+
+def test_service_account_can_do_its_job(chart_cluster: Any, installed: str) -> None:
+    missing = [(verb, resource, group) for group, resource, verbs in NEEDED for verb in verbs
+               if not _can_i(chart_cluster, verb, group, resource)]
+    assert not missing
+
+
+def test_service_account_can_do_nothing_more(chart_cluster: Any, installed: str) -> None:
+    granted = [(verb, resource, group) for group, resource, verbs in FORBIDDEN for verb in verbs
+               if _can_i(chart_cluster, verb, group, resource)]
+    assert not granted
+
+
+@pytest.fixture(scope="module")
+def sa_kubeconfig(chart_cluster: Any, installed: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount (what the operator pod would use)."""
+    proc = kubectl(chart_cluster, "create", "token", FULLNAME, "-n", INSTALL_NS, "--duration=1h")
+    assert proc.returncode == 0, proc.stderr
+    admin = yaml.safe_load(Path(chart_cluster.kubeconfig).read_text())
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+              "users": [{"name": "operator", "user": {"token": proc.stdout.strip()}}],
+              "contexts": [{"name": "operator", "context": {"cluster": admin["clusters"][0]["name"],
+                                                            "user": "operator"}}],
+              "current-context": "operator"}
+    path = tmp_path_factory.mktemp("sa") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_service_account_token_is_forbidden_on_secrets(chart_cluster: Any, sa_kubeconfig: Path) -> None:
+    proc = kubectl(chart_cluster, "get", "secrets", "--all-namespaces", kubeconfig=sa_kubeconfig)
+    assert proc.returncode != 0 and "Forbidden" in proc.stderr, proc.stderr
+    proc = kubectl(chart_cluster, "get", "networkpolicies", "--all-namespaces", kubeconfig=sa_kubeconfig)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            return rsp.status, rsp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _catalogue() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"^\| `(netpol_auditor_[a-z0-9_]+)` \| ([a-z]+)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _family(name: str, kind: str) -> str:
+    """The family name prometheus_client's parser reports (counters without `_total`)."""
+    return name.removesuffix("_total") if kind == "counter" else name
+
+
+def _used_metrics() -> set[str]:
+    text = RULES.read_text() + DASHBOARD.read_text()
+    return {re.sub(r"_(bucket|sum|count)$", "", m) if m.endswith(("_bucket", "_sum", "_count")) else m
+            for m in METRIC.findall(text)}
+
+
+@pytest.fixture(scope="module")
+def operator_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[tuple[dict[str, Any], str]]:
+    """`netpol-auditor run` with the chart's ServiceAccount token and the chart's peering object, until ready;
+    yields (metric families by name, the operator's log)."""
+    metrics_port, health_port = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
+    argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(sa_kubeconfig),
+            "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
+            "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--peering", FULLNAME, "--no-probe"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        status: tuple[int, str] | Exception = (0, "")
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = _get(f"http://127.0.0.1:{metrics_port}/readyz")
+                if status[0] == 200:
+                    break
+            except OSError as exc:
+                status = exc
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"operator not ready ({status!r}, exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        time.sleep(2)  # one debounced recompute of the aggregate metrics
+        code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert code == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        yield families, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_operator_with_chart_credentials_is_never_forbidden(operator_scrape: tuple[dict[str, Any], str]) -> None:
+    _, log = operator_scrape
+    assert not re.search(r"\b403\b|Forbidden", log), log[-3000:]
+
+
+def test_live_metrics_are_the_catalogue(operator_scrape: tuple[dict[str, Any], str]) -> None:
+    """Every netpol_auditor_ family the operator exports is catalogued, and the index metrics are all there."""
+    families, _ = operator_scrape
+    catalogue = _catalogue()
+    by_family = {_family(name, kind): name for name, kind in catalogue.items()}
+    exported = {name for name in families if name.startswith("netpol_auditor_")}
+    assert exported - set(by_family) == set(), "exported but not in README.md's catalogue"
+    index_metrics = [n for n in catalogue if not n.startswith(("netpol_auditor_probe", "netpol_auditor_mismatches",
+                                                               "netpol_auditor_policy_enforced",
+                                                               "netpol_auditor_cni_"))]
+    missing = [n for n in index_metrics if _family(n, catalogue[n]) not in families]
+    assert not missing, f"catalogued index metrics the operator does not export: {missing}"
+    assert families["netpol_auditor_build_info"].samples[0].value == 1
+
+
+def test_alert_and_dashboard_index_metrics_are_exported(operator_scrape: tuple[dict[str, Any], str]) -> None:
+    """The alerts' and the dashboard's index metrics exist on a live scrape (prober metrics: see the next test)."""
+    families, _ = operator_scrape
+    catalogue = _catalogue()
+    used = {m for m in _used_metrics() if m in catalogue}
+    assert used == _used_metrics(), "metric names used that are not in the catalogue"
+    index_used = {m for m in used if not m.startswith(("netpol_auditor_probe", "netpol_auditor_mismatches",
+                                                       "netpol_auditor_policy_enforced", "netpol_auditor_cni_"))}
+    assert index_used
+    missing = sorted(m for m in index_used if _family(m, catalogue[m]) not in families)
+    assert not missing
+
+
+@pytest.fixture(scope="module")
+def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[dict[str, Any], str]]:
+    """The same with `--probe` on, restricted to an empty opted-in namespace so that no probe pod is needed."""
+    metrics_port, health_port = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("prober") / "operator.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
+    argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(sa_kubeconfig),
+            "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
+            "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--standalone", "--probe",
+            "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if _get(f"http://127.0.0.1:{metrics_port}/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"operator not ready (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+        time.sleep(8)  # at least one probe cycle over the (empty) opted-in namespace
+        code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert code == 200
+        yield {f.name: f for f in text_string_to_metric_families(text)}, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_prober_metrics_used_by_alerts_and_dashboard_are_exported(prober_scrape: tuple[dict[str, Any], str]) -> None:
+    families, log = prober_scrape
+    catalogue = _catalogue()
+    assert "prober is unavailable" not in log
+    assert not re.search(r"\b403\b|Forbidden", log), log[-3000:]
+    exported = {name for name in families if name.startswith("netpol_auditor_")}
+    assert exported <= {_family(n, k) for n, k in catalogue.items()}, "exported but not catalogued"
+    missing = sorted(m for m in _used_metrics() if _family(m, catalogue[m]) not in families)
+    assert not missing, f"used by the alerts or the dashboard, not exported by `netpol-auditor run --probe`: {missing}"
+
