@@ -167,6 +167,8 @@ def _select(endpoints: Sequence[str], patterns: Sequence[str], flag: str) -> lis
         return list(endpoints)
     chosen: set[str] = set()
     for pattern in patterns:
+        if _is_ip(pattern):
+            pattern = str(ipaddress.ip_address(pattern))
         glob = pattern if "/" in pattern or _is_ip(pattern) else f"{pattern}/*"
         matched = [e for e in endpoints if e == pattern or fnmatch.fnmatchcase(e, glob)]
         if not matched:

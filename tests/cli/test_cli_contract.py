@@ -123,6 +123,10 @@ def test_from_and_to_filter_rows_and_columns(cli: Callable[..., Result]) -> None
     targets = {"kube-system/coredns-7db6d8ff4d-2xk9p", HOST_NETWORK, "203.0.113.10"}
     assert pairs == {(s, t) for s in sources for t in targets}
 
+    data = _json(cli, "-f", str(DUMP), "--port", "53/UDP", "--external", "2001:DB8::7", "--from", "2001:db8:0::7")
+    assert {v["from"] for v in data["verdicts"]} == {"2001:db8::7"}
+    assert {v["to"] for v in data["verdicts"]} == RUNNING | {HOST_NETWORK}
+
 
 def test_a_finished_pod_sharing_an_ip_grants_nothing(tmp_path: Path, cli: Callable[..., Result]) -> None:
     """Identity is the pod, not the IP: the Succeeded pod's labels must not admit the Running pod now holding
