@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = int(os.environ.get("LOCALCLUSTER_TEST_NODES", "2"))
 
 
+def tmpdir(state: Path) -> Path:
+    """A private TMPDIR for the cluster's processes, so temporary files they leave behind can be seen."""
+    return state.with_name(state.name + "-tmp")
+
+
 def cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, as a user runs it."""
+    tmpdir(state).mkdir(exist_ok=True)
     return subprocess.run([sys.executable, "-m", "localcluster", "--state", str(state), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmpdir(state))})
 
 
 def recorded_pids(state: Path) -> dict[str, int]:
@@ -51,6 +58,7 @@ def state() -> Iterator[Path]:
     path = Path("/tmp") / f"lc-test-{os.getpid()}-lifecycle"
     yield path
     lc.down(path)
+    shutil.rmtree(tmpdir(path), ignore_errors=True)
 
 
 def test_up_twice_crash_recovery_and_clean_down(state: Path) -> None:
@@ -87,6 +95,7 @@ def test_up_twice_crash_recovery_and_clean_down(state: Path) -> None:
     down = cli(state, "down")
     assert down.returncode == 0, down.stderr
     assert lc.leftovers(state) == {"processes": [], "netns": [], "mounts": [], "dirs": []}
+    assert sorted(p.name for p in tmpdir(state).iterdir()) == [], "temporary files left behind"
     assert not [pid for pid in new_pids.values() if running(pid)]
     # `down` twice is harmless.
     assert cli(state, "down").returncode == 0
