@@ -223,3 +223,8 @@ def delete_namespaces(cluster: Any, *names: str) -> None:
 
 def json_of(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl(*args, "-o", "json"))
+
+
+def fresh_namespaces(cluster: Any, *names: str) -> None:
+    """Make sure *names* do not exist (left over by an earlier, failed run): delete them and wait until gone."""
+    cluster.kubectl("delete", "namespace", "--ignore-not-found", "--wait=true", *names, timeout=180)
