@@ -1,4 +1,4 @@
-"""Fixtures for the CLI tests: run ``netpol-auditor`` in-process and compare with golden files.
+"""Helpers for the CLI tests: run ``netpol-auditor`` in-process and compare with golden files.
 
 Golden files live in tests/cli/golden/. After an intended output change, regenerate them with
 ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/cli`` and review the diff.
@@ -10,7 +10,7 @@ import contextlib
 import io
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +45,6 @@ def run_cli(argv: Sequence[str], stdin: str | None = None) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-@pytest.fixture
-def cli() -> Callable[..., Result]:
-    return run_cli
-
-
 def check_golden(name: str, actual: str) -> None:
     """Compare ``actual`` with tests/cli/golden/NAME (or rewrite it when UPDATE_GOLDEN=1)."""
     path = GOLDEN / name
@@ -68,8 +63,3 @@ def check_golden(name: str, actual: str) -> None:
             )
         )
         pytest.fail(f"output differs from golden/{name} (UPDATE_GOLDEN=1 to accept):\n{diff}", pytrace=False)
-
-
-@pytest.fixture
-def golden() -> Callable[[str, str], None]:
-    return check_golden

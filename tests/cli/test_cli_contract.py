@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from conftest import FIXTURES, Result
+from cli_harness import FIXTURES, Result
 
 DUMP = FIXTURES / "kubectl-get-all.yaml"
 RUNNING = {

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES, Result
+from cli_harness import FIXTURES, Result
 
 DUMP = str(FIXTURES / "kubectl-get-all.yaml")
 

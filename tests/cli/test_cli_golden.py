@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from conftest import FIXTURES, Result
+from cli_harness import FIXTURES, Result
 
 DUMP = str(FIXTURES / "kubectl-get-all.yaml")
 E2E = FIXTURES.parent.parent / "corpus" / "e2e"
