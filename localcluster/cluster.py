@@ -53,7 +53,9 @@ class Cluster:
     version: str
     nodes: int
     enforcer: str
-    up_seconds: float
+    up_seconds: float  # `up` to Ready: API ready, default ServiceAccount present, every node Ready and enforcing
+    control_plane_seconds: float = 0.0
+    nodes_seconds: float = 0.0
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0) -> str:
         """Run the real ``kubectl`` against this cluster; stdout (raises CalledProcessError with stderr on failure)."""
@@ -148,9 +150,13 @@ def up(cfg: ClusterConfig) -> Cluster:
             _down_locked(state)
             cp = controlplane.start_control_plane(
                 ControlPlaneConfig(state=state, api_port=cfg.api_port), timeout=cfg.timeout)
+        control_plane_done = time.monotonic()
         _start_nodes(cfg, cp)
+        done = time.monotonic()
         cluster = Cluster(state=state, kubeconfig=cp.kubeconfig, server=cp.server, version=cp.version,
-                          nodes=cfg.nodes, enforcer=cfg.enforcer, up_seconds=round(time.monotonic() - start, 2))
+                          nodes=cfg.nodes, enforcer=cfg.enforcer, up_seconds=round(done - start, 2),
+                          control_plane_seconds=round(control_plane_done - start, 2),
+                          nodes_seconds=round(done - control_plane_done, 2))
         cluster.save()
         return cluster
 
