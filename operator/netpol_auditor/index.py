@@ -135,6 +135,7 @@ class ReachabilityIndex:
         self._policies: dict[PolicyKey, CompiledPolicy] = {}
         self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
         self._blocks: Counter[IPBlock] = Counter()
+        self._ns_sensitive: dict[PolicyKey, CompiledPolicy] = {}  # policies with a namespaceSelector peer
         self._classes: dict[str, _Class] = {}
         self._classes_by_ns: dict[str, set[str]] = defaultdict(set)
         self._pod_class: dict[PodRef, str] = {}
@@ -200,15 +201,28 @@ class ReachabilityIndex:
         self._bump()
         if self._namespace_labels(name) == old_labels:
             return
+        new_labels = self._namespace_labels(name)
         for cid in self._classes_by_ns.get(name, ()):
             self._classes[cid].peer = None
-        # Only policies with a namespaceSelector peer can see namespace labels; drop the caches of the classes they
-        # select (their verdicts may depend on the labels of this namespace).
-        for cls in self._classes.values():
-            if any(_has_namespace_selector(cp) for cp in cls.sel_in):
-                self._drop_ingress(cls.id)
-            if any(_has_namespace_selector(cp) for cp in cls.sel_eg):
-                self._drop_egress(cls.id)
+        # Only namespaceSelector peers see namespace labels: for each policy with a peer whose match on this
+        # namespace flips, drop the caches of the classes it selects in that direction.
+        for cp in self._ns_sensitive.values():
+            flipped = {
+                direction
+                for direction in Direction
+                for rule in cp.rules(direction)
+                for peer in rule.peers
+                if peer.namespace is not None
+                and peer.namespace.matches(old_labels) != peer.namespace.matches(new_labels)
+            }
+            if not flipped:
+                continue
+            for cid in self._classes_by_ns.get(cp.policy.namespace, ()):
+                cls = self._classes[cid]
+                if Direction.INGRESS in flipped and any(x is cp for x in cls.sel_in):
+                    self._drop_ingress(cid)
+                if Direction.EGRESS in flipped and any(x is cp for x in cls.sel_eg):
+                    self._drop_egress(cid)
 
     def _namespace_labels(self, name: str) -> Labels:
         ns = self._namespaces.get(name)
@@ -302,9 +316,12 @@ class ReachabilityIndex:
         namespace, name = key
         old = self._policies.pop(key, None)
         new = compile_policy(policy) if policy is not None else None
+        self._ns_sensitive.pop(key, None)
         if new is not None:
             self._policies[key] = new
             self._policies_by_ns[namespace][name] = new
+            if _has_namespace_selector(new):
+                self._ns_sensitive[key] = new
         else:
             self._policies_by_ns[namespace].pop(name, None)
             if not self._policies_by_ns[namespace]:
