@@ -296,10 +296,52 @@ def test_alert_and_dashboard_index_metrics_are_exported(operator_scrape: tuple[d
     assert not missing
 
 
+WORKLOAD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: chart-shop, labels: {app: web}}
+spec:
+  containers: [{name: main, image: registry.example/web:1.0, ports: [{name: http, containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: chart-shop, labels: {app: client}}
+spec:
+  containers: [{name: main, image: registry.example/client:1.0}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: chart-shop, labels: {app: other}}
+spec:
+  containers: [{name: main, image: registry.example/other:1.0}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-client, namespace: chart-shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 80}]}]
+"""
+
+
+def _value(families: dict[str, Any], name: str, **labels: str) -> float | None:
+    family = families.get(name)
+    for sample in family.samples if family else []:
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+            return float(sample.value)
+    return None
+
+
 @pytest.fixture(scope="module")
 def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[tuple[dict[str, Any], str]]:
-    """The same with `--probe` on, restricted to an empty opted-in namespace so that no probe pod is needed."""
+    """`netpol-auditor run --probe` with the chart's ServiceAccount token, probing a small workload in the opted-in
+    namespace chart-shop until a probe cycle has judged its policy; yields (metric families, log)."""
+    proc = kubectl(chart_cluster, "apply", "-f", "-", input=WORKLOAD)
+    assert proc.returncode == 0, proc.stderr
+    proc = kubectl(chart_cluster, "wait", "-n", "chart-shop", "--for=condition=Ready", "pod", "--all",
+                   "--timeout=90s")
+    assert proc.returncode == 0, proc.stderr
     metrics_port, health_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("prober") / "operator.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
@@ -308,39 +350,80 @@ def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pyt
             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--standalone", "--probe",
             "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5"]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc_op = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
+        deadline = time.monotonic() + 150
+        families: dict[str, Any] = {}
+        while time.monotonic() < deadline and proc_op.poll() is None:
             try:
-                if _get(f"http://127.0.0.1:{metrics_port}/readyz")[0] == 200:
-                    break
+                code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+                families = {f.name: f for f in text_string_to_metric_families(text)} if code == 200 else {}
             except OSError:
-                pass
-            time.sleep(0.5)
+                families = {}
+            if (_value(families, "netpol_auditor_probe_cycle_last_completed_timestamp_seconds") or 0) > 0 and \
+                    _value(families, "netpol_auditor_policy_enforced", policy="web-from-client") is not None:
+                break
+            time.sleep(1)
         else:
-            pytest.fail(f"operator not ready (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-        time.sleep(8)  # at least one probe cycle over the (empty) opted-in namespace
-        code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert code == 200
-        yield {f.name: f for f in text_string_to_metric_families(text)}, log.read_text()
+            pytest.fail(f"no judged probe cycle (exit {proc_op.poll()}):\n{log.read_text()[-3000:]}")
+        yield families, log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc_op.poll() is None:
+            proc_op.send_signal(signal.SIGTERM)
             try:
-                proc.wait(30)
+                proc_op.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+                proc_op.kill()
+                proc_op.wait(10)
+
+
+def test_prober_with_chart_credentials_judges_the_policy(chart_cluster: Any,
+                                                         prober_scrape: tuple[dict[str, Any], str]) -> None:
+    """The probe pods, their ProbeRun owner and the results all work with the chart's RBAC alone."""
+    families, log = prober_scrape
+    assert "prober is unavailable" not in log
+    assert not re.search(r"\b403\b|Forbidden", log), log[-3000:]
+    probes = sum(s.value for s in families["netpol_auditor_probes"].samples if s.name.endswith("_total"))
+    assert probes > 0
+    enforced = _value(families, "netpol_auditor_policy_enforced", namespace="chart-shop", policy="web-from-client")
+    assert enforced == (1.0 if chart_cluster.enforcer == "kube-router" else 0.0)
 
 
 def test_prober_metrics_used_by_alerts_and_dashboard_are_exported(prober_scrape: tuple[dict[str, Any], str]) -> None:
-    families, log = prober_scrape
+    families, _ = prober_scrape
     catalogue = _catalogue()
-    assert "prober is unavailable" not in log
-    assert not re.search(r"\b403\b|Forbidden", log), log[-3000:]
     exported = {name for name in families if name.startswith("netpol_auditor_")}
     assert exported <= {_family(n, k) for n, k in catalogue.items()}, "exported but not catalogued"
     missing = sorted(m for m in _used_metrics() if _family(m, catalogue[m]) not in families)
     assert not missing, f"used by the alerts or the dashboard, not exported by `netpol-auditor run --probe`: {missing}"
 
+
+def test_alerts_on_the_live_metrics(chart_cluster: Any, prober_scrape: tuple[dict[str, Any], str],
+                                    tmp_path: Path) -> None:
+    """The enforcement alerts, evaluated by promtool on the live gauges held for 40 minutes: quiet when the cluster
+    enforces (kube-router), NetpolAuditorCNINotEnforcing when nothing does (--enforcer none)."""
+    families, _ = prober_scrape
+    series = []
+    for name in ("netpol_auditor_mismatches", "netpol_auditor_policy_enforced", "netpol_auditor_cni_feature_enforced",
+                 "netpol_auditor_build_info"):
+        for sample in families[name].samples if name in families else []:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            series.append({"series": f"{sample.name}{{{labels}}}", "values": f"{sample.value:g}x40"})
+    assert any("policy_enforced" in s["series"] for s in series)
+    enforcing = chart_cluster.enforcer == "kube-router"
+    rules = yaml.safe_load(RULES.read_text())
+    cni_alert = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "NetpolAuditorCNINotEnforcing")
+    expected = [] if enforcing else [{"exp_labels": dict(cni_alert["labels"]),
+                                      "exp_annotations": dict(cni_alert["annotations"])}]
+    checks = [{"eval_time": "30m", "alertname": "NetpolAuditorCNINotEnforcing", "exp_alerts": expected},
+              {"eval_time": "30m", "alertname": "NetpolAuditorDown", "exp_alerts": []}]
+    if enforcing:
+        checks += [{"eval_time": "30m", "alertname": name, "exp_alerts": []}
+                   for name in ("NetpolAuditorPoliciesNotEnforced", "NetpolAuditorAllowedTrafficDropped",
+                                "NetpolAuditorCNIFeatureNotEnforced")]
+    test = {"rule_files": [str(RULES)], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]}
+    path = tmp_path / "live_test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
