@@ -1,0 +1,134 @@
+"""``analyze`` judges once per equivalence class pair and shares the cell with every member pair; check that this
+sharing never changes an answer, against the engine's pod-by-pod reference evaluator (`engine.Snapshot`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_harness import Result
+
+from netpol_auditor.engine import Snapshot
+from netpol_auditor.manifests import load_paths
+from netpol_auditor.model import PodRef, PortProtocol
+
+PORTS = ["80/TCP", "8080/TCP", "53/UDP"]
+EXTERNALS = ["192.0.2.1", "10.0.1.5"]
+
+
+def _cluster(seed: int) -> list[dict[str, Any]]:
+    """Replicated workloads (many pods per class), a reused IP on a finished pod, a hostNetwork pod, and policies
+    with selectors, named ports and ipBlocks that split some replicas' classes but not others."""
+    rng = random.Random(seed)
+    docs: list[dict[str, Any]] = []
+    namespaces = ["a", "b", "c"]
+    for ns in namespaces:
+        docs.append(
+            {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns, "labels": {"tier": rng.choice("xy")}}}
+        )
+    ip = 0
+    for ns in namespaces:
+        for app in rng.sample(["web", "api", "db", "dns"], 3):
+            for replica in range(rng.randint(1, 4)):
+                ip += 1
+                named = rng.choice(["http", "web", None])
+                ports: list[dict[str, Any]] = [{"containerPort": rng.choice([80, 8080]), "protocol": "TCP"}]
+                if named:
+                    ports[0]["name"] = named
+                docs.append(
+                    {
+                        "kind": "Pod",
+                        "apiVersion": "v1",
+                        "metadata": {"name": f"{app}-{replica}", "namespace": ns, "labels": {"app": app}},
+                        "spec": {"containers": [{"name": "c", "image": "i", "ports": ports}]},
+                        "status": {"phase": "Running", "podIP": f"10.0.{ip // 4}.{ip}"},
+                    }
+                )
+    docs.append(
+        {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {"name": "done", "namespace": "a", "labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Succeeded", "podIP": "10.0.0.1"},
+        }
+    )
+    docs.append(
+        {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {"name": "node-agent", "namespace": "c"},
+            "spec": {"hostNetwork": True, "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "192.168.0.10"},
+        }
+    )
+    peers = [
+        {"podSelector": {"matchLabels": {"app": "web"}}},
+        {"namespaceSelector": {"matchLabels": {"tier": "x"}}},
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]},
+        },
+        {"ipBlock": {"cidr": "10.0.0.0/22", "except": ["10.0.1.0/24"]}},
+    ]
+    port_sets: list[list[dict[str, Any]]] = [
+        [],
+        [{"port": "http"}],
+        [{"port": 8080}],
+        [{"protocol": "UDP", "port": 53}],
+    ]
+    for i in range(rng.randint(2, 6)):
+        ns = rng.choice(namespaces)
+        spec: dict[str, Any] = {
+            "podSelector": rng.choice([{}, {"matchLabels": {"app": rng.choice(["web", "api", "db"])}}])
+        }
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            if rng.random() < 0.6:
+                rules = []
+                for _ in range(rng.randint(0, 2)):
+                    rule: dict[str, Any] = {"ports": rng.choice(port_sets)}
+                    if rng.random() < 0.8:
+                        rule[key] = rng.sample(peers, rng.randint(1, 2))
+                    rules.append(rule)
+                spec[direction] = rules
+        spec["policyTypes"] = [t for t in ("Ingress", "Egress") if t.lower() in spec] or ["Ingress"]
+        docs.append(
+            {
+                "kind": "NetworkPolicy",
+                "apiVersion": "networking.k8s.io/v1",
+                "metadata": {"name": f"p{i}", "namespace": ns},
+                "spec": spec,
+            }
+        )
+    return docs
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_shared_cells_equal_pod_by_pod_verdicts(seed: int, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(_cluster(seed)))
+    argv = ["analyze", "-f", str(path), "-o", "json"]
+    for port in PORTS:
+        argv += ["--port", port]
+    for address in EXTERNALS:
+        argv += ["--external", address]
+    result = cli(argv)
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+
+    reference = Snapshot.from_objects(load_paths([str(path)]))
+    checked = 0
+    for verdict in data["verdicts"]:
+        src = PodRef.parse(verdict["from"]) if "/" in verdict["from"] else verdict["from"]
+        dst = PodRef.parse(verdict["to"]) if "/" in verdict["to"] else verdict["to"]
+        expected = reference.verdict(src, dst, PortProtocol(verdict["port"], verdict["protocol"]))
+        assert verdict["allowed"] == expected.allowed, verdict
+        assert verdict["decidingPolicies"] == [f"{ns}/{n}" for ns, n in expected.deciding_policies()], verdict
+        checked += 1
+    pods = len(data["pods"])
+    assert checked == len(PORTS) * (pods * (pods - 1) + 2 * pods * len(EXTERNALS))
