@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,3 +78,13 @@ def test_alert_has_severity_duration_and_runbook(alert: dict[str, Any]) -> None:
     annotations = alert["annotations"]
     assert {"summary", "description", "runbook"} <= set(annotations)
     assert "1. " in annotations["runbook"] and "2. " in annotations["runbook"], "the runbook gives steps"
+
+
+def test_event_reasons_in_runbooks_are_ones_the_operator_posts() -> None:
+    """`--field-selector reason=X` in the runbooks and the chart's NOTES names an Event reason the package posts."""
+    texts = RULES.read_text() + (ROOT / "charts" / "netpol-auditor" / "templates" / "NOTES.txt").read_text()
+    reasons = set(re.findall(r"reason=([A-Za-z]+)", texts))
+    assert reasons
+    source = "".join(p.read_text() for p in (ROOT / "operator" / "netpol_auditor").rglob("*.py"))
+    missing = sorted(r for r in reasons if f'"{r}"' not in source)
+    assert not missing, f"Event reasons the operator never posts: {missing}"
