@@ -218,6 +218,8 @@ def create_pod(prefix: str, node: NodeNet, key: str, pod_ip: str) -> PodNet:
     ip("addr", "add", f"{pod_ip}/{prefix_len}", "dev", "eth0", netns=ns)
     ip("link", "set", "eth0", "up", netns=ns)
     ip("route", "add", "default", "via", node.gateway, netns=ns)
+    # forget any neighbour entry a previous holder of this address left on the node
+    ip("neigh", "del", pod_ip, "dev", BRIDGE, netns=node.netns, check=False)
     return PodNet(netns=ns, ip=pod_ip, host_veth=veth)
 
 
@@ -235,6 +237,7 @@ class IPAM:
         self._free = [str(h) for h in net.hosts()][1:]  # skip the gateway
         self._used: set[str] = set()
         self._lock = threading.Lock()
+        self._next = 0
         for addr in reserved:
             self.reserve(addr)
 
@@ -243,10 +246,15 @@ class IPAM:
             self._used.add(addr)
 
     def allocate(self) -> str:
+        """The next free address after the last one handed out (round robin, like CNI host-local): a just-freed
+        address is reused last, so stale ARP entries and conntrack state for it have long expired by then."""
         with self._lock:
-            for addr in self._free:
+            n = len(self._free)
+            for i in range(n):
+                addr = self._free[(self._next + i) % n]
                 if addr not in self._used:
                     self._used.add(addr)
+                    self._next = (self._next + i + 1) % n
                     return addr
         raise RuntimeError("pod CIDR exhausted")
 
