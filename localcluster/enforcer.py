@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from localcluster import network
-from localcluster.controlplane import process_alive, spawn, stop_process
+from localcluster.controlplane import SERVICE_CIDR, process_alive, read_pid, spawn, stop_process
 
 __all__ = [
     "EGRESS_MARKER",
@@ -85,6 +85,7 @@ def kube_router_argv(binary: Path, node: network.NodeNet, kubeconfig: Path, path
         "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
         "--enable-cni=false", f"--hostname-override={node.name}", f"--kubeconfig={kubeconfig}",
         f"--health-port={HEALTH_PORT}", "--metrics-port=0", f"--iptables-sync-period={SYNC_PERIOD}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--v=1",
     ]
 
@@ -103,9 +104,19 @@ def iptables_save(netns: str) -> str:
 
 
 def kube_router_ready(netns: str) -> bool:
-    """Its rules are in place: the FORWARD chain jumps to KUBE-ROUTER-FORWARD."""
+    """Its top-level rules are in place: the FORWARD chain jumps to KUBE-ROUTER-FORWARD."""
     saved = iptables_save(netns)
     return "-A FORWARD -m comment --comment" in saved and f"-j {FORWARD_CHAIN}" in saved
+
+
+def _synced(state: Path, node: str) -> bool:
+    """kube-router logged a completed full policy sync ("sync iptables took …"; klog lines carry the pid)."""
+    rec = read_pid(state, process_name(node))
+    log = state / "logs" / f"{process_name(node)}.log"
+    if rec is None or not log.exists():
+        return False
+    pid = f" {rec['pid']} "
+    return any(pid in line and "sync iptables took" in line for line in log.read_text(errors="replace").splitlines())
 
 
 def wait_kube_router(state: Path, node: network.NodeNet, timeout: float = 60.0) -> None:
@@ -115,7 +126,7 @@ def wait_kube_router(state: Path, node: network.NodeNet, timeout: float = 60.0) 
             log = state / "logs" / f"{process_name(node.name)}.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"kube-router on {node.name} exited:\n{tail}")
-        if kube_router_ready(node.netns):
+        if kube_router_ready(node.netns) and _synced(state, node.name):
             return
         time.sleep(0.2)
     raise TimeoutError(f"kube-router on {node.name} installed no rules within {timeout}s")
