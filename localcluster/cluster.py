@@ -143,15 +143,22 @@ def up(cfg: ClusterConfig) -> Cluster:
         cp = _healthy(state)
         existing = Cluster.load(state)
         if cp is not None and existing is not None:
-            if (existing.nodes, existing.enforcer) == (cfg.nodes, cfg.enforcer):
+            everything_alive = all(controlplane.process_alive(state, n) for n in controlplane.recorded_processes(state))
+            if (existing.nodes, existing.enforcer) == (cfg.nodes, cfg.enforcer) and everything_alive:
                 return existing
-            _stop_nodes(state)
+            _stop_nodes(state)  # other node settings, or a node process died: restart the nodes only
         else:
             _down_locked(state)
-            cp = controlplane.start_control_plane(
-                ControlPlaneConfig(state=state, api_port=cfg.api_port), timeout=cfg.timeout)
-        control_plane_done = time.monotonic()
-        _start_nodes(cfg, cp)
+            cp = None
+        try:
+            if cp is None:
+                cp = controlplane.start_control_plane(
+                    ControlPlaneConfig(state=state, api_port=cfg.api_port), timeout=cfg.timeout)
+            control_plane_done = time.monotonic()
+            _start_nodes(cfg, cp)
+        except BaseException:
+            _stop_all(state)  # no half-started cluster keeps running; logs stay in <state>/logs until `down`
+            raise
         done = time.monotonic()
         cluster = Cluster(state=state, kubeconfig=cp.kubeconfig, server=cp.server, version=cp.version,
                           nodes=cfg.nodes, enforcer=cfg.enforcer, up_seconds=round(done - start, 2),
@@ -243,11 +250,11 @@ def _kill_strays(state: Path) -> None:
         time.sleep(0.1)
 
 
-def _down_locked(state: Path) -> None:
-    if not state.exists():
-        _stop_nodes(state)
-        return
+def _stop_all(state: Path) -> None:
+    """Stop nodes and control plane, kill strays, unmount; the state directory itself stays."""
     _stop_nodes(state)
+    if not state.exists():
+        return
     for name in CONTROL_PLANE_PROCESSES:
         controlplane.stop_process(state, name)
     for name in controlplane.recorded_processes(state):
@@ -255,6 +262,11 @@ def _down_locked(state: Path) -> None:
     _kill_strays(state)
     for mount in sorted(_mounts_under(state), key=len, reverse=True):
         subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    (state / "cluster.json").unlink(missing_ok=True)
+
+
+def _down_locked(state: Path) -> None:
+    _stop_all(state)
     shutil.rmtree(state, ignore_errors=True)
 
 

@@ -354,8 +354,8 @@ def _kcm_argv(cfg: ControlPlaneConfig, p: pki.Pki, kubeconfig: Path) -> list[str
 def start_control_plane(cfg: ControlPlaneConfig, timeout: float = 120.0) -> ControlPlane:
     """Start etcd, kube-apiserver and kube-controller-manager; return once the API can admit pods."""
     state = cfg.state
-    state.mkdir(parents=True, exist_ok=True)
     cfg.resolve_ports()
+    state.mkdir(parents=True, exist_ok=True)
     build.build(("kube-apiserver", "kube-controller-manager"), verbose=True)
     p = pki.ensure_pki(state / "pki", SERVICE_IP)
     admin_cert, admin_key = pki.issue_client_cert(p, "admin", "kubernetes-admin", ("system:masters",))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,8 @@ from localcluster import build
 from localcluster import cluster as lc
 
 pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(what: str, cond: Callable[[], bool], timeout: float = 60.0, interval: float = 0.25) -> float:
@@ -145,3 +149,15 @@ def test_python_client_factory_talks_to_the_cluster(cluster: lc.Cluster) -> None
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= set(names)
     cm = json.loads(cluster.kubectl("get", "configmap", "kube-root-ca.crt", "-n", "default", "-o", "json"))
     assert cm["data"]["ca.crt"] == (cluster.state / "pki" / "ca.crt").read_text()
+
+
+def test_up_refuses_a_taken_api_port_and_leaves_nothing(cluster: lc.Cluster) -> None:
+    """A second cluster never shares the first one's port: `up` fails before starting anything."""
+    port = cluster.server.rsplit(":", 1)[1]
+    state = cluster.state.with_name(cluster.state.name + "-port-clash")
+    proc = subprocess.run([sys.executable, "-m", "localcluster", "--state", str(state), "up", "--nodes", "0",
+                           "--api-port", port], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"127.0.0.1:{port} is in use" in proc.stderr
+    assert lc.leftovers(state) == {"processes": [], "netns": [], "mounts": [], "dirs": []}
+    assert json.loads(cluster.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"] == cluster.version
