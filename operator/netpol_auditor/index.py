@@ -46,6 +46,7 @@ from .model import (
     PodRef,
     PortProtocol,
 )
+from .paths import count_paths
 from .selectors import compile_ip_block, parse_ip
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
@@ -470,26 +471,13 @@ class ReachabilityIndex:
         return self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed
 
     def path_counts(self, ports: Iterable[PortProtocol]) -> dict[tuple[str, str, PortProtocol], PathCounts]:
-        """(source namespace, destination namespace, port) -> allowed/denied ordered pairs of distinct endpoints."""
+        """(source namespace, destination namespace, port) -> allowed/denied ordered pairs of distinct endpoints.
+
+        Every pair of namespaces that has endpoint pairs is listed. Computed with bit sets over pods
+        (`netpol_auditor.paths`), not pair by pair."""
         port_list = list(dict.fromkeys(ports))
-        allowed: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
-        denied: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
-        classes = sorted(self._classes.values(), key=lambda c: c.id)
-        for d in classes:
-            nd = len(d.members)
-            for s in classes:
-                ns_ = len(s.members)
-                pairs = ns_ * nd - (ns_ if s is d else 0)
-                if not pairs:
-                    continue
-                for port in port_list:
-                    key = (s.namespace, d.namespace, port)
-                    if self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed:
-                        allowed[key] += pairs
-                    else:
-                        denied[key] += pairs
-        keys = set(allowed) | set(denied)
-        return {k: PathCounts(allowed.get(k, 0), denied.get(k, 0)) for k in sorted(keys)}
+        counts = count_paths(self._classes.values(), self._namespace_labels, port_list)
+        return {k: PathCounts(a, d) for k, (a, d) in sorted(counts.items())}
 
     def classes(self) -> list[EquivalenceClass]:
         return [self._public(c) for c in sorted(self._classes.values(), key=lambda c: (c.namespace, min(c.members)))]

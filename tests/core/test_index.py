@@ -152,6 +152,25 @@ def test_path_counts_match_pod_by_pod_counting() -> None:
     assert counts[("y", "x", UDP53)] == PathCounts(3, 1)  # ... and x/db only admits web
 
 
+def test_path_counts_dense_and_sparse_sets() -> None:
+    objs: list[KubeObject] = [
+        pod("x", "a", "10.0.0.1", {"app": "web"}),
+        pod("x", "b", "10.0.0.2", {"app": "web"}),
+        pod("x", "c", "10.0.0.3", {"app": "db"}),
+        pod("y", "d", "10.0.1.1", {"app": "web"}),
+        policy(
+            "x", "db", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [{"podSelector": {}}]}]}
+        ),
+    ]
+    index = ReachabilityIndex.from_objects(objs)
+    assert index.path_counts([TCP80]) == brute_force_counts(objs, [TCP80])
+    assert index.path_counts([TCP80])[("x", "x", TCP80)] == PathCounts(6, 0)
+    assert index.path_counts([TCP80])[("y", "x", TCP80)] == PathCounts(2, 1)
+    objs.append(policy("y", "deny", {"policyTypes": ["Egress"]}))
+    index.upsert(objs[-1])
+    assert index.path_counts([TCP80, UDP53]) == brute_force_counts(objs, [TCP80, UDP53])
+
+
 def test_changed_class_pairs() -> None:
     index = ReachabilityIndex.from_objects(web_cluster())
     cid = {c.members[0].name: c.id for c in index.classes()}

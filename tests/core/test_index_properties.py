@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netpol_auditor.engine import Snapshot
-from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.index import PathCounts, ReachabilityIndex
 from netpol_auditor.manifests import KubeObject, parse_object
 from netpol_auditor.model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
 
@@ -212,11 +212,22 @@ def assert_same(index: ReachabilityIndex, state: dict[tuple[ObjectKind, str | No
             assert got == rebuilt.verdict(s, d, port), (s, d, port)
             assert got == snap.verdict(s, d, port), (s, d, port)
     assert index.classes() == rebuilt.classes()
-    assert index.path_counts(PORTS) == rebuilt.path_counts(PORTS)
+    assert index.path_counts(PORTS) == rebuilt.path_counts(PORTS) == brute_force_path_counts(snap, PORTS)
     assert index.policy_selected_pods() == rebuilt.policy_selected_pods()
     assert index.endpoints() == rebuilt.endpoints()
     for ref in index.endpoints():
         assert index.isolation(ref) == rebuilt.isolation(ref)
+
+
+def brute_force_path_counts(
+    snap: Snapshot, ports: list[PortProtocol]
+) -> dict[tuple[str, str, PortProtocol], PathCounts]:
+    cells: dict[tuple[str, str, PortProtocol], list[int]] = {}
+    for s, d in itertools.permutations(snap.endpoints(), 2):
+        for port in ports:
+            cell = cells.setdefault((s.namespace, d.namespace, port), [0, 0])
+            cell[0 if snap.verdict(s, d, port).allowed else 1] += 1
+    return {k: PathCounts(a, b) for k, (a, b) in sorted(cells.items())}
 
 
 def class_matrix(index: ReachabilityIndex) -> dict[tuple[str, str, PortProtocol], bool]:
@@ -302,3 +313,13 @@ def test_allow_only_policy_never_removes_paths_of_pods_it_does_not_newly_isolate
     for ref, isolation in was_isolated.items():
         if ref.namespace != new.namespace:
             assert index.isolation(ref) == isolation
+
+
+@given(st.lists(object_st, min_size=4, max_size=24))
+def test_path_counts_equal_pair_by_pair_counting(objects: list[dict[str, Any]]) -> None:
+    state: dict[tuple[ObjectKind, str | None, str], KubeObject] = {}
+    for raw in objects:
+        obj = parsed(raw)
+        state[key_of(obj)] = obj
+    index = ReachabilityIndex.from_objects(list(state.values()))
+    assert index.path_counts(PORTS) == brute_force_path_counts(Snapshot.from_objects(list(state.values())), PORTS)

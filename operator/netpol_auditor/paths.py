@@ -1,0 +1,232 @@
+"""Counting allowed and denied pod pairs per (source namespace, destination namespace, port), without pod pairs.
+
+Used by `ReachabilityIndex.path_counts`. Every endpoint pod gets one bit; the pods of a class occupy consecutive
+bits and the classes of a namespace are contiguous, so "the set of source pods allowed into class D on port p" is
+one Python integer, built from per-peer bit sets:
+
+- ingress of D: the union, over the rules of the policies isolating D whose ports admit p on D, of the bits of
+  the rule's peers (every pod for a rule without peers) -- or every pod when D is not isolated for ingress;
+- egress towards D: the pods not isolated for egress, plus the pods selected by every egress-isolating policy with a
+  rule whose peers match D and whose ports admit p on D.
+
+The intersection is counted per source namespace with one popcount per namespace it touches (or per namespace it
+misses, when it is dense). Cost: O(classes x ports x touched namespaces) big-integer operations, instead of
+O(classes^2 x ports) verdicts.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Protocol
+
+from .engine import CompiledPeer, CompiledPolicy, CompiledRule
+from .model import Labels, PodRef, PortProtocol
+from .selectors import SelectorMatcher
+
+__all__ = ["ClassLike", "count_paths"]
+
+
+class ClassLike(Protocol):
+    """What counting needs of an equivalence class (the index's internal class record)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def labels(self) -> Labels: ...
+    @property
+    def named_ports(self) -> Labels: ...
+    @property
+    def ips(self) -> tuple[str, ...]: ...
+    @property
+    def members(self) -> Collection[PodRef]: ...
+    @property
+    def sel_in(self) -> tuple[CompiledPolicy, ...]: ...
+    @property
+    def sel_eg(self) -> tuple[CompiledPolicy, ...]: ...
+
+
+def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
+    return not rule.ports or any(p.matches(port, named_ports) for p in rule.ports)
+
+
+def count_paths(
+    classes: Iterable[ClassLike],
+    namespace_labels: Callable[[str], Labels],
+    ports: Sequence[PortProtocol],
+) -> dict[tuple[str, str, PortProtocol], tuple[int, int]]:
+    """(source namespace, destination namespace, port) -> (allowed, denied) ordered pairs of distinct pods."""
+    ordered = sorted(classes, key=lambda c: (c.namespace, c.id))
+    offset: dict[str, int] = {}
+    size: dict[str, int] = {}
+    cmask: dict[str, int] = {}
+    ns_names: list[str] = []
+    ns_starts: list[int] = []
+    ns_masks: list[int] = []
+    ns_members: dict[str, int] = {}
+    by_ns: dict[str, list[ClassLike]] = defaultdict(list)
+    total = 0
+    for c in ordered:
+        if not ns_names or ns_names[-1] != c.namespace:
+            if ns_names:
+                ns_masks.append(((1 << (total - ns_starts[-1])) - 1) << ns_starts[-1])
+            ns_names.append(c.namespace)
+            ns_starts.append(total)
+        n = len(c.members)
+        offset[c.id], size[c.id] = total, n
+        cmask[c.id] = ((1 << n) - 1) << total
+        total += n
+        by_ns[c.namespace].append(c)
+    if ns_names:
+        ns_masks.append(((1 << (total - ns_starts[-1])) - 1) << ns_starts[-1])
+    ns_index = {name: i for i, name in enumerate(ns_names)}
+    for i, name in enumerate(ns_names):
+        ns_members[name] = ns_masks[i].bit_count()
+    full = (1 << total) - 1
+
+    # -- which classes each peer matches ---------------------------------------------------------------------------
+    ns_match_memo: dict[int, list[str]] = {}
+    selector_keep: list[SelectorMatcher] = []  # keeps id() keys alive and unique
+
+    def namespaces_of(peer: CompiledPeer) -> list[str]:
+        if peer.namespace is None:
+            return [peer.policy_namespace] if peer.policy_namespace in ns_index else []
+        key = id(peer.namespace)
+        got = ns_match_memo.get(key)
+        if got is None:
+            selector_keep.append(peer.namespace)
+            got = ns_match_memo[key] = [n for n in ns_names if peer.namespace.matches(namespace_labels(n))]
+        return got
+
+    peer_memo: dict[object, tuple[list[ClassLike], int]] = {}
+
+    def peer_match(peer: CompiledPeer) -> tuple[list[ClassLike], int]:
+        key: object = (peer.policy_namespace, peer.peer)
+        got = peer_memo.get(key)
+        if got is not None:
+            return got
+        matched: list[ClassLike] = []
+        bits = 0
+        if peer.ip_block is not None:
+            block = peer.ip_block
+            matched = [c for c in ordered if block.matches_any(c.ips)]
+            for c in matched:
+                bits |= cmask[c.id]
+        else:
+            for name in namespaces_of(peer):
+                if peer.pods is None:
+                    matched.extend(by_ns[name])
+                    bits |= ns_masks[ns_index[name]]
+                else:
+                    for c in by_ns[name]:
+                        if peer.pods.matches(c.labels):
+                            matched.append(c)
+                            bits |= cmask[c.id]
+        got = peer_memo[key] = (matched, bits)
+        return got
+
+    # -- egress side: who is unisolated, who each egress policy selects, which rules can reach each class ---------
+    unisolated_egress = 0
+    selected_by: dict[int, int] = defaultdict(int)
+    egress_policies: dict[int, CompiledPolicy] = {}
+    for c in ordered:
+        if not c.sel_eg:
+            unisolated_egress |= cmask[c.id]
+        for cp in c.sel_eg:
+            selected_by[id(cp)] |= cmask[c.id]
+            egress_policies[id(cp)] = cp
+    everywhere: list[tuple[CompiledPolicy, CompiledRule]] = []
+    reaching: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
+    for cp in egress_policies.values():
+        for rule in cp.egress:
+            if not rule.peers:
+                everywhere.append((cp, rule))
+                continue
+            seen: set[str] = set()
+            for peer in rule.peers:
+                for c in peer_match(peer)[0]:
+                    if c.id not in seen:
+                        seen.add(c.id)
+                        reaching[c.id].append((cp, rule))
+
+    ingress_memo: dict[tuple[tuple[int, ...], Labels, PortProtocol], int] = {}
+
+    def ingress_bits(d: ClassLike, port: PortProtocol) -> int:
+        if not d.sel_in:
+            return full
+        key = (tuple(id(cp) for cp in d.sel_in), d.named_ports, port)
+        got = ingress_memo.get(key)
+        if got is not None:
+            return got
+        bits = 0
+        for cp in d.sel_in:
+            for rule in cp.ingress:
+                if not _port_ok(rule, port, d.named_ports):
+                    continue
+                if not rule.peers:
+                    bits = full
+                    break
+                for peer in rule.peers:
+                    bits |= peer_match(peer)[1]
+            if bits == full:
+                break
+        ingress_memo[key] = bits
+        return bits
+
+    def egress_bits(d: ClassLike, port: PortProtocol) -> int:
+        bits = unisolated_egress
+        for cp, rule in everywhere:
+            if _port_ok(rule, port, d.named_ports):
+                bits |= selected_by[id(cp)]
+        for cp, rule in reaching.get(d.id, ()):
+            if _port_ok(rule, port, d.named_ports):
+                bits |= selected_by[id(cp)]
+        return bits
+
+    # -- counting ---------------------------------------------------------------------------------------------------
+    allowed: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
+    full_into: dict[tuple[str, PortProtocol], int] = defaultdict(int)  # every source pod allowed, times weight
+    half = total // 2
+    for d in ordered:
+        weight = size[d.id]
+        own_bit = 1 << offset[d.id]
+        for port in ports:
+            bits = ingress_bits(d, port)
+            if bits:
+                bits &= egress_bits(d, port)
+            if not bits:
+                continue
+            if bits & own_bit:
+                allowed[(d.namespace, d.namespace, port)] -= weight  # a pod and itself is not a pair
+            if bits == full:
+                full_into[(d.namespace, port)] += weight
+                continue
+            dense = bits.bit_count() > half
+            rest = (full & ~bits) if dense else bits
+            sign = -1 if dense else 1
+            if dense:
+                full_into[(d.namespace, port)] += weight
+            while rest:
+                low = (rest & -rest).bit_length() - 1
+                i = bisect_right(ns_starts, low) - 1
+                mask = ns_masks[i]
+                allowed[(ns_names[i], d.namespace, port)] += sign * (rest & mask).bit_count() * weight
+                rest &= ~mask
+    for (dst_ns, port), weight in full_into.items():
+        for src_ns in ns_names:
+            allowed[(src_ns, dst_ns, port)] += ns_members[src_ns] * weight
+
+    out: dict[tuple[str, str, PortProtocol], tuple[int, int]] = {}
+    for src_ns in ns_names:
+        m_s = ns_members[src_ns]
+        for dst_ns in ns_names:
+            pairs = m_s * ns_members[dst_ns] - (m_s if src_ns == dst_ns else 0)
+            if pairs <= 0:
+                continue
+            for port in ports:
+                a = allowed.get((src_ns, dst_ns, port), 0)
+                out[(src_ns, dst_ns, port)] = (a, pairs - a)
+    return out
