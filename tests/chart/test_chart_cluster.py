@@ -427,3 +427,56 @@ def test_alerts_on_the_live_metrics(chart_cluster: Any, prober_scrape: tuple[dic
     path.write_text(yaml.safe_dump(test))
     proc = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _connect(cluster: Any, namespace: str, name: str, ip: str, port: int) -> bool:
+    """A real connection from a pod in *namespace*: `nc -z` in a pod of the local cluster; True if it connected."""
+    kubectl(cluster, "delete", "pod", "-n", namespace, name, "--ignore-not-found", "--wait=true")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+           "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "nc", "image": "busybox", "command": ["nc", "-z", "-w", "3", ip,
+                                                                                  str(port)]}]}}
+    proc = kubectl(cluster, "apply", "-f", "-", input=json.dumps(pod))
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        phase = kubectl(cluster, "get", "pod", "-n", namespace, name, "-o", "jsonpath={.status.phase}").stdout
+        if phase in ("Succeeded", "Failed"):
+            return phase == "Succeeded"
+        time.sleep(0.5)
+    pytest.fail(f"connection pod {namespace}/{name} did not finish")
+
+
+def test_operator_network_policy_under_a_real_enforcer(chart_cluster: Any, helm: Path) -> None:
+    """networkPolicy.enabled: scrapes from the allowed namespace reach the metrics port, others do not (with
+    kube-router; with no enforcer, as with Flannel, everything connects). The operator pod's container declares
+    the metrics and health ports, which the local cluster's node agent answers."""
+    release, ns, monitoring = "np", "chart-np", "chart-mon"
+    manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                 {"apiVersion": "v1", "kind": "Namespace",
+                  "metadata": {"name": monitoring, "labels": {"monitoring": "true"}}}]
+    proc = kubectl(chart_cluster, "apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
+    assert proc.returncode == 0, proc.stderr
+    values = {"networkPolicy.enabled": True, "probe.enabled": False, "rbac.create": False,
+              "networkPolicy.metricsFrom": [{"namespaceSelector": {"matchLabels": {"monitoring": "true"}}}]}
+    kubeconfig = ["--kubeconfig", str(chart_cluster.kubeconfig)]
+    try:
+        run_helm(helm, "install", release, str(CHART), "--namespace", ns, *set_args(values), *kubeconfig,
+                 timeout=300)
+        deadline = time.monotonic() + 90
+        ip = ""
+        while not ip and time.monotonic() < deadline:
+            ip = kubectl(chart_cluster, "get", "pods", "-n", ns, "-o", "jsonpath={.items[0].status.podIP}").stdout
+            time.sleep(0.5)
+        assert ip, "the operator pod got no IP"
+        # Enforcers program policies asynchronously: retry the allowed connection (as upstream e2e probes do).
+        allowed = any(_connect(chart_cluster, monitoring, "scrape", ip, 9090) for _ in range(5))
+        assert allowed, "the allowed namespace cannot reach the metrics port"
+        assert _connect(chart_cluster, "default", "health-check", ip, 8080), "the health port is open to all"
+        intruder = _connect(chart_cluster, "default", "intruder", ip, 9090)
+        assert intruder == (chart_cluster.enforcer == "none")
+    finally:
+        run_helm(helm, "uninstall", release, "--namespace", ns, *kubeconfig, "--wait", check=False)
+        kubectl(chart_cluster, "delete", "pod", "-n", "default", "health-check", "intruder", "--ignore-not-found",
+                "--wait=false")
+        kubectl(chart_cluster, "delete", "namespace", ns, monitoring, "--wait=false")
