@@ -5,13 +5,15 @@ Environment knobs:
   LOCALCLUSTER_TEST_ENFORCER  kube-router (default) or none
   LOCALCLUSTER_TEST_REUSE     state dir of an already running cluster to use as is (never torn down by tests)
 
-Each session gets its own state dir (/tmp/lc-test-<pid>) and free ports, so it runs alongside a dev cluster and
+Each session gets its own state dir (/tmp/lc-test-<pid>; other clusters a session starts use
+/tmp/lc-test-<pid>-<what>) and free ports, so it runs alongside a dev cluster and
 other sessions; clusters left by sessions that died are removed first.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +42,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_dead_sessions(tmp: Path = Path("/tmp")) -> None:
     """``down`` every test cluster whose pytest process is gone (a crashed or killed session)."""
     for state in tmp.glob(f"{TEST_STATE_PREFIX}*"):
-        suffix = state.name.removeprefix(TEST_STATE_PREFIX)
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
+        owner = re.match(r"\d+", state.name.removeprefix(TEST_STATE_PREFIX))  # lc-test-<pid>[-what]
+        if owner and not _pid_alive(int(owner.group())):
             lc.down(state)
 
 
