@@ -5,7 +5,8 @@ one process (tests) and the prober can add its own collectors to the same regist
 
 Cheap series (object counts, event counters, apply latency) are updated on every event. The aggregates --
 ``netpol_auditor_paths`` (about namespaces^2 x ports x 2 series), pods by isolation and pods per policy -- are
-computed by `compute_aggregates` from the index's class-pair aggregates, debounced by the caller, and published as
+computed by `compute_aggregates` from the index's equivalence classes and cached class-pair verdicts
+(`exporters.paths`: cost follows the exported series, not classes^2), debounced by the caller, and published as
 one immutable snapshot that the collector serves (a scrape never sees half an update).
 """
 
@@ -23,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
+from netpol_auditor.exporters.paths import count_paths
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import ObjectKind, PortProtocol
 
@@ -70,13 +72,9 @@ def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], m
 def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int) -> Aggregates:
     """Compute the snapshot behind the path, isolation and per-policy series from *index*."""
     started = time.perf_counter()
-    counts = index.path_counts(ports) if ports else {}
-    needed = 2 * len(counts)
-    keys = sorted(counts, key=lambda k: (k[0], k[1], k[2]))
+    paths, keys_needed = count_paths(index, ports, max_path_series // 2) if ports else ({}, 0)
+    needed = 2 * keys_needed
     capped = needed > max_path_series
-    if capped:
-        keys = keys[: max_path_series // 2]
-    paths = {k: (counts[k].allowed, counts[k].denied) for k in keys}
 
     isolation: dict[tuple[str, str], list[int]] = {}
     for ref in index.endpoints():
