@@ -46,7 +46,7 @@ from .model import (
     PodRef,
     PortProtocol,
 )
-from .paths import count_paths
+from .paths import PathCounts, count_paths
 from .selectors import compile_ip_block, parse_ip
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
@@ -70,12 +70,6 @@ class EquivalenceClass:
     @property
     def representative(self) -> PodRef:
         return self.members[0]
-
-
-@dataclass(frozen=True)
-class PathCounts:
-    allowed: int = 0
-    denied: int = 0
 
 
 @dataclass(frozen=True)
@@ -475,9 +469,7 @@ class ReachabilityIndex:
 
         Every pair of namespaces that has endpoint pairs is listed. Computed with bit sets over pods
         (`netpol_auditor.paths`), not pair by pair."""
-        port_list = list(dict.fromkeys(ports))
-        counts = count_paths(self._classes.values(), self._namespace_labels, port_list)
-        return {k: PathCounts(a, d) for k, (a, d) in sorted(counts.items())}
+        return count_paths(self._classes.values(), self._namespace_labels, list(ports))
 
     def classes(self) -> list[EquivalenceClass]:
         return [self._public(c) for c in sorted(self._classes.values(), key=lambda c: (c.namespace, min(c.members)))]

@@ -19,13 +19,20 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .engine import CompiledPeer, CompiledPolicy, CompiledRule
 from .model import Labels, PodRef, PortProtocol
 from .selectors import SelectorMatcher
 
-__all__ = ["ClassLike", "count_paths"]
+__all__ = ["ClassLike", "PathCounts", "count_paths"]
+
+
+class PathCounts(NamedTuple):
+    """Ordered pairs of distinct endpoint pods whose traffic the policies allow / deny."""
+
+    allowed: int = 0
+    denied: int = 0
 
 
 class ClassLike(Protocol):
@@ -57,8 +64,10 @@ def count_paths(
     classes: Iterable[ClassLike],
     namespace_labels: Callable[[str], Labels],
     ports: Sequence[PortProtocol],
-) -> dict[tuple[str, str, PortProtocol], tuple[int, int]]:
-    """(source namespace, destination namespace, port) -> (allowed, denied) ordered pairs of distinct pods."""
+) -> dict[tuple[str, str, PortProtocol], PathCounts]:
+    """(source namespace, destination namespace, port) -> counts of ordered pairs of distinct pods, sorted by key;
+    every pair of namespaces that has endpoint pairs is listed."""
+    ports = sorted(set(ports))
     ordered = sorted(classes, key=lambda c: (c.namespace, c.id))
     offset: dict[str, int] = {}
     size: dict[str, int] = {}
@@ -102,6 +111,7 @@ def count_paths(
         return got
 
     peer_memo: dict[object, tuple[list[ClassLike], int]] = {}
+    block_memo: dict[object, tuple[list[ClassLike], int]] = {}
 
     def peer_match(peer: CompiledPeer) -> tuple[list[ClassLike], int]:
         key: object = (peer.policy_namespace, peer.peer)
@@ -111,10 +121,16 @@ def count_paths(
         matched: list[ClassLike] = []
         bits = 0
         if peer.ip_block is not None:
-            block = peer.ip_block
-            matched = [c for c in ordered if block.matches_any(c.ips)]
-            for c in matched:
-                bits |= cmask[c.id]
+            block_key = peer.ip_block.block
+            got = block_memo.get(block_key)
+            if got is None:
+                block = peer.ip_block
+                matched = [c for c in ordered if block.matches_any(c.ips)]
+                for c in matched:
+                    bits |= cmask[c.id]
+                got = block_memo[block_key] = (matched, bits)
+            peer_memo[key] = got
+            return got
         else:
             for name in namespaces_of(peer):
                 if peer.pods is None:
@@ -186,47 +202,48 @@ def count_paths(
                 bits |= selected_by[id(cp)]
         return bits
 
-    # -- counting ---------------------------------------------------------------------------------------------------
-    allowed: dict[tuple[str, str, PortProtocol], int] = defaultdict(int)
-    full_into: dict[tuple[str, PortProtocol], int] = defaultdict(int)  # every source pod allowed, times weight
+    # -- counting (keys are integers: (source namespace, destination namespace, port) indexes) ------------------
+    n_ns, n_ports = len(ns_names), len(ports)
+    allowed: dict[int, int] = defaultdict(int)
+    full_into = [0] * (n_ns * n_ports)  # sum of destination weights into which every source pod is allowed
     half = total // 2
     for d in ordered:
         weight = size[d.id]
         own_bit = 1 << offset[d.id]
-        for port in ports:
+        d_i = ns_index[d.namespace]
+        for p_i, port in enumerate(ports):
             bits = ingress_bits(d, port)
             if bits:
                 bits &= egress_bits(d, port)
             if not bits:
                 continue
             if bits & own_bit:
-                allowed[(d.namespace, d.namespace, port)] -= weight  # a pod and itself is not a pair
+                allowed[(d_i * n_ns + d_i) * n_ports + p_i] -= weight  # a pod and itself is not a pair
             if bits == full:
-                full_into[(d.namespace, port)] += weight
+                full_into[d_i * n_ports + p_i] += weight
                 continue
             dense = bits.bit_count() > half
             rest = (full & ~bits) if dense else bits
             sign = -1 if dense else 1
             if dense:
-                full_into[(d.namespace, port)] += weight
+                full_into[d_i * n_ports + p_i] += weight
             while rest:
                 low = (rest & -rest).bit_length() - 1
                 i = bisect_right(ns_starts, low) - 1
                 mask = ns_masks[i]
-                allowed[(ns_names[i], d.namespace, port)] += sign * (rest & mask).bit_count() * weight
+                allowed[(i * n_ns + d_i) * n_ports + p_i] += sign * (rest & mask).bit_count() * weight
                 rest &= ~mask
-    for (dst_ns, port), weight in full_into.items():
-        for src_ns in ns_names:
-            allowed[(src_ns, dst_ns, port)] += ns_members[src_ns] * weight
-
-    out: dict[tuple[str, str, PortProtocol], tuple[int, int]] = {}
-    for src_ns in ns_names:
-        m_s = ns_members[src_ns]
-        for dst_ns in ns_names:
-            pairs = m_s * ns_members[dst_ns] - (m_s if src_ns == dst_ns else 0)
+    out: dict[tuple[str, str, PortProtocol], PathCounts] = {}
+    allowed_get = allowed.get
+    members = [ns_members[name] for name in ns_names]
+    for s_i, src_ns in enumerate(ns_names):
+        m_s = members[s_i]
+        for d_i, dst_ns in enumerate(ns_names):
+            pairs = m_s * members[d_i] - (m_s if s_i == d_i else 0)
             if pairs <= 0:
                 continue
-            for port in ports:
-                a = allowed.get((src_ns, dst_ns, port), 0)
-                out[(src_ns, dst_ns, port)] = (a, pairs - a)
+            base = (s_i * n_ns + d_i) * n_ports
+            for p_i, port in enumerate(ports):
+                a = allowed_get(base + p_i, 0) + m_s * full_into[d_i * n_ports + p_i]
+                out[(src_ns, dst_ns, port)] = PathCounts(a, pairs - a)
     return out
