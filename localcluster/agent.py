@@ -280,8 +280,7 @@ class Agent:
                 timer = threading.Timer(float(deadline), self.deadline_exceeded, args=(rt,))
                 timer.daemon = True
                 timer.start()
-            self.patch_status(rt)
-            self.advance(rt)
+            self.advance(rt)  # patches the status
 
     def reuse_ip(self, rt: PodRuntime) -> str | None:
         """A pod that already has an IP from this node (the agent restarted) keeps it: pod IPs are immutable."""

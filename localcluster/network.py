@@ -206,20 +206,26 @@ def pod_netns_name(prefix: str, key: str) -> str:
     return f"{prefix}-p-{_pod_hash(key)}"
 
 
+def ip_batch(netns: str, commands: list[str], force: bool = False) -> None:
+    """Several `ip` commands in one process (`ip -n NETNS -batch -`): pod set-up is mostly fork+exec otherwise."""
+    run(["ip", "-n", netns, *(["-force"] if force else []), "-batch", "-"], input="\n".join(commands) + "\n",
+        check=not force)
+
+
 def create_pod(prefix: str, node: NodeNet, key: str, pod_ip: str) -> PodNet:
     """Create the pod's namespace with eth0 = `pod_ip` on the node bridge (idempotent: recreates on reuse)."""
     ns = pod_netns_name(prefix, key)
     veth = f"v{_pod_hash(key)}"
-    _add_netns(ns)
-    ip("link", "del", veth, netns=node.netns, check=False)
-    ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns, netns=node.netns)
-    ip("link", "set", veth, "master", BRIDGE, "up", netns=node.netns)
+    if netns_exists(ns):
+        delete_netns(ns)
+    ip("netns", "add", ns)
     prefix_len = ipaddress.ip_network(node.pod_cidr).prefixlen
-    ip("addr", "add", f"{pod_ip}/{prefix_len}", "dev", "eth0", netns=ns)
-    ip("link", "set", "eth0", "up", netns=ns)
-    ip("route", "add", "default", "via", node.gateway, netns=ns)
-    # forget any neighbour entry a previous holder of this address left on the node
-    ip("neigh", "del", pod_ip, "dev", BRIDGE, netns=node.netns, check=False)
+    # forget any leftover veth and any neighbour entry a previous holder of this address left on the node
+    ip_batch(node.netns, [f"link del {veth}", f"neigh del {pod_ip} dev {BRIDGE}"], force=True)
+    ip_batch(node.netns, [f"link add {veth} type veth peer name eth0 netns {ns}",
+                          f"link set {veth} master {BRIDGE} up"])
+    ip_batch(ns, ["link set lo up", f"addr add {pod_ip}/{prefix_len} dev eth0", "link set eth0 up",
+                  f"route add default via {node.gateway}"])
     return PodNet(netns=ns, ip=pod_ip, host_veth=veth)
 
 

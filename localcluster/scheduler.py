@@ -23,6 +23,7 @@ __all__ = ["Scheduler", "fits", "tolerates"]
 log = logging.getLogger("localcluster.scheduler")
 Obj = dict[str, Any]
 RETRY_SECONDS = 3.0
+NODE_CACHE_SECONDS = 1.0
 
 
 def _expr_ok(expr: Obj, values: dict[str, str]) -> bool:
@@ -94,10 +95,17 @@ class Scheduler:
         self.counter = 0
         self.pending: dict[str, Obj] = {}
         self.lock = threading.Lock()
+        self._nodes: list[Obj] = []
+        self._nodes_at = -1e9
 
     def nodes(self) -> list[Obj]:
-        items = self.api.get("/api/v1/nodes").get("items", [])
-        return sorted((n for n in items if _ready(n)), key=lambda n: n["metadata"]["name"])
+        """Ready, schedulable nodes (listed at most once a second: a burst of pods shares one list)."""
+        with self.lock:
+            if time.monotonic() - self._nodes_at > NODE_CACHE_SECONDS:
+                items = self.api.get("/api/v1/nodes").get("items", [])
+                self._nodes = sorted((n for n in items if _ready(n)), key=lambda n: n["metadata"]["name"])
+                self._nodes_at = time.monotonic()
+            return list(self._nodes)
 
     def schedule(self, pod: Obj) -> bool:
         meta = pod["metadata"]
