@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -240,13 +241,24 @@ def bench_analyze(pods: int, ports: list[str], seed: int) -> dict[str, Any]:
         argv = [str(exe), "analyze", "-f", str(path), "-o", "json"]
         for p in ports:
             argv += ["--port", p]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, check=False)
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if proc.returncode != 0:
             raise SystemExit(f"analyze failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
         verdicts = len(json.loads(proc.stdout)["verdicts"])
-    return {"pods": pods, "ports": ports, "wall_s": wall, "verdicts": verdicts, "stdout_mib": len(proc.stdout) / 2**20}
+    return {
+        "pods": pods,
+        "ports": ports,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "max_rss_mib": after.ru_maxrss / 1024,
+        "verdicts": verdicts,
+        "stdout_mib": len(proc.stdout) / 2**20,
+    }
 
 
 def report(result: dict[str, Any]) -> str:
@@ -300,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(res)
             if args.json
             else f"- analyze -o json, {res['pods']} pods x {len(res['ports'])} ports: "
-            f"{res['wall_s']:.2f} s wall, {res['verdicts']} verdicts, {res['stdout_mib']:.0f} MiB of JSON"
+            f"{res['wall_s']:.2f} s wall ({res['cpu_s']:.2f} s CPU, peak RSS {res['max_rss_mib']:.0f} MiB), "
+            f"{res['verdicts']} verdicts, {res['stdout_mib']:.0f} MiB of JSON"
         )
         return 0
     res = bench_index(args.pods, args.namespaces, args.policies, args.events, args.seed, not args.no_path_counts)
