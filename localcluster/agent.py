@@ -268,12 +268,16 @@ class Agent:
             pod = rt.pod
             spec = rt.spec
             pod_dir = self.dir / rt.uid
+
+            def on_exit(cr: ContainerRun, rt: PodRuntime = rt) -> None:
+                self.pool.submit(self.container_exited, rt, cr)
+
             for kind, target in (("initContainers", rt.init_containers), ("containers", rt.containers)):
                 for c in spec.get(kind) or []:
                     target.append(ContainerRun(
                         spec=c, pod_spec=spec, netns=net.netns, dir=pod_dir / c["name"],
                         env=build_env(pod, c, rt.ip, self.node.node_ip),
-                        on_exit=lambda cr, rt=rt: self.pool.submit(self.container_exited, rt, cr)))
+                        on_exit=on_exit))
             self.start_responders(rt)
             deadline = spec.get("activeDeadlineSeconds")
             if deadline is not None:

@@ -67,7 +67,7 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 def _field_ref(pod: dict[str, Any], path: str, pod_ip: str, host_ip: str) -> str:
     meta = pod["metadata"]
-    simple = {
+    simple: dict[str, str] = {
         "metadata.name": meta.get("name", ""),
         "metadata.namespace": meta.get("namespace", ""),
         "metadata.uid": meta.get("uid", ""),
