@@ -158,3 +158,15 @@ def test_udp_without_a_reply_is_not_connected(netns_pair: tuple[str, str], tmp_p
     finally:
         os.killpg(sink.pid, 15)
         sink.wait(timeout=5)
+
+
+def test_a_responder_answers_a_burst_of_parallel_probes(server: tuple[str, str], tmp_path: Path) -> None:
+    """Many probe pods hit one responder at the same moment: none of them may see a dropped SYN (a time-out)."""
+    client, _ = server
+    targets = [ScriptTarget(SERVER_IP, 8080)] * 60
+    log = tmp_path / "log"
+    log.write_text("")
+    script = probe_script(targets, timeout_seconds=1, parallelism=60, log_path=str(log))
+    subprocess.run(["ip", "netns", "exec", client, "sh", "-c", script], check=True, timeout=60)
+    report = parse_report(log.read_text(), len(targets))
+    assert report.complete and set(report.results) == {ProbeResult.CONNECTED}

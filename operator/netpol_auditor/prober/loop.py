@@ -22,13 +22,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from netpol_auditor.engine import PolicyKey
+from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
 from netpol_auditor.prober.plan import (
+    PathKey,
     PlanBudget,
     PlannedPath,
     ProbePlanner,
@@ -78,6 +79,7 @@ class ProbeOptions:
     ports: tuple[Any, ...] = ()
     max_ports: int = 8
     round_pause_seconds: float = 1.0
+    start_delay_seconds: float = 2.0
     events_enabled: bool = True
 
     @classmethod
@@ -94,6 +96,7 @@ class ProbeOptions:
             timeout_seconds=int(get("probe_timeout_seconds", d.timeout_seconds)),
             settle_seconds=get("probe_settle_seconds", d.settle_seconds),
             retry_window_seconds=get("probe_retry_seconds", d.retry_window_seconds),
+            start_delay_seconds=get("probe_start_delay_seconds", d.start_delay_seconds),
             per_node=get("probe_per_node", d.per_node),
             namespaces=tuple(get("probe_namespaces", ()) or get("namespaces", ()) or ()),
             ports=tuple(get("probe_ports", ()) or get("ports", ()) or ()),
@@ -103,8 +106,13 @@ class ProbeOptions:
 
     def budget(self) -> PlanBudget:
         return PlanBudget(
-            max_pods=self.max_pods, targets_per_pod=self.targets_per_pod, max_ports=self.max_ports,
-            ports=self.ports, namespaces=self.namespaces, per_node=self.per_node, settle_seconds=self.settle_seconds,
+            max_pods=self.max_pods,
+            targets_per_pod=self.targets_per_pod,
+            max_ports=self.max_ports,
+            ports=self.ports,
+            namespaces=self.namespaces,
+            per_node=self.per_node,
+            settle_seconds=self.settle_seconds,
         )
 
 
@@ -161,7 +169,8 @@ class ProbeLoop:
         self.events = events
         if self._own_events:
             self.events = EventPoster(
-                api, per_minute=getattr(settings, "events_per_minute", 30),
+                api,
+                per_minute=getattr(settings, "events_per_minute", 30),
                 dedup_seconds=getattr(settings, "events_dedup_seconds", 600.0),
             )
         self.run_id = new_run_id()
@@ -170,6 +179,8 @@ class ProbeLoop:
         self._seq = 0
         self._announced: dict[tuple[str, str, str, str], Mismatch] = {}  # class-pair mismatch -> example
         self.last_round: RoundResult | None = None
+        # the latest prediction and result per path (what `explain`-style tooling and tests read)
+        self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -200,9 +211,12 @@ class ProbeLoop:
                 if self.planner.cycle_done():
                     self.planner.finish_cycle()
                     self.metrics.cycle_completed.set(self.clock())
-                    logger.info("probe cycle %d complete: coverage %.2f, %d current mismatches",
-                                self.planner.cycles_completed, self.planner.coverage(),
-                                len(self.comparator.mismatches))
+                    logger.info(
+                        "probe cycle %d complete: coverage %.2f, %d current mismatches",
+                        self.planner.cycles_completed,
+                        self.planner.coverage(),
+                        len(self.comparator.mismatches),
+                    )
                     await self._wait_next_cycle(stopped)
                 elif result is None:
                     await _sleep_or_stop(stopped, 1.0)  # nothing due yet (e.g. changes too fresh)
@@ -263,13 +277,24 @@ class ProbeLoop:
             if RESERVED_LABEL_KEYS & self.index.selector_label_keys(r.group.namespace):
                 continue
             member = r.group.member_on(r.node)
-            body = responder_pod(self.owner, r.group, r.node, self._next_seq(), sorted(r.ports), self.options.image,
-                                 deadline_seconds=int(self.options.pod_start_timeout_seconds * 3),
-                                 stands_in_for=str(member))
+            body = responder_pod(
+                self.owner,
+                r.group,
+                r.node,
+                self._next_seq(),
+                sorted(r.ports),
+                self.options.image,
+                deadline_seconds=int(self.options.pod_start_timeout_seconds * 3),
+                stands_in_for=str(member),
+            )
             await self._create(body, r, pods)
             names[(r.group.id, r.node)] = body["metadata"]["name"]
-        await self._wait(pods, set(names.values()), lambda p: bool(p.ip) and p.phase == "Running",
-                         self.options.pod_start_timeout_seconds)
+        await self._wait(
+            pods,
+            set(names.values()),
+            lambda p: bool(p.ip) and p.phase == "Running",
+            self.options.pod_start_timeout_seconds,
+        )
         return {k: pods[n] for k, n in names.items() if n in pods and pods[n].ip and pods[n].phase == "Running"}
 
     async def _start_probes(
@@ -284,33 +309,58 @@ class ProbeLoop:
             if not paths:
                 continue
             targets = [
-                ScriptTarget(responders[(path.key.dst, path.key.dst_node)].ip, path.key.port.port,
-                             path.key.port.protocol)
+                ScriptTarget(
+                    responders[(path.key.dst, path.key.dst_node)].ip, path.key.port.port, path.key.port.protocol
+                )
                 for path in paths
             ]
-            script = probe_script(targets, self.options.timeout_seconds, self.options.parallelism)
+            script = probe_script(
+                targets,
+                self.options.timeout_seconds,
+                self.options.parallelism,
+                start_delay_seconds=self.options.start_delay_seconds,
+            )
             rounds = math.ceil(len(targets) / self.options.parallelism)
-            deadline = int(self.options.pod_start_timeout_seconds + rounds * (self.options.timeout_seconds + 1) + 10)
-            body = probe_pod(self.owner, p.group, p.node, self._next_seq(), script, self.options.image,
-                             deadline_seconds=deadline, stands_in_for=str(p.group.member_on(p.node)))
+            deadline = int(
+                self.options.pod_start_timeout_seconds
+                + self.options.start_delay_seconds
+                + rounds * (self.options.timeout_seconds + 1)
+                + 10
+            )
+            body = probe_pod(
+                self.owner,
+                p.group,
+                p.node,
+                self._next_seq(),
+                script,
+                self.options.image,
+                deadline_seconds=deadline,
+                stands_in_for=str(p.group.member_on(p.node)),
+            )
             await self._create(body, p, pods)
             if body["metadata"]["name"] in pods:
                 started[body["metadata"]["name"]] = (p, paths)
         return started
 
-    async def _wait_done(self, probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]],
-                         pods: dict[str, _PodRun]) -> None:
+    async def _wait_done(
+        self, probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]], pods: dict[str, _PodRun]
+    ) -> None:
         longest = max((len(paths) for _, paths in probes.values()), default=0)
-        budget = (self.options.pod_start_timeout_seconds
-                  + math.ceil(longest / self.options.parallelism) * (self.options.timeout_seconds + 1) + 15)
+        budget = (
+            self.options.pod_start_timeout_seconds
+            + self.options.start_delay_seconds
+            + math.ceil(longest / self.options.parallelism) * (self.options.timeout_seconds + 1)
+            + 15
+        )
         await self._wait(pods, set(probes), lambda p: p.phase in ("Succeeded", "Failed"), budget)
         for name in probes:
             run = pods[name]
             if run.finished is not None:
                 self.metrics.pod_duration.observe(run.finished - run.created)
 
-    async def _wait(self, pods: dict[str, _PodRun], names: set[str], done: Callable[[_PodRun], bool],
-                    timeout: float) -> None:
+    async def _wait(
+        self, pods: dict[str, _PodRun], names: set[str], done: Callable[[_PodRun], bool], timeout: float
+    ) -> None:
         """Poll this run's pods (one list call for all namespaces) until every one in ``names`` is done."""
         deadline = self.clock() + timeout
         pending = {n for n in names if n in pods}
@@ -345,8 +395,13 @@ class ProbeLoop:
 
     # -- judging and reporting ---------------------------------------------------------------------------------
 
-    def _judge(self, plan: Round, responders: dict[tuple[str, str], _PodRun],
-               probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]], pods: dict[str, _PodRun]) -> RoundResult:
+    def _judge(
+        self,
+        plan: Round,
+        responders: dict[tuple[str, str], _PodRun],
+        probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]],
+        pods: dict[str, _PodRun],
+    ) -> RoundResult:
         now = self.clock()
         snap = prediction_snapshot(self.index)
         policies = {p.key: p for p in self.index.policies()}
@@ -361,15 +416,22 @@ class ProbeLoop:
                 src_group, dst_group = self.planner.group(path.key.src), self.planner.group(path.key.dst)
                 if src_group is None or dst_group is None:
                     continue
-                prediction = predict(snap, src_group, dst_group, path.key.port, (src_ip,) if src_ip else (),
-                                     (dst.ip,))
+                prediction = predict(snap, src_group, dst_group, path.key.port, (src_ip,) if src_ip else (), (dst.ip,))
                 if result is not None:
                     self.metrics.probes.labels(path.key.port.protocol.value, result.value).inc()
                 j = self.comparator.judge(
-                    path.key, prediction, result, now, source=path.source, destination=path.destination,
-                    policies=policies, changed_at=self.planner.changed_at.get((path.key.src, path.key.dst)),
-                    src_ips=(src_ip,) if src_ip else (), dst_ips=(dst.ip,),
+                    path.key,
+                    prediction,
+                    result,
+                    now,
+                    source=path.source,
+                    destination=path.destination,
+                    policies=policies,
+                    changed_at=self.planner.changed_at.get((path.key.src, path.key.dst)),
+                    src_ips=(src_ip,) if src_ip else (),
+                    dst_ips=(dst.ip,),
                 )
+                self.observations[path.key] = (prediction, result, j.outcome)
                 self._account(path, j, out, now, result)
         # paths whose pods could not be created or did not start: inconclusive, tried again later in the cycle
         for path in plan.paths:
@@ -422,12 +484,14 @@ class ProbeLoop:
 
     def _publish(self) -> None:
         known: list[PolicyKey] = [p.key for p in self.index.policies()]
-        self.metrics.publish(ProbeState(
-            count_mismatches(self.comparator.mismatches.values(), self._namespaces()),
-            self.comparator.policy_enforced(known),
-            self.comparator.feature_enforced(),
-            self.planner.coverage(),
-        ))
+        self.metrics.publish(
+            ProbeState(
+                count_mismatches(self.comparator.mismatches.values(), self._namespaces()),
+                self.comparator.policy_enforced(known),
+                self.comparator.feature_enforced(),
+                self.planner.coverage(),
+            )
+        )
 
     # -- Events ------------------------------------------------------------------------------------------------
 
@@ -438,8 +502,10 @@ class ProbeLoop:
     def _involved(self, m: Mismatch) -> list[InvolvedObject]:
         uids = {p.key: p.uid for p in self.index.policies()}
         if m.policies:
-            return [InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", ns, name, uids.get((ns, name), ""))
-                    for ns, name in m.policies]
+            return [
+                InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", ns, name, uids.get((ns, name), ""))
+                for ns, name in m.policies
+            ]
         return [InvolvedObject("v1", "Namespace", None, m.destination.namespace)]
 
     def _announce(self, m: Mismatch) -> None:

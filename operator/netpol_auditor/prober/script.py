@@ -131,8 +131,14 @@ def probe_script(
     timeout_seconds: int = 2,
     parallelism: int = 8,
     log_path: str = TERMINATION_LOG,
+    start_delay_seconds: float = 0,
 ) -> str:
-    """The ``sh -c`` script that probes `targets`, at most `parallelism` at a time, each bounded by the timeout."""
+    """The ``sh -c`` script that probes `targets`, at most `parallelism` at a time, each bounded by the timeout.
+
+    ``start_delay_seconds``: wait before the first connection. The CNI programs a new pod's rules asynchronously
+    after the pod starts (kube-router reacts to the pod's watch event), and a probe pod is always new: without the
+    wait its first connections can race the programming of its own egress rules.
+    """
     if len(targets) > max_targets():
         raise ValueError(f"{len(targets)} targets exceed the {max_targets()} a termination message can report")
     if timeout_seconds < 1 or parallelism < 1:
@@ -146,6 +152,8 @@ def probe_script(
         .replace("__PARALLEL__", str(parallelism))
     )
     lines = [head]
+    if start_delay_seconds > 0:
+        lines.append(f"sleep {start_delay_seconds:g}")
     for i, t in enumerate(targets):
         fn = t.protocol.value.lower()
         host = t.socat_host if t.protocol is not Protocol.TCP else t.host
@@ -162,13 +170,15 @@ def responder_script(ports: Sequence[PortProtocol]) -> str:
     error: someone answers on it either way.
     """
     lines = []
+    # backlog: socat listens with a backlog of 5 by default; many probes connecting at once would overflow it and
+    # see their SYN dropped (a time-out that looks like a filtered port)
     for pp in sorted(set(ports)):
         if pp.protocol is Protocol.TCP:
-            lines.append(f"socat TCP-LISTEN:{pp.port},fork,reuseaddr 'SYSTEM:echo {RESPONDER_REPLY}' &")
+            lines.append(f"socat TCP-LISTEN:{pp.port},fork,reuseaddr,backlog=1024 'SYSTEM:echo {RESPONDER_REPLY}' &")
         elif pp.protocol is Protocol.UDP:
             lines.append(f"socat -T1 UDP-RECVFROM:{pp.port},fork EXEC:cat &")
         else:
-            lines.append(f"socat SCTP-LISTEN:{pp.port},fork,reuseaddr 'SYSTEM:echo {RESPONDER_REPLY}' &")
+            lines.append(f"socat SCTP-LISTEN:{pp.port},fork,reuseaddr,backlog=1024 'SYSTEM:echo {RESPONDER_REPLY}' &")
     lines.append("while :; do sleep 3600; done")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,180 @@
+"""Drive the real ProbeLoop against the real API server from a test: an index kept in sync by re-listing (as the
+operator's watch would), the loop in its own event loop thread, and expectations per fault mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client
+from prometheus_client import CollectorRegistry
+
+from netpol_auditor.controller.settings import Settings
+from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.manifests import parse_object
+from netpol_auditor.model import Namespace, NetworkPolicy, ObjectKind, Pod
+from netpol_auditor.prober.compare import Outcome
+from netpol_auditor.prober.loop import ProbeLoop
+from netpol_auditor.prober.plan import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PathKey
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "charts" / "netpol-auditor" / "crds" / "proberuns.yaml"
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0, interval: float = 0.3) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # not yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def list_objects(api: Any) -> list[Namespace | Pod | NetworkPolicy]:
+    core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    out: list[Namespace | Pod | NetworkPolicy] = []
+    for kind, api_version, items in (
+        ("Namespace", "v1", core.list_namespace().items),
+        ("Pod", "v1", core.list_pod_for_all_namespaces().items),
+        ("NetworkPolicy", "networking.k8s.io/v1", net.list_network_policy_for_all_namespaces().items),
+    ):
+        for item in items:
+            raw = api.sanitize_for_serialization(item)
+            raw.update(kind=kind, apiVersion=api_version)
+            if kind == "Pod" and (raw["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+                continue  # the operator's own probe pods are not workloads
+            obj = parse_object(raw)
+            if obj is not None:
+                out.append(obj)
+    return out
+
+
+def sync_index(index: ReachabilityIndex, api: Any) -> None:
+    """Bring ``index`` in line with the cluster: upsert what exists, delete what is gone."""
+    _apply(index, list_objects(api))
+
+
+def install_crd(cluster: Any) -> None:
+    cluster.kubectl("apply", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/proberuns.netpol-auditor.io", "--timeout=60s")
+
+
+def apply(cluster: Any, path: Path | str, text: str | None = None) -> None:
+    if text is not None:
+        cluster.kubectl("apply", "-f", "-", input=text)
+    else:
+        cluster.kubectl("apply", "-f", str(path))
+
+
+def pods_running(cluster: Any, namespaces: Iterable[str]) -> bool:
+    for ns in namespaces:
+        data = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json"))
+        if not data["items"] or any(p["status"].get("phase") != "Running" for p in data["items"]):
+            return False
+    return True
+
+
+def probe_pods(cluster: Any) -> list[dict[str, Any]]:
+    data = json.loads(cluster.kubectl("get", "pods", "-A", "-l", f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}",
+                                      "-o", "json"))
+    items: list[dict[str, Any]] = data["items"]
+    return items
+
+
+def fault(cluster: Any, *args: str) -> None:
+    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "localcluster", "--state", str(cluster.state),
+                    "fault", *args], check=True, capture_output=True, cwd=ROOT, timeout=180)
+
+
+@dataclass
+class RunningProber:
+    """A ProbeLoop running in a background thread (its own asyncio loop), with the index re-synced every second."""
+
+    loop: ProbeLoop
+    api: Any
+    thread: threading.Thread
+    aio: asyncio.AbstractEventLoop
+    stopped: asyncio.Event
+    registry: CollectorRegistry
+    lock: threading.Lock
+
+    @classmethod
+    def start(cls, api: Any, settings: Settings, index: ReachabilityIndex | None = None) -> RunningProber:
+        index = index if index is not None else ReachabilityIndex()
+        sync_index(index, api)
+        registry = CollectorRegistry()
+        loop = ProbeLoop(index, settings, api, registry=registry)
+        aio = asyncio.new_event_loop()
+        ready = threading.Event()
+        holder: dict[str, Any] = {}
+
+        def main() -> None:
+            asyncio.set_event_loop(aio)
+            stopped = asyncio.Event()
+            holder["stopped"] = stopped
+            ready.set()
+
+            async def resync() -> None:
+                while not stopped.is_set():
+                    await asyncio.sleep(1.0)
+                    objs = await asyncio.to_thread(list_objects, api)
+                    _apply(index, objs)
+
+            async def both() -> None:
+                task = asyncio.ensure_future(resync())
+                try:
+                    await loop.run(stopped)
+                finally:
+                    task.cancel()
+
+            aio.run_until_complete(both())
+
+        thread = threading.Thread(target=main, name="prober", daemon=True)
+        thread.start()
+        ready.wait(10)
+        return cls(loop, api, thread, aio, holder["stopped"], registry, threading.Lock())
+
+    def cycles(self) -> int:
+        return self.loop.planner.cycles_completed
+
+    def wait_cycles(self, n: int, timeout: float = 240.0) -> None:
+        wait_for(f"{n} completed probe cycles", lambda: self.cycles() >= n, timeout=timeout, interval=0.5)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.aio.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the probe loop did not stop"
+
+    def mismatched(self) -> set[PathKey]:
+        return set(self.loop.comparator.mismatches)
+
+    def judged(self) -> dict[PathKey, Any]:
+        return {k: v for k, v in self.loop.observations.items() if v[2] in (Outcome.MATCH, Outcome.MISMATCH)}
+
+
+def _apply(index: ReachabilityIndex, objs: list[Namespace | Pod | NetworkPolicy]) -> None:
+    # the loop reads the index between awaits only, from the same event loop thread: no lock needed
+    for obj in objs:
+        index.upsert(obj)
+    pods = {(o.namespace, o.name) for o in objs if isinstance(o, Pod)}
+    pols = {(o.namespace, o.name) for o in objs if isinstance(o, NetworkPolicy)}
+    for p in index.pods():
+        if (p.namespace, p.name) not in pods:
+            index.delete(ObjectKind.POD, p.namespace, p.name)
+    for pol in index.policies():
+        if (pol.namespace, pol.name) not in pols:
+            index.delete(ObjectKind.NETWORK_POLICY, pol.namespace, pol.name)
