@@ -47,7 +47,7 @@ from .model import (
     PortProtocol,
 )
 from .paths import PathCounts, count_paths
-from .selectors import compile_ip_block, parse_ip
+from .selectors import AddressIndex, compile_ip_block, parse_ip
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
 
@@ -130,6 +130,7 @@ class ReachabilityIndex:
         self._policies: dict[PolicyKey, CompiledPolicy] = {}
         self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
         self._blocks: Counter[IPBlock] = Counter()
+        self._addresses: AddressIndex[PodRef] = AddressIndex()  # endpoint pods by IP
         self._ns_sensitive: dict[PolicyKey, CompiledPolicy] = {}  # policies with a namespaceSelector peer
         self._classes: dict[str, _Class] = {}
         self._classes_by_ns: dict[str, set[str]] = defaultdict(set)
@@ -232,14 +233,28 @@ class ReachabilityIndex:
             return
         self._pods[ref] = pod
         self._bump()
+        self._index_addresses(old, pod)
         self._place_pod(pod)
 
     def _delete_pod(self, ref: PodRef) -> None:
-        if ref not in self._pods:
+        old = self._pods.pop(ref, None)
+        if old is None:
             return
-        del self._pods[ref]
         self._bump()
+        self._index_addresses(old, None)
         self._unplace(ref)
+
+    def _index_addresses(self, old: Pod | None, new: Pod | None) -> None:
+        old_ips = old.pod_ips if old is not None and old.is_endpoint else ()
+        new_ips = new.pod_ips if new is not None and new.is_endpoint else ()
+        if old_ips == new_ips:
+            return
+        if old is not None:
+            for ip in old_ips:
+                self._addresses.remove(ip, old.ref)
+        if new is not None:
+            for ip in new_ips:
+                self._addresses.add(ip, new.ref)
 
     def _ip_sig(self, pod: Pod) -> frozenset[IPBlock]:
         if not self._blocks or not pod.pod_ips:
@@ -353,14 +368,11 @@ class ReachabilityIndex:
 
     def _reclassify_for_blocks(self, blocks: set[IPBlock]) -> None:
         """An ipBlock appeared or disappeared: pods whose IPs it matches change class."""
-        matchers = [compile_ip_block(b) for b in blocks]
-        moving = [
-            pod
-            for ref in sorted(self._pod_class)
-            if any(m.matches_any((pod := self._pods[ref]).pod_ips) for m in matchers)
-        ]
-        for pod in moving:
-            self._place_pod(pod)
+        moving: set[PodRef] = set()
+        for block in blocks:
+            moving |= self._addresses.within(compile_ip_block(block))
+        for ref in sorted(moving):
+            self._place_pod(self._pods[ref])
 
     # -- caches and change log ---------------------------------------------------------------------------------
 

@@ -7,15 +7,26 @@ matches everything; ``NotIn`` and ``DoesNotExist`` also match objects that lack 
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Generic, TypeVar
 
 from .model import IPBlock, LabelSelector, SelectorOperator
 
-__all__ = ["IPBlockMatcher", "SelectorMatcher", "compile_ip_block", "compile_selector", "parse_ip"]
+__all__ = [
+    "AddressIndex",
+    "IPBlockMatcher",
+    "SelectorMatcher",
+    "block_intervals",
+    "compile_ip_block",
+    "compile_selector",
+    "parse_ip",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
 
 
 class SelectorMatcher:
@@ -117,3 +128,63 @@ class IPBlockMatcher:
 @lru_cache(maxsize=16384)
 def compile_ip_block(block: IPBlock) -> IPBlockMatcher:
     return IPBlockMatcher(block)
+
+
+def block_intervals(matcher: IPBlockMatcher) -> list[tuple[int, int, int]]:
+    """The block as disjoint ``(version, low, high)`` integer intervals: ``cidr`` minus its ``except`` ranges."""
+    r = matcher._range
+    holes = sorted((e.low, e.high) for e in matcher._except if e.version == r.version)
+    out: list[tuple[int, int, int]] = []
+    cursor = r.low
+    for low, high in holes:
+        if low > cursor:
+            out.append((r.version, cursor, min(low - 1, r.high)))
+        cursor = max(cursor, high + 1)
+        if cursor > r.high:
+            break
+    if cursor <= r.high:
+        out.append((r.version, cursor, r.high))
+    return out
+
+
+class AddressIndex(Generic[T]):
+    """Owners (pods) by IP address, to find the owners an ipBlock matches without scanning them all."""
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[int, int]] = []  # sorted (version, integer address)
+        self._owners: dict[tuple[int, int], set[T]] = {}
+
+    @staticmethod
+    def _key(ip: str) -> tuple[int, int] | None:
+        addr = parse_ip(ip)
+        return None if addr is None else (addr.version, int(addr))
+
+    def add(self, ip: str, owner: T) -> None:
+        key = self._key(ip)
+        if key is None:
+            return
+        owners = self._owners.get(key)
+        if owners is None:
+            owners = self._owners[key] = set()
+            insort(self._keys, key)
+        owners.add(owner)
+
+    def remove(self, ip: str, owner: T) -> None:
+        key = self._key(ip)
+        owners = None if key is None else self._owners.get(key)
+        if key is None or owners is None:
+            return
+        owners.discard(owner)
+        if not owners:
+            del self._owners[key]
+            del self._keys[bisect_left(self._keys, key)]
+
+    def within(self, matcher: IPBlockMatcher) -> set[T]:
+        """Owners of an address the block matches."""
+        found: set[T] = set()
+        for version, low, high in block_intervals(matcher):
+            start = bisect_left(self._keys, (version, low))
+            stop = bisect_right(self._keys, (version, high))
+            for key in self._keys[start:stop]:
+                found |= self._owners[key]
+        return found

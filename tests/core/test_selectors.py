@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from netpol_auditor.model import IPBlock, Labels, LabelSelector, SelectorOperator, SelectorRequirement
-from netpol_auditor.selectors import compile_ip_block, compile_selector
+from netpol_auditor.selectors import AddressIndex, block_intervals, compile_ip_block, compile_selector
 
 
 def sel(match_labels: dict[str, str] | None = None, *exprs: tuple[str, str, tuple[str, ...]]) -> LabelSelector:
@@ -65,3 +65,33 @@ def test_label_selector(selector: LabelSelector, labels: dict[str, str], expecte
 def test_ip_block(block: IPBlock, address: str, expected: bool) -> None:
     assert compile_ip_block(block).contains(ipaddress.ip_address(address)) is expected
     assert compile_ip_block(block).matches_any((address,)) is expected
+
+
+def test_block_intervals_subtract_excepts() -> None:
+    m = compile_ip_block(IPBlock("10.0.0.0/8", ("10.1.0.0/16", "10.0.0.0/24", "10.255.255.0/24")))
+    ip = lambda s: int(ipaddress.ip_address(s))  # noqa: E731
+    assert block_intervals(m) == [
+        (4, ip("10.0.1.0"), ip("10.0.255.255")),
+        (4, ip("10.2.0.0"), ip("10.255.254.255")),
+    ]
+    assert block_intervals(compile_ip_block(IPBlock("10.0.0.0/8", ("10.0.0.0/8",)))) == []
+
+
+def test_address_index_finds_owners_inside_a_block() -> None:
+    index: AddressIndex[str] = AddressIndex()
+    for owner, address in [
+        ("a", "10.0.0.1"),
+        ("b", "10.1.0.1"),
+        ("c", "192.0.2.1"),
+        ("d", "fd00::1"),
+        ("e", "10.0.0.1"),
+    ]:
+        index.add(address, owner)
+    assert index.within(compile_ip_block(IPBlock("10.0.0.0/8", ("10.1.0.0/16",)))) == {"a", "e"}
+    assert index.within(compile_ip_block(IPBlock("0.0.0.0/0"))) == {"a", "b", "c", "e"}
+    assert index.within(compile_ip_block(IPBlock("::/0"))) == {"d"}
+    index.remove("10.0.0.1", "a")
+    index.remove("10.0.0.1", "nobody")
+    assert index.within(compile_ip_block(IPBlock("10.0.0.1/32"))) == {"e"}
+    index.remove("10.0.0.1", "e")
+    assert index.within(compile_ip_block(IPBlock("10.0.0.1/32"))) == set()
