@@ -67,7 +67,7 @@ def populate(api_client: Any, pods: int, namespaces: int, policies_per_ns: int) 
 
     def make_pod(n: int) -> None:
         ns, name = names[n % namespaces], f"pod-{n:05d}"
-        app = APPS[n % len(APPS)]
+        app = APPS[(n // namespaces) % len(APPS)]
         body = {
             "metadata": {"name": name, "namespace": ns, "labels": {"app": app, "pod-template-hash": f"h{n // 20}"}},
             "spec": {
@@ -228,7 +228,7 @@ def main() -> int:
 
         # Index lag: one pod relabel at a time.
         rng = random.Random(1)
-        current = {n: APPS[n % len(APPS)] for n in range(args.pods)}
+        current = {n: APPS[(n // args.namespaces) % len(APPS)] for n in range(args.pods)}
         lags: list[float] = []
         churn_cpu = proc_stats(proc.pid)["cpu_seconds"]
         churn_started = time.monotonic()

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netpol_auditor.exporters.paths import count_paths
+from netpol_auditor.exporters.paths import PathCounter, count_paths
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
-from netpol_auditor.model import PortProtocol
+from netpol_auditor.model import ObjectKind, PortProtocol
 
 APPS = ("web", "api", "db")
 NAMESPACES = ("a", "b", "c")
@@ -99,3 +99,38 @@ def test_cost_follows_the_budget_not_the_cluster() -> None:
     counts, needed = count_paths(index, PORTS[:1], 1000)
     assert len(counts) == 1000 and needed == 400 * 400
     assert time.perf_counter() - started < 2.0
+
+
+_changes = st.lists(st.tuples(st.sampled_from(["pod", "unpod", "policy", "unpolicy", "nslabel"]),
+                              st.integers(min_value=0, max_value=9), st.sampled_from(NAMESPACES),
+                              st.sampled_from(APPS), st.sampled_from([80, 8080])), min_size=1, max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_pods, _policies, _changes)
+def test_incremental_counter_follows_every_change(pods: list[tuple[str, str, int]], policies: list[Any],
+                                                  changes: list[tuple[str, int, str, str, int]]) -> None:
+    """One PathCounter across a series of index changes answers like a fresh count after each of them."""
+    index = build(pods, policies)
+    counter = PathCounter()
+    for op, i, ns, app, port in changes:
+        if op == "pod":
+            index.upsert(parse_object(pod(100 + i, ns, app, port)))  # type: ignore[arg-type]
+        elif op == "unpod":
+            index.delete(ObjectKind.POD, ns, f"p{100 + i}")
+        elif op == "policy":
+            # Re-applying a name modifies the policy: verdicts change while isolation may not.
+            doc = policy(100 + i % 3, ns, APPS[i % 3], ["Ingress"] if port == 80 else ["Egress"], None,
+                         NAMESPACES[i % 3], port if i % 2 else None)
+            if i % 4 == 0:  # a peer chosen by a namespace label that "nslabel" changes
+                rules = doc["spec"].get("ingress") or doc["spec"]["egress"]
+                rules[0][("from" if "ingress" in doc["spec"] else "to")] = [
+                    {"namespaceSelector": {"matchLabels": {"team": app}}}]
+            index.upsert(parse_object(doc))  # type: ignore[arg-type]
+        elif op == "unpolicy":
+            index.delete(ObjectKind.NETWORK_POLICY, ns, f"np{100 + i % 3}")
+        else:
+            index.upsert(parse_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": ns, "labels": {"team": app}}}))  # type: ignore[arg-type]
+        expected = {k: (v.allowed, v.denied) for k, v in index.path_counts(PORTS).items()}
+        assert counter.count(index, PORTS)[0] == expected

@@ -30,6 +30,7 @@ from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.settings import Settings
 from netpol_auditor.exporters.events import EventPoster, IndexFacts, collect_facts, detect_notices
 from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
+from netpol_auditor.exporters.paths import PathCounter
 from netpol_auditor.model import ObjectKind
 
 __all__ = ["Operator", "connection_info", "load_client_configuration", "run_operator"]
@@ -116,6 +117,7 @@ class Operator:
         self.kopf_registry = self._kopf_registry()
         self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
         self.synced = False
+        self.path_counter = PathCounter()
         self.recomputed_revision = -1
         self.recomputes = 0
         self._facts: IndexFacts | None = None
@@ -215,6 +217,7 @@ class Operator:
         self._period_stop = None
         self.synced = False
         self._facts = None
+        self.path_counter = PathCounter()
         self.feed.clear()
         self.metrics.publish(None)
         self.metrics.set_object_counts(self.feed.counts())
@@ -287,7 +290,7 @@ class Operator:
         index = self.feed.index
         started = time.perf_counter()
         ports, declared = choose_ports(index, self.settings.ports, self.settings.max_ports)
-        aggregates = compute_aggregates(index, ports, self.settings.max_path_series)
+        aggregates = compute_aggregates(index, ports, self.settings.max_path_series, self.path_counter)
         self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
         if self.settings.events_enabled:
             facts = collect_facts(index, aggregates)
@@ -295,8 +298,9 @@ class Operator:
             self._facts = facts
         self.recomputed_revision = aggregates.revision
         self.recomputes += 1
-        logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series)", aggregates.revision,
-                     time.perf_counter() - started, 2 * len(aggregates.paths))
+        logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series, %d class pairs judged)",
+                     aggregates.revision, time.perf_counter() - started, 2 * len(aggregates.paths),
+                     self.path_counter.judged)
 
     # -- running -------------------------------------------------------------------------------------------------
 

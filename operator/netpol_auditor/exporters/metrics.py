@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
-from netpol_auditor.exporters.paths import count_paths
+from netpol_auditor.exporters.paths import PathCounter
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import ObjectKind, PortProtocol
 
@@ -69,10 +69,15 @@ def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], m
     return tuple(sorted(ranked[:max_ports])), len(ranked)
 
 
-def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int) -> Aggregates:
-    """Compute the snapshot behind the path, isolation and per-policy series from *index*."""
+def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int,
+                       counter: PathCounter | None = None) -> Aggregates:
+    """Compute the snapshot behind the path, isolation and per-policy series from *index*.
+
+    Pass the same *counter* on every call to reuse the class-pair verdicts the index did not report as changed.
+    """
     started = time.perf_counter()
-    paths, keys_needed = count_paths(index, ports, max_path_series // 2) if ports else ({}, 0)
+    counter = counter if counter is not None else PathCounter()
+    paths, keys_needed = counter.count(index, ports, max_path_series // 2) if ports else ({}, 0)
     needed = 2 * keys_needed
     capped = needed > max_path_series
 
