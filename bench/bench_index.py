@@ -106,6 +106,11 @@ def bench_updates(index: ReachabilityIndex, n: int, rnd: random.Random) -> dict[
         ns = rnd.choice(namespaces).name
         index.upsert(_policy(ns, f"bench-{i}", {"app": "api"}, 8080 + i % 10))
 
+    def policy_add_ip_block(i: int) -> None:
+        ns = rnd.choice(namespaces).name
+        cidr = f"10.{i % 200}.{i % 250}.0/24"  # a new block matching pod addresses: the pods change class
+        index.upsert(_policy(ns, f"bench-block-{i}", {"app": "db"}, 5432, {"ipBlock": {"cidr": cidr}}))
+
     def policy_modify(i: int) -> None:
         ns = rnd.choice(namespaces).name
         index.upsert(_policy(ns, "bench-modified", {"app": "web"}, 9000 + i))
@@ -123,6 +128,7 @@ def bench_updates(index: ReachabilityIndex, n: int, rnd: random.Random) -> dict[
     run("pod labels changed", pod_relabel)
     run("pod deleted", pod_delete)
     run("policy added", policy_add)
+    run("policy added (new ipBlock)", policy_add_ip_block)
     run("policy modified", policy_modify)
     run("policy deleted", policy_delete)
     run("namespace labels changed", namespace_relabel)
@@ -135,14 +141,18 @@ def _replace(pod: Pod, **changes: Any) -> Pod:
     return replace(pod, **changes)
 
 
-def _policy(namespace: str, name: str, target: dict[str, str], port: int) -> NetworkPolicy:
+def _policy(
+    namespace: str, name: str, target: dict[str, str], port: int, peer: dict[str, Any] | None = None
+) -> NetworkPolicy:
     obj = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"namespace": namespace, "name": name},
         "spec": {
             "podSelector": {"matchLabels": target},
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": port}]}],
+            "ingress": [
+                {"from": [peer or {"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": port}]}
+            ],
         },
     }
     parsed = next(iter_objects(obj))
@@ -188,18 +198,14 @@ def bench_index(
     endpoints = index.endpoints()
     ports = [PortProtocol.parse("8080/TCP"), PortProtocol.parse("53/UDP")]
     pairs = [(rnd.choice(endpoints), rnd.choice(endpoints), rnd.choice(ports)) for _ in range(20000)]
-    start = time.perf_counter()
-    for s, d, p in pairs:
-        index.verdict(s, d, p)
-    result["verdict_cold_us"] = (time.perf_counter() - start) / len(pairs) * 1e6
-    start = time.perf_counter()
-    for s, d, p in pairs:
-        index.verdict(s, d, p)
-    result["verdict_warm_us"] = (time.perf_counter() - start) / len(pairs) * 1e6
-    start = time.perf_counter()
-    for s, d, p in pairs:
-        index.verdict(s, d, p).explain()
-    result["verdict_explain_us"] = (time.perf_counter() - start) / len(pairs) * 1e6
+    for label in ("cold", "warm", "explain"):
+        start, cpu = time.perf_counter(), time.process_time()
+        for s, d, p in pairs:
+            v = index.verdict(s, d, p)
+            if label == "explain":
+                v.explain()
+        result[f"verdict_{label}_us"] = (time.perf_counter() - start) / len(pairs) * 1e6
+        result[f"verdict_{label}_cpu_us"] = (time.process_time() - cpu) / len(pairs) * 1e6
 
     start, cpu = time.perf_counter(), time.process_time()
     counts = index.path_counts(ports) if path_counts else {}
@@ -270,7 +276,8 @@ def report(result: dict[str, Any]) -> str:
         f"RSS +{result['rss_mib_objects_and_index']:.0f} MiB (objects + index; process total "
         f"{result['rss_mib_total']:.0f} MiB)",
         f"- verdict: {result['verdict_cold_us']:.1f} us cold, {result['verdict_warm_us']:.1f} us warm, "
-        f"{result['verdict_explain_us']:.1f} us with explanation",
+        f"{result['verdict_explain_us']:.1f} us with explanation (CPU: {result['verdict_cold_cpu_us']:.1f} / "
+        f"{result['verdict_warm_cpu_us']:.1f} / {result['verdict_explain_cpu_us']:.1f} us)",
         f"- path_counts (2 ports): {result['path_counts_s']:.2f} s ({result['path_counts_cpu_s']:.2f} s CPU, "
         f"{result['path_count_series']} series); "
         f"after the update run {result['path_counts_after_updates_s']:.2f} s",
