@@ -74,10 +74,10 @@ def bench_updates(index: ReachabilityIndex, n: int, rnd: random.Random) -> dict[
     namespaces = [ns for ns in index.namespaces() if ns.name.startswith("tenant-")]
     out: dict[str, list[float]] = {}
 
-    def run(kind: str, fn: Callable[[int], None]) -> None:
+    def run(kind: str, fn: Callable[[int], None], count: int = n) -> None:
         samples = []
         cpu_samples = []
-        for i in range(n):
+        for i in range(count):
             start, cpu = time.perf_counter(), time.process_time()
             fn(i)
             samples.append(time.perf_counter() - start)
@@ -126,11 +126,11 @@ def bench_updates(index: ReachabilityIndex, n: int, rnd: random.Random) -> dict[
     run("pod added (existing class)", pod_add_replica)
     run("pod added (new class)", pod_add_new_class)
     run("pod labels changed", pod_relabel)
-    run("pod deleted", pod_delete)
+    run("pod deleted", pod_delete, min(n, len(pods)))
     run("policy added", policy_add)
     run("policy added (new ipBlock)", policy_add_ip_block)
     run("policy modified", policy_modify)
-    run("policy deleted", policy_delete)
+    run("policy deleted", policy_delete, min(n, len(policies)))
     run("namespace labels changed", namespace_relabel)
     return out
 
