@@ -66,22 +66,15 @@ def populate(api_client: Any, pods: int, namespaces: int, policies_per_ns: int) 
                 raise
 
     def make_pod(n: int) -> None:
-        ns, name = names[n % namespaces], f"pod-{n:05d}"
-        app = APPS[(n // namespaces) % len(APPS)]
-        body = {
-            "metadata": {"name": name, "namespace": ns, "labels": {"app": app, "pod-template-hash": f"h{n // 20}"}},
-            "spec": {
-                "schedulerName": SCHEDULER,
-                "tolerations": [{"operator": "Exists"}],
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "registry.example/app:1",
-                        "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}],
-                    }
-                ],
-            },
-        }
+        # Deployment-like: 20 replicas share a pod-template-hash; a namespace holds deployments of every app.
+        deployment = n // 20
+        ns, name = names[deployment % namespaces], f"pod-{n:05d}"
+        app = APPS[(deployment // namespaces) % len(APPS)]
+        body = {"metadata": {"name": name, "namespace": ns,
+                             "labels": {"app": app, "pod-template-hash": f"h{deployment}"}},
+                "spec": {"schedulerName": SCHEDULER, "tolerations": [{"operator": "Exists"}],
+                         "containers": [{"name": "main", "image": "registry.example/app:1",
+                                         "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}]}]}}
         try:
             core.create_namespaced_pod(ns, body)
         except ApiException as exc:
@@ -228,13 +221,13 @@ def main() -> int:
 
         # Index lag: one pod relabel at a time.
         rng = random.Random(1)
-        current = {n: APPS[(n // args.namespaces) % len(APPS)] for n in range(args.pods)}
+        current = {n: APPS[(n // 20 // args.namespaces) % len(APPS)] for n in range(args.pods)}
         lags: list[float] = []
         churn_cpu = proc_stats(proc.pid)["cpu_seconds"]
         churn_started = time.monotonic()
         for _ in range(args.changes):
             n = rng.randrange(args.pods)
-            ns, name = f"bench-{n % args.namespaces:03d}", f"pod-{n:05d}"
+            ns, name = f"bench-{(n // 20) % args.namespaces:03d}", f"pod-{n:05d}"
             current[n] = rng.choice([a for a in APPS if a != current[n]])  # a real change: a new resourceVersion
             before = time.time()
             core.patch_namespaced_pod(name, ns, {"metadata": {"labels": {"app": current[n]}}})

@@ -9,7 +9,14 @@ from typing import Any
 import yaml
 
 from netpol_auditor.controller.feed import IndexFeed
-from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice, collect_facts, detect_notices
+from netpol_auditor.exporters.events import (
+    EventPoster,
+    InvolvedObject,
+    Notice,
+    WarningGate,
+    collect_facts,
+    detect_notices,
+)
 from netpol_auditor.exporters.metrics import compute_aggregates
 from netpol_auditor.model import ObjectKind, PortProtocol
 
@@ -96,3 +103,35 @@ def test_event_body_follows_client_go_for_cluster_scoped_objects() -> None:
     assert body["reportingComponent"] == "netpol-auditor" and body["reportingInstance"] == "replica-1"
     policy = InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", "shop", "p", "u2")
     assert poster.event_body(Notice(policy, "PolicySelectsNoPods", "m", "Warning"))["metadata"]["namespace"] == "shop"
+
+
+def test_standing_warnings_wait_for_the_grace_period_and_vanish_when_fixed() -> None:
+    feed, docs = seed()
+    clock = Clock()
+    gate = WarningGate(30, clock=clock)
+    baseline = facts(feed)
+    ghost = copy.deepcopy(docs["api-from-web"])
+    ghost["metadata"].update(name="ghost", uid="uid-ghost")
+    ghost["spec"]["podSelector"] = {"matchLabels": {"app": "later"}}
+    feed.apply_event(ObjectKind.NETWORK_POLICY, "ADDED", ghost)
+    now = facts(feed)
+    assert gate.filter(detect_notices(baseline, now), now) == []  # held back
+    assert gate.next_due() == 30
+    clock.now += 31
+    posted = gate.filter([], facts(feed))
+    assert [n.reason for n in posted] == ["PolicySelectsNoPods"]
+
+    # The same situation resolved within the grace period (the pod started) is never warned about.
+    late = copy.deepcopy(ghost)
+    late["metadata"].update(name="ghost2", uid="uid-ghost2", resourceVersion="1")
+    feed.apply_event(ObjectKind.NETWORK_POLICY, "ADDED", late)
+    before, now = now, facts(feed)
+    assert gate.filter(detect_notices(before, now), now) == []
+    pod = copy.deepcopy(docs["web"])
+    pod["metadata"].update(name="later", uid="uid-later", labels={"app": "later"})
+    pod["status"]["podIPs"] = [{"ip": "10.1.0.99"}]
+    pod["status"]["podIP"] = "10.1.0.99"
+    feed.apply_event(ObjectKind.POD, "ADDED", pod)
+    clock.now += 31
+    assert gate.filter([], facts(feed)) == []
+    assert gate.next_due() is None

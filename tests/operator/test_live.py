@@ -109,7 +109,8 @@ def test_watched_objects_stay_byte_for_byte_unchanged(cluster: Any, admin: Any, 
     workload.policy("untouched", "a-from-b", {"app": "a"}, {"app": "b"})
     workload.policy("untouched", "nothing", {"app": "ghost"}, {"app": "nobody"})  # makes the operator post Events
     before = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in list_all(admin)}
-    operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--recompute-delay", "0.2")
+    operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--recompute-delay", "0.2",
+                                          "--events-grace", "1")
     operator.wait_ready()
     # Let it handle a change of its own accord too (a relabel event) and post its Events.
     workload.relabel("untouched", "b", {"app": "b", "extra": "1"})

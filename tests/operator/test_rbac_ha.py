@@ -103,7 +103,7 @@ def test_operator_works_with_exactly_the_charts_permissions_and_no_secrets(
     workload.pod("rbac-app", "a", {"app": "a"})
     workload.policy("rbac-app", "nothing", {"app": "ghost"}, None)
     operator: OperatorProcess = processes(kubeconfig, "--peering", peering[0]["metadata"]["name"], "--no-probe",
-                                          "--recompute-delay", "0.2")
+                                          "--recompute-delay", "0.2", "--events-grace", "1")
     operator.wait_ready(timeout=90)
     wait_for("the pod in the index", lambda: (operator.gauge("netpol_auditor_policy_selected_pods",
                                                              namespace="rbac-app", policy="nothing") == 0

@@ -28,7 +28,7 @@ from netpol_auditor.controller.handlers import register_handlers
 from netpol_auditor.controller.logs import configure_logging
 from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.settings import Settings
-from netpol_auditor.exporters.events import EventPoster, IndexFacts, collect_facts, detect_notices
+from netpol_auditor.exporters.events import EventPoster, IndexFacts, WarningGate, collect_facts, detect_notices
 from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
 from netpol_auditor.exporters.paths import PathCounter
 from netpol_auditor.model import ObjectKind
@@ -118,6 +118,8 @@ class Operator:
         self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
         self.synced = False
         self.path_counter = PathCounter()
+        self.warning_gate = WarningGate(settings.events_grace_seconds)
+        self._gate_timer: asyncio.TimerHandle | None = None
         self.recomputed_revision = -1
         self.recomputes = 0
         self._facts: IndexFacts | None = None
@@ -218,6 +220,7 @@ class Operator:
         self.synced = False
         self._facts = None
         self.path_counter = PathCounter()
+        self.warning_gate = WarningGate(self.settings.events_grace_seconds)
         self.feed.clear()
         self.metrics.publish(None)
         self.metrics.set_object_counts(self.feed.counts())
@@ -238,7 +241,7 @@ class Operator:
         logger.info("index ready: %d pods, %d namespaces, %d policies, %d equivalence classes", stats.pods,
                     stats.namespaces, stats.policies, stats.classes)
         self.metrics.set_object_counts(self.feed.counts())
-        self._recompute()
+        self._dirty.set()  # the first recompute of the aggregates runs in the recompute loop
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("resync", lambda: self.resyncer.run(stop)),
             ("recompute", lambda: self._recompute_loop(stop)),
@@ -294,8 +297,14 @@ class Operator:
         self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
         if self.settings.events_enabled:
             facts = collect_facts(index, aggregates)
-            self.poster.submit(detect_notices(self._facts, facts))
+            self.poster.submit(self.warning_gate.filter(detect_notices(self._facts, facts), facts))
             self._facts = facts
+            due = self.warning_gate.next_due()
+            if self._gate_timer is not None:
+                self._gate_timer.cancel()
+                self._gate_timer = None
+            if due is not None:  # look again when a held warning is due, even if nothing changes meanwhile
+                self._gate_timer = asyncio.get_running_loop().call_later(due + 0.05, self._dirty.set)
         self.recomputed_revision = aggregates.revision
         self.recomputes += 1
         logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series, %d class pairs judged)",

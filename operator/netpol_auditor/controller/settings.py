@@ -75,6 +75,7 @@ class Settings:
     events_enabled: bool = True
     events_per_minute: int = 30
     events_dedup_seconds: float = 600.0
+    events_grace_seconds: float = 30.0
     # Prober (live probes that confirm what the CNI enforces)
     probe_enabled: bool = False
     probe_interval_seconds: float = 300.0
@@ -151,6 +152,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--events-per-minute", "events_per_minute", "rate limit of posted Events", parse=int, metavar="N"),
     _Option("--events-dedup", "events_dedup_seconds", "identical Events (object, reason, message) are posted once "
             "per this window", parse=float, metavar="SECONDS"),
+    _Option("--events-grace", "events_grace_seconds", "a policy or peer must select nothing this long before "
+            "it is warned about (pods start after their policies)", parse=float, metavar="SECONDS"),
     _Option("--probe", "probe_enabled", "run live probes that check what the CNI enforces", parse=_bool,
             boolean=True),
     _Option("--probe-interval", "probe_interval_seconds", "seconds between probe cycles", parse=float,
@@ -229,7 +232,7 @@ def _validate(settings: Settings) -> None:
                  "probe_timeout_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
-    for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds",
+    for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds", "events_grace_seconds",
                  "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")

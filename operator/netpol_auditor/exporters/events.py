@@ -28,7 +28,7 @@ from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Direction, NetworkPolicy, NetworkPolicyPeer
 from netpol_auditor.selectors import compile_selector
 
-__all__ = ["EventPoster", "IndexFacts", "InvolvedObject", "Notice", "collect_facts", "detect_notices"]
+__all__ = ["EventPoster", "IndexFacts", "InvolvedObject", "Notice", "WarningGate", "collect_facts", "detect_notices"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,51 @@ def detect_notices(before: IndexFacts | None, after: IndexFacts) -> list[Notice]
                 notices.append(Notice(_policy_ref(after, key), "PolicyPeerSelectsNothing",
                                       f"{description} selects no pods", "Warning"))
     return notices
+
+
+class WarningGate:
+    """Holds back the standing warnings (a policy or a peer selecting nothing) until they have lasted *grace*
+    seconds: a policy applied a moment before its pods start is normal, not a warning. Transitions (isolation
+    changes) pass at once."""
+
+    STANDING = ("PolicySelectsNoPods", "PolicyPeerSelectsNothing")
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._grace = grace
+        self._clock = clock
+        self._pending: dict[tuple[InvolvedObject, str, str], tuple[float, Notice]] = {}
+
+    def filter(self, notices: Iterable[Notice], facts: IndexFacts) -> list[Notice]:
+        """The notices to post now, given the new *notices* and the current *facts*."""
+        now = self._clock()
+        out: list[Notice] = []
+        for notice in notices:
+            if notice.reason in self.STANDING and self._grace > 0:
+                self._pending.setdefault((notice.involved, notice.reason, notice.message), (now, notice))
+            else:
+                out.append(notice)
+        for key, (since, notice) in list(self._pending.items()):
+            if not _still_true(notice, facts):
+                del self._pending[key]
+            elif now - since >= self._grace:
+                del self._pending[key]
+                out.append(notice)
+        return out
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest held warning is due (None: nothing held)."""
+        if not self._pending:
+            return None
+        return max(0.0, min(since for since, _ in self._pending.values()) + self._grace - self._clock())
+
+
+def _still_true(notice: Notice, facts: IndexFacts) -> bool:
+    key = (notice.involved.namespace or "", notice.involved.name)
+    if notice.reason == "PolicySelectsNoPods":
+        return facts.policy_pods.get(key) == 0
+    if notice.reason == "PolicyPeerSelectsNothing":
+        return any(f"{d} selects no pods" == notice.message for d in facts.empty_peers.get(key, ()))
+    return True
 
 
 def _policy_ref(facts: IndexFacts, key: tuple[str, str]) -> InvolvedObject:
