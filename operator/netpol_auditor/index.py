@@ -10,7 +10,13 @@ event invalidates only the caches of the classes it touches:
 - a policy event re-selects the classes of its own namespace and drops the ingress caches of the classes it
   selects for Ingress (before or after) and the egress caches of those it selects for Egress: a policy's rules only
   ever matter to the pods it selects;
-- a namespace label change drops the caches of classes selected by policies with a namespaceSelector peer.
+- a namespace label change drops the caches of the classes selected by policies with a namespaceSelector peer
+  whose match on that namespace flips;
+- an ipBlock that appears or disappears re-classes the pods whose addresses it matches (found through an address
+  index, not a scan).
+
+Path counts (`path_counts`) are computed with bit sets over pods in `netpol_auditor.paths`, not from the caches.
+`changed_class_pairs` reads a change log of the class caches dropped and the classes created.
 
 Not thread-safe: feed it from one thread (the operator's event loop) or guard it.
 """
