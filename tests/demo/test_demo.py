@@ -47,17 +47,21 @@ def sections(output: str) -> dict[str, list[str]]:
     return out
 
 
-def block_after(lines: list[str], title: str) -> list[list[str]]:
-    """Rows (split on runs of 2+ spaces) of the table printed right after the line containing ``title``."""
+def block_after(lines: list[str], title: str) -> list[dict[str, str]]:
+    """Rows of the table printed right after the line containing ``title``, as {column: cell} (blank cells "")."""
     start = next(i for i, line in enumerate(lines) if title in line)
-    rows = []
+    table = []
     for line in lines[start + 1:]:
         if not line.startswith("    "):
             break
-        if set(line.strip()) <= {"-", " "}:
-            continue
-        rows.append(re.split(r"\s{2,}", line.strip()))
-    return rows[1:]  # without the header
+        table.append(line[4:])
+    header, dashes, body = table[0], table[1], table[2:]
+    spans, col = [], 0
+    for width in (len(d) for d in dashes.split("  ")):
+        spans.append((col, col + width))
+        col += width + 2
+    names = [header[a:b].strip() for a, b in spans]
+    return [{n: row[a:b].strip() for n, (a, b) in zip(names, spans, strict=True)} for row in body]
 
 
 def matrix(lines: list[str], port: str) -> dict[tuple[str, str], str]:
@@ -125,21 +129,23 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     # 4: the operator's /metrics address, mismatches on what the policies deny, every policy violated, Events
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics", "\n".join(steps["4"]))
     mismatches = block_after(steps["4"], "mismatches (netpol_auditor_mismatches)")
-    assert ["outside -> shop", "5432/TCP", "unexpectedly_allowed"] in [row[:3] for row in mismatches], mismatches
-    assert {row[2] for row in mismatches} == {"unexpectedly_allowed"}
-    enforced = dict(block_after(steps["4"], "per-policy enforcement"))
+    assert ("outside -> shop", "5432/TCP") in {(r["source ns -> destination ns"], r["port"]) for r in mismatches}
+    assert {r["kind"] for r in mismatches} == {"unexpectedly_allowed"}, mismatches
+    enforced = {r["policy"]: r["enforced"] for r in block_after(steps["4"], "per-policy enforcement")}
     assert enforced == dict.fromkeys(POLICIES, "0"), enforced
-    features = {row[0]: row[1:] for row in block_after(steps["4"], "CNI features")}
-    assert features["ingress"] == ["0", "0"] and features["egress"] == ["0", "0"], features
+    features = {r["feature"]: r for r in block_after(steps["4"], "CNI features")}
+    assert features["ingress"]["node-1"] == features["ingress"]["node-2"] == "0", features
+    assert features["egress"]["node-1"] == "0", features  # the egress-restricted pods (api, db) run on node-1
     assert any("PolicyNotEnforced on NetworkPolicy shop/" in line for line in steps["4"])
     assert sum("   ok: " in line for line in steps["4"]) == 4, steps["4"]
 
     # 5: kube-router everywhere: no mismatch, every policy enforced, the mismatches resolved
     assert any("mismatches (netpol_auditor_mismatches): 0 class pairs" in line for line in steps["5"]), steps["5"]
-    enforced = dict(block_after(steps["5"], "per-policy enforcement"))
+    enforced = {r["policy"]: r["enforced"] for r in block_after(steps["5"], "per-policy enforcement")}
     assert enforced == dict.fromkeys(POLICIES, "1"), enforced
-    features = {row[0]: row[1:] for row in block_after(steps["5"], "CNI features")}
-    assert features["ingress"] == ["1", "1"], features
+    features = {r["feature"]: r for r in block_after(steps["5"], "CNI features")}
+    assert features["ingress"]["node-1"] == features["ingress"]["node-2"] == "1", features
+    assert features["egress"]["node-1"] == "1", features
     assert any("MismatchResolved on NetworkPolicy shop/" in line for line in steps["5"])
 
     # 6: clean-up
