@@ -214,3 +214,13 @@ def test_storm_of_random_changes_converges_to_a_rebuild(cluster: Any, admin: Any
         for ns in json_of(cluster, "get", "ns")["items"]:
             if ns["metadata"]["name"].startswith("storm-"):
                 delete_namespaces(cluster, ns["metadata"]["name"])
+
+
+def test_json_logs_are_one_object_a_line(cluster: Any, processes: Any) -> None:
+    operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--log-format", "json")
+    operator.wait_ready()
+    operator.stop()
+    lines = [line for line in operator.log_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    assert any("index ready" in r["message"] for r in records)
+    assert all({"message", "timestamp", "severity"} <= r.keys() for r in records)
