@@ -141,7 +141,7 @@ class Operator:
             return connection_info(settings)
 
         @kopf.on.probe(registry=registry, id="index")
-        def probe(**_: Any) -> dict[str, Any]:
+        async def probe(**_: Any) -> dict[str, Any]:  # async: on the loop that owns the index, not in a thread
             stats = self.feed.index.stats()
             return {"active": self.active, "synced": self.synced, "revision": self.feed.index.revision,
                     "pods": stats.pods, "namespaces": stats.namespaces, "policies": stats.policies}
