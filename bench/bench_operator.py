@@ -114,7 +114,7 @@ def populate(api_client: Any, pods: int, namespaces: int, policies_per_ns: int) 
 
 
 def scrape(port: int) -> dict[str, list[Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as rsp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as rsp:
         return {f.name: f.samples for f in text_string_to_metric_families(rsp.read().decode())}
 
 
@@ -208,6 +208,7 @@ def main() -> int:
         # Wait for the first recompute of the aggregates over the full index.
         while gauge(scrape(port), "netpol_auditor_index_equivalence_classes") in (None, 0.0):
             time.sleep(0.5)
+        results["first_aggregates_seconds"] = round(time.monotonic() - started, 1)
         families = scrape(port)
         results["index_pods"] = gauge(families, "netpol_auditor_index_objects", kind="pod")
         results["classes"] = gauge(families, "netpol_auditor_index_equivalence_classes")

@@ -286,14 +286,17 @@ class Operator:
             if stop.is_set():
                 return
             await asyncio.sleep(self.settings.recompute_delay_seconds)  # debounce: coalesce a burst of events
-            self._recompute()
+            await self._recompute()
 
-    def _recompute(self) -> None:
+    async def _recompute(self) -> None:
         self._dirty.clear()
         index = self.feed.index
         started = time.perf_counter()
+        revision = index.revision  # changes applied while the count yields are recounted by the next recompute
         ports, declared = choose_ports(index, self.settings.ports, self.settings.max_ports)
-        aggregates = compute_aggregates(index, ports, self.settings.max_path_series, self.path_counter)
+        counted = await self.path_counter.count_async(index, ports, self.settings.max_path_series // 2) if ports \
+            else ({}, 0)
+        aggregates = compute_aggregates(index, ports, self.settings.max_path_series, counted=counted)
         self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
         if self.settings.events_enabled:
             facts = collect_facts(index, aggregates)
@@ -305,7 +308,7 @@ class Operator:
                 self._gate_timer = None
             if due is not None:  # look again when a held warning is due, even if nothing changes meanwhile
                 self._gate_timer = asyncio.get_running_loop().call_later(due + 0.05, self._dirty.set)
-        self.recomputed_revision = aggregates.revision
+        self.recomputed_revision = revision
         self.recomputes += 1
         logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series, %d class pairs judged)",
                      aggregates.revision, time.perf_counter() - started, 2 * len(aggregates.paths),

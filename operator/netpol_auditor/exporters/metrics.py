@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
-from netpol_auditor.exporters.paths import PathCounter
+from netpol_auditor.exporters.paths import PathCounter, PathKey
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import ObjectKind, PortProtocol
 
@@ -70,14 +70,18 @@ def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], m
 
 
 def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int,
-                       counter: PathCounter | None = None) -> Aggregates:
+                       counter: PathCounter | None = None,
+                       counted: tuple[dict[PathKey, tuple[int, int]], int] | None = None) -> Aggregates:
     """Compute the snapshot behind the path, isolation and per-policy series from *index*.
 
-    Pass the same *counter* on every call to reuse the class-pair verdicts the index did not report as changed.
+    Pass the same *counter* on every call to reuse the class-pair verdicts the index did not report as changed,
+    or the result of ``counter.count_async`` as *counted*.
     """
     started = time.perf_counter()
-    counter = counter if counter is not None else PathCounter()
-    paths, keys_needed = counter.count(index, ports, max_path_series // 2) if ports else ({}, 0)
+    if counted is None:
+        counter = counter if counter is not None else PathCounter()
+        counted = counter.count(index, ports, max_path_series // 2) if ports else ({}, 0)
+    paths, keys_needed = counted
     needed = 2 * keys_needed
     capped = needed > max_path_series
 

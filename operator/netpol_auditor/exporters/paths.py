@@ -15,7 +15,9 @@ than classes² x ports:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from netpol_auditor.index import ReachabilityIndex
@@ -60,11 +62,38 @@ class PathCounter:
         self._classes: dict[str, tuple[str, int, bool, bool]] = {}  # id -> (namespace, size, ingress, egress iso)
         self._ns_counts: dict[tuple[str, str], tuple[int, list[int]]] = {}  # -> (total, allowed per port)
         self._gone = 0  # classes gone since the verdict cache was last pruned
+        self._stale = False
         self.judged = 0  # verdicts asked of the index by the last call
         self.namespace_pairs_counted = 0  # namespace pairs (re)counted by the last call
 
     def count(self, index: ReachabilityIndex, ports: Sequence[PortProtocol], max_keys: int | None = None) -> tuple[
             dict[PathKey, tuple[int, int]], int]:
+        walk = self._walk(index, ports, max_keys)
+        while True:
+            try:
+                next(walk)
+            except StopIteration as done:
+                result: tuple[dict[PathKey, tuple[int, int]], int] = done.value
+                return result
+
+    async def count_async(self, index: ReachabilityIndex, ports: Sequence[PortProtocol],
+                          max_keys: int | None = None) -> tuple[dict[PathKey, tuple[int, int]], int]:
+        """Like `count`, but lets the event loop run every ~20 ms (a cold count of a big cluster takes seconds).
+
+        Changes applied to the index meanwhile are reported by ``changed_class_pairs`` to the next call, which
+        recounts what they touched; a class gone meanwhile is skipped here and recounted then.
+        """
+        walk = self._walk(index, ports, max_keys)
+        while True:
+            try:
+                next(walk)
+            except StopIteration as done:
+                result: tuple[dict[PathKey, tuple[int, int]], int] = done.value
+                return result
+            await asyncio.sleep(0)
+
+    def _walk(self, index: ReachabilityIndex, ports: Sequence[PortProtocol], max_keys: int | None) -> Generator[
+            None, None, tuple[dict[PathKey, tuple[int, int]], int]]:
         ports = tuple(ports)
         classes = self._class_states(index)
         dirty_ns: set[str] = set()
@@ -98,6 +127,7 @@ class PathCounter:
         needed = (len(names) * len(names) - single) * len(ports)
         budget = needed if max_keys is None else min(max_keys, needed)
         out: dict[PathKey, tuple[int, int]] = {}
+        last_yield = time.perf_counter()
         for src_name in names:
             if len(out) >= budget:
                 break
@@ -108,7 +138,13 @@ class PathCounter:
                 cached = self._ns_counts.get(key)
                 if cached is None or src_name in dirty_ns or dst_name in dirty_ns or key in dirty_pairs:
                     cached = self._count_pair(index, namespaces[src_name], namespaces[dst_name], src_name == dst_name)
-                    self._ns_counts[key] = cached
+                    if self._stale:
+                        self._stale = False  # a class vanished meanwhile: count this pair again next time
+                    else:
+                        self._ns_counts[key] = cached
+                    if time.perf_counter() - last_yield > 0.02:
+                        yield
+                        last_yield = time.perf_counter()
                 total, allowed = cached
                 if not total:
                     continue
@@ -152,9 +188,13 @@ class PathCounter:
         if bits is None:
             assert self._ports is not None
             bits = 0
-            for i, port in enumerate(self._ports):
-                if index.class_allowed(s_id, d_id, port):
-                    bits |= 1 << i
+            try:
+                for i, port in enumerate(self._ports):
+                    if index.class_allowed(s_id, d_id, port):
+                        bits |= 1 << i
+            except KeyError:  # the class is gone (count_async let the index change): not cached, counted again
+                self._stale = True
+                return
             self._verdicts[key] = bits
             self.judged += 1
         i = 0
