@@ -248,4 +248,4 @@ def test_hundred_pods_running_with_ips(cluster: Any) -> None:
     assert len(ready) == 100
     assert len(set(ready)) == 100
     assert took <= 30, f"100 pods took {took:.1f} s (target 30 s)"
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    cluster.kubectl("delete", "namespace", name, "--wait=true", timeout=180)  # leave no churn for later tests
