@@ -100,7 +100,7 @@ class Progress:
                 raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}"
                                 + (f" ({last_status})" if last_status else ""))
             text = status() if status is not None else ""
-            if now - last_said >= HEARTBEAT_SECONDS or (text and text != last_status):
+            if now - last_said >= HEARTBEAT_SECONDS or (text != last_status and now - last_said >= 2.0):
                 self.line(f"   waiting for {what} ({now - started:.0f} s){': ' + text if text else ''}")
                 last_said, last_status = now, text
             time.sleep(interval)
@@ -200,6 +200,7 @@ class Demo:
         self.metrics_url = ""
         self.failures: list[str] = []
         self.flannel_scrape: Scrape | None = None
+        self.summary: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -486,6 +487,8 @@ class Demo:
         self.check(bool(enforced) and set(enforced.values()) == {0.0} and set(enforced) == expect.policies,
                    "every NetworkPolicy is reported not enforced (netpol_auditor_policy_enforced 0)")
         self.flannel_scrape = s
+        self.summary.append(f"Flannel case: {sum(v for _, v in mismatches):.0f} mismatching class pairs, "
+                            f"{sum(v == 0 for v in enforced.values())}/{len(enforced)} policies not enforced")
 
     def enforced_phase(self, expect: Expectation) -> None:
         self.p.step(5, "the same cluster with a real enforcer: kube-router on every node")
@@ -502,6 +505,8 @@ class Demo:
         self.show_events(("MismatchResolved",), since)
         self.p.line("verdict:")
         self.check(s.value("netpol_auditor_probe_coverage_ratio") == 1.0, "every planned class pair was probed")
+        self.summary.append(f"kube-router: {sum(v for _, v in mismatches):.0f} mismatching class pairs, "
+                            f"{sum(v == 1 for v in enforced.values())}/{len(enforced)} policies enforced")
         self.check(not mismatches, "zero mismatches")
         self.check(bool(enforced) and set(enforced.values()) == {1.0} and set(enforced) == expect.policies,
                    "every NetworkPolicy is confirmed enforced (netpol_auditor_policy_enforced 1)")
@@ -596,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             demo.cleanup()
     total = demo.p.elapsed()
+    for text in demo.summary:
+        demo.p.line(text)
     if demo.failures:
         demo.p.line(f"FAILED after {total:.0f} s: " + "; ".join(demo.failures))
     elif rc == 0:

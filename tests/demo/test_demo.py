@@ -93,6 +93,11 @@ def operator_pid(output: str) -> int | None:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
+    """This session's demo state directory; demo clusters of test sessions that died are removed first."""
+    for old in Path("/tmp").glob("lc-demo-test-*"):
+        pid = old.name.removeprefix("lc-demo-test-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            lc.down(old)
     path = Path("/tmp") / f"lc-demo-test-{os.getpid()}"
     yield path
     lc.down(path)
