@@ -45,6 +45,7 @@ from .model import (
     Endpoint,
     IPBlock,
     Labels,
+    LabelSelector,
     Namespace,
     NetworkPolicy,
     ObjectKind,
@@ -53,7 +54,7 @@ from .model import (
     PortProtocol,
 )
 from .paths import PathCounts, count_paths
-from .selectors import AddressIndex, compile_ip_block, parse_ip
+from .selectors import AddressIndex, compile_ip_block, compile_selector, parse_ip
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
 
@@ -119,10 +120,6 @@ def _policy_blocks(policy: NetworkPolicy) -> set[IPBlock]:
     return blocks
 
 
-def _has_namespace_selector(cp: CompiledPolicy) -> bool:
-    return any(p.namespace is not None for rules in (cp.ingress, cp.egress) for r in rules for p in r.peers)
-
-
 class ReachabilityIndex:
     """What the NetworkPolicies allow between every pair of pods, maintained incrementally.
 
@@ -137,7 +134,8 @@ class ReachabilityIndex:
         self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
         self._blocks: Counter[IPBlock] = Counter()
         self._addresses: AddressIndex[PodRef] = AddressIndex()  # endpoint pods by IP
-        self._ns_sensitive: dict[PolicyKey, CompiledPolicy] = {}  # policies with a namespaceSelector peer
+        # Distinct namespaceSelectors of peers -> the policies using them, and in which directions.
+        self._ns_selector_users: dict[LabelSelector, dict[PolicyKey, set[Direction]]] = {}
         self._classes: dict[str, _Class] = {}
         self._classes_by_ns: dict[str, set[str]] = defaultdict(set)
         self._pod_class: dict[PodRef, str] = {}
@@ -206,24 +204,21 @@ class ReachabilityIndex:
         new_labels = self._namespace_labels(name)
         for cid in self._classes_by_ns.get(name, ()):
             self._classes[cid].peer = None
-        # Only namespaceSelector peers see namespace labels: for each policy with a peer whose match on this
-        # namespace flips, drop the caches of the classes it selects in that direction.
-        for cp in self._ns_sensitive.values():
-            flipped = {
-                direction
-                for direction in Direction
-                for rule in cp.rules(direction)
-                for peer in rule.peers
-                if peer.namespace is not None
-                and peer.namespace.matches(old_labels) != peer.namespace.matches(new_labels)
-            }
-            if not flipped:
-                continue
+        # Only namespaceSelector peers see namespace labels: for each distinct selector whose match on this namespace
+        # flips, drop the caches of the classes its policies select in the direction of the peer.
+        flipped: dict[PolicyKey, set[Direction]] = defaultdict(set)
+        for selector, users in self._ns_selector_users.items():
+            matcher = compile_selector(selector)
+            if matcher.matches(old_labels) != matcher.matches(new_labels):
+                for key, directions in users.items():
+                    flipped[key] |= directions
+        for key, directions in flipped.items():
+            cp = self._policies[key]
             for cid in self._classes_by_ns.get(cp.policy.namespace, ()):
                 cls = self._classes[cid]
-                if Direction.INGRESS in flipped and any(x is cp for x in cls.sel_in):
+                if Direction.INGRESS in directions and any(x is cp for x in cls.sel_in):
                     self._drop_ingress(cid)
-                if Direction.EGRESS in flipped and any(x is cp for x in cls.sel_eg):
+                if Direction.EGRESS in directions and any(x is cp for x in cls.sel_eg):
                     self._drop_egress(cid)
 
     def _namespace_labels(self, name: str) -> Labels:
@@ -332,12 +327,12 @@ class ReachabilityIndex:
         namespace, name = key
         old = self._policies.pop(key, None)
         new = compile_policy(policy) if policy is not None else None
-        self._ns_sensitive.pop(key, None)
+        if old is not None:
+            self._track_namespace_selectors(old, add=False)
         if new is not None:
             self._policies[key] = new
             self._policies_by_ns[namespace][name] = new
-            if _has_namespace_selector(new):
-                self._ns_sensitive[key] = new
+            self._track_namespace_selectors(new, add=True)
         else:
             self._policies_by_ns[namespace].pop(name, None)
             if not self._policies_by_ns[namespace]:
@@ -371,6 +366,22 @@ class ReachabilityIndex:
                     del self._blocks[b]
             if changed:
                 self._reclassify_for_blocks(changed)
+
+    def _track_namespace_selectors(self, cp: CompiledPolicy, add: bool) -> None:
+        for direction in Direction:
+            for rule in cp.rules(direction):
+                for peer in rule.peers:
+                    if peer.peer.namespace_selector is None:
+                        continue
+                    selector = peer.peer.namespace_selector
+                    if add:
+                        self._ns_selector_users.setdefault(selector, {}).setdefault(cp.key, set()).add(direction)
+                    else:
+                        users = self._ns_selector_users.get(selector)
+                        if users is not None:
+                            users.pop(cp.key, None)
+                            if not users:
+                                del self._ns_selector_users[selector]
 
     def _reclassify_for_blocks(self, blocks: set[IPBlock]) -> None:
         """An ipBlock appeared or disappeared: pods whose IPs it matches change class."""
