@@ -38,6 +38,7 @@ STANDIN_CRDS = Path(__file__).resolve().parent / "manifests" / "prometheus-opera
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
 METRIC = re.compile(r"\bnetpol_auditor_[a-z0-9_]+\b")
+OWN_NAMESPACES = (INSTALL_NS, "chart-shop", "chart-payments", "chart-np", "chart-mon")
 
 
 def kubectl(cluster: Any, *args: str, input: str | None = None, kubeconfig: Path | None = None,
@@ -54,6 +55,8 @@ def chart_cluster(cluster: Any, helm: Path) -> Iterator[Any]:
     # A release left by an interrupted run of these tests (on a reused cluster) would block `helm install`.
     run_helm(helm, "uninstall", RELEASE, "--namespace", INSTALL_NS, "--kubeconfig", str(cluster.kubeconfig),
              "--wait", "--timeout", "60s", check=False)
+    # Namespaces of an earlier run on a reused cluster may still be terminating.
+    kubectl(cluster, "wait", "--for=delete", "--timeout=180s", *(f"namespace/{ns}" for ns in OWN_NAMESPACES))
     for path in (CHART / "crds", STANDIN_CRDS):
         proc = kubectl(cluster, "apply", "--server-side", "-f", str(path))
         assert proc.returncode == 0, proc.stderr
@@ -202,6 +205,45 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+class _Operator:
+    """`netpol-auditor run` (python -m netpol_auditor.controller) as a child process on free local ports."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+        self.metrics_port, self.health_port = _free_port(), _free_port()
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
+        argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(kubeconfig),
+                "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
+                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *args]
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def readyz(self) -> tuple[int, str]:
+        try:
+            code, text = _get(f"http://127.0.0.1:{self.metrics_port}/readyz")
+        except OSError as exc:
+            return 0, str(exc)
+        return code, text.strip()
+
+    def families(self) -> dict[str, Any]:
+        try:
+            code, text = _get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        except OSError:
+            return {}
+        return {f.name: f for f in text_string_to_metric_families(text)} if code == 200 else {}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
 def _catalogue() -> dict[str, str]:
     out = {}
     for line in (ROOT / "README.md").read_text().splitlines():
@@ -226,41 +268,21 @@ def _used_metrics() -> set[str]:
 def operator_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[tuple[dict[str, Any], str]]:
     """`netpol-auditor run` with the chart's ServiceAccount token and the chart's peering object, until ready;
-    yields (metric families by name, the operator's log)."""
-    metrics_port, health_port = _free_port(), _free_port()
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
-    argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(sa_kubeconfig),
-            "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
-            "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--peering", FULLNAME, "--no-probe"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    yields (metric families by name, the operator's log) once it has stopped."""
+    op = _Operator(sa_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", "--peering", FULLNAME,
+                   "--no-probe")
     try:
         deadline = time.monotonic() + 90
-        status: tuple[int, str] | Exception = (0, "")
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = _get(f"http://127.0.0.1:{metrics_port}/readyz")
-                if status[0] == 200:
-                    break
-            except OSError as exc:
-                status = exc
+        while op.readyz() != (200, "ready"):
+            if time.monotonic() > deadline or op.proc.poll() is not None:
+                pytest.fail(f"operator not ready ({op.readyz()}, exit {op.proc.poll()}):\n{op.log_text()[-3000:]}")
             time.sleep(0.5)
-        else:
-            pytest.fail(f"operator not ready ({status!r}, exit {proc.poll()}):\n{log.read_text()[-3000:]}")
         time.sleep(2)  # one debounced recompute of the aggregate metrics
-        code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert code == 200
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        yield families, log.read_text()
+        families = op.families()
+        assert families
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        op.stop()  # before the other tests: a third live peer would take part in their election
+    yield families, op.log_text()
 
 
 def test_operator_with_chart_credentials_is_never_forbidden(operator_scrape: tuple[dict[str, Any], str]) -> None:
@@ -342,39 +364,21 @@ def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pyt
     proc = kubectl(chart_cluster, "wait", "-n", "chart-shop", "--for=condition=Ready", "pod", "--all",
                    "--timeout=90s")
     assert proc.returncode == 0, proc.stderr
-    metrics_port, health_port = _free_port(), _free_port()
-    log = tmp_path_factory.mktemp("prober") / "operator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
-    argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(sa_kubeconfig),
-            "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port),
-            "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--standalone", "--probe",
-            "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5"]
-    with open(log, "wb") as out:
-        proc_op = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    op = _Operator(sa_kubeconfig, tmp_path_factory.mktemp("prober") / "operator.log", "--standalone", "--probe",
+                   "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5")
     try:
         deadline = time.monotonic() + 150
-        families: dict[str, Any] = {}
-        while time.monotonic() < deadline and proc_op.poll() is None:
-            try:
-                code, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-                families = {f.name: f for f in text_string_to_metric_families(text)} if code == 200 else {}
-            except OSError:
-                families = {}
+        while True:
+            families = op.families()
             if (_value(families, "netpol_auditor_probe_cycle_last_completed_timestamp_seconds") or 0) > 0 and \
                     _value(families, "netpol_auditor_policy_enforced", policy="web-from-client") is not None:
                 break
+            if time.monotonic() > deadline or op.proc.poll() is not None:
+                pytest.fail(f"no judged probe cycle (exit {op.proc.poll()}):\n{op.log_text()[-3000:]}")
             time.sleep(1)
-        else:
-            pytest.fail(f"no judged probe cycle (exit {proc_op.poll()}):\n{log.read_text()[-3000:]}")
-        yield families, log.read_text()
     finally:
-        if proc_op.poll() is None:
-            proc_op.send_signal(signal.SIGTERM)
-            try:
-                proc_op.wait(30)
-            except subprocess.TimeoutExpired:
-                proc_op.kill()
-                proc_op.wait(10)
+        op.stop()
+    yield families, op.log_text()
 
 
 def test_prober_with_chart_credentials_judges_the_policy(chart_cluster: Any,
@@ -480,3 +484,30 @@ def test_operator_network_policy_under_a_real_enforcer(chart_cluster: Any, helm:
         kubectl(chart_cluster, "delete", "pod", "-n", "default", "health-check", "intruder", "--ignore-not-found",
                 "--wait=false")
         kubectl(chart_cluster, "delete", "namespace", ns, monitoring, "--wait=false")
+
+
+def test_two_replicas_elect_one_through_the_chart_peering(chart_cluster: Any, sa_kubeconfig: Path,
+                                                           tmp_path: Path) -> None:
+    """HA as the chart deploys it: two replicas with the chart's token and ClusterKopfPeering; the higher priority
+    is active, the other stands by, and takes over when the active one stops."""
+    low = _Operator(sa_kubeconfig, tmp_path / "low.log", "--peering", FULLNAME, "--no-probe", "--priority", "1")
+    high = _Operator(sa_kubeconfig, tmp_path / "high.log", "--peering", FULLNAME, "--no-probe", "--priority", "5")
+    try:
+        deadline = time.monotonic() + 90
+        while not (high.readyz() == (200, "ready") and low.readyz()[1].startswith("standby")):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no election: high {high.readyz()}, low {low.readyz()}\n{low.log_text()[-2000:]}")
+            time.sleep(0.5)
+        peering = json.loads(kubectl(chart_cluster, "get", "clusterkopfpeering", FULLNAME, "-o", "json").stdout)
+        assert len(peering.get("status", {})) >= 2, "both replicas announce themselves in the chart's peering object"
+        high.stop()
+        deadline = time.monotonic() + 120
+        while low.readyz() != (200, "ready"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the standby did not take over: {low.readyz()}\n{low.log_text()[-2000:]}")
+            time.sleep(0.5)
+        for op in (low, high):
+            assert not re.search(r"\b403\b|Forbidden", op.log_text()), op.log_text()[-2000:]
+    finally:
+        low.stop()
+        high.stop()
