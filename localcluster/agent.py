@@ -82,6 +82,10 @@ class PodRuntime:
         return dict(self.pod["spec"])
 
     @property
+    def host_network(self) -> bool:
+        return bool(self.spec.get("hostNetwork"))
+
+    @property
     def restart_policy(self) -> str:
         return str(self.spec.get("restartPolicy") or "Always")
 
@@ -252,13 +256,16 @@ class Agent:
             if rt.deleting:
                 return
             try:
-                rt.ip = rt.ip or self.ipam.allocate()
                 rt.start_time = now()
-                net = network.create_pod(self.prefix, self.node, rt.key, rt.ip)
-                rt.netns = net.netns
+                if rt.host_network:  # the node's own namespace and address, as kubelet gives hostNetwork pods
+                    rt.ip, rt.netns = self.node.node_ip, self.node.netns
+                else:
+                    rt.ip = rt.ip or self.ipam.allocate()
+                    rt.netns = network.create_pod(self.prefix, self.node, rt.key, rt.ip).netns
+                net = network.PodNet(netns=rt.netns, ip=rt.ip, host_veth="")
                 # spec.securityContext.sysctls: the namespaced net.* ones apply to the pod's network namespace
                 for sc in (rt.spec.get("securityContext") or {}).get("sysctls") or []:
-                    if str(sc.get("name", "")).startswith("net."):
+                    if str(sc.get("name", "")).startswith("net.") and not rt.host_network:
                         network.sysctl(net.netns, sc["name"], sc.get("value", ""))
             except Exception as exc:
                 log.exception("sandbox for %s failed", rt.key)
@@ -407,12 +414,14 @@ class Agent:
             for c in rt.containers + rt.init_containers:
                 c.stop(grace)
             self.responders.remove(rt.uid)
-            if rt.netns:
+            if rt.host_network:
+                pass  # the node's namespace stays; only the pod's own processes were stopped
+            elif rt.netns:
                 for pid in network.pids_in_netns(rt.netns):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 network.delete_pod(self.prefix, self.node, rt.key)
-            if rt.ip:
+            if rt.ip and not rt.host_network:
                 self.ipam.release(rt.ip)
             shutil.rmtree(self.dir / rt.uid, ignore_errors=True)
 

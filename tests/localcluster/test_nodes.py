@@ -249,3 +249,16 @@ def test_hundred_pods_running_with_ips(cluster: Any) -> None:
     assert len(set(ready)) == 100
     assert took <= 30, f"100 pods took {took:.1f} s (target 30 s)"
     cluster.kubectl("delete", "namespace", name, "--wait=true", timeout=180)  # leave no churn for later tests
+
+
+def test_host_network_pod_uses_the_node_address(cluster: Any, ns: str) -> None:
+    pod = server_pod("hostnet", ns, [{"containerPort": 18080}], node="node-2")
+    pod["spec"]["hostNetwork"] = True
+    apply(cluster, pod)
+    got = wait_pod(cluster, ns, "hostnet", lambda p: p["status"].get("phase") == "Running")
+    assert got["status"]["podIP"] == got["status"]["hostIP"] == "10.250.2.1"
+    res = probe(cluster, ns, "probe-hostnet", [Target("10.250.2.1", 18080)], node="node-1")
+    assert res["10.250.2.1:18080/tcp"] == f"{ns}/hostnet tcp/18080"
+    cluster.kubectl("delete", "pod", "-n", ns, "hostnet", "--wait=true")
+    nodes = {n["metadata"]["name"]: n for n in jget(cluster, "nodes")["items"]}
+    assert cond(nodes["node-2"], "Ready")["status"] == "True"  # the node's namespace survived the pod
