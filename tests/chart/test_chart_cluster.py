@@ -141,6 +141,10 @@ def test_helm_install(chart_cluster: Any, helm: Path, installed: str) -> None:
         args = ["get", kind, name, "-o", "name"] + (["-n", ns] if ns else [])
         proc = kubectl(chart_cluster, *args)
         assert proc.returncode == 0, proc.stderr
+    # The controller manager, scheduler and node agent run the Deployment's pod (restricted namespace, its
+    # securityContext applied by the agent); the local cluster's agent answers its declared ports.
+    proc = kubectl(chart_cluster, "rollout", "status", f"deployment/{FULLNAME}", "-n", INSTALL_NS, "--timeout=120s")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _can_i(cluster: Any, verb: str, group: str, resource: str) -> bool:

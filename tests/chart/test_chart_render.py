@@ -382,3 +382,12 @@ def test_fullname_override_names_every_object(render: Render) -> None:
     docs = render({"fullnameOverride": "auditor", **ALL_TOGGLES})
     for doc in docs:
         assert doc["metadata"]["name"].startswith("auditor"), doc["metadata"]
+
+
+def test_packaged_chart_renders_the_same(helm: Path, render: Render, tmp_path: Path) -> None:
+    """`helm package` keeps crds/ and files/, so the packaged chart grants the same RBAC and ships the alerts."""
+    run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("netpol-auditor-*.tgz")
+    packaged = render(ALL_TOGGLES, chart=archive)
+    assert _rules(packaged) == _rules(render(ALL_TOGGLES))
+    assert one(packaged, "PrometheusRule")["spec"] == one(render(ALL_TOGGLES), "PrometheusRule")["spec"]
