@@ -10,7 +10,7 @@ import pytest
 from netpol_auditor.engine import Verdict
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import PodRef, PortProtocol
-from netpol_auditor.prober.compare import Comparator, MismatchKind, Outcome, exercised_features
+from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome, exercised_features
 from netpol_auditor.prober.plan import PathKey, ProbeGroup, predict, prediction_snapshot, probe_groups
 from netpol_auditor.prober.script import ProbeResult
 
@@ -66,7 +66,7 @@ def test_disagreement_is_retried_then_becomes_a_mismatch_with_the_example_pair()
     assert m.policy_label == "y/deny-all"
     assert m.describe().startswith("x/a → y/b:80/TCP connected; policy y/deny-all predicts denied")
     # ingress is enforced on the destination's node: that is where the CNI failed
-    assert m.features == {("ingress", "node-2")}
+    assert m.features == {("ingress", "node-2", "ingress")}
     # still wrong on the next cycle: same mismatch, not new
     again = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 300.0)
     assert again.outcome is Outcome.MISMATCH and not again.new and again.mismatch.detected_at == 10.5
@@ -130,7 +130,7 @@ def test_dropped_allowed_traffic_through_a_named_port_points_at_named_ports() ->
     j = judge(c, index, "8080/TCP", ProbeResult.TIMED_OUT, 0.0)
     assert j.mismatch.kind is MismatchKind.UNEXPECTEDLY_DENIED
     assert j.mismatch.policy_label == "y/allow-http"
-    assert j.mismatch.features == {("named_ports", "node-2")}
+    assert j.mismatch.features == {("named_ports", "node-2", "ingress")}
     assert "predicts allowed" in j.mismatch.describe()
 
 
@@ -147,11 +147,42 @@ def test_end_port_udp_egress_and_ipblock_except_features() -> None:
     # 9050/TCP is admitted by the endPort range: exercising end_port on the source's node (egress)
     v = verdict(index, "9050/TCP")
     assert v.allowed
-    assert exercised_features(v, policies, "node-1", "node-2") == {("egress", "node-1"), ("end_port", "node-1")}
+    assert exercised_features(v, policies, "node-1", "node-2") == {("egress", "node-1", "egress"),
+                                                                   ("end_port", "node-1", "egress")}
     # 53/UDP to 10.0.2.5 is denied by the except range of the ipBlock
     v = verdict(index, "53/UDP")
     assert v.allowed is False
     failing = exercised_features(v, policies, "node-1", "node-2", ("10.0.1.5",), ("10.0.2.5",), failing_only=True)
-    assert failing == {("egress", "node-1"), ("ipblock_except", "node-1"), ("udp", "node-1")}
+    assert failing == {("egress", "node-1", "egress"), ("ipblock_except", "node-1", "egress"),
+                       ("udp", "node-1", "egress")}
     # the same port to an address outside the except range is allowed
     assert verdict(index, "53/UDP", dst_ip="10.0.3.5").allowed
+
+
+def _mismatch(port: str, features: set[tuple[str, str, str]]) -> Mismatch:
+    key = PathKey("s", "d", PortProtocol.parse(port), "node-1", "node-1")
+    return Mismatch(key, MismatchKind.UNEXPECTEDLY_ALLOWED, SRC, DST, ProbeResult.CONNECTED, (), frozenset(features),
+                    0.0)
+
+
+def test_feature_blame_separates_protocols_from_directions() -> None:
+    c = Comparator()
+    c.confirmed_features.update({("egress", "node-1", "egress"): 0.0, ("udp", "node-1", "egress"): 0.0,
+                                 ("named_ports", "node-1", "ingress"): 0.0, ("ingress", "node-1", "ingress"): 0.0})
+    # only UDP fails in the egress direction: the protocol is blamed, not egress
+    c.mismatches[PathKey("a", "b", PortProtocol.parse("53/UDP"), "node-1", "node-1")] = _mismatch(
+        "53/UDP", {("egress", "node-1", "egress"), ("udp", "node-1", "egress")})
+    assert c.feature_enforced() == {("egress", "node-1"): 1, ("udp", "node-1"): 0, ("named_ports", "node-1"): 1,
+                                    ("ingress", "node-1"): 1}
+    # TCP fails too: egress itself is broken; UDP, seen only through egress on that node, is not enforced either
+    c.mismatches[PathKey("a", "b", PortProtocol.parse("80/TCP"), "node-1", "node-1")] = _mismatch(
+        "80/TCP", {("egress", "node-1", "egress")})
+    assert c.feature_enforced()[("egress", "node-1")] == 0
+    assert c.feature_enforced()[("udp", "node-1")] == 0
+    # ... unless UDP was also confirmed through a direction that works there
+    c.confirmed_features[("udp", "node-1", "ingress")] = 0.0
+    assert c.feature_enforced()[("udp", "node-1")] == 1
+    # ingress broken on the node: named ports, seen only through ingress, are not enforced either
+    c.mismatches[PathKey("a", "b", PortProtocol.parse("81/TCP"), "node-1", "node-1")] = _mismatch(
+        "81/TCP", {("ingress", "node-1", "ingress")})
+    assert c.feature_enforced()[("named_ports", "node-1")] == 0

@@ -38,7 +38,7 @@ def catalogue() -> dict[str, tuple[str, set[str]]]:
 def mismatch(port: int, node: str) -> Mismatch:
     return Mismatch(PathKey("g1", "g2", PortProtocol(port), node, node), MismatchKind.UNEXPECTEDLY_ALLOWED,
                     PodRef("x", "a"), PodRef("y", "b"), ProbeResult.CONNECTED, (("y", "deny-all"),),
-                    frozenset({("ingress", node)}), 0.0)
+                    frozenset({("ingress", node, "ingress")}), 0.0)
 
 
 def test_every_catalogued_prober_metric_is_exposed_with_its_type_and_labels() -> None:

@@ -118,7 +118,7 @@ def test_kube_router_enforces_the_seed_scenarios(seeds: Any, cluster: Any) -> No
         assert prober.mismatched() == gap, [m.describe() for m in prober.loop.comparator.mismatches.values()]
         for m in prober.loop.comparator.mismatches.values():
             assert m.kind is MismatchKind.UNEXPECTEDLY_ALLOWED
-            assert m.features == {("egress", m.key.src_node)}
+            assert m.features == {("egress", m.key.src_node, "egress")}
         # every other seed policy that decides a probed path is confirmed enforced
         values = policy_values(prober)
         gap_policies = {p for m in prober.loop.comparator.mismatches.values() for p in m.policies}
@@ -162,6 +162,7 @@ def test_flannel_case_every_denied_path_is_unexpectedly_allowed(seeds: Any, clus
         features = feature_values(prober)
         for f in ("ingress", "egress"):
             assert features[(f, "node-1")] == 0 and features[(f, "node-2")] == 0
+        assert set(features.values()) == {0}, features  # nothing is enforced, whatever the feature
         mismatches = {s.labels["kind"]: s.value for s in _samples(prober, "netpol_auditor_mismatches")}
         assert mismatches.get("unexpectedly_allowed", 0) > 0
         wait_for("PolicyNotEnforced Events on the policies",
@@ -187,7 +188,7 @@ def test_stopped_enforcer_on_one_node_flags_exactly_its_paths_and_heals(seeds: A
         assert want, "the seeds have paths decided on node-1"
         assert prober.mismatched() == want
         stopped_node = {k for k in want if not kube_router_gap(k, prober.judged()[k][0], nodes=("node-2",))}
-        assert {n for k in stopped_node for _, n in prober.loop.comparator.mismatches[k].features} == {"node-1"}
+        assert {n for k in stopped_node for _, n, _ in prober.loop.comparator.mismatches[k].features} == {"node-1"}
         features = feature_values(prober)
         assert features[("ingress", "node-1")] == 0 and features[("ingress", "node-2")] == 1
         fault(cluster, "heal", "node-1")
@@ -213,7 +214,8 @@ def test_ignored_egress_on_one_node_flags_exactly_its_egress_paths(seeds: Any, c
         want = expected_open(prober, opened)
         assert want
         assert prober.mismatched() == want
-        on_node_2 = {f for m in prober.loop.comparator.mismatches.values() for f in m.features if f[1] == "node-2"}
+        on_node_2 = {f[:2] for m in prober.loop.comparator.mismatches.values() for f in m.features
+                     if f[1] == "node-2" and m.key.port.protocol.value == "TCP"}
         assert on_node_2 == {("egress", "node-2")}
         features = feature_values(prober)
         assert features[("egress", "node-2")] == 0

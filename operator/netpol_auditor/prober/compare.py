@@ -58,7 +58,7 @@ class Mismatch:
     destination: PodRef
     result: ProbeResult
     policies: tuple[PolicyKey, ...]  # those that predict the opposite of what happened
-    features: frozenset[tuple[str, str]]  # (feature, node) this path's failure points at
+    features: frozenset[tuple[str, str, str]]  # (feature, node, direction) this path's failure points at
     detected_at: float
 
     @property
@@ -82,7 +82,7 @@ class Judgement:
     mismatch: Mismatch | None = None  # set for MISMATCH
     new: bool = False  # a mismatch not current before
     resolved: Mismatch | None = None  # a current mismatch that this match heals
-    features: frozenset[tuple[str, str]] = frozenset()  # (feature, node) a MATCH confirms
+    features: frozenset[tuple[str, str, str]] = frozenset()  # (feature, node, direction) a MATCH confirms
     policies: tuple[PolicyKey, ...] = ()  # policies a MATCH confirms
 
 
@@ -136,11 +136,12 @@ def exercised_features(
     dst_ips: Iterable[str] = (),
     *,
     failing_only: bool = False,
-) -> frozenset[tuple[str, str]]:
-    """(feature, node) pairs a probe of this path exercises. Ingress rules are enforced on the destination's node,
-    egress rules on the source's. With ``failing_only``, only what a contradiction of this verdict points at: the
-    denying directions when it predicts denied, the admitting rules' special features when it predicts allowed."""
-    out: set[tuple[str, str]] = set()
+) -> frozenset[tuple[str, str, str]]:
+    """(feature, node, direction) triples a probe of this path exercises. Ingress rules are enforced on the
+    destination's node, egress rules on the source's. With ``failing_only``, only what a contradiction of this
+    verdict points at: the denying directions when it predicts denied, the admitting rules' special features when
+    it predicts allowed. UDP and SCTP paths also exercise their protocol on each isolated side."""
+    out: set[tuple[str, str, str]] = set()
     sides = ((verdict.egress, src_node, tuple(dst_ips)), (verdict.ingress, dst_node, tuple(src_ips)))
     proto = {Protocol.UDP: "udp", Protocol.SCTP: "sctp"}.get(verdict.port.protocol)
     for dv, node, other_ips in sides:
@@ -161,7 +162,7 @@ def exercised_features(
             picked = {base} | special
         if proto:
             picked.add(proto)
-        out.update((f, node) for f in picked)
+        out.update((f, node, base) for f in picked)
     return frozenset(out)
 
 
@@ -175,7 +176,7 @@ class Comparator:
     mismatches: dict[PathKey, Mismatch] = field(default_factory=dict)
     _first_disagreement: dict[PathKey, float] = field(default_factory=dict)
     _attempts: dict[PathKey, int] = field(default_factory=lambda: defaultdict(int))
-    confirmed_features: dict[tuple[str, str], float] = field(default_factory=dict)
+    confirmed_features: dict[tuple[str, str, str], float] = field(default_factory=dict)
     confirmed_policies: dict[PolicyKey, float] = field(default_factory=dict)
 
     def judge(
@@ -263,9 +264,36 @@ class Comparator:
         return out
 
     def feature_enforced(self) -> dict[tuple[str, str], int]:
-        """Per (feature, node): 0 while a current mismatch points at it, 1 once a match exercised it."""
-        out = dict.fromkeys(self.confirmed_features, 1)
+        """Per (feature, node): 0 when the CNI does not enforce it there, 1 when probes confirmed it; absent until
+        exercised.
+
+        A UDP or SCTP mismatch blames its protocol only where TCP works in the same direction on that node (if TCP
+        fails too, the direction is what is broken). A special feature (named ports, endPort, ipBlock except, a
+        protocol) exercised only through a direction the CNI does not enforce on that node is not enforced either.
+        """
+        blamed: set[tuple[str, str]] = set()
+        tcp_bases = {
+            (f, node)
+            for m in self.mismatches.values()
+            if m.key.port.protocol is Protocol.TCP
+            for f, node, d in m.features
+            if f == d
+        }
         for m in self.mismatches.values():
-            for f in m.features:
-                out[f] = 0
+            tcp = m.key.port.protocol is Protocol.TCP
+            for f, node, d in m.features:
+                if f in ("udp", "sctp"):
+                    if (d, node) not in tcp_bases:
+                        blamed.add((f, node))
+                elif tcp or (f != d) or (d, node) in tcp_bases:
+                    blamed.add((f, node))
+        bad_bases = {(f, node) for f, node in blamed if f in ("ingress", "egress")}
+        out: dict[tuple[str, str], int] = {}
+        for f, node, d in self.confirmed_features:
+            if f != d and (d, node) in bad_bases:
+                out.setdefault((f, node), 0)
+            else:
+                out[(f, node)] = 1
+        for b in blamed:
+            out[b] = 0
         return out
