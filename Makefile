@@ -39,4 +39,4 @@ test: system-deps venv lint
 
 .PHONY: demo
 demo: system-deps venv
-	$(VPY) -m localcluster.demo
+	$(VPY) -m localcluster.demo $(DEMO_ARGS)
