@@ -11,6 +11,7 @@
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+PATH="$PATH:/usr/local/go/bin"  # where the machine image keeps Go when PATH lacks it
 # helm's Makefile derives these from its k8s.io/client-go requirement (v0.34.x -> Kubernetes 1.34).
 K8S_MAJOR=1
 K8S_MINOR=34
