@@ -155,8 +155,12 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
 
 
 def test_defaults_of_chart_and_operator_agree_where_the_chart_adds_nothing(render: Render) -> None:
-    settings = settings_from_args(None, env=_env(render()))
+    docs = render()
+    settings = settings_from_args(None, env=_env(docs))
     assert settings.clusterwide
+    # No Service-link variables in the NETPOL_AUDITOR_* namespace (a Service named netpol-auditor-metrics would
+    # inject NETPOL_AUDITOR_METRICS_PORT=tcp://...).
+    assert _deployment(docs)["spec"]["template"]["spec"]["enableServiceLinks"] is False
     assert settings.ports == ()  # the ports pods declare
     assert settings.events_enabled
 
