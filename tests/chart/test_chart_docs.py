@@ -107,3 +107,21 @@ def test_dashboard_json_is_generated() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "charts" / "generate_dashboard.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_dashboard_layout_is_valid() -> None:
+    """Unique panel ids, every panel inside Grafana's 24-column grid, no two panels overlapping."""
+    dash = json.loads((CHART / "files" / "dashboard.json").read_text())
+    panels = dash["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+    assert dash["uid"] == "netpol-auditor"
+    assert {v["name"] for v in dash["templating"]["list"]} == {"datasource", "job", "port"}
