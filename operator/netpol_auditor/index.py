@@ -105,6 +105,7 @@ class _Class:
     sel_in: tuple[CompiledPolicy, ...] = ()  # ... of those, the ones isolating it for Ingress
     sel_eg: tuple[CompiledPolicy, ...] = ()
     peer: PeerInfo | None = None  # how rules see this class; rebuilt when namespace labels change
+    public: EquivalenceClass | None = None  # the published view; rebuilt when the members change
 
 
 def _class_id(namespace: str, labels: Labels, named_ports: Labels, ip_sig: frozenset[IPBlock]) -> str:
@@ -130,6 +131,7 @@ class ReachabilityIndex:
         self.revision = 0
         self._namespaces: dict[str, Namespace] = {}
         self._pods: dict[PodRef, Pod] = {}
+        self._pods_per_ns: Counter[str] = Counter()
         self._policies: dict[PolicyKey, CompiledPolicy] = {}
         self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
         self._blocks: Counter[IPBlock] = Counter()
@@ -233,6 +235,8 @@ class ReachabilityIndex:
         if old == pod:
             return
         self._pods[ref] = pod
+        if old is None:
+            self._pods_per_ns[ref.namespace] += 1
         self._bump()
         self._index_addresses(old, pod)
         self._place_pod(pod)
@@ -241,6 +245,9 @@ class ReachabilityIndex:
         old = self._pods.pop(ref, None)
         if old is None:
             return
+        self._pods_per_ns[ref.namespace] -= 1
+        if not self._pods_per_ns[ref.namespace]:
+            del self._pods_per_ns[ref.namespace]
         self._bump()
         self._index_addresses(old, None)
         self._unplace(ref)
@@ -283,6 +290,7 @@ class ReachabilityIndex:
             self._classes_by_ns[pod.namespace].add(cid)
             self._log_change("new", cid)
         cls.members.add(ref)
+        cls.public = None
         self._pod_class[ref] = cid
 
     def _unplace(self, ref: PodRef) -> None:
@@ -291,6 +299,7 @@ class ReachabilityIndex:
             return
         cls = self._classes[cid]
         cls.members.discard(ref)
+        cls.public = None
         if cls.members:
             # The class's addresses may have come from this pod, whose IPs may now match other ipBlocks: keep the
             # addresses of a pod that is still a member.
@@ -501,7 +510,8 @@ class ReachabilityIndex:
         return count_paths(self._classes.values(), self._namespace_labels, list(ports))
 
     def classes(self) -> list[EquivalenceClass]:
-        return [self._public(c) for c in sorted(self._classes.values(), key=lambda c: (c.namespace, min(c.members)))]
+        """Every class, by namespace and representative."""
+        return sorted(map(self._public, self._classes.values()), key=lambda c: (c.namespace, c.representative))
 
     def class_by_id(self, class_id: str) -> EquivalenceClass | None:
         cls = self._classes.get(class_id)
@@ -513,7 +523,10 @@ class ReachabilityIndex:
 
     @staticmethod
     def _public(cls: _Class) -> EquivalenceClass:
-        return EquivalenceClass(cls.id, cls.namespace, cls.labels, cls.named_ports, tuple(sorted(cls.members)))
+        if cls.public is None:
+            members = tuple(sorted(cls.members))
+            cls.public = EquivalenceClass(cls.id, cls.namespace, cls.labels, cls.named_ports, members)
+        return cls.public
 
     def changed_class_pairs(self, since_revision: int) -> set[tuple[str, str]]:
         """(source class id, destination class id) pairs whose verdict may have changed after ``since_revision``
@@ -581,7 +594,7 @@ class ReachabilityIndex:
 
     def namespaces(self) -> list[Namespace]:
         """Known namespaces, plus (with only their implicit label) namespaces that pods refer to."""
-        names = set(self._namespaces) | {ref.namespace for ref in self._pods}
+        names = set(self._namespaces) | {ns for ns, count in self._pods_per_ns.items() if count}
         return [self._namespaces.get(n) or Namespace(n) for n in sorted(names)]
 
     def policies(self) -> list[NetworkPolicy]:
