@@ -72,7 +72,7 @@ def test_groups_keep_only_labels_policies_can_see() -> None:
 
 def test_one_path_per_group_pair_port_and_node_placement() -> None:
     index = three_tier_cluster()
-    planner = ProbePlanner(PlanBudget())
+    planner = ProbePlanner(PlanBudget(placements="all"))
     paths = planner.enumerate_paths(index)
     groups = probe_groups(index)
     # every ordered group pair appears, with node placements covering each node on both sides
@@ -171,3 +171,36 @@ def test_namespace_opt_in_and_out() -> None:
     index = three_tier_cluster()
     groups = probe_groups(index, ["!other"])
     assert {g.namespace for g in groups.values()} == {"shop"}
+
+
+def test_balanced_placements_probe_every_node_as_source_and_destination() -> None:
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget())
+    paths = planner.enumerate_paths(index)
+    # one placement per (group pair, port)
+    assert len({(k.src, k.dst, k.port) for k in paths}) == len(paths)
+    for side in ("src_node", "dst_node"):
+        for node in NODES:
+            denied = [k for k, p in paths.items() if getattr(k, side) == node and not p.predicted]
+            assert denied, f"no predicted-denied path with {side}={node}: a fault there would go unseen"
+    # the next cycle rotates placements
+    planner.cycles_completed += 1
+    assert set(planner.enumerate_paths(index)) != set(paths)
+
+
+def test_ports_the_policies_treat_alike_are_probed_once() -> None:
+    """Ports 80, 8080, 9090, 5432. From db to web, every port is denied by default-deny alone: one of them
+    represents all. From web to api, 9090 is admitted through the named port and the others are not: two probes."""
+    index = three_tier_cluster()
+    groups = probe_groups(index)
+    by_tier = {g.labels.get("tier"): g.id for g in groups.values() if g.namespace == "shop"}
+    ports_ = tuple(PortProtocol(p) for p in (80, 8080, 9090, 5432))
+    deduped = ProbePlanner(PlanBudget(ports=ports_)).enumerate_paths(index)
+    every = ProbePlanner(PlanBudget(ports=ports_, dedup_ports=False)).enumerate_paths(index)
+
+    def ports(paths: Any, src: str, dst: str) -> set[str]:
+        return {str(k.port) for k in paths if (k.src, k.dst) == (by_tier[src], by_tier[dst])}
+
+    assert len(ports(every, "db", "web")) == 4 and len(ports(deduped, "db", "web")) == 1
+    assert "9090/TCP" in ports(deduped, "web", "api")
+    assert len(ports(deduped, "web", "api")) == 2  # the admitted named port, and one denied port

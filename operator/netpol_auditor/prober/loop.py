@@ -74,7 +74,7 @@ class ProbeOptions:
     retry_window_seconds: float = 10.0
     max_attempts: int = 10
     pod_start_timeout_seconds: float = 60.0
-    per_node: bool = True
+    placements: str = "balanced"
     namespaces: tuple[str, ...] = ()
     ports: tuple[Any, ...] = ()
     max_ports: int = 8
@@ -97,7 +97,7 @@ class ProbeOptions:
             settle_seconds=get("probe_settle_seconds", d.settle_seconds),
             retry_window_seconds=get("probe_retry_seconds", d.retry_window_seconds),
             start_delay_seconds=get("probe_start_delay_seconds", d.start_delay_seconds),
-            per_node=get("probe_per_node", d.per_node),
+            placements=get("probe_placements", d.placements),
             namespaces=tuple(get("probe_namespaces", ()) or get("namespaces", ()) or ()),
             ports=tuple(get("probe_ports", ()) or get("ports", ()) or ()),
             max_ports=get("max_ports", d.max_ports) or d.max_ports,
@@ -111,7 +111,7 @@ class ProbeOptions:
             max_ports=self.max_ports,
             ports=self.ports,
             namespaces=self.namespaces,
-            per_node=self.per_node,
+            placements=self.placements,
             settle_seconds=self.settle_seconds,
         )
 

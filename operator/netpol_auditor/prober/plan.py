@@ -38,6 +38,7 @@ __all__ = [
     "Round",
     "clone_pods",
     "namespace_selected",
+    "port_class",
     "predict",
     "prediction_snapshot",
     "probe_groups",
@@ -57,7 +58,11 @@ class PlanBudget:
     ports: tuple[PortProtocol, ...] = ()
     fallback_ports: tuple[PortProtocol, ...] = (PortProtocol(80),)
     namespaces: tuple[str, ...] = ()  # globs; "!glob" excludes; empty: every namespace
-    per_node: bool = True
+    # "balanced": one node placement per (group pair, port class), chosen so that every node is probed about as
+    # often as a source and as a destination (rotating between cycles); "all": every paired node placement
+    placements: str = "balanced"
+    # probe one port per port class: ports the pair's policies treat alike (same verdict, same deciding rules)
+    dedup_ports: bool = True
     settle_seconds: float = 5.0
 
 
@@ -165,11 +170,33 @@ def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> di
     return groups
 
 
-def _placements(src: ProbeGroup, dst: ProbeGroup, per_node: bool) -> list[tuple[str, str]]:
+def _placements(src: ProbeGroup, dst: ProbeGroup) -> list[tuple[str, str]]:
+    """Node placements covering each node of both groups (paired round-robin, not the product)."""
     sn, dn = src.nodes, dst.nodes
-    if not per_node:
-        return [(sn[0], dn[0])]
     return [(sn[i % len(sn)], dn[i % len(dn)]) for i in range(max(len(sn), len(dn)))]
+
+
+def port_class(verdict: Verdict, policies: Mapping[tuple[str, str], NetworkPolicy]) -> tuple[object, ...]:
+    """What a correct CNI's treatment of one port of a pair depends on: protocol, verdict, the isolating policies
+    and the admitting rules (down to the peer and port entry). Two ports with the same class are treated alike, so
+    one of them represents both. An endPort range's first and last port stay apart from its inside (a CNI without
+    endPort support typically honours only ``port``)."""
+    parts: list[object] = [verdict.port.protocol, verdict.allowed]
+    for dv in (verdict.egress, verdict.ingress):
+        if dv is None:
+            parts.append(None)
+            continue
+        refs: list[object] = []
+        for r in dv.admitted_by:
+            edge = None
+            policy = policies.get((r.namespace, r.policy))
+            if policy is not None and r.port is not None:
+                spec = policy.rules(r.direction)[r.rule].ports[r.port]
+                if spec.end_port is not None:
+                    edge = (verdict.port.port == spec.port, verdict.port.port == spec.end_port)
+            refs.append((r, edge))
+        parts.append((dv.isolated, dv.isolating_policies, tuple(refs)))
+    return tuple(parts)
 
 
 def _policy_ports(policies: Iterable[NetworkPolicy], direction: Direction) -> list[PortProtocol]:
@@ -221,8 +248,12 @@ class ProbePlanner:
         """Every path a full cycle covers, with its predicted verdict (for clones with the real pods' IPs)."""
         groups = probe_groups(index, self.budget.namespaces)
         snap = prediction_snapshot(index)
+        policies = {p.key: p for p in index.policies()}
         as_dst, as_src = self._ports_by_group(groups, snap)
         ips = {p.ref: p.pod_ips for p in index.pods()}
+        src_use: dict[str, int] = defaultdict(int)
+        dst_use: dict[str, int] = defaultdict(int)
+        offset = self.cycles_completed
         paths: dict[PathKey, PlannedPath] = {}
         for src in groups.values():
             for dst in groups.values():
@@ -230,12 +261,32 @@ class ProbePlanner:
                     ports = list(self.budget.ports)
                 else:
                     ports = list(dict.fromkeys(as_dst[dst.id] + as_src[src.id])) or list(self.budget.fallback_ports)
+                placements = _placements(src, dst)
+                seen: set[tuple[object, ...]] = set()
                 for port in ports[: self.budget.max_ports]:
-                    for src_node, dst_node in _placements(src, dst, self.budget.per_node):
+                    s0, d0 = src.member_on(placements[0][0]), dst.member_on(placements[0][1])
+                    verdict = predict(snap, src, dst, port, ips.get(s0, ()), ips.get(d0, ()))
+                    if self.budget.dedup_ports:
+                        cls = port_class(verdict, policies)
+                        if cls in seen:
+                            continue
+                        seen.add(cls)
+                    chosen = placements
+                    if self.budget.placements == "balanced":
+                        best = min(
+                            range(len(placements)),
+                            key=lambda i: (src_use[placements[i][0]] + dst_use[placements[i][1]],
+                                           (i - offset) % len(placements)),
+                        )
+                        chosen = [placements[best]]
+                    for src_node, dst_node in chosen:
+                        src_use[src_node] += 1
+                        dst_use[dst_node] += 1
                         key = PathKey(src.id, dst.id, port, src_node, dst_node)
                         s, d = src.member_on(src_node), dst.member_on(dst_node)
-                        allowed = predict(snap, src, dst, port, ips.get(s, ()), ips.get(d, ())).allowed
-                        paths[key] = PlannedPath(key, s, d, bool(allowed))
+                        if (s, d) != (s0, d0):
+                            verdict = predict(snap, src, dst, port, ips.get(s, ()), ips.get(d, ()))
+                        paths[key] = PlannedPath(key, s, d, bool(verdict.allowed))
         self._groups = groups
         return paths
 
