@@ -532,9 +532,19 @@ class ReachabilityIndex:
         """(source class id, destination class id) pairs whose verdict may have changed after ``since_revision``
         (a superset: every pair of a new class, every pair into a class whose ingress policies changed, every pair
         out of a class whose egress policies changed). Only classes that exist now are reported."""
+        srcs, dsts = self.changed_classes(since_revision)
+        current = set(self._classes)
+        pairs = {(s, d) for s in srcs for d in current}
+        pairs.update((s, d) for d in dsts for s in current)
+        return pairs
+
+    def changed_classes(self, since_revision: int) -> tuple[set[str], set[str]]:
+        """The compact form of `changed_class_pairs`: (classes whose pairs *as source* may have changed, classes
+        whose pairs *as destination* may have changed); a pair (s, d) may have changed iff s is in the first set or
+        d in the second. Prefer it on large clusters: the pair set grows with the number of classes."""
         current = set(self._classes)
         if since_revision < self._log_floor:
-            return {(s, d) for s in current for d in current}
+            return set(current), set(current)
         srcs: set[str] = set()
         dsts: set[str] = set()
         for revision, what, cid in reversed(self._log):
@@ -546,9 +556,7 @@ class ReachabilityIndex:
                 srcs.add(cid)
             if what in ("dst", "new"):
                 dsts.add(cid)
-        pairs = {(s, d) for s in srcs for d in current}
-        pairs.update((s, d) for d in dsts for s in current)
-        return pairs
+        return srcs, dsts
 
     def isolation(self, pod: PodRef) -> tuple[bool, bool]:
         """(isolated for ingress, isolated for egress) of a pod (False, False for unknown pods)."""

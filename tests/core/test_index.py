@@ -191,6 +191,8 @@ def test_changed_class_pairs() -> None:
     all_ids = {c.id for c in index.classes()}
     assert changed == {(batch.id, d) for d in all_ids} | {(s, batch.id) for s in all_ids}
     assert index.changed_class_pairs(0) >= changed
+    srcs, dsts = index.changed_classes(rev)
+    assert srcs == dsts == {batch.id}
 
 
 def test_isolation_selected_pods_and_label_keys() -> None:
