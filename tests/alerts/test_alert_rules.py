@@ -88,3 +88,9 @@ def test_event_reasons_in_runbooks_are_ones_the_operator_posts() -> None:
     source = "".join(p.read_text() for p in (ROOT / "operator" / "netpol_auditor").rglob("*.py"))
     missing = sorted(r for r in reasons if f'"{r}"' not in source)
     assert not missing, f"Event reasons the operator never posts: {missing}"
+
+
+def test_readme_alerts_reference_lists_exactly_the_alerts() -> None:
+    """README.md's alerts table and the rules file name the same alerts, with the same severities."""
+    rows = re.findall(r"^\| `(NetpolAuditor[A-Za-z]+)` \| ([a-z]+) \|", (ROOT / "README.md").read_text(), re.M)
+    assert dict(rows) == {a["alert"]: a["labels"]["severity"] for a in _alerts()}
