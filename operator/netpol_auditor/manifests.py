@@ -125,10 +125,11 @@ class _Ctx:
             if not isinstance(key, str):
                 self.invalid(path, key, "label keys must be strings")
             if val is None:
-                val = ""
-            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
-                self.invalid(f"{path}[{key}]", val, "label values must be strings")
-            out[key] = str(val)
+                val = ""  # JSON null decodes to the empty string in a Go map[string]string
+            if not isinstance(val, str):
+                # The API server rejects `version: 1` (a number): quote it in YAML, `version: "1"`.
+                self.invalid(f"{path}.{key}", val, "label values must be strings (quote numbers and booleans)")
+            out[key] = val
         return Labels(out)
 
 

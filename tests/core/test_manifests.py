@@ -280,6 +280,14 @@ def test_invalid_policy_error_names_file_object_and_field(spec: dict[str, Any], 
     assert message in text
 
 
+def test_unquoted_number_label_value_is_rejected() -> None:
+    raw = pod_dict("x", "a", "10.0.0.1", {"app": "web"})
+    raw["metadata"]["labels"]["version"] = 2
+    with pytest.raises(ManifestError) as err:
+        load_text(json.dumps(raw), "pods.yaml")
+    assert str(err.value).startswith("pods.yaml: Pod x/a: metadata.labels.version: Invalid value: 2: label values")
+
+
 def test_invalid_pod_error() -> None:
     raw = pod_dict("x", "a", "10.0.0.1", ports=[{"containerPort": 99999}])
     with pytest.raises(ManifestError) as err:
