@@ -37,8 +37,8 @@ def test_targets_are_ip_literals_only(host: str) -> None:
 
 def test_ipv6_targets_are_bracketed_for_socat_only() -> None:
     script = probe_script([ScriptTarget("fd00::1", 80, Protocol.TCP), ScriptTarget("fd00::1", 53, Protocol.UDP)])
-    assert "run tcp 0 fd00::1 80" in script
-    assert "run udp 1 [fd00::1] 53" in script
+    assert "run probe 0 tcp fd00::1 80" in script
+    assert "run probe 1 udp [fd00::1] 53" in script
 
 
 def test_parse_report_classifies_and_tolerates_partial_and_garbage() -> None:

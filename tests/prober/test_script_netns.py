@@ -139,8 +139,8 @@ def test_script_classifies_each_target_as_the_network_behaved(
         if got not in want
     }
     assert not wrong, wrong
-    # 9 targets, 4 at a time, each bounded by 2 s (UDP waits its full timeout): three rounds, well under the sum.
-    assert elapsed < 3 * 2 + 4
+    # 9 targets, 4 at a time, each bounded by 2 s, tried twice when it times out: three rounds, under the sum.
+    assert elapsed < 3 * (2 * 2 + 1) + 4
 
 
 def test_udp_without_a_reply_is_not_connected(netns_pair: tuple[str, str], tmp_path: Path) -> None:

@@ -324,7 +324,7 @@ class ProbeLoop:
             deadline = int(
                 self.options.pod_start_timeout_seconds
                 + self.options.start_delay_seconds
-                + rounds * (self.options.timeout_seconds + 1)
+                + rounds * (2 * self.options.timeout_seconds + 2)
                 + 10
             )
             body = probe_pod(
@@ -349,7 +349,7 @@ class ProbeLoop:
         budget = (
             self.options.pod_start_timeout_seconds
             + self.options.start_delay_seconds
-            + math.ceil(longest / self.options.parallelism) * (self.options.timeout_seconds + 1)
+            + math.ceil(longest / self.options.parallelism) * (2 * self.options.timeout_seconds + 2)
             + 15
         )
         await self._wait(pods, set(probes), lambda p: p.phase in ("Succeeded", "Failed"), budget)

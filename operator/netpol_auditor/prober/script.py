@@ -91,31 +91,37 @@ def max_targets(limit_bytes: int = TERMINATION_MESSAGE_BYTES) -> int:
         n += 1
 
 
-# Functions shared by every probe script; $1 = target index, $2 = host, $3 = port. Results are appended one short
-# line at a time (O_APPEND writes below PIPE_BUF do not interleave), so parallel targets cannot garble each other.
+# Functions shared by every probe script: `probe INDEX PROTO HOST PORT` classifies one connection and appends one
+# short line (O_APPEND writes below PIPE_BUF do not interleave, so parallel targets cannot garble each other). A
+# time-out is tried once more after a second: packets lost to a transient (a new pod's first moments on its node)
+# must not pass for a policy's DROP; a refusal or a connection is final at once.
 _FUNCTIONS = r"""L=__LOG__
 T=__TIMEOUT__
 cls() {
-  case "$2" in
-    *refused*|*"No route to host"*|*prohibited*|*"Host is unreachable"*) echo "${1}r" ;;
-    *"timed out"*|*"Operation now in progress"*|*"Connection timed out"*) echo "${1}t" ;;
-    *) echo "${1}e" ;;
-  esac >>"$L"
+  case "$1" in
+    *refused*|*"No route to host"*|*prohibited*|*"Host is unreachable"*) echo r ;;
+    *"timed out"*|*"Operation now in progress"*|*"Connection timed out"*) echo t ;;
+    *) echo e ;;
+  esac
 }
 tcp() {
-  if o=$(nc -vz -w "$T" "$2" "$3" 2>&1); then echo "${1}c" >>"$L"; else cls "$1" "$o"; fi
+  if o=$(nc -vz -w "$T" "$1" "$2" 2>&1); then echo c; else cls "$o"; fi
 }
 udp() {
-  o=$(printf '__PAYLOAD__\n' | socat -t"$T" -T"$T" - "UDP:$2:$3" 2>&1)
+  o=$(printf '__PAYLOAD__\n' | socat -t"$T" -T"$T" - "UDP:$1:$2" 2>&1)
   case "$o" in
-    *"socat["*" E "*) cls "$1" "$o" ;;
-    "") echo "${1}t" >>"$L" ;;
-    *) echo "${1}c" >>"$L" ;;
+    *"socat["*" E "*) cls "$o" ;;
+    "") echo t ;;
+    *) echo c ;;
   esac
 }
 sctp() {
-  if o=$(socat -T"$T" /dev/null "SCTP-CONNECT:$2:$3,connect-timeout=$T" 2>&1); then echo "${1}c" >>"$L"
-  else cls "$1" "$o"; fi
+  if o=$(socat -T"$T" /dev/null "SCTP-CONNECT:$1:$2,connect-timeout=$T" 2>&1); then echo c; else cls "$o"; fi
+}
+probe() {
+  r=$("$2" "$3" "$4")
+  if [ "$r" = t ]; then sleep 1; r=$("$2" "$3" "$4"); fi
+  echo "$1$r" >>"$L"
 }
 n=0
 run() {
@@ -157,7 +163,7 @@ def probe_script(
     for i, t in enumerate(targets):
         fn = t.protocol.value.lower()
         host = t.socat_host if t.protocol is not Protocol.TCP else t.host
-        lines.append(f"run {fn} {i} {host} {t.port}")
+        lines.append(f"run probe {i} {fn} {host} {t.port}")
     lines.append("wait")
     lines.append(f'echo "#{len(targets)}" >>"$L"')
     return "\n".join(lines) + "\n"
