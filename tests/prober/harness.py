@@ -178,3 +178,63 @@ def _apply(index: ReachabilityIndex, objs: list[Namespace | Pod | NetworkPolicy]
     for pol in index.policies():
         if (pol.namespace, pol.name) not in pols:
             index.delete(ObjectKind.NETWORK_POLICY, pol.namespace, pol.name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class OperatorProcess:
+    """The real operator (``python -m netpol_auditor.controller``, i.e. ``netpol-auditor run``) as a child process;
+    read over /metrics only."""
+
+    def __init__(self, kubeconfig: Path | str, log: Path, *args: str) -> None:
+        import os
+        import sys
+
+        self.metrics_port = free_port()
+        argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(kubeconfig), "--standalone",
+                "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
+                "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
+        self.log = log
+        self._log_file = open(log, "ab")  # noqa: SIM115 -- closed in stop()
+        self.proc = subprocess.Popen(argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+
+    def samples(self, name: str) -> list[Any]:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            text = rsp.read().decode()
+        return [s for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` matching ``labels`` (0 when there is none)."""
+        return sum(s.value for s in self.samples(name) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def kill(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._log_file.close()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if not self._log_file.closed:
+            self._log_file.close()

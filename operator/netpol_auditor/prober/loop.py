@@ -29,6 +29,8 @@ from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
 from netpol_auditor.prober.plan import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
     PathKey,
     PlanBudget,
     PlannedPath,
@@ -205,21 +207,19 @@ class ProbeLoop:
         if self._own_events and self.events is not None:
             poster_task = asyncio.ensure_future(self.events.run(stopped))
         await self.start()
+        next_cycle = self.clock()
         try:
             while not stopped.is_set():
-                result = await self.run_round(stopped)
+                result = await self.run_round(new_cycle=self.clock() >= next_cycle)
                 if self.planner.cycle_done():
                     self.planner.finish_cycle()
                     self.metrics.cycle_completed.set(self.clock())
-                    logger.info(
-                        "probe cycle %d complete: coverage %.2f, %d current mismatches",
-                        self.planner.cycles_completed,
-                        self.planner.coverage(),
-                        len(self.comparator.mismatches),
-                    )
-                    await self._wait_next_cycle(stopped)
-                elif result is None:
-                    await _sleep_or_stop(stopped, 1.0)  # nothing due yet (e.g. changes too fresh)
+                    next_cycle = self.clock() + self.options.interval_seconds
+                    logger.info("probe cycle %d complete: coverage %.2f, %d current mismatches",
+                                self.planner.cycles_completed, self.planner.coverage(),
+                                len(self.comparator.mismatches))
+                if result is None:
+                    await self._wait_for_work(stopped, next_cycle)
                 else:
                     await _sleep_or_stop(stopped, self.options.round_pause_seconds)
         finally:
@@ -227,21 +227,39 @@ class ProbeLoop:
             if poster_task is not None:
                 poster_task.cancel()
 
-    async def _wait_next_cycle(self, stopped: asyncio.Event) -> None:
-        """Wait for the interval; wake early for retries or when the index changed (new or changed paths)."""
-        deadline = self.clock() + self.options.interval_seconds
+    def _workload_changed(self, since: int) -> bool:
+        """Whether the index changed since ``since`` in a way that matters to probing: our own probe pods come and
+        go with every round and do not count."""
+        if self.index.revision == since:
+            return False
+        real: dict[str, bool] = {}
+
+        def is_real(class_id: str) -> bool:
+            if class_id not in real:
+                cls = self.index.class_by_id(class_id)
+                pods = [self.index.get_pod(ref) for ref in cls.members] if cls is not None else []
+                real[class_id] = any(p is not None and p.labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
+                                     for p in pods)
+            return real[class_id]
+
+        return any(is_real(s) and is_real(d) for s, d in self.index.changed_class_pairs(since))
+
+    async def _wait_for_work(self, stopped: asyncio.Event, next_cycle: float) -> None:
+        """Sleep until a cycle is due, a retry or a changed path waits, or the workload changes."""
         revision = self.index.revision
-        while not stopped.is_set() and self.clock() < deadline:
-            if self.planner.retry or self.index.revision != revision:
+        while not stopped.is_set() and self.clock() < next_cycle:
+            await _sleep_or_stop(stopped, 1.0)
+            if self.planner.retry or self._workload_changed(revision):
                 return
-            await _sleep_or_stop(stopped, min(1.0, max(0.0, deadline - self.clock())))
+            if any(self.clock() - t < self.options.settle_seconds + 2 for t in self.planner.changed_at.values()):
+                return  # a changed path becomes due once it settles
 
     # -- one round ---------------------------------------------------------------------------------------------
 
-    async def run_round(self, stopped: asyncio.Event | None = None) -> RoundResult | None:
+    async def run_round(self, new_cycle: bool = True) -> RoundResult | None:
         """Plan and run one round; None when nothing was due."""
         assert self.owner is not None, "start() first"
-        plan = self.planner.plan(self.index, self.clock())
+        plan = self.planner.plan(self.index, self.clock(), new_cycle=new_cycle)
         if not plan.probes:
             return None
         self.rounds += 1

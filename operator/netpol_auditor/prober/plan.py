@@ -221,6 +221,7 @@ class ProbePlanner:
         self.cycle_pairs: set[tuple[str, str]] = set()
         self.confirmed_pairs: set[tuple[str, str]] = set()
         self.cycles_completed = 0
+        self.cycle_active = False
         self.retry: set[PathKey] = set()
         self.changed_at: dict[tuple[str, str], float] = {}
         self._revision: int | None = None
@@ -307,15 +308,17 @@ class ProbePlanner:
             if s in class_to_group and d in class_to_group:
                 self.changed_at[(class_to_group[s], class_to_group[d])] = now
 
-    def plan(self, index: ReachabilityIndex, now: float) -> Round:
-        """The next round of probes within the budget (may be empty when nothing is due)."""
+    def plan(self, index: ReachabilityIndex, now: float, new_cycle: bool = True) -> Round:
+        """The next round of probes within the budget (may be empty when nothing is due). ``new_cycle``: whether a
+        new cycle may start when the current one is done; between cycles only retries and changed paths are due."""
         changed: set[tuple[str, str]] = set()
         if self._revision is not None and index.revision != self._revision:
             changed = index.changed_class_pairs(self._revision)
         self._revision = index.revision
         self._paths = self.enumerate_paths(index)
         self._note_changes(index, changed, now)
-        if not self.pending or not (self.pending & self._paths.keys()):
+        if new_cycle and (not self.pending or not (self.pending & self._paths.keys())):
+            self.cycle_active = True
             self.pending = set(self._paths)
             self.cycle_pairs = {(k.src, k.dst) for k in self._paths}
             self.confirmed_pairs = set()
@@ -378,9 +381,11 @@ class ProbePlanner:
             self.confirmed_pairs.add((key.src, key.dst))
 
     def cycle_done(self) -> bool:
-        return not self.pending
+        """Whether the current cycle has probed every one of its paths (and was not finished yet)."""
+        return self.cycle_active and not self.pending
 
     def finish_cycle(self) -> None:
+        self.cycle_active = False
         self.cycles_completed += 1
 
     def coverage(self) -> float:
