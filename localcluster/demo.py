@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -62,11 +63,18 @@ class Interrupted(BaseException):
 
 
 class Progress:
-    """Every line starts with the time since the demo started; waits print what they wait for every few seconds."""
+    """Every line starts with the time since the demo started. A watchdog thread never lets the terminal go quiet
+    for more than a few seconds: it repeats what the demo is doing (``doing``) while a call blocks."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._last_print = self.start
+        self._activity: tuple[Callable[[], str], float] | None = None
+        self._step: tuple[Callable[[], str], float] | None = None
+        self._stopped = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="progress", daemon=True)
+        self._watchdog.start()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -74,19 +82,58 @@ class Progress:
     def line(self, text: str = "") -> None:
         with self._lock:
             print(f"[{self.elapsed():6.1f}s] {text}" if text else "", flush=True)
+            self._last_print = time.monotonic()
 
     def step(self, number: int, text: str) -> None:
         self.line()
         self.line(f"== {number}/6 {text}")
+        with self._lock:
+            self._step = (lambda: f"working on step {number}/6", time.monotonic())
 
     def block(self, text: str, indent: str = "    ") -> None:
         with self._lock:
             for row in text.rstrip("\n").splitlines():
                 print(f"{indent}{row}", flush=True)
+            self._last_print = time.monotonic()
+
+    @contextlib.contextmanager
+    def doing(self, what: str | Callable[[], str]) -> Iterator[None]:
+        """While the body runs, the watchdog says ``what`` (text, or a function giving it) when the terminal is
+        quiet."""
+        text = what if callable(what) else (lambda: what)
+        with self._lock:
+            previous, self._activity = self._activity, (text, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._activity = previous
+
+    def close(self) -> None:
+        self._stopped.set()
+        self._watchdog.join()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(0.25):
+            with self._lock:
+                activity = self._activity or self._step
+                quiet = time.monotonic() - self._last_print
+            if activity is not None and quiet >= HEARTBEAT_SECONDS:
+                what, since = activity
+                try:
+                    text = what()
+                except Exception as exc:  # a status that cannot be read now is still worth a line
+                    text = f"(status unavailable: {exc})"
+                self.line(f"   {text} ({time.monotonic() - since:.0f} s)")
 
     def wait(self, what: str, check: Callable[[], T | None], status: Callable[[], str] | None = None,
              timeout: float = 300.0, interval: float = 1.0) -> T:
         """Poll ``check`` until it returns something truthy; say what we wait for (and how far) meanwhile."""
+        with self.doing(f"waiting for {what}"):
+            return self._wait(what, check, status, timeout, interval)
+
+    def _wait(self, what: str, check: Callable[[], T | None], status: Callable[[], str] | None, timeout: float,
+              interval: float) -> T:
         started = time.monotonic()
         deadline = started + timeout
         last_said = started
@@ -112,25 +159,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def heartbeat(progress: Progress, what: Callable[[], str]) -> Iterator[None]:
-    """Print ``what()`` every few seconds while a blocking call runs in this thread."""
-    done = threading.Event()
-    started = time.monotonic()
-
-    def beat() -> None:
-        while not done.wait(HEARTBEAT_SECONDS):
-            progress.line(f"   {what()} ({time.monotonic() - started:.0f} s)")
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 # -- the operator's public outputs -----------------------------------------------------------------------------
@@ -185,7 +213,8 @@ def free_port() -> int:
 class Expectation:
     """What ``analyze`` predicts, per (source namespace, destination namespace, port) over the demo's pods."""
 
-    denied_declared: dict[tuple[str, str, str], int]  # predicted-denied pod pairs to a port the destination declares
+    # (source namespace, destination namespace) -> pod pairs denied on at least one port the destination declares
+    denied_pairs: dict[tuple[str, str], set[tuple[str, str]]]
     policies: set[tuple[str, str]]
 
 
@@ -251,12 +280,12 @@ class Demo:
 
         cfg = cluster.ClusterConfig(state=self.state, nodes=self.args.nodes, enforcer="kube-router", api_port=0,
                                     timeout=300.0)
-        with heartbeat(self.p, started):
+        with self.p.doing(started):
             self.cluster = cluster.up(cfg)
         c = self.cluster
         self.p.line(f"localcluster is up in {c.up_seconds:.1f} s: {c.server} ({c.version})")
         for node in faults.modes(self.state):
-            with heartbeat(self.p, functools.partial("waiting for kube-router on {} to stop and flush its rules".format,
+            with self.p.doing(functools.partial("waiting for kube-router on {} to stop and flush its rules".format,
                                                      node)):
                 faults.set_none(self.state, node)
         self.p.line(f"enforcement per node: {json.dumps(faults.modes(self.state))} (the Flannel case)")
@@ -323,13 +352,15 @@ class Demo:
                             (cp["containerPort"], cp.get("protocol", "TCP")))
             elif item["kind"] == "NetworkPolicy":
                 policies.add((meta["namespace"], meta["name"]))
-        denied: dict[tuple[str, str, str], int] = defaultdict(int)
+        pairs: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        paths = 0
         for v in verdicts:
             if v["allowed"] is False and (v["port"], v["protocol"]) in declared[v["to"]]:
-                denied[(v["from"].split("/")[0], v["to"].split("/")[0], f"{v['port']}/{v['protocol']}")] += 1
-        total = sum(denied.values())
-        self.p.line(f"predicted: {total} denied (pod pair, declared port) paths that a CNI must block")
-        return Expectation(dict(denied), policies)
+                paths += 1
+                pairs[(v["from"].split("/")[0], v["to"].split("/")[0])].add((v["from"], v["to"]))
+        self.p.line(f"predicted: {paths} denied paths to declared ports, between "
+                    f"{sum(len(p) for p in pairs.values())} ordered pod pairs: what the CNI must block")
+        return Expectation(dict(pairs), policies)
 
     def start_operator(self) -> None:
         assert self.cluster is not None
@@ -366,8 +397,10 @@ class Demo:
         """Follow /metrics until ``cycles`` probe cycles have completed after wall-clock time ``after``."""
         seen: list[float] = []
 
+        last: list[Scrape | None] = [None]
+
         def status() -> str:
-            s = self.scrape()
+            s = last[0]
             if s is None:
                 return "no /metrics yet"
             by_result: dict[str, float] = defaultdict(float)
@@ -382,7 +415,7 @@ class Demo:
                     f"cycles done {len(seen)}/{cycles}")
 
         def done() -> Scrape | None:
-            s = self.scrape()
+            s = last[0] = self.scrape()
             if s is None:
                 return None
             completed = s.value("netpol_auditor_probe_cycle_last_completed_timestamp_seconds")
@@ -452,36 +485,51 @@ class Demo:
         return found
 
     @staticmethod
-    def unseen(s: Scrape, expect: Expectation) -> dict[tuple[str, str, str], int]:
-        """Predicted-denied paths (per namespace pair and port) not reported as unexpectedly allowed in ``s``."""
-        got: dict[tuple[str, str, str], float] = defaultdict(float)
+    def unseen(s: Scrape, expect: Expectation) -> dict[tuple[str, str], int]:
+        """Per namespace pair: pod pairs with a predicted-denied port, minus the class pairs reported unexpectedly
+        allowed (on any port: the prober probes one port of each group of ports the policies treat alike), when
+        positive. Every pod of the demo is its own class."""
+        got: dict[tuple[str, str], float] = defaultdict(float)
         for m, v in s.series("netpol_auditor_mismatches"):
             if m["kind"] == "unexpectedly_allowed":
-                got[(m["source_namespace"], m["destination_namespace"], f"{m['port']}/{m['protocol']}")] += v
-        return {k: n - int(got.get(k, 0)) for k, n in expect.denied_declared.items() if got.get(k, 0) < n}
+                got[(m["source_namespace"], m["destination_namespace"])] += v
+        return {k: len(p) - int(got.get(k, 0)) for k, p in expect.denied_pairs.items() if got.get(k, 0) < len(p)}
+
+    @staticmethod
+    def lost(before: Scrape | None, after: Scrape) -> float:
+        """Probe connections between two scrapes that did not connect (timed out, refused, error)."""
+        def unanswered(s: Scrape | None) -> float:
+            return sum(v for labels, v in (s.series("netpol_auditor_probes_total") if s else [])
+                       if labels.get("result") != "connected")
+
+        return unanswered(after) - unanswered(before)
 
     def flannel_phase(self, expect: Expectation) -> None:
         self.p.step(4, "the auditor on the Flannel-mode cluster: probes, mismatches, metrics, Events")
         self.start_operator()
         since = _rfc3339(time.time() - 1)
-        s = self.follow_cycles(0.0, 1, "with no enforcement")
-        # A probe that times out on a path the policies deny agrees with them, so a connection lost for another
-        # reason hides that path for one cycle; every cycle probes every path again.
+        previous, s = None, self.follow_cycles(0.0, 1, "with no enforcement")
+        # With nothing enforced every probe must connect. One that did not (a probe pod started too late, a lost
+        # packet under load) agrees with a predicted-denied verdict and hides that path for a cycle; every cycle
+        # probes every path again, so follow up to two more.
         for _ in range(2):
-            missing = self.unseen(s, expect)
-            if not missing:
+            lost, missing = self.lost(previous, s), self.unseen(s, expect)
+            if not lost and not missing:
                 break
-            self.p.line(f"   {sum(missing.values())} predicted-denied path(s) not found open in this cycle (a probe "
-                        f"got no answer): following one more cycle")
+            self.p.line(f"   in this cycle {lost:.0f} probe connection(s) got no answer and {sum(missing.values())} "
+                        "pod pair(s) with a predicted-denied port were not found open: following one more cycle")
             completed = s.value("netpol_auditor_probe_cycle_last_completed_timestamp_seconds") or 0.0
-            s = self.follow_cycles(completed, 1, "with no enforcement")
+            previous, s = s, self.follow_cycles(completed, 1, "with no enforcement")
         mismatches, enforced = self.show(s, None, "since the operator started")
         self.show_events(("PolicyNotEnforced",), since)
-        missing = self.unseen(s, expect)
+        lost, missing = self.lost(previous, s), self.unseen(s, expect)
+        pairs = sum(len(p) for p in expect.denied_pairs.values())
         self.p.line("verdict:")
         self.check(s.value("netpol_auditor_probe_coverage_ratio") == 1.0, "every planned class pair was probed")
-        self.check(not missing, f"each of the {sum(expect.denied_declared.values())} predicted-denied paths was found "
-                   "open (unexpectedly_allowed)" + (f"; not found: {missing}" if missing else ""))
+        self.check(not lost, "every probe connection of the last cycle connected (nothing enforces anything)"
+                   + (f"; {lost:.0f} did not" if lost else ""))
+        self.check(not missing, f"each of the {pairs} pod pairs with a predicted-denied port was found open "
+                   "(unexpectedly_allowed)" + (f"; not found: {missing}" if missing else ""))
         self.check(all(m["kind"] == "unexpectedly_allowed" for m, _ in mismatches),
                    "no allowed traffic was dropped")
         self.check(bool(enforced) and set(enforced.values()) == {0.0} and set(enforced) == expect.policies,
@@ -494,7 +542,7 @@ class Demo:
         self.p.step(5, "the same cluster with a real enforcer: kube-router on every node")
         for node in faults.modes(self.state):
             waiting = functools.partial("waiting for kube-router on {} to install its rules".format, node)
-            with heartbeat(self.p, waiting):
+            with self.p.doing(waiting):
                 faults.heal(self.state, node)
             self.p.line(f"{node}: kube-router running and enforcing")
         healed = time.time()
@@ -517,16 +565,17 @@ class Demo:
             return
         self.p.line(f"stopping the operator (pid {proc.pid}); it deletes its probe pods")
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        with self.p.doing("waiting for the operator to delete its probe pods and exit"):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
     def cleanup(self) -> None:
         self.p.step(6, "clean-up")
         self.stop_operator()
-        with heartbeat(self.p, lambda: "waiting for localcluster to stop"):
+        with self.p.doing("waiting for localcluster to stop"):
             cluster.down(self.state)
         self.p.line(f"localcluster stopped and {self.state} removed")
 
@@ -578,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.nodes < 2:
         parser().error("--nodes: at least 2 (web runs on another node than api and db, see demo/app.yaml)")
+    if os.geteuid() != 0:
+        parser().error("must run as root: localcluster runs its nodes and pods in network namespaces")
     signal.signal(signal.SIGTERM, _raise_interrupted)
     demo = Demo(args)
     rc = 1
@@ -607,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.p.line(f"FAILED after {total:.0f} s: " + "; ".join(demo.failures))
     elif rc == 0:
         demo.p.line(f"demo complete in {total:.0f} s ({total / 60:.1f} min)")
+    demo.p.close()
     if demo.failures and not args.check:
         return 0  # the demo ran; what it found is shown above (--check turns findings into the exit status)
     return rc

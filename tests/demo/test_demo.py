@@ -109,14 +109,15 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
                           stdin=subprocess.DEVNULL)
     took = time.monotonic() - started
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+    print(output)  # shown by pytest when the test fails
+    assert proc.returncode == 0, output[-3000:]
     steps = sections(proc.stdout)
     assert set(steps) >= {"1", "2", "3", "4", "5", "6"}, list(steps)
 
     # progress: every line is stamped, and no wait is silent for more than a few seconds
-    stamps = [float(m.group(1)) for line in proc.stdout.splitlines() if (m := STAMP.match(line))]
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert max(gaps) < 10, f"a silent wait of {max(gaps):.1f} s"
+    stamped = [(float(m.group(1)), line) for line in proc.stdout.splitlines() if (m := STAMP.match(line))]
+    gap, before, after = max((b[0] - a[0], a[1], b[1]) for a, b in itertools.pairwise(stamped))
+    assert gap < 10, f"a silent wait of {gap:.1f} s between\n{before}\n{after}"
     assert took < 600, f"the demo took {took:.0f} s"
 
     # 1: Flannel mode
@@ -134,7 +135,8 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     # 4: the operator's /metrics address, mismatches on what the policies deny, every policy violated, Events
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics", "\n".join(steps["4"]))
     mismatches = block_after(steps["4"], "mismatches (netpol_auditor_mismatches)")
-    assert ("outside -> shop", "5432/TCP") in {(r["source ns -> destination ns"], r["port"]) for r in mismatches}
+    # the outside client reaches db and api although only web admits it
+    assert {"outside -> shop", "shop -> shop"} <= {r["source ns -> destination ns"] for r in mismatches}, mismatches
     assert {r["kind"] for r in mismatches} == {"unexpectedly_allowed"}, mismatches
     enforced = {r["policy"]: r["enforced"] for r in block_after(steps["4"], "per-policy enforcement")}
     assert enforced == dict.fromkeys(POLICIES, "0"), enforced
@@ -142,7 +144,8 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     assert features["ingress"]["node-1"] == features["ingress"]["node-2"] == "0", features
     assert features["egress"]["node-1"] == "0", features  # the egress-restricted pods (api, db) run on node-1
     assert any("PolicyNotEnforced on NetworkPolicy shop/" in line for line in steps["4"])
-    assert sum("   ok: " in line for line in steps["4"]) == 4, steps["4"]
+    assert any("   ok: each of the" in line for line in steps["4"]), steps["4"]
+    assert not any("FAILED" in line for line in proc.stdout.splitlines())
 
     # 5: kube-router everywhere: no mismatch, every policy enforced, the mismatches resolved
     assert any("mismatches (netpol_auditor_mismatches): 0 class pairs" in line for line in steps["5"]), steps["5"]
