@@ -228,3 +228,19 @@ def test_class_verdict_reports_representatives() -> None:
     v = index.class_verdict(web.id, db.id, TCP80)
     assert (v.source, v.destination, v.allowed) == (PodRef("x", "web-0"), PodRef("x", "db"), True)
     assert index.class_allowed(db.id, web.id, TCP80) is True
+
+
+def test_empty_index() -> None:
+    index = ReachabilityIndex.from_objects([])
+    assert index.path_counts([TCP80]) == {}
+    assert index.classes() == []
+    assert index.changed_class_pairs(0) == set()
+    assert index.stats().revision == 0
+    assert index.verdict(PodRef("x", "a"), "192.0.2.1", TCP80).allowed is None
+
+
+def test_namespaces_referenced_only_by_pods_have_their_implicit_label() -> None:
+    index = ReachabilityIndex.from_objects([pod("solo", "a", "10.9.0.1")])
+    assert [(n.name, dict(n.labels)) for n in index.namespaces()] == [("solo", {"kubernetes.io/metadata.name": "solo"})]
+    index.delete(ObjectKind.POD, "solo", "a")
+    assert index.namespaces() == []
