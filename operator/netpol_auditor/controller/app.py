@@ -12,7 +12,10 @@ Life cycle of one replica:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import ctypes
+import gc
 import logging
 import random
 import time
@@ -41,6 +44,16 @@ _current: contextvars.ContextVar[Operator | None] = contextvars.ContextVar("netp
 
 #: kopf logs its peering decisions here; there is no other public signal of "paused in favour of a peer".
 _PEERING_LOGGER = "kopf._core.engines.peering"
+
+
+def settle_memory() -> None:
+    """After a big allocation burst (the initial listing, the first count): collect, hand freed heap back to the
+    OS, and freeze what survives out of the cyclic collector's scans -- the index is large and long-lived, and
+    full collections over it are the operator's longest pauses."""
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def load_client_configuration(settings: Settings) -> Any:
@@ -235,6 +248,7 @@ class Operator:
                 logger.warning("initial listing failed, retrying in %.0fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        settle_memory()
         self.synced = True
         self.ready_event.set()
         stats = self.feed.index.stats()
@@ -310,6 +324,8 @@ class Operator:
                 self._gate_timer = asyncio.get_running_loop().call_later(due + 0.05, self._dirty.set)
         self.recomputed_revision = revision
         self.recomputes += 1
+        if self.recomputes == 1:
+            settle_memory()
         logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series, %d class pairs judged)",
                      aggregates.revision, time.perf_counter() - started, 2 * len(aggregates.paths),
                      self.path_counter.judged)

@@ -25,7 +25,8 @@ from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import ManifestError, parse_object
 from netpol_auditor.model import ObjectKind
 
-__all__ = ["ADDED", "DELETED", "MODIFIED", "ApplyObserver", "IndexFeed", "ObjectKey", "ReconcileResult"]
+__all__ = ["ADDED", "DELETED", "MODIFIED", "ApplyObserver", "IndexFeed", "ObjectKey", "ReconcileResult",
+           "Reconciliation"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,34 +132,14 @@ class IndexFeed:
 
         *in_scope* restricts the deletion of held-but-unlisted objects to namespaces the listing covered.
         """
-        added = modified = deleted = 0
-        seen: set[ObjectKey] = set()
-        for body in listed:
-            key, uid, version = _identity(kind, body)
-            seen.add(key)
-            record = self._records.get(key)
-            if record is not None and record.seq > started_seq:
-                continue  # the watch delivered something newer than this listing
-            if record is not None and record.uid == uid and record.resource_version == version:
-                continue
-            if uid and self._tombstones.get(uid, -1) > started_seq:
-                continue  # deleted after the listing started
-            self._seq += 1
-            change = self._upsert(key, uid, version, body)
-            if change == ADDED:
-                added += 1
-            elif change == MODIFIED:
-                modified += 1
-        for key in [k for k in self._records if k[0] is kind and k not in seen]:
-            record = self._records[key]
-            if record.seq > started_seq or (in_scope is not None and not in_scope(key[1])):
-                continue
-            del self._records[key]
-            self._tombstone(record.uid)
-            if record.valid:
-                self._delete_from_index(kind, key[1], key[2])
-                deleted += 1
-        return ReconcileResult(added, modified, deleted)
+        reconciliation = self.start_reconcile(kind, started_seq, in_scope)
+        reconciliation.add(listed)
+        return reconciliation.finish()
+
+    def start_reconcile(self, kind: ObjectKind, started_seq: int,
+                        in_scope: Callable[[str | None], bool] | None = None) -> Reconciliation:
+        """A reconcile fed page by page (a 10k-pod listing need never be in memory at once)."""
+        return Reconciliation(self, kind, started_seq, in_scope)
 
     # -- internals -----------------------------------------------------------------------------------------------
 
@@ -215,6 +196,52 @@ class IndexFeed:
             # Drop the oldest half; a UID is never reused, so old tombstones only guard against very late events.
             cutoff = sorted(self._tombstones.values())[len(self._tombstones) // 2]
             self._tombstones = {u: s for u, s in self._tombstones.items() if s > cutoff}
+
+
+class Reconciliation:
+    """One reconcile of a kind with a listing, fed with `add` page by page and closed with `finish`."""
+
+    def __init__(self, feed: IndexFeed, kind: ObjectKind, started_seq: int,
+                 in_scope: Callable[[str | None], bool] | None) -> None:
+        self._feed = feed
+        self._kind = kind
+        self._started_seq = started_seq
+        self._in_scope = in_scope
+        self._seen: set[ObjectKey] = set()
+        self._added = self._modified = 0
+
+    def add(self, listed: Iterable[Mapping[str, Any]]) -> None:
+        feed, started_seq = self._feed, self._started_seq
+        for body in listed:
+            key, uid, version = _identity(self._kind, body)
+            self._seen.add(key)
+            record = feed._records.get(key)
+            if record is not None and record.seq > started_seq:
+                continue  # the watch delivered something newer than this listing
+            if record is not None and record.uid == uid and record.resource_version == version:
+                continue
+            if uid and feed._tombstones.get(uid, -1) > started_seq:
+                continue  # deleted after the listing started
+            feed._seq += 1
+            change = feed._upsert(key, uid, version, body)
+            if change == ADDED:
+                self._added += 1
+            elif change == MODIFIED:
+                self._modified += 1
+
+    def finish(self) -> ReconcileResult:
+        """Delete what the listing did not have (and the watch did not touch since); returns the changes."""
+        feed, kind, deleted = self._feed, self._kind, 0
+        for key in [k for k in feed._records if k[0] is kind and k not in self._seen]:
+            record = feed._records[key]
+            if record.seq > self._started_seq or (self._in_scope is not None and not self._in_scope(key[1])):
+                continue
+            del feed._records[key]
+            feed._tombstone(record.uid)
+            if record.valid:
+                feed._delete_from_index(kind, key[1], key[2])
+                deleted += 1
+        return ReconcileResult(self._added, self._modified, deleted)
 
 
 def _identity(kind: ObjectKind, body: Mapping[str, Any]) -> tuple[ObjectKey, str, str]:

@@ -21,7 +21,7 @@ from kopf._cogs.structs.references import NamespaceName, match_namespace
 from netpol_auditor.controller.feed import IndexFeed, ReconcileResult
 from netpol_auditor.model import ObjectKind
 
-__all__ = ["Resyncer", "list_objects", "namespace_in_scope"]
+__all__ = ["Resyncer", "list_objects", "list_page", "namespace_in_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,31 +35,41 @@ def namespace_in_scope(patterns: Sequence[str], namespace: str | None) -> bool:
     return any(match_namespace(NamespaceName(namespace), pattern) for pattern in patterns)
 
 
-def list_objects(api_client: Any, kind: ObjectKind, namespace: str | None = None) -> list[dict[str, Any]]:
-    """LIST every object of *kind* (in *namespace*, or cluster-wide), page by page, as plain dicts."""
+def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, token: str | None = None,
+              limit: int = _PAGE) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a LIST of *kind* (in *namespace*, or cluster-wide): (items as plain dicts, continue token)."""
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
     networking = client.NetworkingV1Api(api_client)
+    response: Any
+    kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False, "_request_timeout": 60}
+    if token:
+        kwargs["_continue"] = token
+    if kind is ObjectKind.NAMESPACE:
+        response = core.list_namespace(**kwargs)
+    elif kind is ObjectKind.POD:
+        response = (core.list_namespaced_pod(namespace, **kwargs) if namespace
+                    else core.list_pod_for_all_namespaces(**kwargs))
+    elif namespace:
+        response = networking.list_namespaced_network_policy(namespace, **kwargs)
+    else:
+        response = networking.list_network_policy_for_all_namespaces(**kwargs)
+    page = json.loads(response.data)
+    items = page.get("items") or []
+    for item in items:
+        # The largest part of a listed object and never needed: who wrote which field.
+        (item.get("metadata") or {}).pop("managedFields", None)
+    return items, (page.get("metadata") or {}).get("continue") or None
+
+
+def list_objects(api_client: Any, kind: ObjectKind, namespace: str | None = None) -> list[dict[str, Any]]:
+    """LIST every object of *kind* (in *namespace*, or cluster-wide), page by page, as plain dicts."""
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        response: Any
-        kwargs: dict[str, Any] = {"limit": _PAGE, "_preload_content": False, "_request_timeout": 60}
-        if token:
-            kwargs["_continue"] = token
-        if kind is ObjectKind.NAMESPACE:
-            response = core.list_namespace(**kwargs)
-        elif kind is ObjectKind.POD:
-            response = (core.list_namespaced_pod(namespace, **kwargs) if namespace
-                        else core.list_pod_for_all_namespaces(**kwargs))
-        elif namespace:
-            response = networking.list_namespaced_network_policy(namespace, **kwargs)
-        else:
-            response = networking.list_network_policy_for_all_namespaces(**kwargs)
-        page = json.loads(response.data)
-        items.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
+        page, token = list_page(api_client, kind, namespace, token)
+        items.extend(page)
         if not token:
             return items
 
@@ -92,10 +102,17 @@ class Resyncer:
             started_at = time.monotonic()
             # Namespaces first: pods and policies are judged with their namespace's labels.
             for kind in (ObjectKind.NAMESPACE, ObjectKind.NETWORK_POLICY, ObjectKind.POD):
-                started_seq = self._feed.sequence
-                listed = await asyncio.to_thread(self._list, kind)
-                result = self._feed.reconcile(kind, listed, started_seq,
-                                              in_scope=lambda ns: namespace_in_scope(self._namespaces, ns))
+                reconciliation = self._feed.start_reconcile(
+                    kind, self._feed.sequence, in_scope=lambda ns: namespace_in_scope(self._namespaces, ns))
+                for namespace in await self._namespaces_to_list(kind):
+                    token: str | None = None
+                    while True:  # page by page: a big listing is never in memory at once
+                        page, token = await asyncio.to_thread(list_page, self._api_client, kind, namespace, token)
+                        reconciliation.add(page)
+                        del page
+                        if not token:
+                            break
+                result = reconciliation.finish()
                 total = ReconcileResult(total.added + result.added, total.modified + result.modified,
                                         total.deleted + result.deleted)
             self.completed += 1
@@ -108,15 +125,12 @@ class Resyncer:
                 self._on_change()
             return total
 
-    def _list(self, kind: ObjectKind) -> list[dict[str, Any]]:
+    async def _namespaces_to_list(self, kind: ObjectKind) -> list[str | None]:
+        """None (one cluster-wide LIST), or the served namespaces when --namespace restricts the scope."""
         if kind is ObjectKind.NAMESPACE or not self._namespaces:
-            return list_objects(self._api_client, kind)
-        names = [ns["metadata"]["name"] for ns in list_objects(self._api_client, ObjectKind.NAMESPACE)]
-        items: list[dict[str, Any]] = []
-        for name in names:
-            if namespace_in_scope(self._namespaces, name):
-                items.extend(list_objects(self._api_client, kind, name))
-        return items
+            return [None]
+        listed = await asyncio.to_thread(list_objects, self._api_client, ObjectKind.NAMESPACE)
+        return [n["metadata"]["name"] for n in listed if namespace_in_scope(self._namespaces, n["metadata"]["name"])]
 
     async def run(self, stopped: asyncio.Event) -> None:
         """Reconcile on request and periodically, until *stopped*; API errors are logged and retried."""
