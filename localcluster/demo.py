@@ -10,8 +10,10 @@
 5. every node healed to kube-router, one full probe cycle later: no mismatch, every policy enforced;
 6. clean-up (operator stopped, ``down``) unless ``--keep``; Ctrl-C (or SIGTERM) cleans up at any point.
 
-``--check`` makes it a test: exit 1 unless phase 1 found a mismatch on every predicted-denied path the demo's pods
-declare (the Flannel case leaves them all open) and phase 2 found none with every policy enforced.
+``--check`` makes it a test: exit 1 unless, in phase 1, every probe connected (nothing enforces anything) and every
+pod pair with a predicted-denied port (one the destination declares) was reported unexpectedly allowed, every policy
+``enforced`` 0; and in phase 2, after a full probe cycle, no mismatch and every policy ``enforced`` 1. Without
+``--check`` the same verdicts are printed and the exit status is 0 unless a step could not be done.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def free_port() -> int:
 
 @dataclass
 class Expectation:
-    """What ``analyze`` predicts, per (source namespace, destination namespace, port) over the demo's pods."""
+    """What ``analyze`` predicts for the demo's pods, and the policies it knows."""
 
     # (source namespace, destination namespace) -> pod pairs denied on at least one port the destination declares
     denied_pairs: dict[tuple[str, str], set[tuple[str, str]]]
