@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "egress_flag",
     "flush_kube_router",
     "iptables_save",
+    "kill_kube_router",
     "kube_router_argv",
     "kube_router_ready",
     "process_name",
@@ -143,6 +145,18 @@ def flush_kube_router(netns: str) -> None:
         kept.append(line)
     network.run(["iptables-restore"], netns=netns, input="\n".join(kept) + "\n")
     subprocess.run(["ip", "netns", "exec", netns, "ipset", "destroy"], capture_output=True, check=False)
+
+
+def kill_kube_router(state: Path, node: network.NodeNet) -> None:
+    """SIGKILL, as a crash would: no chance to clean up, its rules stay."""
+    rec = read_pid(state, process_name(node.name))
+    if rec is not None and process_alive(state, process_name(node.name)):
+        pid = rec["pid"]
+        assert isinstance(pid, int)
+        os.kill(pid, signal.SIGKILL)
+        while process_alive(state, process_name(node.name)):
+            time.sleep(0.02)
+    (state / "pids" / f"{process_name(node.name)}.json").unlink(missing_ok=True)
 
 
 def stop_kube_router(state: Path, node: network.NodeNet, flush: bool = True) -> None:

@@ -18,6 +18,11 @@ egress rules of a source pod on NODE (kube-router enforces each pod's policies o
 ``set-none NODE``
     switch NODE to the Flannel case while the cluster runs: no enforcer process, no rules. Same paths wrong as
     stop-enforcer (the dataplane is identical); the mode records the intent ("none") for reports.
+``freeze-enforcer NODE``
+    kube-router on NODE is killed (SIGKILL) and its rules are left in place — what a crashed enforcer pod leaves
+    behind. Wrong afterwards: paths whose verdict on NODE would change through policy, pod or namespace changes made
+    after the freeze (the node keeps enforcing the old state; new pods on NODE get no rules of their own, so their
+    traffic is decided only by other pods' rules). Mode "frozen".
 ``heal [NODE]``
     restore the cluster's configured enforcer on NODE (default: every node): drop the egress filter, flush, restart
     kube-router and wait for its rules. Nothing is wrong afterwards.
@@ -36,9 +41,9 @@ from localcluster import enforcer, network
 from localcluster.nodes import load_layout, save_layout
 from localcluster.paths import state_dir
 
-__all__ = ["VERBS", "heal", "ignore_egress", "main", "modes", "set_none", "stop_enforcer"]
+__all__ = ["VERBS", "freeze_enforcer", "heal", "ignore_egress", "main", "modes", "set_none", "stop_enforcer"]
 
-VERBS = ("stop-enforcer", "ignore-egress", "set-none", "heal", "status")
+VERBS = ("stop-enforcer", "freeze-enforcer", "ignore-egress", "set-none", "heal", "status")
 
 
 def _node(state: Path, name: str) -> network.NodeNet:
@@ -64,6 +69,13 @@ def stop_enforcer(state: Path, node: str) -> None:
     enforcer.egress_flag(state, node).unlink(missing_ok=True)
     enforcer.stop_kube_router(state, n, flush=True)
     _set_mode(state, node, "stopped")
+
+
+def freeze_enforcer(state: Path, node: str) -> None:
+    n = _node(state, node)
+    enforcer.egress_flag(state, node).unlink(missing_ok=True)
+    enforcer.kill_kube_router(state, n)
+    _set_mode(state, node, "frozen")
 
 
 def set_none(state: Path, node: str) -> None:
@@ -113,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.node:
             parser.error(f"{args.verb} needs a NODE")
-        {"stop-enforcer": stop_enforcer, "ignore-egress": ignore_egress, "set-none": set_none}[args.verb](
+        {"stop-enforcer": stop_enforcer, "freeze-enforcer": freeze_enforcer, "ignore-egress": ignore_egress,
+         "set-none": set_none}[args.verb](
             state, args.node)
     print(json.dumps(modes(state)))
     return 0

@@ -96,3 +96,24 @@ def test_fault_changes_exactly_the_documented_paths_and_heal_restores(cluster: A
         assert cluster.fault("heal", node) == 0
     assert modes(cluster) == {"node-1": "kube-router", "node-2": "kube-router"}
     assert scenario.observe() == HEALTHY
+
+
+def test_frozen_enforcer_keeps_old_rules_and_misses_new_ones(cluster: Any, scenario: Scenario) -> None:
+    allow_free = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": "servers-allow-free", "namespace": scenario.ns},
+                  "spec": {"podSelector": {"matchLabels": {"app": "server"}},
+                           "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "free"}}}]}]}}
+    try:
+        assert cluster.fault("freeze-enforcer", "node-1") == 0
+        assert modes(cluster)["node-1"] == "frozen"
+        apply(cluster, allow_free)
+        # node-2 applies the new allow rule for s2; node-1 still enforces the old deny for s1; the new restricted
+        # probe on node-1 has no rules of its own, so its egress goes unchecked (ext open, s2 still denies it).
+        assert scenario.observe() == {"free-1": {"s2", "ext"}, "free-2": {"s2", "ext"},
+                                      "restricted-1": {"ext"}, "restricted-2": set()}
+    finally:
+        assert cluster.fault("heal", "node-1") == 0
+    assert scenario.observe() == {"free-1": {"s1", "s2", "ext"}, "free-2": {"s1", "s2", "ext"},
+                                  "restricted-1": set(), "restricted-2": set()}
+    cluster.kubectl("delete", "networkpolicy", "-n", scenario.ns, "servers-allow-free")
+    assert scenario.observe() == HEALTHY
