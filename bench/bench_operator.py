@@ -225,16 +225,16 @@ def main() -> int:
 
         # Index lag: one pod relabel at a time.
         rng = random.Random(1)
-        current = {n: APPS[(n // 20 // args.namespaces) % len(APPS)] for n in range(args.pods)}
         lags: list[float] = []
         churn_cpu = proc_stats(proc.pid)["cpu_seconds"]
         churn_started = time.monotonic()
         for _ in range(args.changes):
             n = rng.randrange(args.pods)
             ns, name = f"bench-{(n // 20) % args.namespaces:03d}", f"pod-{n:05d}"
-            current[n] = rng.choice([a for a in APPS if a != current[n]])  # a real change: a new resourceVersion
+            app = core.read_namespaced_pod(name, ns).metadata.labels.get("app")
+            new_app = rng.choice([a for a in APPS if a != app])  # a real change: a new resourceVersion, an event
             before = time.time()
-            core.patch_namespaced_pod(name, ns, {"metadata": {"labels": {"app": current[n]}}})
+            core.patch_namespaced_pod(name, ns, {"metadata": {"labels": {"app": new_app}}})
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 stamp = gauge(scrape(port, "netpol_auditor_index_last_event_timestamp_seconds"),
