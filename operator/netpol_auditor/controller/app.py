@@ -33,7 +33,6 @@ from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.settings import Settings
 from netpol_auditor.exporters.events import EventPoster, IndexFacts, WarningGate, collect_facts, detect_notices
 from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
-from netpol_auditor.exporters.paths import PathCounter
 from netpol_auditor.model import ObjectKind
 
 __all__ = ["Operator", "connection_info", "load_client_configuration", "run_operator"]
@@ -130,11 +129,11 @@ class Operator:
         self.kopf_registry = self._kopf_registry()
         self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
         self.synced = False
-        self.path_counter = PathCounter()
         self.warning_gate = WarningGate(settings.events_grace_seconds)
         self._gate_timer: asyncio.TimerHandle | None = None
         self.recomputed_revision = -1
         self.recomputes = 0
+        self.last_recompute_seconds = 0.0
         self._facts: IndexFacts | None = None
         self._dirty = asyncio.Event()
         self._activity = asyncio.Event()
@@ -232,7 +231,6 @@ class Operator:
         self._period_stop = None
         self.synced = False
         self._facts = None
-        self.path_counter = PathCounter()
         self.warning_gate = WarningGate(self.settings.events_grace_seconds)
         self.feed.clear()
         self.metrics.publish(None)
@@ -299,18 +297,18 @@ class Operator:
             stopper.cancel()
             if stop.is_set():
                 return
-            await asyncio.sleep(self.settings.recompute_delay_seconds)  # debounce: coalesce a burst of events
+            # Debounce: coalesce a burst of events. On a cluster where one recompute takes long (1000s of namespaces),
+            # wait at least twice that long, so the loop never spends more than a third of its time on it.
+            await asyncio.sleep(max(self.settings.recompute_delay_seconds, 2 * self.last_recompute_seconds))
             await self._recompute()
 
     async def _recompute(self) -> None:
         self._dirty.clear()
         index = self.feed.index
         started = time.perf_counter()
-        revision = index.revision  # changes applied while the count yields are recounted by the next recompute
+        revision = index.revision
         ports, declared = choose_ports(index, self.settings.ports, self.settings.max_ports)
-        counted = await self.path_counter.count_async(index, ports, self.settings.max_path_series // 2) if ports \
-            else ({}, 0)
-        aggregates = compute_aggregates(index, ports, self.settings.max_path_series, counted=counted)
+        aggregates = compute_aggregates(index, ports, self.settings.max_path_series)
         self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
         if self.settings.events_enabled:
             facts = collect_facts(index, aggregates)
@@ -326,9 +324,9 @@ class Operator:
         self.recomputes += 1
         if self.recomputes == 1:
             settle_memory()
-        logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series, %d class pairs judged)",
-                     aggregates.revision, time.perf_counter() - started, 2 * len(aggregates.paths),
-                     self.path_counter.judged)
+        self.last_recompute_seconds = time.perf_counter() - started
+        logger.debug("recomputed aggregates for index revision %d in %.3fs (%d path series)", aggregates.revision,
+                     self.last_recompute_seconds, 2 * len(aggregates.paths))
 
     # -- running -------------------------------------------------------------------------------------------------
 

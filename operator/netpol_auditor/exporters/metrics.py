@@ -5,8 +5,7 @@ one process (tests) and the prober can add its own collectors to the same regist
 
 Cheap series (object counts, event counters, apply latency) are updated on every event. The aggregates --
 ``netpol_auditor_paths`` (about namespaces^2 x ports x 2 series), pods by isolation and pods per policy -- are
-computed by `compute_aggregates` from the index's equivalence classes and cached class-pair verdicts
-(`exporters.paths`: cost follows the exported series, not classes^2), debounced by the caller, and published as
+computed by `compute_aggregates` from the index's class-pair aggregates, debounced by the caller, and published as
 one immutable snapshot that the collector serves (a scrape never sees half an update).
 """
 
@@ -24,7 +23,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
-from netpol_auditor.exporters.paths import PathCounter, PathKey
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import ObjectKind, PortProtocol
 
@@ -69,21 +67,21 @@ def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], m
     return tuple(sorted(ranked[:max_ports])), len(ranked)
 
 
-def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int,
-                       counter: PathCounter | None = None,
-                       counted: tuple[dict[PathKey, tuple[int, int]], int] | None = None) -> Aggregates:
+def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int) -> Aggregates:
     """Compute the snapshot behind the path, isolation and per-policy series from *index*.
 
-    Pass the same *counter* on every call to reuse the class-pair verdicts the index did not report as changed,
-    or the result of ``counter.count_async`` as *counted*.
+    Path counts come from the index's class-pair aggregate (``ReachabilityIndex.path_counts``: per destination
+    class, the allowed source pods as one bit set, popcounted per source namespace); beyond *max_path_series* the
+    series are truncated in (source namespace, destination namespace, port) order.
     """
     started = time.perf_counter()
-    if counted is None:
-        counter = counter if counter is not None else PathCounter()
-        counted = counter.count(index, ports, max_path_series // 2) if ports else ({}, 0)
-    paths, keys_needed = counted
-    needed = 2 * keys_needed
+    counts = index.path_counts(ports) if ports else {}
+    needed = 2 * len(counts)
     capped = needed > max_path_series
+    keys = sorted(counts)
+    if capped:
+        keys = keys[: max_path_series // 2]
+    paths = {k: (counts[k].allowed, counts[k].denied) for k in keys}
 
     isolation: dict[tuple[str, str], list[int]] = {}
     for ref in index.endpoints():
