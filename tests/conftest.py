@@ -51,6 +51,12 @@ def test_state_dir(tag: str = "") -> Path:
     return Path("/tmp") / f"{TEST_STATE_PREFIX}{os.getpid()}{tag}"
 
 
+def _print_log_tails(state: Path, lines: int = 30) -> None:
+    for log in sorted((state / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- {log} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[lc.Cluster]:
     """A running cluster: ``.kubeconfig``, ``.kubectl(*args)``, ``.api_client()``, ``.fault(*args)``, ``.state``."""
@@ -68,6 +74,7 @@ def cluster() -> Iterator[lc.Cluster]:
     try:
         c = lc.up(cfg)
     except BaseException:
+        _print_log_tails(cfg.state)  # `down` removes the logs; CI output keeps what went wrong
         lc.down(cfg.state)
         raise
     try:
