@@ -289,6 +289,12 @@ class ReachabilityIndex:
         cid = _class_id(pod.namespace, labels, named, sig)
         current = self._pod_class.get(ref)
         if current == cid:
+            same = self._classes[cid]
+            if same.ips != pod.pod_ips:
+                # Same class, new addresses (a pod recreated under its name): keep the class's addresses those of
+                # a current member, or an ipBlock appearing later would be judged on addresses nobody holds.
+                same.ips = pod.pod_ips
+                same.peer = None
             return
         self._unplace(ref)
         cls = self._classes.get(cid)

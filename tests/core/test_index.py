@@ -136,6 +136,18 @@ def test_ip_block_matching_pod_ips_splits_classes() -> None:
     assert index.stats().classes == 3
 
 
+def test_pod_recreated_with_a_new_address_then_an_ip_block_appears() -> None:
+    index = ReachabilityIndex.from_objects(web_cluster())
+    index.upsert(pod("y", "client", "10.0.1.99", {"app": "client"}))  # same name and labels, new address
+    only_old_ip = {
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.1.1/32"}}]}],
+    }
+    index.upsert(policy("x", "old-ip", only_old_ip))
+    assert index.verdict(PodRef("y", "client"), PodRef("x", "db"), TCP80).allowed is False
+    assert index.verdict("10.0.1.1", PodRef("x", "db"), TCP80).allowed is True
+
+
 def test_path_counts_match_pod_by_pod_counting() -> None:
     objs = [
         *web_cluster(),
