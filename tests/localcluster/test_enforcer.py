@@ -182,3 +182,18 @@ def test_none_enforces_nothing(none_cluster: lc.Cluster) -> None:
     assert reachable(got) == {t.key for t in targets}
     nodes = json.loads(none_cluster.kubectl("get", "nodes", "-o", "json"))["items"]
     assert len(nodes) == 2
+
+
+def test_gap_egress_admitted_by_the_same_policys_ingress_rule(env: Env) -> None:
+    """A kube-router gap, recorded: one policy isolates both ends (egress only to port 81; ingress from its own pods
+    on port 80), so a web pod -> web:80 must be denied by the source's egress rules. kube-router jumps a pod into
+    each of its policies' chains for both directions, and a chain's ingress rule (source in the peer set,
+    destination in the policy's target set, which holds the targets on every node) also matches the source's
+    egress: the connection goes through, on the same node and across nodes. Port 82 (denied by both) stays closed."""
+    env.policy("both-ways", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"],
+                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                          "ports": [{"port": 80}]}],
+                             "egress": [{"ports": [{"port": 81}]}]})
+    targets = [env.t(1, 80), env.t(2, 80), env.t(1, 82), env.t(2, 82)]
+    got = env.probe("web-probe", targets, labels={"app": "web"}, node="node-1", delay=3)
+    assert reachable(got) == {env.t(1, 80).key, env.t(2, 80).key}  # open although egress denies port 80
