@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         c = cluster.up(cluster.ClusterConfig(state=state, nodes=args.nodes, enforcer=args.enforcer,
                                              api_port=args.api_port, timeout=args.timeout))
-        print(f"localcluster is up in {c.up_seconds:.1f} s (control plane {c.control_plane_seconds:.1f} s, nodes "
-              f"{c.nodes_seconds:.1f} s): {c.server} ({c.version}), {c.nodes} node(s), enforcer {c.enforcer}")
+        if c.reused:
+            print(f"localcluster is already up: {c.server} ({c.version}), {c.nodes} node(s), enforcer {c.enforcer}")
+        else:
+            print(f"localcluster is up in {c.up_seconds:.1f} s (control plane {c.control_plane_seconds:.1f} s, nodes "
+                  f"{c.nodes_seconds:.1f} s): {c.server} ({c.version}), {c.nodes} node(s), enforcer {c.enforcer}")
         print(f"export KUBECONFIG={c.kubeconfig}")
         return 0
     if args.cmd == "down":

@@ -56,6 +56,7 @@ class Cluster:
     up_seconds: float  # `up` to Ready: API ready, default ServiceAccount present, every node Ready and enforcing
     control_plane_seconds: float = 0.0
     nodes_seconds: float = 0.0
+    reused: bool = False  # `up` found this cluster running and changed nothing
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0) -> str:
         """Run the real ``kubectl`` against this cluster; stdout (raises CalledProcessError with stderr on failure)."""
@@ -87,6 +88,7 @@ class Cluster:
         except (OSError, ValueError):
             return None
         d["state"], d["kubeconfig"] = Path(d["state"]), Path(d["kubeconfig"])
+        d.pop("reused", None)
         return cls(**d)
 
 
@@ -145,8 +147,14 @@ def up(cfg: ClusterConfig) -> Cluster:
         if cp is not None and existing is not None:
             everything_alive = all(controlplane.process_alive(state, n) for n in controlplane.recorded_processes(state))
             if (existing.nodes, existing.enforcer) == (cfg.nodes, cfg.enforcer) and everything_alive:
+                existing.reused = True
                 return existing
-            _stop_nodes(state)  # other node settings, or a node process died: restart the nodes only
+            # Other node settings, or a node process died: restart the nodes only. Their Node objects go too (no
+            # node-lifecycle controller would ever mark a vanished node NotReady); the pod GC removes their pods.
+            _stop_nodes(state)
+            code, body = controlplane.api_get(cp, "/api/v1/nodes", timeout=30.0, method="DELETE")
+            if code != 200:
+                raise RuntimeError(f"deleting Node objects failed: HTTP {code}: {body[:300]!r}")
         else:
             _down_locked(state)
             cp = None

@@ -235,11 +235,11 @@ def _ssl_context(cp: ControlPlane) -> ssl.SSLContext:
     return ctx
 
 
-def api_get(cp: ControlPlane, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET ``path`` from the API server as the admin user; (status, body). Connection errors raise OSError."""
+def api_get(cp: ControlPlane, path: str, timeout: float = 5.0, method: str = "GET") -> tuple[int, bytes]:
+    """GET (or ``method``) ``path`` as the admin user; (status, body). Connection errors raise OSError."""
     conn = http.client.HTTPSConnection("127.0.0.1", cp.api_port, context=_ssl_context(cp), timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:

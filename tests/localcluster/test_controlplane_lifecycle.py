@@ -74,7 +74,22 @@ def test_up_twice_crash_recovery_and_clean_down(state: Path) -> None:
     # `up` again with the same settings reuses the running cluster: same processes, nothing restarted.
     again = cli(state, "up", "--nodes", str(NODES), "--api-port", "0")
     assert again.returncode == 0, again.stderr
+    assert "already up" in again.stdout
     assert recorded_pids(state) == pids
+
+    if NODES >= 2:
+        # Other node settings restart only the nodes; the Node objects follow (none is left behind looking Ready).
+        fewer = cli(state, "up", "--nodes", str(NODES - 1), "--api-port", "0")
+        assert fewer.returncode == 0, fewer.stderr
+        cp_names = ("etcd", "kube-apiserver", "kube-controller-manager")
+        assert {n: p for n, p in recorded_pids(state).items() if n in cp_names} == {n: pids[n] for n in cp_names}
+        kubeconfig = f"--kubeconfig={state / 'admin.kubeconfig'}"
+        nodes = json.loads(subprocess.run(["kubectl", kubeconfig, "get", "nodes", "-o", "json"], capture_output=True,
+                                          text=True, check=True).stdout)["items"]
+        assert len(nodes) == NODES - 1
+        back = cli(state, "up", "--nodes", str(NODES), "--api-port", "0")
+        assert back.returncode == 0, back.stderr
+        pids = recorded_pids(state)
 
     # Crash: kill -9 every process of the cluster. `status` notices; `up` cleans the leftovers and starts afresh.
     crashed = lc.leftovers(state)["processes"]
