@@ -54,7 +54,7 @@ from .model import (
     PodRef,
     PortProtocol,
 )
-from .paths import PathCounts, count_paths
+from .paths import PathCounts, count_paths, path_series
 from .selectors import AddressIndex, compile_ip_block, compile_selector, parse_ip
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
@@ -517,12 +517,21 @@ class ReachabilityIndex:
         s, d = self._classes[src_class], self._classes[dst_class]
         return self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed
 
-    def path_counts(self, ports: Iterable[PortProtocol]) -> dict[tuple[str, str, PortProtocol], PathCounts]:
-        """(source namespace, destination namespace, port) -> allowed/denied ordered pairs of distinct endpoints.
-
-        Every pair of namespaces that has endpoint pairs is listed. Computed with bit sets over pods
+    def path_counts(
+        self, ports: Iterable[PortProtocol], limit: int | None = None
+    ) -> dict[tuple[str, str, PortProtocol], PathCounts]:
+        """(source namespace, destination namespace, port) -> allowed/denied ordered pairs of distinct endpoints,
+        in key order. Every pair of namespaces that has endpoint pairs is listed; ``limit`` keeps only the first
+        ``limit`` keys (see `path_series` for how many there are in all). Computed with bit sets over pods
         (`netpol_auditor.paths`), not pair by pair."""
-        return count_paths(self._classes.values(), self._namespace_labels, list(ports))
+        return count_paths(self._classes.values(), self._namespace_labels, list(ports), limit)
+
+    def path_series(self, ports: Iterable[PortProtocol]) -> int:
+        """How many keys `path_counts` returns without a limit (cheap: no counting)."""
+        per_ns: Counter[str] = Counter()
+        for cls in self._classes.values():
+            per_ns[cls.namespace] += len(cls.members)
+        return path_series(per_ns.values(), len(set(ports)))
 
     def classes(self) -> list[EquivalenceClass]:
         """Every class, by namespace and representative."""

@@ -25,7 +25,7 @@ from .engine import CompiledPeer, CompiledPolicy, CompiledRule
 from .model import Labels, PodRef, PortProtocol
 from .selectors import SelectorMatcher
 
-__all__ = ["ClassLike", "PathCounts", "count_paths"]
+__all__ = ["ClassLike", "PathCounts", "count_paths", "path_series"]
 
 
 class PathCounts(NamedTuple):
@@ -64,9 +64,11 @@ def count_paths(
     classes: Iterable[ClassLike],
     namespace_labels: Callable[[str], Labels],
     ports: Sequence[PortProtocol],
+    limit: int | None = None,
 ) -> dict[tuple[str, str, PortProtocol], PathCounts]:
     """(source namespace, destination namespace, port) -> counts of ordered pairs of distinct pods, sorted by key;
-    every pair of namespaces that has endpoint pairs is listed."""
+    every pair of namespaces that has endpoint pairs is listed. ``limit``: only the first ``limit`` keys (the
+    counting is the same; building millions of result entries is what it saves)."""
     ports = sorted(set(ports))
     ordered = sorted(classes, key=lambda c: (c.namespace, c.id))
     offset: dict[str, int] = {}
@@ -236,6 +238,7 @@ def count_paths(
     out: dict[tuple[str, str, PortProtocol], PathCounts] = {}
     allowed_get = allowed.get
     members = [ns_members[name] for name in ns_names]
+    room = -1 if limit is None else limit
     for s_i, src_ns in enumerate(ns_names):
         m_s = members[s_i]
         for d_i, dst_ns in enumerate(ns_names):
@@ -244,6 +247,17 @@ def count_paths(
                 continue
             base = (s_i * n_ns + d_i) * n_ports
             for p_i, port in enumerate(ports):
+                if room == 0:
+                    return out
+                room -= 1
                 a = allowed_get(base + p_i, 0) + m_s * full_into[d_i * n_ports + p_i]
                 out[(src_ns, dst_ns, port)] = PathCounts(a, pairs - a)
     return out
+
+
+def path_series(namespace_endpoints: Iterable[int], ports: int) -> int:
+    """How many keys `count_paths` returns without a limit: ordered namespace pairs with at least one pair of
+    distinct endpoint pods (every pair of distinct namespaces; a namespace with itself when it has two or more),
+    times the number of ports."""
+    counts = [n for n in namespace_endpoints if n > 0]
+    return (len(counts) ** 2 - sum(1 for n in counts if n == 1)) * ports

@@ -322,4 +322,9 @@ def test_path_counts_equal_pair_by_pair_counting(objects: list[dict[str, Any]]) 
         obj = parsed(raw)
         state[key_of(obj)] = obj
     index = ReachabilityIndex.from_objects(list(state.values()))
-    assert index.path_counts(PORTS) == brute_force_path_counts(Snapshot.from_objects(list(state.values())), PORTS)
+    counts = index.path_counts(PORTS)
+    assert counts == brute_force_path_counts(Snapshot.from_objects(list(state.values())), PORTS)
+    assert list(counts) == sorted(counts)
+    assert index.path_series(PORTS) == len(counts)
+    for limit in (0, 1, 3, len(counts) + 1):
+        assert list(index.path_counts(PORTS, limit=limit).items()) == list(counts.items())[:limit]
