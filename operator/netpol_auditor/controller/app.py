@@ -298,8 +298,8 @@ class Operator:
             if stop.is_set():
                 return
             # Debounce: coalesce a burst of events. On a cluster where one recompute takes long (1000s of namespaces),
-            # wait at least twice that long, so the loop never spends more than a third of its time on it.
-            await asyncio.sleep(max(self.settings.recompute_delay_seconds, 2 * self.last_recompute_seconds))
+            # wait at least that long, so the loop never spends more than half of its time on it.
+            await asyncio.sleep(max(self.settings.recompute_delay_seconds, self.last_recompute_seconds))
             await self._recompute()
 
     async def _recompute(self) -> None:

@@ -60,7 +60,7 @@ class Settings:
     ports: tuple[PortProtocol, ...] = ()
     max_ports: int = 8
     max_path_series: int = 20000
-    recompute_delay_seconds: float = 0.5
+    recompute_delay_seconds: float = 0.25
     # Convergence
     resync_interval_seconds: float = 300.0
     # High availability (kopf peering)
