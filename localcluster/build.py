@@ -3,6 +3,8 @@
 * ``kube-apiserver`` and ``kube-controller-manager`` come from the wrapper module in ``localcluster/go/`` (it
   requires ``k8s.io/kubernetes`` and replaces each staging module by its published release, see
   ``localcluster/go/generate.py``). The cache key is the hash of that go.mod + go.sum.
+* ``etcd``: the etcd server release k8s.io/kubernetes itself requires, from the wrapper module in
+  ``localcluster/go/etcd/`` (written by the same generator); keyed by that go.mod + go.sum.
 * ``kube-router`` is built with ``go install <module>/cmd/kube-router@<version>``: its go.mod has no replace
   directives, so its own go.mod/go.sum pin everything. The cache key is the hash of those two files.
 
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from localcluster.paths import cache_dir
 
-__all__ = ["GO_MODULE_DIR", "KUBE_ROUTER_MODULE", "KUBE_ROUTER_VERSION", "NAMES", "binary", "build", "k8s_version"]
+__all__ = ["ETCD_MODULE_DIR", "GO_MODULE_DIR", "KUBE_ROUTER_MODULE", "KUBE_ROUTER_VERSION", "NAMES", "binary", "build",
+           "k8s_version"]
 
 GO_MODULE_DIR = Path(__file__).resolve().parent / "go"
 KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
@@ -39,7 +42,9 @@ K8S_TOOLS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
 }
-NAMES = (*K8S_TOOLS, "kube-router")
+ETCD_MODULE_DIR = GO_MODULE_DIR / "etcd"
+ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"  # its main package is the etcd server
+NAMES = (*K8S_TOOLS, "etcd", "kube-router")
 MIN_GO = (1, 24)
 
 
@@ -105,9 +110,15 @@ def _kube_router_target() -> Target:
     return Target(("kube-router",), _hash(src / "go.mod", src / "go.sum"))
 
 
+def _etcd_target() -> Target:
+    return Target(("etcd",), _hash(ETCD_MODULE_DIR / "go.mod", ETCD_MODULE_DIR / "go.sum"))
+
+
 def _target(name: str) -> Target:
     if name in K8S_TOOLS:
         return _k8s_target()
+    if name == "etcd":
+        return _etcd_target()
     if name == "kube-router":
         return _kube_router_target()
     raise ValueError(f"unknown binary {name!r}; known: {', '.join(NAMES)}")
@@ -150,6 +161,9 @@ def _run_build(target: Target, out: Path, log: Path) -> None:
         ldflags = f"-s -w -X {pkg}.Version={ver} -X {pkg}.BuildDate=unknown"
         cmd = ["go", "install", "-trimpath", "-ldflags", ldflags, f"{KUBE_ROUTER_MODULE}/cmd/kube-router@{ver}"]
         cwd = Path("/")
+    elif target.names == ("etcd",):
+        cmd = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), ETCD_PACKAGE]
+        cwd = ETCD_MODULE_DIR
     else:
         cmd = ["go", "build", "-trimpath", "-ldflags", _k8s_ldflags(), "-o", f"{out}/",
                *(K8S_TOOLS[n] for n in target.names)]
@@ -195,7 +209,7 @@ def build(names: tuple[str, ...] | list[str] = NAMES, verbose: bool = False) -> 
 
 
 def binary(name: str) -> Path:
-    """Path of a cached binary ("kube-apiserver", "kube-controller-manager", "kube-router"); builds if missing."""
+    """Path of a cached binary (one of ``NAMES``); builds it if missing."""
     path = _target(name).dir / name
     if not path.is_file():
         build((name,), verbose=True)

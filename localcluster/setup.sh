@@ -3,7 +3,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-apt_packages=(iproute2 iptables ipset socat netcat-openbsd ncat conntrack prometheus openssl etcd-server kubectl)
+apt_packages=(iproute2 iptables ipset socat netcat-openbsd ncat conntrack prometheus openssl kubectl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,7 +15,7 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Go builds (kube-apiserver, kube-controller-manager, kube-router), cached by module hash: a no-op once built.
+# Go builds (etcd, kube-apiserver, kube-controller-manager, kube-router), cached by module hash: a no-op once built.
 # k8s.io/kubernetes v1.33 needs Go >= 1.24; an older Go >= 1.21 fetches that toolchain itself (GOTOOLCHAIN=auto).
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 if ! command -v go >/dev/null; then

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from localcluster import build
+from localcluster import build, controlplane
 from localcluster import cluster as lc
 
 pytestmark = pytest.mark.cluster
@@ -59,6 +61,13 @@ def test_kubectl_lists_nodes_and_server_is_the_built_version(cluster: lc.Cluster
     # The binary we run is the one we built, and it reports the same version itself.
     out = subprocess.run([str(build.binary("kube-apiserver")), "--version"], capture_output=True, text=True).stdout
     assert out.strip() == f"Kubernetes {build.k8s_version()}"
+    # etcd is the release k8s.io/kubernetes itself requires (localcluster/go/etcd, generated from its go.mod).
+    cp = controlplane.ControlPlane.load(cluster.state)
+    assert cp is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{cp.etcd_port}/version", timeout=10) as resp:
+        etcd = json.load(resp)
+    required = re.search(r"go\.etcd\.io/etcd/server/v3 v(\S+)", (build.ETCD_MODULE_DIR / "go.mod").read_text())
+    assert required and etcd["etcdserver"] == required.group(1)
 
 
 def test_rbac_denies_an_unbound_service_account(cluster: lc.Cluster, namespace: str) -> None:
