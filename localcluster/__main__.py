@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)  # `fault` passes its options (--help too) on to faults.py
+    if extra and args.cmd != "fault":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     state: Path = (args.state or state_dir()).resolve()
     if args.cmd == "up":
         c = cluster.up(cluster.ClusterConfig(state=state, nodes=args.nodes, enforcer=args.enforcer,
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if st.get("running") else 1
     if args.cmd == "fault":
         faults = importlib.import_module("localcluster.faults")
-        rc: int = faults.main([*args.args, "--state", str(state)])
+        rc: int = faults.main([*args.args, *extra, "--state", str(state)])
         return rc
     return 2
 
