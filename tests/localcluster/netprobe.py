@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Kubectl", "Target", "apply", "make_namespace", "probe", "probe_many", "probe_pod", "run_servers",
-           "server_pod", "wait_pod"]
+__all__ = ["Kubectl", "Target", "apply", "finished", "make_namespace", "probe", "probe_many", "probe_pod",
+           "run_servers", "running_with_ip", "server_pod", "wait_pod"]
 
 
 class Kubectl(Protocol):
