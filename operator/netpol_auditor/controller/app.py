@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 _current: contextvars.ContextVar[Operator | None] = contextvars.ContextVar("netpol_auditor_operator", default=None)
 
+#: Listed objects further apart than this belong to different listings.
+_LISTING_GAP_SECONDS = 2.0
+
 #: kopf logs its peering decisions here; there is no other public signal of "paused in favour of a peer".
 _PEERING_LOGGER = "kopf._core.engines.peering"
 
@@ -135,6 +138,8 @@ class Operator:
         self.recomputes = 0
         self.last_recompute_seconds = 0.0
         self._facts: IndexFacts | None = None
+        self._last_listed: dict[ObjectKind, float] = {}  # when kopf last handed over a listed object, per kind
+        self._watched: dict[ObjectKind, bool] = {}  # whether the watch delivered an event since the last listing
         self._dirty = asyncio.Event()
         self._activity = asyncio.Event()
         self._period_stop: asyncio.Event | None = None
@@ -173,10 +178,20 @@ class Operator:
     def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None:
         """Apply one kopf watch event to the index (called on the event loop)."""
         change = self.feed.apply_event(kind, event_type, body)
-        if event_type is None and self.synced:
-            # kopf is re-listing (after a 410 Gone or a restart of the watch): objects deleted meanwhile are not
-            # in the listing and no DELETED will come for them; reconcile once the listing has flowed in.
-            self.resyncer.request()
+        if event_type is None:
+            # A listed object. kopf re-lists after a 410 Gone or a restart of the watch: objects deleted meanwhile
+            # are not in the listing and no DELETED will come for them, so reconcile once the listing has flowed
+            # in. kopf's initial listing is not a re-list: a re-list is a burst of listed objects that starts
+            # after the watch delivered events, or after a pause of listed objects.
+            now = time.monotonic()
+            last = self._last_listed.get(kind)
+            relist = self._watched.get(kind, False) or (last is not None and now - last > _LISTING_GAP_SECONDS)
+            self._last_listed[kind] = now
+            if relist and self.synced:
+                self._watched[kind] = False
+                self.resyncer.request()
+        else:
+            self._watched[kind] = True
         if change is not None:
             self._changed()
 
