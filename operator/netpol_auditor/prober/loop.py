@@ -260,6 +260,7 @@ class ProbeLoop:
         """Plan and run one round; None when nothing was due."""
         assert self.owner is not None, "start() first"
         plan = self.planner.plan(self.index, self.clock(), new_cycle=new_cycle)
+        self._forget_vanished()
         if not plan.probes:
             return None
         self.rounds += 1
@@ -272,6 +273,17 @@ class ProbeLoop:
         finally:
             await asyncio.to_thread(self._delete, pods.values())
             self.metrics.pods_running.set(0)
+            self._publish()
+
+    def _forget_vanished(self) -> None:
+        """Drop the state of paths that no longer exist (their pods, groups or policies are gone): nothing is left
+        to check there, so they are neither mismatches nor resolved."""
+        gone = [k for k in self.comparator.mismatches if self.planner.path(k) is None]
+        for m in self.comparator.forget(gone):
+            pair = self._pair(m)
+            if not any(self._pair(o) == pair for o in self.comparator.mismatches.values()):
+                self._announced.pop(pair, None)
+        if gone:
             self._publish()
 
     def _next_seq(self) -> int:

@@ -59,7 +59,8 @@ class PlanBudget:
     fallback_ports: tuple[PortProtocol, ...] = (PortProtocol(80),)
     namespaces: tuple[str, ...] = ()  # globs; "!glob" excludes; empty: every namespace
     # "balanced": one node placement per (group pair, port class), chosen so that every node is probed about as
-    # often as a source and as a destination (rotating between cycles); "all": every paired node placement
+    # often as a source and as a destination (stable between cycles, so a mismatch is re-checked where it was
+    # found); "all": every paired node placement
     placements: str = "balanced"
     # probe one port per port class: ports the pair's policies treat alike (same verdict, same deciding rules)
     dedup_ports: bool = True
@@ -254,7 +255,6 @@ class ProbePlanner:
         ips = {p.ref: p.pod_ips for p in index.pods()}
         src_use: dict[str, int] = defaultdict(int)
         dst_use: dict[str, int] = defaultdict(int)
-        offset = self.cycles_completed
         paths: dict[PathKey, PlannedPath] = {}
         for src in groups.values():
             for dst in groups.values():
@@ -276,8 +276,7 @@ class ProbePlanner:
                     if self.budget.placements == "balanced":
                         best = min(
                             range(len(placements)),
-                            key=lambda i: (src_use[placements[i][0]] + dst_use[placements[i][1]],
-                                           (i - offset) % len(placements)),
+                            key=lambda i: (src_use[placements[i][0]] + dst_use[placements[i][1]], i),
                         )
                         chosen = [placements[best]]
                     for src_node, dst_node in chosen:
