@@ -16,6 +16,7 @@ from netpol_auditor.prober.podspec import (
     READINESS_GATE,
     RUN_LABEL,
     RunOwner,
+    clone_conflict,
     probe_pod,
     probe_run_object,
     responder_pod,
@@ -97,3 +98,30 @@ def test_probe_run_owner_object() -> None:
     run = probe_run_object("abcd1234", "operator-0")
     assert run["kind"] == "ProbeRun" and "namespace" not in run["metadata"]
     assert run["metadata"]["labels"][RUN_LABEL] == "abcd1234"
+
+
+def _svc(name: str, selector: dict[str, str], publish: bool) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": name},
+            "spec": {"selector": selector, "publishNotReadyAddresses": publish}}
+
+
+def _pdb(name: str, selector: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": name}, "spec": {"selector": selector, **spec}}
+
+
+def test_clone_conflicts_with_services_and_disruption_budgets() -> None:
+    labels = {"tier": "api", "app.kubernetes.io/managed-by": "netpol-auditor"}
+    # an ordinary Service lists the never-ready clone as not ready/not serving: harmless
+    assert clone_conflict("shop", labels, [_svc("api", {"tier": "api"}, False)], []) is None
+    # one that publishes not-ready addresses would send traffic (and DNS answers) to it
+    assert "publishes not-ready" in (clone_conflict("shop", labels, [_svc("peers", {"tier": "api"}, True)], []) or "")
+    # ... but only if it selects the clone, in the same namespace
+    assert clone_conflict("shop", labels, [_svc("peers", {"tier": "db"}, True)], []) is None
+    assert clone_conflict("other", labels, [_svc("peers", {"tier": "api"}, True)], []) is None
+    # a PDB with an integer minAvailable counts Ready pods only: harmless; maxUnavailable or a percentage needs the
+    # controller's scale of every selected pod: conflict
+    assert clone_conflict("shop", labels, [], [_pdb("a", {"matchLabels": {"tier": "api"}}, minAvailable=1)]) is None
+    assert clone_conflict("shop", labels, [], [_pdb("b", {"matchLabels": {"tier": "api"}}, maxUnavailable=1)])
+    assert clone_conflict("shop", labels, [], [_pdb("c", {"matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["api", "web"]}]}, minAvailable="50%")])
+    assert clone_conflict("shop", labels, [], [_pdb("d", {"matchLabels": {"tier": "db"}}, maxUnavailable=1)]) is None

@@ -49,6 +49,7 @@ from netpol_auditor.prober.podspec import (
     RESERVED_LABEL_KEYS,
     RUN_LABEL,
     RunOwner,
+    clone_conflict,
     new_run_id,
     probe_pod,
     probe_run_object,
@@ -181,6 +182,8 @@ class ProbeLoop:
         self._seq = 0
         self._announced: dict[tuple[str, str, str, str], Mismatch] = {}  # class-pair mismatch -> example
         self.last_round: RoundResult | None = None
+        self._conflicts: dict[str, str] = {}  # probe group id -> why it is not cloned this round
+        self._unlisted: set[str] = set()
         # the latest prediction and result per path (what `explain`-style tooling and tests read)
         self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
 
@@ -265,6 +268,7 @@ class ProbeLoop:
             return None
         self.rounds += 1
         pods: dict[str, _PodRun] = {}
+        await self._check_conflicts(plan)
         try:
             responders = await self._start_responders(plan, pods)
             probes = await self._start_probes(plan, responders, pods)
@@ -274,6 +278,31 @@ class ProbeLoop:
             await asyncio.to_thread(self._delete, pods.values())
             self.metrics.pods_running.set(0)
             self._publish()
+
+    async def _check_conflicts(self, plan: Round) -> None:
+        """Groups whose clones would change what a Service or PodDisruptionBudget does (podspec.clone_conflict)."""
+        services: list[dict[str, Any]] = []
+        pdbs: list[dict[str, Any]] = []
+        policy_api: Any = client.PolicyV1Api(self.api)
+        for name, call in (("services", self.core.list_service_for_all_namespaces),
+                           ("poddisruptionbudgets", policy_api.list_pod_disruption_budget_for_all_namespaces)):
+            try:
+                listed = await asyncio.to_thread(call)
+            except ApiException as exc:
+                if name not in self._unlisted:
+                    logger.warning("cannot list %s (%s): clones are not checked against them", name, exc.reason)
+                    self._unlisted.add(name)
+                continue
+            items = [self.api.sanitize_for_serialization(i) for i in listed.items]
+            (services if name == "services" else pdbs).extend(items)
+        self._conflicts = {}
+        for g in [p.group for p in plan.probes] + [r.group for r in plan.responders]:
+            labels = {**g.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+            why = clone_conflict(g.namespace, labels, services, pdbs)
+            if why is None and RESERVED_LABEL_KEYS & self.index.selector_label_keys(g.namespace):
+                why = "policies select on the prober's own label keys"
+            if why is not None:
+                self._conflicts[g.id] = why
 
     def _forget_vanished(self) -> None:
         """Drop the state of paths that no longer exist (their pods, groups or policies are gone): nothing is left
@@ -304,7 +333,7 @@ class ProbeLoop:
         assert self.owner is not None
         names: dict[tuple[str, str], str] = {}
         for r in plan.responders:
-            if RESERVED_LABEL_KEYS & self.index.selector_label_keys(r.group.namespace):
+            if r.group.id in self._conflicts:
                 continue
             member = r.group.member_on(r.node)
             body = responder_pod(
@@ -333,7 +362,7 @@ class ProbeLoop:
         assert self.owner is not None
         started: dict[str, tuple[ProbePodPlan, list[PlannedPath]]] = {}
         for p in plan.probes:
-            if RESERVED_LABEL_KEYS & self.index.selector_label_keys(p.group.namespace):
+            if p.group.id in self._conflicts:
                 continue
             paths = [path for path in p.paths if (path.key.dst, path.key.dst_node) in responders]
             if not paths:
@@ -466,10 +495,12 @@ class ProbeLoop:
         # paths whose pods could not be created or did not start: inconclusive, tried again later in the cycle
         for path in plan.paths:
             if path.key not in probed:
-                self.metrics.inconclusive.labels("pod_unavailable").inc()
-                self.planner.record(path.key, now, settled=False)
+                conflict = path.key.src in self._conflicts or path.key.dst in self._conflicts
+                reason = "clone_conflict" if conflict else "pod_unavailable"
+                self.metrics.inconclusive.labels(reason).inc()
+                self.planner.record(path.key, now, settled=conflict)
                 out.inconclusive += 1
-                out.outcomes.append((path, Outcome.INCONCLUSIVE, "pod_unavailable"))
+                out.outcomes.append((path, Outcome.INCONCLUSIVE, reason))
         self.last_round = out
         return out
 

@@ -41,6 +41,7 @@ __all__ = [
     "ROLE_LABEL",
     "RUN_LABEL",
     "RunOwner",
+    "clone_conflict",
     "new_run_id",
     "probe_pod",
     "probe_run_object",
@@ -233,3 +234,60 @@ def responder_pod(
     container = _container("responder", image, responder_script(listen), port_entries)
     return _pod(owner, group, node, "responder", seq, container, deadline_seconds, annotations, sysctls)
 
+
+
+def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def _pdb_selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A PDB's metav1.LabelSelector (matchLabels and matchExpressions) against pod labels."""
+    if selector is None:
+        return False
+    if not all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for req in selector.get("matchExpressions") or []:
+        key, op, values = req.get("key"), req.get("operator"), req.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def clone_conflict(
+    namespace: str, labels: Mapping[str, str], services: Iterable[Mapping[str, Any]],
+    pdbs: Iterable[Mapping[str, Any]],
+) -> str | None:
+    """Why a pod with these cloned labels must not be created in ``namespace``, or None when it is harmless.
+
+    What cloned labels can touch, and why the rest is harmless:
+
+    - a Service selecting them lists the pod in its EndpointSlices as ``ready: false, serving: false`` (the
+      readiness gate is never set): kube-proxy, DNS and Ingress controllers skip it — *unless* the Service sets
+      ``publishNotReadyAddresses``, which publishes not-ready pods (then: conflict);
+    - a ReplicaSet/StatefulSet/Job selecting them never adopts it: it already has a controller ownerReference;
+    - a PodDisruptionBudget with an integer ``minAvailable`` counts healthy (Ready) pods only: unchanged. With
+      ``maxUnavailable`` or a percentage, the disruption controller looks up every selected pod's controller
+      scale, finds none for a ProbeRun and blocks disruptions (disruptionsAllowed 0) while the pod exists
+      (pkg/controller/disruption, getExpectedScale): conflict.
+    """
+    for svc in services:
+        meta, spec = svc.get("metadata") or {}, svc.get("spec") or {}
+        if meta.get("namespace") != namespace or not spec.get("publishNotReadyAddresses"):
+            continue
+        if _selects(spec.get("selector"), labels):
+            return f"Service {namespace}/{meta.get('name')} publishes not-ready addresses"
+    for pdb in pdbs:
+        meta, spec = pdb.get("metadata") or {}, pdb.get("spec") or {}
+        if meta.get("namespace") != namespace:
+            continue
+        min_available = spec.get("minAvailable")
+        needs_scale = spec.get("maxUnavailable") is not None or isinstance(min_available, str)
+        if needs_scale and _pdb_selects(spec.get("selector"), labels):
+            return f"PodDisruptionBudget {namespace}/{meta.get('name')} would count it"
+    return None
