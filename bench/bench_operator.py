@@ -75,10 +75,16 @@ def populate(api_client: Any, pods: int, namespaces: int, policies_per_ns: int) 
                 "spec": {"schedulerName": SCHEDULER, "tolerations": [{"operator": "Exists"}],
                          "containers": [{"name": "main", "image": "registry.example/app:1",
                                          "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}]}]}}
-        try:
-            core.create_namespaced_pod(ns, body)
-        except ApiException as exc:
-            if exc.status != 409:
+        for _ in range(60):
+            try:
+                core.create_namespaced_pod(ns, body)
+                break
+            except ApiException as exc:
+                if exc.status == 409:
+                    break
+                if exc.status == 403 and "serviceaccount" in str(exc.body):  # a fresh namespace: not yet made
+                    time.sleep(0.5)
+                    continue
                 raise
         ip = f"10.{100 + n // 65536}.{(n // 256) % 256}.{n % 256}"
         core.patch_namespaced_pod_status(
