@@ -2,9 +2,11 @@
 
 Only ``@kopf.on.event`` handlers are used: kopf keeps no state on the objects for them -- no finalizers, no
 ``kopf.zalando.org/last-handled-configuration`` diff-base annotation, no progress storage. Those are written only
-for change-detecting handlers (on.create/update/delete/resume), daemons and timers (kopf docs "Event-watching
-handlers": "no state is persisted"; kopf/_core/reactor/processing.py: the event-watching cause never patches).
-A test proves the watched objects stay byte-for-byte unchanged.
+for change-detecting handlers (on.create/update/delete/resume), daemons and timers; event-watching handlers were
+added to kopf precisely to "spy" on other resources "not storing any status fields or finalizers" (nolar/kopf#86,
+docs/handlers.rst "Event-watching handlers"). kopf's own Events on handler outcomes are switched off as well
+(``settings.posting.enabled = False`` in `app`). tests/operator/test_live.py proves the watched objects stay
+byte-for-byte unchanged.
 """
 
 from __future__ import annotations
