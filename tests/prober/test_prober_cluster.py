@@ -10,6 +10,7 @@ ingress rules on the destination's node and its egress rules on the source's nod
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -222,3 +223,92 @@ def test_ignored_egress_on_one_node_flags_exactly_its_egress_paths(seeds: Any, c
         assert features[("ingress", "node-2")] == 1 and features[("ingress", "node-1")] == 1
     finally:
         prober.stop()
+
+
+SAFETY_NS = "pr-safety"
+SAFETY = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {SAFETY_NS}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {SAFETY_NS}, labels: {{app: client}}}}
+spec:
+  nodeName: node-1
+  containers: [{{name: c, image: client, ports: [{{containerPort: 7000}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server, namespace: {SAFETY_NS}, labels: {{app: server}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: s, image: server, ports: [{{name: http, containerPort: 8080}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: server, namespace: {SAFETY_NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: server}}}}
+  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: client}}}}}}], ports: [{{port: http}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: server, namespace: {SAFETY_NS}}}
+spec:
+  selector: {{app: server}}
+  ports: [{{port: 8080}}]
+---
+# a ReplicaSet whose selector matches the server's clones: it would adopt (and, at 0 replicas, delete) any
+# orphan pod carrying these labels
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {{name: clones, namespace: {SAFETY_NS}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: server, app.kubernetes.io/managed-by: netpol-auditor}}}}
+  template:
+    metadata: {{labels: {{app: server, app.kubernetes.io/managed-by: netpol-auditor}}}}
+    spec: {{containers: [{{name: s, image: server}}]}}
+"""
+
+
+def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
+    """restricted Pod Security admission, no token, never adopted, never ready/serving in an EndpointSlice."""
+    cluster.kubectl("delete", "namespace", SAFETY_NS, "--ignore-not-found", "--wait=true", timeout=120)
+    apply(cluster, "", text=SAFETY)
+    wait_for("safety pods", lambda: pods_running(cluster, [SAFETY_NS]), timeout=120)
+    cluster.kubectl("label", "--overwrite", "namespace", SAFETY_NS, "pod-security.kubernetes.io/enforce=restricted")
+    prober = RunningProber.start(seeds, settings(probe_namespaces=(SAFETY_NS,)))
+    seen: dict[str, dict[str, Any]] = {}
+    endpoints: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while prober.cycles() < 1 and time.monotonic() < deadline:
+            for p in probe_pods(cluster):
+                seen[p["metadata"]["name"]] = p
+            slices = json.loads(cluster.kubectl("get", "endpointslices", "-n", SAFETY_NS, "-o", "json"))["items"]
+            endpoints.extend(e for s in slices for e in s.get("endpoints") or [])
+            time.sleep(0.3)
+        assert prober.cycles() >= 1
+        reasons = {s.labels["reason"] for s in _samples(prober, "netpol_auditor_probes_inconclusive") if s.value}
+        assert "pod_unavailable" not in reasons, "restricted admission refused a probe pod"
+        assert prober.judged() and not prober.mismatched()
+    finally:
+        prober.stop()
+    assert {p["metadata"]["labels"]["netpol-auditor.io/role"] for p in seen.values()} == {"probe", "responder"}
+    for p in seen.values():
+        (owner,) = p["metadata"]["ownerReferences"]
+        assert owner["kind"] == "ProbeRun", "adopted by another controller"
+        spec = p["spec"]
+        assert spec["automountServiceAccountToken"] is False
+        assert not [v for v in spec.get("volumes") or [] if v["name"].startswith("kube-api-access")]
+        for cond in (p.get("status") or {}).get("conditions") or []:
+            if cond["type"] == "Ready":
+                assert cond["status"] == "False"
+    probe_ips = {p["status"].get("podIP") for p in seen.values() if p.get("status", {}).get("podIP")}
+    listed = [e for e in endpoints if set(e.get("addresses") or []) & probe_ips]
+    # listed at most as not ready and not serving: kube-proxy, DNS and Ingress controllers never use it
+    assert all(e["conditions"].get("ready") is False and e["conditions"].get("serving") is False for e in listed)
+    server = json.loads(cluster.kubectl("get", "pod", "-n", SAFETY_NS, "server", "-o", "json"))
+    assert server["status"]["phase"] == "Running"
