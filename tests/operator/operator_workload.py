@@ -1,7 +1,8 @@
 """Pods, namespaces and policies for the operator tests, made through the real API.
 
-Pods made here use a scheduler name nobody serves, so no node picks them up, and the test sets their status
-(Running, a pod IP) itself through the status subresource: they are endpoints without a node agent, at any scale.
+Pods made here use a scheduler name nobody serves and a node selector no node matches, so no node picks them
+up, and the test sets their status (Running, a pod IP) itself through the status subresource: they are endpoints
+without a node agent, at any scale.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Workload:
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {
                 "schedulerName": UNSERVED_SCHEDULER,
+                "nodeSelector": {"netpol-auditor.test/node": "none"},  # and no node would fit anyway
                 "containers": [{"name": "main", "image": "registry.example/app:1",
                                 "ports": [{"containerPort": port, "name": "http"}]}],
                 "tolerations": [{"operator": "Exists"}],
@@ -49,9 +51,16 @@ class Workload:
             self.run(namespace, name)
 
     def run(self, namespace: str, name: str) -> None:
+        """Give the pod a Running status and an IP, unless a node already runs it."""
+        if self.core.read_namespaced_pod(name, namespace).status.pod_ip:
+            return
         ip = self.ip()
-        self.core.patch_namespaced_pod_status(name, namespace, {"status": {
-            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+        try:
+            self.core.patch_namespaced_pod_status(name, namespace, {"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+        except ApiException as exc:
+            if exc.status != 422 or not self.core.read_namespaced_pod(name, namespace).status.pod_ip:
+                raise
 
     def relabel(self, namespace: str, name: str, labels: dict[str, str]) -> None:
         self.core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": labels}})
