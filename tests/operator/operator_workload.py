@@ -35,8 +35,10 @@ class Workload:
                 raise
             self.core.patch_namespace(name, {"metadata": {"labels": labels or {}}})
 
-    def pod(self, namespace: str, name: str, labels: dict[str, str], port: int = 80, running: bool = True) -> None:
-        body = {
+    def pod(self, namespace: str, name: str, labels: dict[str, str], port: int = 80, running: bool = True,
+            placed: bool = False) -> None:
+        """A pod the test runs itself (default), or with *placed* one the cluster's scheduler and nodes run."""
+        body: dict[str, Any] = {
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {
                 "schedulerName": UNSERVED_SCHEDULER,
@@ -46,8 +48,10 @@ class Workload:
                 "tolerations": [{"operator": "Exists"}],
             },
         }
+        if placed:
+            del body["spec"]["schedulerName"], body["spec"]["nodeSelector"]
         self.core.create_namespaced_pod(namespace, body)
-        if running:
+        if running and not placed:
             self.run(namespace, name)
 
     def run(self, namespace: str, name: str) -> None:

@@ -15,6 +15,7 @@ from operator_harness import (
     OperatorProcess,
     delete_namespaces,
     free_port,
+    fresh_namespaces,
     index_fingerprint,
     json_of,
     list_all,
@@ -103,12 +104,27 @@ def test_seed_app_path_metrics_equal_the_engines_offline_answer(cluster: Any, ad
 def test_watched_objects_stay_byte_for_byte_unchanged(cluster: Any, admin: Any, processes: Any) -> None:
     """No finalizer, annotation, status or any other write: every watched object keeps its resourceVersion."""
     workload = Workload(admin)
+    fresh_namespaces(cluster, "untouched")
     workload.namespace("untouched", {"team": "x"})
-    workload.pod("untouched", "a", {"app": "a"})
-    workload.pod("untouched", "b", {"app": "b"})
+    # With nodes, the pods are placed and run by the cluster (nothing else writes to them once they run); without,
+    # the test gives them their status.
+    placed = bool(json_of(cluster, "get", "nodes")["items"])
+    workload.pod("untouched", "a", {"app": "a"}, placed=placed)
+    workload.pod("untouched", "b", {"app": "b"}, placed=placed)
     workload.policy("untouched", "a-from-b", {"app": "a"}, {"app": "b"})
     workload.policy("untouched", "nothing", {"app": "ghost"}, {"app": "nobody"})  # makes the operator post Events
-    before = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in list_all(admin)}
+
+    def snapshot() -> dict[tuple[str, str | None, str], dict[str, Any]]:
+        return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in list_all(admin)
+                if o["metadata"].get("namespace") == "untouched" or o["metadata"]["name"] == "untouched"}
+
+    def settled() -> dict[tuple[str, str | None, str], dict[str, Any]] | None:
+        first = snapshot()
+        running = all(o["status"].get("phase") == "Running" for k, o in first.items() if k[0] == "Pod")
+        time.sleep(3)
+        return first if running and snapshot() == first else None
+
+    before = wait_for("the test objects to settle (pods running, no writer left)", settled, timeout=120)
     operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--recompute-delay", "0.2",
                                           "--events-grace", "1")
     operator.wait_ready()
@@ -118,7 +134,7 @@ def test_watched_objects_stay_byte_for_byte_unchanged(cluster: Any, admin: Any, 
         e for e in json_of(cluster, "get", "events", "-n", "untouched")["items"]
         if e["involvedObject"]["name"] == "nothing" and e["reason"] == "PolicySelectsNoPods"], timeout=30)
     time.sleep(2)
-    after = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in list_all(admin)}
+    after = snapshot()
     relabelled = ("Pod", "untouched", "b")
     for key, obj in before.items():
         if key == relabelled or key not in after:
@@ -224,3 +240,27 @@ def test_json_logs_are_one_object_a_line(cluster: Any, processes: Any) -> None:
     records = [json.loads(line) for line in lines]  # raises on any line that is not JSON
     assert any("index ready" in r["message"] for r in records)
     assert all({"message", "timestamp", "severity"} <= r.keys() for r in records)
+
+
+def test_namespace_patterns_scope_what_is_indexed(cluster: Any, admin: Any, processes: Any) -> None:
+    """``--namespace 'scope-*,!scope-out'``: pods and policies of other namespaces stay out of the index."""
+    workload = Workload(admin)
+    for ns in ("scope-in", "scope-out", "elsewhere"):
+        workload.namespace(ns)
+        workload.pod(ns, "a", {"app": "a"})
+        workload.policy(ns, "p", {"app": "a"}, None)
+    operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--namespace", "scope-*,!scope-out",
+                                          "--recompute-delay", "0.2")
+    operator.wait_ready()
+
+    def selected() -> set[str]:
+        return {s.labels["namespace"] for s in operator.scrape().get("netpol_auditor_policy_selected_pods", [])}
+
+    wait_for("the in-scope policy in the index", lambda: "scope-in" in selected(), timeout=30)
+    assert selected() == {"scope-in"}
+    workload.pod("scope-out", "b", {"app": "a"})
+    workload.pod("scope-in", "b", {"app": "a"})
+    wait_for("the new in-scope pod", lambda: operator.gauge("netpol_auditor_policy_selected_pods",
+                                                            namespace="scope-in", policy="p") == 2, timeout=30)
+    assert selected() == {"scope-in"}
+    delete_namespaces(cluster, "scope-in", "scope-out", "elsewhere")
