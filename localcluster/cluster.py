@@ -34,6 +34,14 @@ ENFORCERS = ("kube-router", "none")
 CONTROL_PLANE_PROCESSES = ("kube-controller-manager", "kube-apiserver", "etcd")  # stop order
 
 
+
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl call whose message carries kubectl's own stderr (what a test report needs to show)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nkubectl stderr:\n{(self.stderr or '').strip()}"
+
+
 @dataclass
 class ClusterConfig:
     state: Path
@@ -63,7 +71,7 @@ class Cluster:
         proc = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
                               capture_output=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+            raise KubectlError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         return proc.stdout
 
     def api_client(self) -> Any:
