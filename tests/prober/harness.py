@@ -73,11 +73,20 @@ def install_crd(cluster: Any) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "crd/proberuns.netpol-auditor.io", "--timeout=60s")
 
 
-def apply(cluster: Any, path: Path | str, text: str | None = None) -> None:
-    if text is not None:
-        cluster.kubectl("apply", "-f", "-", input=text)
-    else:
-        cluster.kubectl("apply", "-f", str(path))
+def apply(cluster: Any, path: Path | str, text: str | None = None, timeout: float = 60.0) -> None:
+    """``kubectl apply``, retried while a namespace created by the same apply has no ``default`` ServiceAccount
+    yet (the serviceaccount controller creates it asynchronously, so pods in it are refused for a moment; apply is
+    idempotent)."""
+    args = ("apply", "-f", "-") if text is not None else ("apply", "-f", str(path))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster.kubectl(*args, input=text)
+            return
+        except subprocess.CalledProcessError as exc:
+            if 'serviceaccount "default" not found' not in (exc.stderr or "") or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def pods_running(cluster: Any, namespaces: Iterable[str]) -> bool:
