@@ -53,6 +53,7 @@ __all__ = [
     "make_verdict",
     "not_judged",
     "pod_peer",
+    "unjudged_pod_reason",
 ]
 
 PolicyKey = tuple[str, str]  # (namespace, name)
@@ -397,6 +398,17 @@ def _explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint)
     )
 
 
+def unjudged_pod_reason(endpoint: PodRef, pod: Pod | None) -> str | None:
+    """Why traffic of this pod is not judged (unknown, host network, not a running pod with an IP), or None."""
+    if pod is None:
+        return f"unknown pod {endpoint}"
+    if pod.host_network:
+        return f"{endpoint} uses the host network (node traffic, not governed by NetworkPolicy)"
+    if not pod.is_endpoint:
+        return f"{endpoint} is not a running pod with an IP (phase {pod.phase})"
+    return None
+
+
 def not_judged(source: Endpoint, destination: Endpoint, port: PortProtocol, reason: str) -> Verdict:
     return Verdict(source, destination, port, None, reason=reason)
 
@@ -452,12 +464,10 @@ class Snapshot:
 
     def _pod_or_reason(self, endpoint: PodRef) -> Pod | str:
         pod = self.pods.get(endpoint)
-        if pod is None:
-            return f"unknown pod {endpoint}"
-        if pod.host_network:
-            return f"{endpoint} uses the host network (node traffic, not governed by NetworkPolicy)"
-        if not pod.is_endpoint:
-            return f"{endpoint} is not a running pod with an IP (phase {pod.phase})"
+        reason = unjudged_pod_reason(endpoint, pod)
+        if reason is not None:
+            return reason
+        assert pod is not None  # unjudged_pod_reason names a missing pod
         return pod
 
     def verdict(self, src: Endpoint, dst: Endpoint, port: PortProtocol) -> Verdict:

@@ -40,6 +40,7 @@ from .engine import (
     judge_direction,
     make_verdict,
     not_judged,
+    unjudged_pod_reason,
 )
 from .model import (
     Direction,
@@ -472,13 +473,9 @@ class ReachabilityIndex:
     def _resolve(self, endpoint: Endpoint) -> _Class | str | None:
         """The class of a pod endpoint, None for an IP address, or why it is not judged."""
         if isinstance(endpoint, PodRef):
-            pod = self._pods.get(endpoint)
-            if pod is None:
-                return f"unknown pod {endpoint}"
-            if pod.host_network:
-                return f"{endpoint} uses the host network (node traffic, not governed by NetworkPolicy)"
-            if not pod.is_endpoint:
-                return f"{endpoint} is not a running pod with an IP (phase {pod.phase})"
+            reason = unjudged_pod_reason(endpoint, self._pods.get(endpoint))
+            if reason is not None:
+                return reason
             return self._classes[self._pod_class[endpoint]]
         if parse_ip(endpoint) is None:
             return f"{endpoint!r} is neither a pod nor an IP address"
