@@ -602,20 +602,27 @@ class ReachabilityIndex:
                 counts[cp.key] += len(cls.members)
         return counts
 
-    def selector_label_keys(self, namespace: str) -> frozenset[str]:
-        """Pod label keys any policy selector can look at for pods of ``namespace``."""
-        keys: set[str] = set()
+    def pod_selectors(self, namespace: str) -> tuple[LabelSelector, ...]:
+        """Every distinct pod selector a policy can apply to pods of ``namespace``: the podSelectors of its own
+        policies, and peer podSelectors (of its own policies, or of any policy when the peer also has a
+        namespaceSelector). Pods of one namespace that match the same of these are selected alike by every policy."""
+        found: dict[LabelSelector, None] = {}
         for ns, policies in self._policies_by_ns.items():
             for cp in policies.values():
                 if ns == namespace:
-                    keys |= cp.policy.pod_selector.keys()
+                    found[cp.policy.pod_selector] = None
                 for rules in (cp.ingress, cp.egress):
                     for rule in rules:
                         for peer in rule.peers:
-                            if peer.pods is None:
-                                continue
-                            if peer.namespace is not None or ns == namespace:
-                                keys |= peer.pods.selector.keys()
+                            if peer.pods is not None and (peer.namespace is not None or ns == namespace):
+                                found[peer.pods.selector] = None
+        return tuple(found)
+
+    def selector_label_keys(self, namespace: str) -> frozenset[str]:
+        """Pod label keys any policy selector can look at for pods of ``namespace``."""
+        keys: set[str] = set()
+        for selector in self.pod_selectors(namespace):
+            keys |= selector.keys()
         return frozenset(keys)
 
     def endpoints(self) -> list[PodRef]:

@@ -70,6 +70,40 @@ def test_groups_keep_only_labels_policies_can_see() -> None:
     assert dict(other.labels) == {}
 
 
+def test_pods_the_same_selectors_match_share_a_group_and_its_verdicts() -> None:
+    """app=web and app=cart differ in a key a selector looks at (app), but every selector matches both or neither:
+    one group, one clone. app=db is picked out by a selector: a group of its own. Every member of a group gets the
+    verdicts of every other member, pod for pod, so one clone stands for all of them."""
+    objs: list[Any] = [namespace("shop"), namespace("ops", team="ops")]
+    ip = 10
+    for app in ("web", "cart", "db"):
+        for i in range(2):
+            ip += 1
+            objs.append(pod("shop", f"{app}-{i}", {"app": app, "rev": f"r{i}"}, f"10.1.0.{ip}", NODES[i],
+                            [("http", 8080)]))
+    objs.append(pod("ops", "backup", {"app": "backup"}, "10.1.1.1", "node-a"))
+    objs.append(policy("shop", "default-deny", {"podSelector": {}, "policyTypes": ["Ingress"]}))
+    objs.append(policy("shop", "front", {
+        "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "cart"]}]},
+        "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]}))
+    objs.append(policy("shop", "db-from-ops", {
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}},
+                               "podSelector": {"matchLabels": {"app": "backup"}}}]}]}))
+    index = ReachabilityIndex.from_objects(objs)
+    groups = probe_groups(index)
+    members = {g.id: sorted(r for refs in g.members_by_node.values() for r in refs) for g in groups.values()}
+    shop = sorted(sorted(r.name for r in refs) for gid, refs in members.items() if groups[gid].namespace == "shop")
+    assert shop == [["cart-0", "cart-1", "web-0", "web-1"], ["db-0", "db-1"]]
+    endpoints = index.endpoints()
+    for refs in members.values():
+        for port in (PortProtocol(8080), PortProtocol(5432)):
+            for other in endpoints:
+                seen = {(index.verdict(m, other, port).allowed, index.verdict(other, m, port).allowed)
+                        for m in refs if m != other}
+                assert len(seen) <= 1, (refs, other, port, seen)
+
+
 def test_one_path_per_group_pair_port_and_node_placement() -> None:
     index = three_tier_cluster()
     planner = ProbePlanner(PlanBudget(placements="all"))

@@ -1,7 +1,7 @@
 """What to probe: one representative path per (source class, destination class, port), placed per node.
 
-Pods are grouped into *probe groups*: same namespace, same labels as far as any policy selector can see
-(`ReachabilityIndex.selector_label_keys`), same named container ports. Policies cannot tell the pods of a group
+Pods are grouped into *probe groups*: same namespace, matched by the same pod selectors of the policies that can
+apply to them (`ReachabilityIndex.pod_selectors`), same named container ports. Policies cannot tell the pods of a group
 apart, so one probe pod (cloned from the group) speaks for all of them. Per node: ingress rules are enforced on the
 destination's node and egress rules on the source's, so each group pair is probed from every node its sources run
 on and to every node its destinations run on (paired round-robin: max(|source nodes|, |destination nodes|)
@@ -23,7 +23,17 @@ from dataclasses import dataclass, field
 
 from netpol_auditor.engine import Snapshot, Verdict
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.model import ContainerPort, Direction, Labels, NetworkPolicy, Pod, PodRef, PortProtocol
+from netpol_auditor.model import (
+    ContainerPort,
+    Direction,
+    Labels,
+    LabelSelector,
+    NetworkPolicy,
+    Pod,
+    PodRef,
+    PortProtocol,
+)
+from netpol_auditor.selectors import SelectorMatcher, compile_selector
 
 __all__ = [
     "MANAGED_BY_LABEL",
@@ -141,17 +151,22 @@ def namespace_selected(namespace: str, patterns: Sequence[str]) -> bool:
     return not includes or any(fnmatch.fnmatchcase(namespace, p) for p in includes)
 
 
-def _group_id(namespace: str, labels: Labels, ports: Iterable[ContainerPort]) -> str:
+def _group_id(namespace: str, matched: Iterable[LabelSelector], ports: Iterable[ContainerPort]) -> str:
     named = sorted((p.name or "", p.port, p.protocol.value) for p in ports if p.name)
-    text = repr((namespace, tuple(labels.items()), named))
+    text = repr((namespace, sorted(repr(s) for s in matched), named))
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> dict[str, ProbeGroup]:
-    """Endpoint pods grouped by what policies can see of them. Our own probe pods are never grouped."""
+    """Endpoint pods grouped by what policies can see of them: the pod selectors that match them
+    (`ReachabilityIndex.pod_selectors`) and their named ports. A group's clone carries the labels of its first
+    member that any selector looks at; every member matches the same selectors, so the clone does too. Our own
+    probe pods are never grouped."""
+    selectors_by_ns: dict[str, tuple[tuple[LabelSelector, SelectorMatcher], ...]] = {}
     keys_by_ns: dict[str, frozenset[str]] = {}
     members: dict[str, dict[str, list[PodRef]]] = defaultdict(lambda: defaultdict(list))
     first: dict[str, tuple[str, Labels, tuple[ContainerPort, ...]]] = {}
+    gid_by_labels: dict[tuple[str, Labels, tuple[ContainerPort, ...]], str] = {}
     endpoints = set(index.endpoints())
     for pod in index.pods():
         if pod.ref not in endpoints or pod.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
@@ -159,10 +174,15 @@ def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> di
         if not namespace_selected(pod.namespace, namespaces):
             continue
         if pod.namespace not in keys_by_ns:
+            selectors_by_ns[pod.namespace] = tuple((s, compile_selector(s)) for s in index.pod_selectors(pod.namespace))
             keys_by_ns[pod.namespace] = index.selector_label_keys(pod.namespace)
         visible = Labels({k: v for k, v in pod.labels.items() if k in keys_by_ns[pod.namespace]})
-        gid = _group_id(pod.namespace, visible, pod.container_ports)
-        first.setdefault(gid, (pod.namespace, visible, pod.container_ports))
+        seen = (pod.namespace, visible, pod.container_ports)
+        gid = gid_by_labels.get(seen)
+        if gid is None:
+            matched = [s for s, m in selectors_by_ns[pod.namespace] if m.matches(visible)]
+            gid = gid_by_labels[seen] = _group_id(pod.namespace, matched, pod.container_ports)
+        first.setdefault(gid, seen)
         members[gid][pod.node_name].append(pod.ref)
     groups = {}
     for gid, (ns, labels, ports) in first.items():
