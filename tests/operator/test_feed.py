@@ -178,3 +178,32 @@ def test_bad_object_is_logged_with_field_and_skipped(caplog: Any) -> None:
     message = caplog.text
     assert "a/p0" in message and "protocol" in message
     assert feed.apply_event(ObjectKind.POD, "ADDED", cluster.put(ObjectKind.POD, "a", "p1", {"app": "web"})) == ADDED
+    assert feed.skipped() == {**dict.fromkeys(ObjectKind, 0), ObjectKind.NETWORK_POLICY: 1}
+
+
+def test_skipped_objects_are_counted_while_they_are_held_rejected() -> None:
+    """The skipped-objects gauge says how many watched objects are missing from every verdict right now: it goes
+    down when a rejected object is fixed, deleted, or gone from a re-list."""
+    cluster = FakeCluster()
+    feed = IndexFeed()
+    feed.apply_event(ObjectKind.NAMESPACE, "ADDED", cluster.put(ObjectKind.NAMESPACE, None, "a", {}))
+    bodies = []
+    for i in range(3):
+        body = cluster.put(ObjectKind.NETWORK_POLICY, "a", f"p{i}", {"target": "web"})
+        body["spec"]["ingress"][0]["ports"] = [{"protocol": "ICMP", "port": 80}]
+        assert feed.apply_event(ObjectKind.NETWORK_POLICY, "ADDED", body) is None
+        bodies.append(body)
+    assert feed.skipped()[ObjectKind.NETWORK_POLICY] == 3
+    # the same rejected version again (a re-list) is not counted twice
+    assert feed.apply_event(ObjectKind.NETWORK_POLICY, None, copy.deepcopy(bodies[0])) is None
+    assert feed.skipped()[ObjectKind.NETWORK_POLICY] == 3
+    fixed = copy.deepcopy(bodies[0])
+    fixed["metadata"]["resourceVersion"] = "1000"
+    fixed["spec"]["ingress"][0]["ports"] = [{"protocol": "TCP", "port": 80}]
+    assert feed.apply_event(ObjectKind.NETWORK_POLICY, "MODIFIED", fixed) == ADDED
+    assert feed.apply_event(ObjectKind.NETWORK_POLICY, "DELETED", bodies[1]) is None
+    assert feed.skipped()[ObjectKind.NETWORK_POLICY] == 1
+    started = feed.sequence
+    feed.reconcile(ObjectKind.NETWORK_POLICY, [fixed], started)  # p2 is not listed any more
+    assert feed.skipped()[ObjectKind.NETWORK_POLICY] == 0
+    assert [p.name for p in feed.index.policies()] == ["p0"]

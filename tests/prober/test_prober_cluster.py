@@ -20,8 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netpol_auditor.controller.settings import Settings
 from netpol_auditor.engine import Verdict
+from netpol_auditor.model import Labels, PortProtocol
 from netpol_auditor.prober.compare import MismatchKind
-from netpol_auditor.prober.plan import PathKey
+from netpol_auditor.prober.plan import PathKey, ProbeGroup
+from netpol_auditor.prober.podspec import RunOwner, new_run_id, probe_run_object, responder_pod
 
 from .harness import MANIFESTS, RunningProber, apply, fault, install_crd, pods_running, probe_pods, wait_for
 
@@ -312,3 +314,33 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
     assert all(e["conditions"].get("ready") is False and e["conditions"].get("serving") is False for e in listed)
     server = json.loads(cluster.kubectl("get", "pod", "-n", SAFETY_NS, "server", "-o", "json"))
     assert server["status"]["phase"] == "Running"
+
+
+GC_NS = "pr-gc"
+
+
+def test_deleting_the_probe_run_garbage_collects_its_pods(cluster: Any) -> None:
+    """No prober runs here and nothing deletes pods by label: only the controller manager's garbage collector,
+    following the controller ownerReference to the ProbeRun, can remove the responder."""
+    install_crd(cluster)
+    cluster.kubectl("delete", "namespace", GC_NS, "--ignore-not-found", "--wait=true", timeout=120)
+    apply(cluster, "", text=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {GC_NS}}}\n")
+    run_id = new_run_id()
+    created = json.loads(cluster.kubectl("create", "-o", "json", "-f", "-",
+                                         input=json.dumps(probe_run_object(run_id, "gc-test"))))
+    owner = RunOwner(created["metadata"]["name"], created["metadata"]["uid"], run_id)
+    group = ProbeGroup("gc", GC_NS, Labels({"app": "server"}), (), {"node-1": ()})
+    pod = responder_pod(owner, group, "node-1", 0, [PortProtocol(8080)])
+    name = pod["metadata"]["name"]
+    try:
+        apply(cluster, "", text=json.dumps(pod))
+        wait_for("the responder running", lambda: pods_running(cluster, [GC_NS]), timeout=120)
+        cluster.kubectl("delete", "proberun", owner.name, "--wait=false")
+
+        def collected() -> bool:
+            return not cluster.kubectl("get", "pod", "-n", GC_NS, name, "--ignore-not-found", "-o", "name").strip()
+
+        wait_for("the garbage collector to delete the responder", collected, timeout=90)
+    finally:
+        cluster.kubectl("delete", "proberun", owner.name, "--ignore-not-found", "--wait=false")
+        cluster.kubectl("delete", "namespace", GC_NS, "--ignore-not-found", "--wait=false")

@@ -195,9 +195,11 @@ class Operator:
             self._watched[kind] = True
         if change is not None:
             self._changed()
+        else:  # nothing in the index changed, but a rejected object may have come or gone
+            self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
 
     def _changed(self) -> None:
-        self.metrics.set_object_counts(self.feed.counts())
+        self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
         self._dirty.set()
 
     # -- activity (HA) -------------------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ class Operator:
         self.warning_gate = WarningGate(self.settings.events_grace_seconds)
         self.feed.clear()
         self.metrics.publish(None)
-        self.metrics.set_object_counts(self.feed.counts())
+        self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
 
     async def _active_period(self, stop: asyncio.Event) -> None:
         delay = 1.0
@@ -268,7 +270,7 @@ class Operator:
         stats = self.feed.index.stats()
         logger.info("index ready: %d pods, %d namespaces, %d policies, %d equivalence classes", stats.pods,
                     stats.namespaces, stats.policies, stats.classes)
-        self.metrics.set_object_counts(self.feed.counts())
+        self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
         self._dirty.set()  # the first recompute of the aggregates runs in the recompute loop
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("resync", lambda: self.resyncer.run(stop)),

@@ -73,7 +73,8 @@ class IndexFeed:
         self._tombstones: dict[str, int] = {}  # deleted UID -> seq of the deletion
         self._seq = 0
         self._counts: dict[ObjectKind, int] = dict.fromkeys(ObjectKind, 0)
-        self.skipped_objects = 0
+        self._skipped: dict[ObjectKind, int] = dict.fromkeys(ObjectKind, 0)
+        self.skipped_objects = 0  # every rejection since start (an object rejected twice counts twice)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
@@ -89,6 +90,10 @@ class IndexFeed:
         """Objects of each kind in the index (O(1): kept up to date on every change)."""
         return dict(self._counts)
 
+    def skipped(self) -> dict[ObjectKind, int]:
+        """Watched objects of each kind held as rejected now (malformed, so missing from every verdict)."""
+        return dict(self._skipped)
+
     def uid_of(self, kind: ObjectKind, namespace: str | None, name: str) -> str | None:
         record = self._records.get((kind, namespace, name))
         return record.uid if record is not None else None
@@ -99,6 +104,7 @@ class IndexFeed:
             if record.valid:
                 self._delete_from_index(kind, namespace, name, observe=False)
         self._records.clear()
+        self._skipped = dict.fromkeys(ObjectKind, 0)
         self._tombstones.clear()
 
     # -- watch events --------------------------------------------------------------------------------------------
@@ -115,7 +121,7 @@ class IndexFeed:
             record = self._records.get(key)
             if record is None or (uid and record.uid and record.uid != uid):
                 return None  # not held, or a newer object of the same name is held
-            del self._records[key]
+            self._drop_record(key)
             if record.valid:
                 self._delete_from_index(kind, key[1], key[2])
                 return DELETED
@@ -157,7 +163,7 @@ class IndexFeed:
             self.skipped_objects += 1
             logger.warning("skipping %s %s: %s", _KIND_NAMES[kind], _display(key), exc,
                            extra={"object_kind": _KIND_NAMES[kind], "object": _display(key)})
-            self._records[key] = _Record(uid, version, self._seq, valid=False)
+            self._put_record(key, _Record(uid, version, self._seq, valid=False))
             if record is not None and record.valid:
                 self._delete_from_index(kind, key[1], key[2])
                 return DELETED
@@ -168,7 +174,7 @@ class IndexFeed:
         except Exception:
             self.skipped_objects += 1
             logger.exception("the index rejected %s %s; skipping it", _KIND_NAMES[kind], _display(key))
-            self._records[key] = _Record(uid, version, self._seq, valid=False)
+            self._put_record(key, _Record(uid, version, self._seq, valid=False))
             if record is not None and record.valid:
                 self._delete_from_index(kind, key[1], key[2])
                 return DELETED
@@ -176,10 +182,24 @@ class IndexFeed:
         change = MODIFIED if record is not None and record.valid else ADDED
         if change == ADDED:
             self._counts[kind] += 1
-        self._records[key] = _Record(uid, version, self._seq, valid=True)
+        self._put_record(key, _Record(uid, version, self._seq, valid=True))
         if self._observer is not None:
             self._observer(kind, change, time.perf_counter() - started)
         return change
+
+    def _put_record(self, key: ObjectKey, record: _Record) -> None:
+        old = self._records.get(key)
+        if old is not None and not old.valid:
+            self._skipped[key[0]] -= 1
+        if not record.valid:
+            self._skipped[key[0]] += 1
+        self._records[key] = record
+
+    def _drop_record(self, key: ObjectKey) -> _Record:
+        record = self._records.pop(key)
+        if not record.valid:
+            self._skipped[key[0]] -= 1
+        return record
 
     def _delete_from_index(self, kind: ObjectKind, namespace: str | None, name: str, observe: bool = True) -> None:
         started = time.perf_counter()
@@ -236,7 +256,7 @@ class Reconciliation:
             record = feed._records[key]
             if record.seq > self._started_seq or (self._in_scope is not None and not self._in_scope(key[1])):
                 continue
-            del feed._records[key]
+            feed._drop_record(key)
             feed._tombstone(record.uid)
             if record.valid:
                 feed._delete_from_index(kind, key[1], key[2])

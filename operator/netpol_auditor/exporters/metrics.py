@@ -167,6 +167,11 @@ class IndexMetrics:
                                        buckets=_APPLY_BUCKETS, registry=registry)
         self.last_event = Gauge("netpol_auditor_index_last_event_timestamp_seconds",
                                 "When the index last changed.", registry=registry)
+        self.skipped = Gauge("netpol_auditor_index_skipped_objects",
+                             "Watched objects the index rejected as malformed (logged with object and field); they "
+                             "are missing from every verdict.", ["kind"], registry=registry)
+        for kind in ObjectKind:
+            self.skipped.labels(kind.value).set(0)
         self._aggregates = _AggregatesCollector()
         registry.register(self._aggregates)
         self._capped_logged: bool | None = None
@@ -182,10 +187,11 @@ class IndexMetrics:
         self.apply_seconds.labels(kind.value).observe(seconds)
         self.last_event.set(time.time())
 
-    def set_object_counts(self, counts: dict[ObjectKind, int]) -> None:
+    def set_object_counts(self, counts: dict[ObjectKind, int], skipped: dict[ObjectKind, int] | None = None) -> None:
         """Update the object gauges (cheap: called after every change)."""
         for kind in ObjectKind:
             self.objects.labels(kind.value).set(counts.get(kind, 0))
+            self.skipped.labels(kind.value).set((skipped or {}).get(kind, 0))
 
     def publish(self, snapshot: Aggregates | None, declared_ports: int = 0, max_ports: int = 0) -> None:
         """Serve *snapshot* from now on (None: serve no aggregate series, e.g. on a standby replica)."""
