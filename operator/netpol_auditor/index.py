@@ -233,6 +233,12 @@ class ReachabilityIndex:
                 if Direction.EGRESS in directions and any(x is cp for x in cls.sel_eg):
                     self._drop_egress(cid)
 
+    def namespace_labels(self, name: str) -> Labels | None:
+        """The labels of a known namespace (its implicit name label included), None if no Namespace object of
+        that name has been seen."""
+        ns = self._namespaces.get(name)
+        return ns.labels if ns is not None else None
+
     def _namespace_labels(self, name: str) -> Labels:
         ns = self._namespaces.get(name)
         return ns.labels if ns is not None else Namespace(name).labels

@@ -7,6 +7,7 @@ matches everything; ``NotIn`` and ``DoesNotExist`` also match objects that lack 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Generic, TypeVar
 
-from .model import IPBlock, LabelSelector, SelectorOperator
+from .model import IPBlock, Labels, LabelSelector, SelectorOperator, SelectorRequirement
 
 __all__ = [
     "AddressIndex",
@@ -25,6 +26,7 @@ __all__ = [
     "compile_selector",
     "ip_key",
     "parse_ip",
+    "parse_label_selector",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -72,6 +74,59 @@ class SelectorMatcher:
             if key not in labels:
                 return False
         return all(key not in labels for key in self._absent)
+
+
+_KEY_RE = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
+_VALUE_RE = r"[-A-Za-z0-9_.]*"
+_SET_REQUIREMENT = re.compile(rf"^(?P<key>{_KEY_RE})\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
+_EQUALITY_REQUIREMENT = re.compile(rf"^(?P<key>{_KEY_RE})\s*(?P<op>==|=|!=)\s*(?P<value>{_VALUE_RE})$")
+_KEY = re.compile(rf"^(?P<neg>!?)\s*(?P<key>{_KEY_RE})$")
+
+
+def parse_label_selector(text: str) -> LabelSelector:
+    """The string form of a label selector, as ``kubectl -l`` takes it (apimachinery pkg/labels/selector.go
+    ``Parse``): comma-separated ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``.
+    ``k!=v`` and ``notin`` also match objects without ``k``, like the API's ``NotIn``. Raises ValueError naming the
+    requirement that does not parse."""
+    requirements: list[str] = []
+    depth, start = 0, 0
+    for i, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            requirements.append(text[start:i])
+            start = i + 1
+    requirements.append(text[start:])
+    labels: dict[str, str] = {}
+    expressions: list[SelectorRequirement] = []
+    for raw in requirements:
+        req = raw.strip()
+        if not req:
+            if text.strip():
+                raise ValueError(f"label selector {text!r}: empty requirement")
+            continue
+        if m := _SET_REQUIREMENT.match(req):
+            values = tuple(v.strip() for v in m["values"].split(","))
+            if not all(re.fullmatch(_VALUE_RE, v) and v for v in values):
+                raise ValueError(f"label selector {text!r}: {req!r}: a value in the set is empty or not a label value")
+            op = SelectorOperator.IN if m["op"] == "in" else SelectorOperator.NOT_IN
+            expressions.append(SelectorRequirement(m["key"], op, tuple(sorted(values))))
+        elif m := _EQUALITY_REQUIREMENT.match(req):
+            if m["op"] == "!=":
+                expressions.append(SelectorRequirement(m["key"], SelectorOperator.NOT_IN, (m["value"],)))
+            elif labels.get(m["key"], m["value"]) != m["value"]:
+                raise ValueError(f"label selector {text!r}: {m['key']!r} required to equal two values")
+            else:
+                labels[m["key"]] = m["value"]
+        elif m := _KEY.match(req):
+            op = SelectorOperator.DOES_NOT_EXIST if m["neg"] else SelectorOperator.EXISTS
+            expressions.append(SelectorRequirement(m["key"], op))
+        else:
+            raise ValueError(f"label selector {text!r}: cannot parse {req!r} (expected k=v, k!=v, k in (a,b), "
+                             "k notin (a,b), k or !k)")
+    return LabelSelector(Labels(labels), tuple(expressions))
 
 
 @lru_cache(maxsize=65536)

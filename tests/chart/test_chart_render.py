@@ -322,6 +322,8 @@ def test_a_crd_added_to_crds_is_granted_without_editing_templates(render: Render
     ({"metrics.ports": ["http"]}, "/metrics/ports"),
     ({"metrics.ports": "80/TCP"}, "/metrics/ports"),
     ({"namespaces": "shop"}, "/namespaces"),
+    ({"namespaceSelector": ["team=a"]}, "/namespaceSelector"),
+    ({"namespaceSelector": "team>3"}, "/namespaceSelector"),
     ({"log.format": "xml"}, "/log/format"),
     ({"probe.maxPods": 0}, "/probe/maxPods"),
     ({"probe.intervalSeconds": 0}, "/probe/intervalSeconds"),

@@ -7,7 +7,13 @@ import ipaddress
 import pytest
 
 from netpol_auditor.model import IPBlock, Labels, LabelSelector, SelectorOperator, SelectorRequirement
-from netpol_auditor.selectors import AddressIndex, block_intervals, compile_ip_block, compile_selector
+from netpol_auditor.selectors import (
+    AddressIndex,
+    block_intervals,
+    compile_ip_block,
+    compile_selector,
+    parse_label_selector,
+)
 
 
 def sel(match_labels: dict[str, str] | None = None, *exprs: tuple[str, str, tuple[str, ...]]) -> LabelSelector:
@@ -95,3 +101,29 @@ def test_address_index_finds_owners_inside_a_block() -> None:
     assert index.within(compile_ip_block(IPBlock("10.0.0.1/32"))) == {"e"}
     index.remove("10.0.0.1", "e")
     assert index.within(compile_ip_block(IPBlock("10.0.0.1/32"))) == set()
+
+
+@pytest.mark.parametrize(("text", "matching", "not_matching"), [
+    ("team=payments", [{"team": "payments"}], [{}, {"team": "search"}]),
+    ("team==payments,env!=dev", [{"team": "payments"}, {"team": "payments", "env": "prod"}],
+     [{"team": "payments", "env": "dev"}]),
+    ("env in (prod, staging)", [{"env": "prod"}, {"env": "staging"}], [{}, {"env": "dev"}]),
+    ("env notin (dev)", [{}, {"env": "prod"}], [{"env": "dev"}]),  # notin and != also match without the key
+    ("audited", [{"audited": ""}, {"audited": "no"}], [{}]),
+    ("!netpol-auditor.io/ignore", [{}, {"x": "y"}], [{"netpol-auditor.io/ignore": "true"}]),
+    ("", [{}, {"any": "thing"}], []),
+    ("kubernetes.io/metadata.name in (a,b),!skip", [{"kubernetes.io/metadata.name": "a"}],
+     [{"kubernetes.io/metadata.name": "c"}, {"kubernetes.io/metadata.name": "a", "skip": ""}]),
+])
+def test_label_selector_strings_follow_kubectl(text: str, matching: list[dict[str, str]],
+                                               not_matching: list[dict[str, str]]) -> None:
+    """The string form of apimachinery's labels.Parse, compiled to the same matcher policies use."""
+    matcher = compile_selector(parse_label_selector(text))
+    assert all(matcher.matches(labels) for labels in matching)
+    assert not any(matcher.matches(labels) for labels in not_matching)
+
+
+@pytest.mark.parametrize("text", ["team>3", "a in ()", "a in (b c)", "a=b,a=c", ",", "a b", "a in (b", "=x"])
+def test_malformed_label_selector_strings_are_rejected_naming_the_requirement(text: str) -> None:
+    with pytest.raises(ValueError, match="label selector"):
+        parse_label_selector(text)

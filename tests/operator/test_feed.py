@@ -207,3 +207,22 @@ def test_skipped_objects_are_counted_while_they_are_held_rejected() -> None:
     feed.reconcile(ObjectKind.NETWORK_POLICY, [fixed], started)  # p2 is not listed any more
     assert feed.skipped()[ObjectKind.NETWORK_POLICY] == 0
     assert [p.name for p in feed.index.policies()] == ["p0"]
+
+
+def test_an_evicted_object_is_taken_again_when_it_comes_back_into_scope() -> None:
+    """Eviction (the namespace left the audited scope) is not deletion: no tombstone, so the same object's later
+    events and listings are applied again."""
+    cluster = FakeCluster()
+    feed = IndexFeed()
+    feed.apply_event(ObjectKind.NAMESPACE, "ADDED", cluster.put(ObjectKind.NAMESPACE, None, "a", {}))
+    pod = cluster.put(ObjectKind.POD, "a", "p1", {"app": "web"})
+    policy = cluster.put(ObjectKind.NETWORK_POLICY, "a", "p0", {"target": "web"})
+    assert feed.apply_event(ObjectKind.POD, "ADDED", pod) == ADDED
+    assert feed.apply_event(ObjectKind.NETWORK_POLICY, "ADDED", policy) == ADDED
+    assert feed.evict_namespace("a") == 2
+    assert feed.index.pods() == [] and feed.index.policies() == []
+    assert [n.name for n in feed.index.namespaces()] == ["a"]  # the namespace stays: its labels decide the scope
+    assert feed.apply_event(ObjectKind.POD, None, pod) == ADDED  # listed again
+    relabelled = cluster.put(ObjectKind.POD, "a", "p1", {"app": "api"})
+    assert feed.apply_event(ObjectKind.POD, "MODIFIED", relabelled) == MODIFIED
+    assert feed.index.pods()[0].labels["app"] == "api"

@@ -264,3 +264,40 @@ def test_namespace_patterns_scope_what_is_indexed(cluster: Any, admin: Any, proc
                                                             namespace="scope-in", policy="p") == 2, timeout=30)
     assert selected() == {"scope-in"}
     delete_namespaces(cluster, "scope-in", "scope-out", "elsewhere")
+
+
+def test_namespace_selector_scopes_the_index_and_follows_relabels(cluster: Any, admin: Any, processes: Any) -> None:
+    """``--namespace-selector 'audit=yes,env!=dev'``: only admitted namespaces' pods and policies are indexed; a
+    namespace relabelled into scope is listed and indexed, one relabelled out of scope leaves the index."""
+    workload = Workload(admin)
+    labels = {"sel-in": {"audit": "yes"}, "sel-dev": {"audit": "yes", "env": "dev"}, "sel-later": {}}
+    for ns, ns_labels in labels.items():
+        workload.namespace(ns, ns_labels)
+        workload.pod(ns, "a", {"app": "a"})
+        workload.policy(ns, "p", {"app": "a"}, None)
+    operator: OperatorProcess = processes(cluster.kubeconfig, "--standalone", "--namespace-selector",
+                                          "audit=yes,env!=dev", "--recompute-delay", "0.2")
+    operator.wait_ready()
+
+    def selected() -> set[str]:
+        return {s.labels["namespace"] for s in operator.scrape().get("netpol_auditor_policy_selected_pods", [])
+                if s.labels["namespace"].startswith("sel-")}
+
+    wait_for("the admitted namespace's policy in the index", lambda: "sel-in" in selected(), timeout=30)
+    assert selected() == {"sel-in"}
+    workload.pod("sel-dev", "b", {"app": "a"})  # events from a namespace out of scope change nothing
+    workload.core.patch_namespace("sel-later", {"metadata": {"labels": {"audit": "yes"}}})
+    wait_for("the relabelled namespace listed into the index", lambda: selected() == {"sel-in", "sel-later"},
+             timeout=30)
+    assert operator.gauge("netpol_auditor_policy_selected_pods", namespace="sel-later", policy="p") == 1
+    workload.core.patch_namespace("sel-in", {"metadata": {"labels": {"env": "dev"}}})
+    wait_for("the namespace relabelled out of scope gone from the index", lambda: selected() == {"sel-later"},
+             timeout=30)
+    # and back: the same pods and policy, never deleted in the cluster, are taken again
+    workload.core.patch_namespace("sel-in", {"metadata": {"labels": {"env": None}}})
+    wait_for("the namespace back in scope", lambda: selected() == {"sel-in", "sel-later"}, timeout=30)
+    workload.pod("sel-in", "b", {"app": "a"})
+    wait_for("a new pod of the re-admitted namespace", lambda: operator.gauge(
+        "netpol_auditor_policy_selected_pods", namespace="sel-in", policy="p") == 2, timeout=30)
+    assert "Traceback" not in operator.log_text()
+    delete_namespaces(cluster, *labels)

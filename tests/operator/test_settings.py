@@ -55,6 +55,8 @@ def test_prober_options_share_the_settings_object() -> None:
     ((), {"NETPOL_AUDITOR_MAX_PATH_SERIES": "lots"}, "NETPOL_AUDITOR_MAX_PATH_SERIES"),
     ((), {"NETPOL_AUDITOR_EVENTS": "maybe"}, "NETPOL_AUDITOR_EVENTS"),
     ((), {"NETPOL_AUDITOR_LOG_FORMAT": "xml"}, "NETPOL_AUDITOR_LOG_FORMAT"),
+    (("--namespace-selector", "team>3"), {}, "--namespace-selector: label selector 'team>3': cannot parse"),
+    ((), {"NETPOL_AUDITOR_NAMESPACE_SELECTOR": "env in (a"}, "NETPOL_AUDITOR_NAMESPACE_SELECTOR"),
 ])
 def test_bad_values_name_their_source(argv: tuple[str, ...], env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):

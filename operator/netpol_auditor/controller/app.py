@@ -26,10 +26,11 @@ import kopf
 from prometheus_client import CollectorRegistry
 
 from netpol_auditor.controller.endpoints import MetricsServer
-from netpol_auditor.controller.feed import IndexFeed
+from netpol_auditor.controller.feed import DELETED, IndexFeed
 from netpol_auditor.controller.handlers import register_handlers
 from netpol_auditor.controller.logs import configure_logging
 from netpol_auditor.controller.resync import Resyncer
+from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.controller.settings import Settings
 from netpol_auditor.exporters.events import EventPoster, IndexFacts, WarningGate, collect_facts, detect_notices
 from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
@@ -126,7 +127,8 @@ class Operator:
         self.feed = IndexFeed(observer=self.metrics.observe_apply)
         self.poster = EventPoster(self.api_client, per_minute=settings.events_per_minute,
                                   dedup_seconds=settings.events_dedup_seconds)
-        self.resyncer = Resyncer(self.feed, self.api_client, settings.namespaces, settings.resync_interval_seconds,
+        self.scope = NamespaceScope(settings.namespaces, settings.namespace_selector)
+        self.resyncer = Resyncer(self.feed, self.api_client, self.scope, settings.resync_interval_seconds,
                                  on_change=self._changed)
         self.server = MetricsServer(self.registry, self.readiness, settings.metrics_address, settings.metrics_port)
         self.kopf_registry = self._kopf_registry()
@@ -178,7 +180,8 @@ class Operator:
 
     def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None:
         """Apply one kopf watch event to the index (called on the event loop)."""
-        change = self.feed.apply_event(kind, event_type, body)
+        change = self._apply_in_scope(kind, event_type, body) if self.scope.by_labels else (
+            self.feed.apply_event(kind, event_type, body))
         if event_type is None:
             # A listed object. kopf re-lists after a 410 Gone or a restart of the watch: objects deleted meanwhile
             # are not in the listing and no DELETED will come for them, so reconcile once the listing has flowed
@@ -197,6 +200,30 @@ class Operator:
             self._changed()
         else:  # nothing in the index changed, but a rejected object may have come or gone
             self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
+
+    def _apply_in_scope(self, kind: ObjectKind, event_type: str | None, body: Any) -> str | None:
+        """Apply an event under ``--namespace-selector``: pods and policies of namespaces it does not admit stay
+        out of the index; a namespace relabelled out of scope takes its pods and policies with it, one relabelled
+        into scope has them listed (a reconcile)."""
+        meta = body.get("metadata") or {}
+        if kind is not ObjectKind.NAMESPACE:
+            namespace = meta.get("namespace") or "default"
+            if self.scope.admits(namespace, self.feed.index.namespace_labels(namespace)):
+                return self.feed.apply_event(kind, event_type, body)
+            return self.feed.evict(kind, namespace, str(meta.get("name", "")))
+        name = str(meta.get("name", ""))
+        before = self.scope.admits(name, self.feed.index.namespace_labels(name))
+        change = self.feed.apply_event(kind, event_type, body)
+        after = self.scope.admits(name, self.feed.index.namespace_labels(name))
+        if before and not after:
+            if self.feed.evict_namespace(name):
+                change = change or DELETED
+            logger.info("namespace %s left the audited scope (--namespace-selector %s)", name, self.scope.selector)
+        elif after and not before and event_type is not None:
+            logger.info("namespace %s entered the audited scope (--namespace-selector %s): listing its pods and "
+                        "policies", name, self.scope.selector)
+            self.resyncer.request()
+        return change
 
     def _changed(self) -> None:
         self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())

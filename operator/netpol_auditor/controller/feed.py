@@ -130,6 +130,24 @@ class IndexFeed:
             return None  # a late event of an object already deleted
         return self._upsert(key, uid, version, body)
 
+    def evict(self, kind: ObjectKind, namespace: str | None, name: str) -> str | None:
+        """Forget an object that still exists but left the audited scope (its namespace was relabelled out):
+        unlike a deletion, no tombstone, so it is taken again if the namespace comes back into scope."""
+        key = (kind, namespace, name)
+        if key not in self._records:
+            return None
+        record = self._drop_record(key)
+        if record.valid:
+            self._delete_from_index(kind, namespace, name)
+            return DELETED
+        return None
+
+    def evict_namespace(self, namespace: str) -> int:
+        """Evict every pod and policy of *namespace* (the Namespace object itself stays); returns how many left
+        the index."""
+        keys = [k for k in self._records if k[1] == namespace and k[0] is not ObjectKind.NAMESPACE]
+        return sum(1 for kind, ns, name in keys if self.evict(kind, ns, name) == DELETED)
+
     # -- full listings -------------------------------------------------------------------------------------------
 
     def reconcile(self, kind: ObjectKind, listed: Iterable[Mapping[str, Any]], started_seq: int,

@@ -12,27 +12,18 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-# The very matcher kopf scopes its watches with, so the re-list covers exactly what the watches cover.
-from kopf._cogs.structs.references import NamespaceName, match_namespace
-
 from netpol_auditor.controller.feed import IndexFeed, ReconcileResult
-from netpol_auditor.model import ObjectKind
+from netpol_auditor.controller.scope import NamespaceScope
+from netpol_auditor.model import Labels, Namespace, ObjectKind
 
-__all__ = ["Resyncer", "list_objects", "list_page", "namespace_in_scope"]
+__all__ = ["Resyncer", "list_objects", "list_page"]
 
 logger = logging.getLogger(__name__)
 
 _PAGE = 500
-
-
-def namespace_in_scope(patterns: Sequence[str], namespace: str | None) -> bool:
-    """Whether kopf serves *namespace* under the ``--namespace`` *patterns* (empty: cluster-wide)."""
-    if namespace is None or not patterns:
-        return True
-    return any(match_namespace(NamespaceName(namespace), pattern) for pattern in patterns)
 
 
 def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, token: str | None = None,
@@ -77,16 +68,17 @@ def list_objects(api_client: Any, kind: ObjectKind, namespace: str | None = None
 class Resyncer:
     """Runs reconciles: now (``resync_now``), soon after a request (``request``), and every *interval* seconds."""
 
-    def __init__(self, feed: IndexFeed, api_client: Any, namespaces: Sequence[str], interval: float,
+    def __init__(self, feed: IndexFeed, api_client: Any, scope: NamespaceScope, interval: float,
                  on_change: Callable[[], None], request_delay: float = 2.0) -> None:
         self._feed = feed
         self._api_client = api_client
-        self._namespaces = tuple(namespaces)
+        self._scope = scope
         self._interval = interval
         self._on_change = on_change
         self._request_delay = request_delay
         self._requested = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._evicted = 0  # pods and policies of namespaces the selector stopped admitting, in this resync
         self.completed = 0
         self.last_result = ReconcileResult()
         self.last_completed_at: float | None = None
@@ -99,11 +91,11 @@ class Resyncer:
         """List every watched kind and reconcile the index with it. Raises on API errors."""
         async with self._lock:
             total = ReconcileResult()
+            self._evicted = 0
             started_at = time.monotonic()
             # Namespaces first: pods and policies are judged with their namespace's labels.
             for kind in (ObjectKind.NAMESPACE, ObjectKind.NETWORK_POLICY, ObjectKind.POD):
-                reconciliation = self._feed.start_reconcile(
-                    kind, self._feed.sequence, in_scope=lambda ns: namespace_in_scope(self._namespaces, ns))
+                reconciliation = self._feed.start_reconcile(kind, self._feed.sequence, in_scope=self._scope.watches)
                 for namespace in await self._namespaces_to_list(kind):
                     token: str | None = None
                     while True:  # page by page: a big listing is never in memory at once
@@ -114,7 +106,8 @@ class Resyncer:
                             break
                 result = reconciliation.finish()
                 total = ReconcileResult(total.added + result.added, total.modified + result.modified,
-                                        total.deleted + result.deleted)
+                                        total.deleted + result.deleted + self._evicted)
+                self._evicted = 0
             self.completed += 1
             self.last_result = total
             self.last_completed_at = time.monotonic()
@@ -126,11 +119,22 @@ class Resyncer:
             return total
 
     async def _namespaces_to_list(self, kind: ObjectKind) -> list[str | None]:
-        """None (one cluster-wide LIST), or the served namespaces when --namespace restricts the scope."""
-        if kind is ObjectKind.NAMESPACE or not self._namespaces:
+        """None (one cluster-wide LIST), or the audited namespaces when --namespace or --namespace-selector
+        narrows the scope. Pods and policies still held from watched namespaces that the selector no longer
+        admits are evicted first, so the reconcile that follows sees only audited namespaces."""
+        if kind is ObjectKind.NAMESPACE or not self._scope.restricted:
             return [None]
         listed = await asyncio.to_thread(list_objects, self._api_client, ObjectKind.NAMESPACE)
-        return [n["metadata"]["name"] for n in listed if namespace_in_scope(self._namespaces, n["metadata"]["name"])]
+        audited: list[str | None] = []
+        for item in listed:
+            meta = item.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            labels = Namespace(name, labels=Labels(meta.get("labels") or {})).labels  # with the implicit name label
+            if self._scope.admits(name, labels):
+                audited.append(name)
+            elif self._scope.watches(name):
+                self._evicted += self._feed.evict_namespace(name)
+        return audited
 
     async def run(self, stopped: asyncio.Event) -> None:
         """Reconcile on request and periodically, until *stopped*; API errors are logged and retried."""

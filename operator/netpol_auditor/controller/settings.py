@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netpol_auditor.model import PortProtocol
+from netpol_auditor.selectors import parse_label_selector
 
 __all__ = ["ENV_PREFIX", "Settings", "add_arguments", "settings_from_args"]
 
@@ -38,6 +39,11 @@ def _ports(text: str) -> tuple[PortProtocol, ...]:
     return tuple(sorted({PortProtocol.parse(part) for part in text.split(",") if part.strip()}))
 
 
+def _label_selector(text: str) -> str:
+    parse_label_selector(text)  # raises ValueError naming the requirement that does not parse
+    return text.strip()
+
+
 def _pattern(text: str) -> tuple[str, ...]:
     """One kopf namespace pattern, kept whole: its comma-separated globs are evaluated left to right."""
     return (text.strip(),) if text.strip() else ()
@@ -52,6 +58,8 @@ class Settings:
     context: str | None = None
     # Scope: empty = cluster-wide; else kopf namespace patterns (globs, ``!pattern`` excludes).
     namespaces: tuple[str, ...] = ()
+    # ... and only namespaces whose labels match this label selector (kubectl syntax; empty: every namespace).
+    namespace_selector: str = ""
     # HTTP endpoints
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9090
@@ -124,6 +132,10 @@ _OPTIONS: tuple[_Option, ...] = (
             "'!glob' excludes (e.g. 'team-*,!team-sandbox'); repeatable (any pattern matches); default: "
             "cluster-wide", parse=_pattern, metavar="PATTERN",
             aliases=("-n",)),
+    _Option("--namespace-selector", "namespace_selector", "audit only namespaces whose labels match this label "
+            "selector, in kubectl's syntax (e.g. 'team=payments,env!=dev' or '!netpol-auditor.io/ignore'); "
+            "combined with --namespace, a namespace must pass both; a namespace relabelled in or out of scope is "
+            "added to or removed from the index", parse=_label_selector, metavar="SELECTOR"),
     _Option("--metrics-address", "metrics_address", "address of the /metrics and /readyz HTTP server",
             metavar="ADDR"),
     _Option("--metrics-port", "metrics_port", "port of the /metrics and /readyz HTTP server (0: any free port)",
