@@ -223,6 +223,11 @@ def test_ignored_egress_on_one_node_flags_exactly_its_egress_paths(seeds: Any, c
         features = feature_values(prober)
         assert features[("egress", "node-2")] == 0
         assert features[("ingress", "node-2")] == 1 and features[("ingress", "node-1")] == 1
+        fault(cluster, "heal", "node-2")
+        done = prober.cycles()
+        prober.wait_cycles(done + 2)
+        # healed: only kube-router's own same-node gap is left (which also counts as egress missing on its node)
+        assert prober.mismatched() == expected_open(prober, kube_router_gap)
     finally:
         prober.stop()
 
