@@ -21,6 +21,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = int(os.environ.get("LOCALCLUSTER_TEST_NODES", "2"))
+WORKLOAD_CONTAINERS = (
+    ("server", "{name: s, image: server, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}"),
+    ("sleeper", "{name: c, image: tool, command: [sh, -c, 'echo started > /dev/termination-log; sleep 600']}"),
+)
 
 
 def tmpdir(state: Path) -> Path:
@@ -106,6 +110,38 @@ def test_up_twice_crash_recovery_and_clean_down(state: Path) -> None:
     assert not set(new_pids.values()) & set(pids.values())
     assert all(controlplane.process_alive(state, n) for n in new_pids)
     assert json.loads(cli(state, "status", "--json").stdout)["running"] is True
+
+    # Workloads running when `down` comes: a responder pod (a listener per declared port) and a command
+    # container (a real process in the pod's namespace) on every node; `down` must take all of it away.
+    kubeconfig = f"--kubeconfig={state / 'admin.kubeconfig'}"
+    pods = "\n---\n".join(
+        f"""apiVersion: v1
+kind: Pod
+metadata: {{name: {kind}-{node}, namespace: default}}
+spec:
+  nodeName: node-{node}
+  containers: [{spec}]"""
+        for node in range(1, NODES + 1)
+        for kind, spec in WORKLOAD_CONTAINERS)
+    deadline = time.monotonic() + 60
+    while True:  # the serviceaccount controller creates `default`'s ServiceAccount a moment after the restart
+        applied = subprocess.run(["kubectl", kubeconfig, "apply", "-f", "-"], input=pods, capture_output=True,
+                                 text=True)
+        if applied.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert applied.returncode == 0, applied.stderr
+
+    def phases() -> set[str]:
+        got = json.loads(subprocess.run(["kubectl", kubeconfig, "get", "pods", "-n", "default", "-o", "json"],
+                                        capture_output=True, text=True, check=True).stdout)["items"]
+        return {p["status"].get("phase", "") for p in got} if len(got) == 2 * NODES else set()
+
+    deadline = time.monotonic() + 60
+    while phases() != {"Running"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert phases() == {"Running"}
+    assert len(lc.leftovers(state)["netns"]) > NODES, "the pods' network namespaces exist before `down`"
 
     down = cli(state, "down")
     assert down.returncode == 0, down.stderr
