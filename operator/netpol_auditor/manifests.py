@@ -237,6 +237,8 @@ def _ip_block(ctx: _Ctx, value: Any, path: str) -> IPBlock:
 
 def _parse_cidr(ctx: _Ctx, text: str, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
+        if "/" not in text:  # Go's net.ParseCIDR (ValidateCIDR) needs the prefix length: a bare address is refused
+            raise ValueError(text)
         # strict=False: like Go's ParseCIDR, host bits are allowed and masked off.
         return ipaddress.ip_network(text, strict=False)
     except ValueError:

@@ -43,6 +43,12 @@ MALFORMED = {
         "spec.egress[0].to[0].ipBlock.cidr",
         '"10.0.0.0/33"',
     ),
+    "an address, not a CIDR (the API server refuses it too)": (
+        _policy("  podSelector: {}\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.1}\n"),
+        "NetworkPolicy shop/p",
+        "spec.egress[0].to[0].ipBlock.cidr",
+        '"10.0.0.1"',
+    ),
     "except outside the CIDR": (
         _policy(
             "  podSelector: {}\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/16, except: [192.168.0.0/24]}\n"
