@@ -36,7 +36,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-toggles": ALL_TOGGLES,
     "probe-restricted": {"probe.namespaces": ["shop", "payments"]},
-    "namespaced": {"namespaces": ["shop", "team-*", "!team-sandbox"]},
+    "namespaced": {"namespaces": ["shop", "payments"]},
+    "namespace-patterns": {"namespaces": ["shop", "team-*", "!team-sandbox"], "peering.enabled": False},
+    "namespace-selector": {"namespaceSelector": "team=payments,!netpol-auditor.io/ignore"},
     "standalone": {"peering.enabled": False},
     "no-probes": {"probe.enabled": False},
     "ha": {"replicaCount": 2, "priorityClassName": "system-cluster-critical",
@@ -133,7 +135,8 @@ def _operator_options() -> dict[str, str]:
 def test_deployment_configures_the_operator_through_its_real_options(render: Render) -> None:
     """Every variable the chart sets is one `netpol-auditor run` reads, and the values arrive as configured."""
     docs = render({"metrics.ports": ["80/TCP", "53/UDP"], "probe.intervalSeconds": 120, "probe.maxPods": 4,
-                   "namespaces": ["shop", "team-*"], "log.level": "DEBUG", "peering.priority": 10})
+                   "namespaces": ["shop", "team-*"], "log.level": "DEBUG", "peering.enabled": False,
+                   "namespaceSelector": "env!=dev"})
     env = _env(docs)
     options = _operator_options()
     unknown = sorted(set(env) - set(options))
@@ -143,7 +146,10 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
     assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
     assert settings.ports == (PortProtocol.parse("53/UDP"), PortProtocol.parse("80/TCP"))
     assert settings.namespaces == ("shop,team-*",)  # one kopf pattern: its globs are evaluated left to right
-    assert settings.peering_name == FULLNAME and not settings.standalone and settings.priority == 10
+    assert settings.namespace_selector == "env!=dev"
+    assert settings.standalone
+    peered = settings_from_args(None, env=_env(render({"peering.priority": 10})))
+    assert peered.peering_name == FULLNAME and not peered.standalone and peered.priority == 10
     assert settings.probe_enabled and settings.probe_interval_seconds == 120 and settings.probe_max_pods == 4
     assert settings.probe_image == "nicolaka/netshoot:v0.13"
     assert settings.probe_namespace == NAMESPACE
@@ -173,9 +179,22 @@ def test_standalone_when_peering_is_off(render: Render) -> None:
 
 
 def test_namespaced_operator_peers_through_kopfpeerings_in_literal_namespaces(render: Render) -> None:
-    docs = render({"namespaces": ["shop", "team-*", "!team-sandbox", "payments"]})
+    docs = render({"namespaces": ["shop", "payments"]})
     assert not find(docs, "ClusterKopfPeering")
     assert sorted(d["metadata"]["namespace"] for d in find(docs, "KopfPeering")) == ["payments", "shop"]
+
+
+def test_namespace_patterns_with_peering_are_refused_naming_the_way_out(helm: Path) -> None:
+    """kopf would hold the operator paused for ever, waiting for a KopfPeering in each namespace a glob matches."""
+    proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args({"namespaces": ["shop", "team-*"]}), check=False)
+    assert proc.returncode != 0
+    assert '"team-*" is a pattern' in proc.stderr and "namespaceSelector" in proc.stderr, proc.stderr
+
+
+def test_a_namespace_selector_keeps_cluster_wide_peering(render: Render) -> None:
+    docs = render({"namespaceSelector": "team=payments"})
+    assert one(docs, "ClusterKopfPeering") and not find(docs, "KopfPeering")
+    assert _env(docs)["NETPOL_AUDITOR_NAMESPACE_SELECTOR"] == "team=payments"
 
 
 def test_container_ports_and_health_checks_match_the_operator_endpoints(render: Render) -> None:
@@ -340,6 +359,7 @@ def test_schema_rejects_wrong_values(helm: Path, values: dict[str, Any], complai
 
 def test_schema_accepts_what_the_values_file_documents(render: Render) -> None:
     docs = render({"metrics.ports": ["80/TCP", "53/UDP", "8080"], "namespaces": ["team-*", "!team-sandbox"],
+                   "peering.enabled": False, "namespaceSelector": "env in (prod, staging),!skip",
                    "extraEnv": [{"name": "NETPOL_AUDITOR_EVENTS_PER_MINUTE", "value": "5"}],
                    "grafanaDashboard.annotations": {"grafana_folder": "Security"}})
     assert one(docs, "Deployment")

@@ -412,6 +412,11 @@ def run_operator(settings: Settings) -> int:
     """Run the operator in this process until SIGTERM/SIGINT. Returns the exit code."""
     configure_logging(settings.log_format, settings.log_level)
     logger.info("netpol-auditor starting: %s", settings.to_dict())
+    if not settings.standalone and any(c in p for p in settings.namespaces for c in "*?[!"):
+        # kopf holds every watch paused until it has seen the KopfPeering of each namespace it serves.
+        logger.warning("--namespace %s is a pattern and peering is on: kopf stays paused until every matching "
+                       "namespace has a KopfPeering %r. Prefer --namespace-selector (cluster-wide peering), or "
+                       "--standalone with one replica.", ",".join(settings.namespaces), settings.peering_name)
 
     async def main() -> None:
         await Operator(settings).run()
