@@ -438,12 +438,16 @@ def test_alerts_on_the_live_metrics(chart_cluster: Any, prober_scrape: tuple[dic
 
 
 def _connect(cluster: Any, namespace: str, name: str, ip: str, port: int) -> bool:
-    """A real connection from a pod in *namespace*: `nc -z` in a pod of the local cluster; True if it connected."""
+    """A real connection from a pod in *namespace*: `nc -z` in a pod of the local cluster; True if it connected.
+
+    The pod waits 2 s first: the enforcer adds a new pod's address to the sets that policy peers match (here the
+    metrics rule's namespaceSelector) only after the pod runs with its IP, and a connection made before that is
+    judged as from an unknown address (localcluster/README.md, "race on new pods")."""
     kubectl(cluster, "delete", "pod", "-n", namespace, name, "--ignore-not-found", "--wait=true")
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
            "spec": {"restartPolicy": "Never",
-                    "containers": [{"name": "nc", "image": "busybox", "command": ["nc", "-z", "-w", "3", ip,
-                                                                                  str(port)]}]}}
+                    "containers": [{"name": "nc", "image": "busybox",
+                                    "command": ["sh", "-c", f"sleep 2; exec nc -z -w 3 {ip} {port}"]}]}}
     proc = kubectl(cluster, "apply", "-f", "-", input=json.dumps(pod))
     assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 60
