@@ -155,7 +155,7 @@ def test_namespace_selector_admits_other_namespace(env: Env) -> None:
         env.cluster.kubectl("delete", "namespace", other, "--wait=false")
 
 
-@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True)
+@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True, raises=AssertionError)
 def test_sctp_port_rule(env: Env) -> None:
     env.policy("sctp-only", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [
         {"ports": [{"port": 9000, "protocol": "SCTP"}]}]})

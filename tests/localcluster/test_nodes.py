@@ -110,7 +110,7 @@ def test_undeclared_port_is_closed(cluster: Any, ns: str, servers: dict[str, str
     assert got[f"{servers['srv-2']}:81/tcp"] is None
 
 
-@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True)
+@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True, raises=AssertionError)
 def test_sctp_between_pods(cluster: Any, ns: str, servers: dict[str, str]) -> None:
     got = probe(cluster, ns, "probe-sctp", [Target(servers["srv-2"], 9000, "SCTP")], node="node-1")
     assert got[f"{servers['srv-2']}:9000/sctp"] == f"{ns}/srv-2 sctp/9000"

@@ -111,7 +111,7 @@ def test_teardown_leaves_nothing() -> None:
     assert sleeper.wait(10) != 0  # killed
 
 
-@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True, run=True)
+@pytest.mark.xfail(condition=not sctp_supported(), reason=SCTP_UNSUPPORTED_REASON, strict=True, raises=OSError)
 def test_sctp_responder_answers(two_nodes: dict[str, network.PodNet]) -> None:
     loop = ResponderLoop()
     loop.start()
