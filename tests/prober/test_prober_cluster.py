@@ -250,7 +250,8 @@ kind: Pod
 metadata: {{name: server, namespace: {SAFETY_NS}, labels: {{app: server}}}}
 spec:
   nodeName: node-2
-  containers: [{{name: s, image: server, ports: [{{name: http, containerPort: 8080}}]}}]
+  # port 80: the responder clone listens below 1024 through the safe sysctl, which restricted admission must take
+  containers: [{{name: s, image: server, ports: [{{name: http, containerPort: 8080}}, {{containerPort: 80}}]}}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -304,6 +305,8 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
     finally:
         prober.stop()
     assert {p["metadata"]["labels"]["netpol-auditor.io/role"] for p in seen.values()} == {"probe", "responder"}
+    sysctls = [s for p in seen.values() for s in (p["spec"].get("securityContext") or {}).get("sysctls") or []]
+    assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in sysctls, "no responder on port 80"
     for p in seen.values():
         (owner,) = p["metadata"]["ownerReferences"]
         assert owner["kind"] == "ProbeRun", "adopted by another controller"
