@@ -22,7 +22,7 @@ from netpol_auditor.controller.settings import Settings
 from netpol_auditor.engine import Verdict
 from netpol_auditor.model import Labels, PortProtocol
 from netpol_auditor.prober.compare import MismatchKind
-from netpol_auditor.prober.plan import PathKey, ProbeGroup
+from netpol_auditor.prober.plan import PathKey, ProbeGroup, probe_groups
 from netpol_auditor.prober.podspec import RunOwner, new_run_id, probe_run_object, responder_pod
 
 from .harness import MANIFESTS, RunningProber, apply, fault, install_crd, pods_running, probe_pods, wait_for
@@ -278,6 +278,57 @@ spec:
   template:
     metadata: {{labels: {{app: server, app.kubernetes.io/managed-by: netpol-auditor}}}}
     spec: {{containers: [{{name: s, image: server}}]}}
+---
+# Clones that would change what a Service or a PodDisruptionBudget does are never created (clone_conflict): a
+# maxUnavailable PDB would count a clone it finds no scale for (disruptions blocked), a publishNotReadyAddresses
+# Service would route to it.
+# (owned by a ReplicaSet: the disruption controller takes a maxUnavailable budget's size from the pods' controllers)
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {{name: guarded, namespace: {SAFETY_NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: guarded}}}}
+  template:
+    metadata: {{labels: {{app: guarded}}}}
+    spec:
+      nodeName: node-1
+      containers: [{{name: s, image: server, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {{name: guarded, namespace: {SAFETY_NS}}}
+spec: {{maxUnavailable: 1, selector: {{matchLabels: {{app: guarded}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: published, namespace: {SAFETY_NS}, labels: {{app: published}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: s, image: server, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: published, namespace: {SAFETY_NS}}}
+spec:
+  publishNotReadyAddresses: true
+  selector: {{app: published}}
+  ports: [{{port: 8080}}]
+---
+# policies that tell the two apart (else they would be one probe group: pods no policy can tell apart)
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: guarded, namespace: {SAFETY_NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: guarded}}}}
+  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: client}}}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: published, namespace: {SAFETY_NS}}}
+spec:
+  podSelector: {{matchLabels: {{app: published}}}}
+  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: server}}}}}}]}}]
 """
 
 
@@ -287,9 +338,16 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
     apply(cluster, "", text=SAFETY)
     wait_for("safety pods", lambda: pods_running(cluster, [SAFETY_NS]), timeout=120)
     cluster.kubectl("label", "--overwrite", "namespace", SAFETY_NS, "pod-security.kubernetes.io/enforce=restricted")
+
+    def disruptions_allowed() -> int:
+        pdb = json.loads(cluster.kubectl("get", "pdb", "-n", SAFETY_NS, "guarded", "-o", "json"))
+        return int((pdb.get("status") or {}).get("disruptionsAllowed", -1))
+
+    wait_for("the PodDisruptionBudget's status", lambda: disruptions_allowed() == 1, timeout=60)
     prober = RunningProber.start(seeds, settings(probe_namespaces=(SAFETY_NS,)))
     seen: dict[str, dict[str, Any]] = {}
     endpoints: list[dict[str, Any]] = []
+    allowed_during: set[int] = set()
     try:
         deadline = time.monotonic() + 120
         while prober.cycles() < 1 and time.monotonic() < deadline:
@@ -297,14 +355,18 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
                 seen[p["metadata"]["name"]] = p
             slices = json.loads(cluster.kubectl("get", "endpointslices", "-n", SAFETY_NS, "-o", "json"))["items"]
             endpoints.extend(e for s in slices for e in s.get("endpoints") or [])
+            allowed_during.add(disruptions_allowed())
             time.sleep(0.3)
         assert prober.cycles() >= 1
         reasons = {s.labels["reason"] for s in _samples(prober, "netpol_auditor_probes_inconclusive") if s.value}
         assert "pod_unavailable" not in reasons, "restricted admission refused a probe pod"
+        assert "clone_conflict" in reasons, "paths into the guarded and published pods were judged"
         assert prober.judged() and not prober.mismatched()
     finally:
         prober.stop()
     assert {p["metadata"]["labels"]["netpol-auditor.io/role"] for p in seen.values()} == {"probe", "responder"}
+    assert not {p["metadata"]["labels"].get("app") for p in seen.values()} & {"guarded", "published"}
+    assert allowed_during == {1}, "a clone changed what the PodDisruptionBudget allows"
     sysctls = [s for p in seen.values() for s in (p["spec"].get("securityContext") or {}).get("sysctls") or []]
     assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in sysctls, "no responder on port 80"
     for p in seen.values():
@@ -352,3 +414,75 @@ def test_deleting_the_probe_run_garbage_collects_its_pods(cluster: Any) -> None:
     finally:
         cluster.kubectl("delete", "proberun", owner.name, "--ignore-not-found", "--wait=false")
         cluster.kubectl("delete", "namespace", GC_NS, "--ignore-not-found", "--wait=false")
+
+
+FREEZE_NS = "pr-freeze"
+FREEZE_PODS = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {FREEZE_NS}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {FREEZE_NS}, labels: {{app: client}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: c, image: client}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server-a, namespace: {FREEZE_NS}, labels: {{app: server-a}}}}
+spec:
+  nodeName: node-1
+  containers: [{{name: s, image: server, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server-b, namespace: {FREEZE_NS}, labels: {{app: server-b}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: s, image: server, ports: [{{containerPort: 8080}}]}}]
+"""
+FREEZE_POLICIES = f"""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny-a, namespace: {FREEZE_NS}}}
+spec: {{podSelector: {{matchLabels: {{app: server-a}}}}, policyTypes: [Ingress]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny-b, namespace: {FREEZE_NS}}}
+spec: {{podSelector: {{matchLabels: {{app: server-b}}}}, policyTypes: [Ingress]}}
+"""
+
+
+def test_frozen_enforcer_flags_exactly_the_paths_decided_on_its_node_and_heals(cluster: Any, healed: None) -> None:
+    """``freeze-enforcer node-1`` (a crashed kube-router: its old rules stay, nothing new is programmed), then
+    deny-ingress policies for a server on each node: only paths into the server on node-1 connect, reported as the
+    ingress feature missing on node-1 alone; healing clears them."""
+    install_crd(cluster)
+    cluster.kubectl("delete", "namespace", FREEZE_NS, "--ignore-not-found", "--wait=true", timeout=120)
+    apply(cluster, "", text=FREEZE_PODS)
+    wait_for("freeze pods running", lambda: pods_running(cluster, [FREEZE_NS]), timeout=120)
+    fault(cluster, "freeze-enforcer", "node-1")
+    apply(cluster, "", text=FREEZE_POLICIES)
+    prober = run_cycles(cluster.api_client(), probe_namespaces=(FREEZE_NS,))
+    try:
+        groups = {g.labels.get("app"): g.id for g in probe_groups(prober.loop.index, (FREEZE_NS,)).values()}
+        judged = prober.judged()
+        into_a = {k for k, (v, _, _) in judged.items() if v.allowed is False and k.dst == groups["server-a"]}
+        into_b = {k for k, (v, _, _) in judged.items() if v.allowed is False and k.dst == groups["server-b"]}
+        assert into_a and into_b, "both servers' denied paths were probed"
+        assert {k.dst_node for k in into_a} == {"node-1"} and {k.dst_node for k in into_b} == {"node-2"}
+        assert prober.mismatched() == into_a
+        assert {m.kind for m in prober.loop.comparator.mismatches.values()} == {MismatchKind.UNEXPECTEDLY_ALLOWED}
+        features = feature_values(prober)
+        assert features[("ingress", "node-1")] == 0 and features[("ingress", "node-2")] == 1
+        fault(cluster, "heal", "node-1")
+        done = prober.cycles()
+        prober.wait_cycles(done + 2)
+        assert prober.mismatched() == set()
+        assert feature_values(prober)[("ingress", "node-1")] == 1
+    finally:
+        prober.stop()
+        cluster.kubectl("delete", "namespace", FREEZE_NS, "--ignore-not-found", "--wait=false")
