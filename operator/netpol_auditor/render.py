@@ -268,7 +268,8 @@ def _dot_id(text: str) -> str:
 
 def render_dot(analysis: Analysis, out: TextIO) -> None:
     """A Graphviz digraph: one node per endpoint (pods grouped by namespace), one edge per allowed pair,
-    labelled with the ports it is allowed on. Denied pairs have no edge."""
+    labelled with the ports it is allowed on. Denied pairs have no edge. With ``--explain``, each edge's tooltip
+    (shown by SVG viewers) says why each of its ports is allowed."""
     out.write("digraph netpol {\n  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
     out.write("  edge [fontname=Helvetica, fontsize=10];\n")
     endpoints = list(dict.fromkeys([*analysis.sources, *analysis.destinations]))
@@ -285,9 +286,13 @@ def render_dot(analysis: Analysis, out: TextIO) -> None:
         if is_address(endpoint):
             out.write(f"  {_dot_id(endpoint)} [shape=ellipse];\n")
     for src, dst in analysis.pairs():
-        ports = [str(p) for p in analysis.ports if analysis.cell(src, dst, p).allowed]
-        if ports:
-            out.write(f"  {_dot_id(src)} -> {_dot_id(dst)} [label={_dot_id(', '.join(ports))}];\n")
+        allowed = [p for p in analysis.ports if analysis.cell(src, dst, p).allowed]
+        if allowed:
+            attrs = f"label={_dot_id(', '.join(str(p) for p in allowed))}"
+            if analysis.explain is not None:
+                why = "\n".join(analysis.explain(src, dst, p) for p in allowed)
+                attrs += f", tooltip={_dot_id(why)}"
+            out.write(f"  {_dot_id(src)} -> {_dot_id(dst)} [{attrs}];\n")
     out.write("}\n")
 
 

@@ -32,6 +32,8 @@ CASES = {
         "--external", "203.0.113.10",
     ],
     "analyze.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "53/UDP", "--port", "8080/TCP", "--port", "9000/TCP"],
+    "analyze-explain.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "9000/TCP", "--to", "shop/api-*",
+                            "--explain"],
     "analyze-explain-table.txt": ["analyze", "-f", DUMP, "--port", "5432/TCP", "--from", API, "--explain"],
     "e2e-model-deny-all-table.txt": [
         "analyze", "-f", str(E2E / "model.yaml"), "-f", str(E2E / "default-deny-all.yaml"), "--port", "80/TCP",
