@@ -46,7 +46,10 @@ _current: contextvars.ContextVar[Operator | None] = contextvars.ContextVar("netp
 _LISTING_GAP_SECONDS = 2.0
 
 #: kopf logs its peering decisions here; there is no other public signal of "paused in favour of a peer".
+#: tests/operator/test_peering_signals.py checks these against the installed kopf.
 _PEERING_LOGGER = "kopf._core.engines.peering"
+_PAUSE_PREFIXES = ("Pausing operations", "Pausing all operators")
+_RESUME_PREFIX = "Resuming operations"
 
 
 def settle_memory() -> None:
@@ -107,9 +110,9 @@ class _PeeringTracker(logging.Handler):
         if _current.get() is not self._operator:
             return  # another operator in this process (tests run several)
         message = record.getMessage()
-        if message.startswith(("Pausing operations", "Pausing all operators")):
+        if message.startswith(_PAUSE_PREFIXES):
             self._operator.set_active(False)
-        elif message.startswith("Resuming operations"):
+        elif message.startswith(_RESUME_PREFIX):
             self._operator.set_active(True)
 
 
