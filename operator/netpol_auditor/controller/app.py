@@ -183,6 +183,10 @@ class Operator:
 
     def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None:
         """Apply one kopf watch event to the index (called on the event loop)."""
+        if not self.active:
+            # A standby keeps no index (and exports none): kopf can still hand over events around a peering
+            # change, and the active period starts with a full listing anyway.
+            return
         change = self._apply_in_scope(kind, event_type, body) if self.scope.by_labels else (
             self.feed.apply_event(kind, event_type, body))
         if event_type is None:
