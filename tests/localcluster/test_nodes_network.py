@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -105,6 +106,12 @@ def test_teardown_leaves_nothing() -> None:
     node = network.create_node(prefix, 1)
     network.create_pod(prefix, node, "x/y/z", "10.244.1.2")
     sleeper = subprocess.Popen(["ip", "netns", "exec", node.netns, "sleep", "300"])
+    # `ip netns exec` enters the namespace, then execs sleep: tear down only once it is in there (else the sleeper
+    # could enter after the kill and outlive the namespace)
+    deadline = time.monotonic() + 10
+    while sleeper.pid not in network.pids_in_netns(node.netns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sleeper.pid in network.pids_in_netns(node.netns)
     assert len(network.list_netns(prefix)) == 3
     assert network.teardown(prefix)
     assert network.list_netns(prefix) == []
