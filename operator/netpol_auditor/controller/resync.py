@@ -78,7 +78,6 @@ class Resyncer:
         self._request_delay = request_delay
         self._requested = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._evicted = 0  # pods and policies of namespaces the selector stopped admitting, in this resync
         self.completed = 0
         self.last_result = ReconcileResult()
         self.last_completed_at: float | None = None
@@ -91,12 +90,12 @@ class Resyncer:
         """List every watched kind and reconcile the index with it. Raises on API errors."""
         async with self._lock:
             total = ReconcileResult()
-            self._evicted = 0
             started_at = time.monotonic()
             # Namespaces first: pods and policies are judged with their namespace's labels.
             for kind in (ObjectKind.NAMESPACE, ObjectKind.NETWORK_POLICY, ObjectKind.POD):
                 reconciliation = self._feed.start_reconcile(kind, self._feed.sequence, in_scope=self._scope.watches)
-                for namespace in await self._namespaces_to_list(kind):
+                namespaces, evicted = await self._namespaces_to_list(kind)
+                for namespace in namespaces:
                     token: str | None = None
                     while True:  # page by page: a big listing is never in memory at once
                         page, token = await asyncio.to_thread(list_page, self._api_client, kind, namespace, token)
@@ -106,8 +105,7 @@ class Resyncer:
                             break
                 result = reconciliation.finish()
                 total = ReconcileResult(total.added + result.added, total.modified + result.modified,
-                                        total.deleted + result.deleted + self._evicted)
-                self._evicted = 0
+                                        total.deleted + result.deleted + evicted)
             self.completed += 1
             self.last_result = total
             self.last_completed_at = time.monotonic()
@@ -118,14 +116,15 @@ class Resyncer:
                 self._on_change()
             return total
 
-    async def _namespaces_to_list(self, kind: ObjectKind) -> list[str | None]:
+    async def _namespaces_to_list(self, kind: ObjectKind) -> tuple[list[str | None], int]:
         """None (one cluster-wide LIST), or the audited namespaces when --namespace or --namespace-selector
-        narrows the scope. Pods and policies still held from watched namespaces that the selector no longer
-        admits are evicted first, so the reconcile that follows sees only audited namespaces."""
+        narrows the scope; and how many pods and policies were evicted first, still held from watched namespaces
+        that the selector no longer admits, so the reconcile that follows sees only audited namespaces."""
         if kind is ObjectKind.NAMESPACE or not self._scope.restricted:
-            return [None]
+            return [None], 0
         listed = await asyncio.to_thread(list_objects, self._api_client, ObjectKind.NAMESPACE)
         audited: list[str | None] = []
+        evicted = 0
         for item in listed:
             meta = item.get("metadata") or {}
             name = str(meta.get("name", ""))
@@ -133,8 +132,8 @@ class Resyncer:
             if self._scope.admits(name, labels):
                 audited.append(name)
             elif self._scope.watches(name):
-                self._evicted += self._feed.evict_namespace(name)
-        return audited
+                evicted += self._feed.evict_namespace(name)
+        return audited, evicted
 
     async def run(self, stopped: asyncio.Event) -> None:
         """Reconcile on request and periodically, until *stopped*; API errors are logged and retried."""
