@@ -156,8 +156,9 @@ def test_flannel_case_every_denied_path_is_unexpectedly_allowed(seeds: Any, clus
         judged = prober.judged()
         denied = {k for k, (v, _, _) in judged.items() if v.allowed is False}
         assert denied
-        missing = {k: judged[k][1:] for k in denied - prober.mismatched()}
-        assert prober.mismatched() == denied, missing
+        got = prober.mismatched_within(lambda: denied)
+        missing = {k: prober.judged()[k][1:] for k in denied - got}
+        assert got == denied, missing
         assert {m.kind for m in prober.loop.comparator.mismatches.values()} == {MismatchKind.UNEXPECTEDLY_ALLOWED}
         values = policy_values(prober)
         assert set(values) == seed_policies(prober), "every policy is reported"
@@ -189,7 +190,7 @@ def test_stopped_enforcer_on_one_node_flags_exactly_its_paths_and_heals(seeds: A
 
         want = expected_open(prober, opened)
         assert want, "the seeds have paths decided on node-1"
-        assert prober.mismatched() == want
+        assert prober.mismatched_within(lambda: want) == want
         stopped_node = {k for k in want if not kube_router_gap(k, prober.judged()[k][0], nodes=("node-2",))}
         assert {n for k in stopped_node for _, n, _ in prober.loop.comparator.mismatches[k].features} == {"node-1"}
         features = feature_values(prober)
@@ -216,7 +217,7 @@ def test_ignored_egress_on_one_node_flags_exactly_its_egress_paths(seeds: Any, c
 
         want = expected_open(prober, opened)
         assert want
-        assert prober.mismatched() == want
+        assert prober.mismatched_within(lambda: want) == want
         on_node_2 = {f[:2] for m in prober.loop.comparator.mismatches.values() for f in m.features
                      if f[1] == "node-2" and m.key.port.protocol.value == "TCP"}
         assert on_node_2 == {("egress", "node-2")}
