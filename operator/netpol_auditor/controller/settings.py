@@ -8,6 +8,7 @@ object.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -37,6 +38,51 @@ def _bool(text: str) -> bool:
 def _ports(text: str) -> tuple[PortProtocol, ...]:
     """``"80/TCP,53/UDP"`` -> ports; empty -> ``()`` (meaning: the ports pods declare)."""
     return tuple(sorted({PortProtocol.parse(part) for part in text.split(",") if part.strip()}))
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object (``{"k": "v"}``), or ``k=v,k2=v2``; empty -> ``{}``."""
+    text = text.strip()
+    if not text:
+        return {}
+    if not text.startswith("{"):
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        if any(len(kv) != 2 or not kv[0].strip() for kv in pairs):
+            raise ValueError(f"invalid {text!r}: expected a JSON object or key=value pairs")
+        return {k.strip(): v.strip() for k, v in pairs}
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"invalid {text!r}: expected a JSON object")
+    return value
+
+
+def _json_list(text: str) -> tuple[Any, ...]:
+    """A JSON list of objects; empty -> ``()``."""
+    text = text.strip()
+    if not text:
+        return ()
+    value = json.loads(text)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"invalid {text!r}: expected a JSON list of objects")
+    return tuple(value)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _str_map(value: dict[str, Any]) -> dict[str, str]:
+    if not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("every value must be a string")
+    return value
+
+
+#: Probe-pod resources: a limit/request ratio of 2 (CPU) and 1 (memory) passes the common LimitRanges
+#: (maxLimitRequestRatio is usually 2-10), while the pod stays tiny.
+DEFAULT_PROBE_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "25m", "memory": "32Mi"},
+    "limits": {"cpu": "50m", "memory": "32Mi"},
+}
 
 
 def _label_selector(text: str) -> str:
@@ -95,6 +141,26 @@ class Settings:
     probe_settle_seconds: float = 5.0
     probe_retry_seconds: float = 10.0
     probe_namespaces: tuple[str, ...] = ()
+    # ... where kube-system and the operator's own namespace are left out unless this is set
+    probe_system_namespaces: bool = False
+    # the operator's own namespace (the chart sets it from the downward API)
+    operator_namespace: str = ""
+    # Probe pods as admitted by the cluster's rules: placement, identity, resources
+    probe_node_selector: dict[str, str] = field(default_factory=lambda: {"kubernetes.io/os": "linux"})
+    probe_tolerations: tuple[dict[str, Any], ...] = ()
+    probe_labels: dict[str, str] = field(default_factory=dict)
+    probe_annotations: dict[str, str] = field(default_factory=dict)
+    probe_image_pull_secrets: tuple[str, ...] = ()
+    probe_priority_class_name: str = ""
+    probe_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PROBE_RESOURCES))
+    # service-mesh injection opt-outs on every probe pod (istio, linkerd, kuma, consul, open service mesh)
+    probe_mesh_opt_out: bool = True
+    # whose probe pods these are: the sweep deletes only pods of this instance and install
+    probe_instance: str = "netpol-auditor"
+    probe_install_id: str = ""
+    # a (probe group, node) whose probe pod was refused is tried again after this, doubling up to the cap
+    probe_backoff_seconds: float = 10.0
+    probe_backoff_max_seconds: float = 600.0
 
     @property
     def clusterwide(self) -> bool:
@@ -106,6 +172,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "ports":
                 value = [str(p) for p in value]
+            elif isinstance(value, dict):
+                value = dict(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
@@ -182,7 +250,37 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--probe-retry", "probe_retry_seconds", "a path observed differently than predicted is re-probed for "
             "this long before it counts as a mismatch", parse=float, metavar="SECONDS"),
     _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
-            "'!glob' excludes (default: every audited namespace)", parse=_pattern, metavar="PATTERNS"),
+            "'!glob' excludes (default: every audited namespace but kube-system and the operator's own)",
+            parse=_pattern, metavar="PATTERNS"),
+    _Option("--probe-system-namespaces", "probe_system_namespaces", "also probe in kube-system and the operator's "
+            "own namespace", parse=_bool, boolean=True),
+    _Option("--operator-namespace", "operator_namespace", "the operator's own namespace (left out of probing)",
+            metavar="NAME"),
+    _Option("--probe-node-selector", "probe_node_selector", "node labels a node must carry to host probe pods, "
+            "as JSON or key=value pairs; paths of pods on other nodes are inconclusive (unschedulable)",
+            parse=lambda t: _str_map(_json_object(t)), metavar="LABELS"),
+    _Option("--probe-tolerations", "probe_tolerations", "tolerations of probe pods (a JSON list of Toleration)",
+            parse=_json_list, metavar="JSON"),
+    _Option("--probe-labels", "probe_labels", "extra labels of probe pods (JSON or key=value pairs)",
+            parse=lambda t: _str_map(_json_object(t)), metavar="LABELS"),
+    _Option("--probe-annotations", "probe_annotations", "extra annotations of probe pods (JSON or key=value "
+            "pairs)", parse=lambda t: _str_map(_json_object(t)), metavar="ANNOTATIONS"),
+    _Option("--probe-image-pull-secrets", "probe_image_pull_secrets", "names of Secrets for pulling the probe "
+            "image, in each probed namespace (comma-separated)", parse=_names, metavar="NAMES"),
+    _Option("--probe-priority-class-name", "probe_priority_class_name", "PriorityClass of probe pods",
+            metavar="NAME"),
+    _Option("--probe-resources", "probe_resources", "resources of each probe pod container (JSON "
+            "ResourceRequirements)", parse=_json_object, metavar="JSON"),
+    _Option("--probe-mesh-opt-out", "probe_mesh_opt_out", "label and annotate probe pods with the sidecar "
+            "injection opt-outs of the common service meshes", parse=_bool, boolean=True),
+    _Option("--probe-instance", "probe_instance", "app.kubernetes.io/instance of probe pods (the Helm release)",
+            metavar="NAME"),
+    _Option("--probe-install-id", "probe_install_id", "identity of this install on probe pods: the start-up "
+            "sweep deletes only pods of this instance and install", metavar="ID"),
+    _Option("--probe-backoff", "probe_backoff_seconds", "first wait before a refused probe pod (per probe group "
+            "and node) is tried again; doubles on every refusal", parse=float, metavar="SECONDS"),
+    _Option("--probe-backoff-max", "probe_backoff_max_seconds", "cap of that wait", parse=float,
+            metavar="SECONDS"),
 )
 
 
@@ -245,6 +343,9 @@ def _validate(settings: Settings) -> None:
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
     for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds", "events_grace_seconds",
-                 "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds"):
+                 "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds", "probe_backoff_seconds",
+                 "probe_backoff_max_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")
+    if settings.probe_backoff_max_seconds < settings.probe_backoff_seconds:
+        raise ValueError("--probe-backoff-max: must not be below --probe-backoff")
