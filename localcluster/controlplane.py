@@ -27,6 +27,7 @@ __all__ = [
     "ControlPlaneConfig",
     "api_get",
     "free_port",
+    "port_free",
     "process_alive",
     "read_pid",
     "recorded_processes",
@@ -82,7 +83,11 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Could a server listen on 127.0.0.1:``port`` now? As kube-apiserver binds with SO_REUSEADDR (Go's net.Listen
+    sets it on every listening socket), a port held only by connections in TIME_WAIT (left by a cluster just
+    stopped) is free; without the option, the test bind fails for a minute after ``down``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
