@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import network
+from localcluster.agent_admission import NodeView, Rejection, admit, post_rejection_event
 from localcluster.agent_api import ApiClient, ApiError, pod_path
 from localcluster.agent_containers import ContainerRun, build_env, now
 from localcluster.responder import Listener, ResponderLoop, open_listener, sctp_supported
@@ -76,6 +77,7 @@ class PodRuntime:
         self.stopped = False  # processes killed, sandbox gone (terminal or deleting)
         self.deleting = False
         self.last_status: Obj | None = None
+        self.seen_at = time.monotonic()  # when the agent first saw it: admission reads a Node at least this fresh
 
     @property
     def spec(self) -> Obj:
@@ -113,6 +115,7 @@ class Agent:
         self.responders = ResponderLoop()
         self.stopping = threading.Event()
         self.version = "v0.0.0"
+        self.node_view = NodeView(api, node.name)
 
     # ---- Node object and heartbeats
     def node_status(self) -> Obj:
@@ -251,9 +254,40 @@ class Agent:
             self.pool.submit(self.sync_status, rt)  # readiness gates may have changed
 
     # ---- Pod lifecycle
+    def admission(self, rt: PodRuntime) -> Rejection | None:
+        """kubelet's canAdmitPod against the Node as it is now (agent_admission.py)."""
+        try:
+            node = self.node_view.get(rt.seen_at)
+        except ApiError as exc:  # predicateAdmitHandler: getNodeAnyWayFunc failed
+            log.warning("admission of %s: cannot get node: %s", rt.key, exc)
+            return Rejection("InvalidNodeInfo", "Kubelet cannot get node info.")
+        return admit(rt.pod, node)
+
+    def reject(self, rt: PodRuntime, rejection: Rejection) -> None:
+        """kubelet's rejectPod: a Warning Event and phase Failed with the reason; nothing of the pod ever runs."""
+        log.info("rejected %s: %s: %s", rt.key, rejection.reason, rejection.message)
+        rt.stopped = True
+        rt.phase, rt.reason, rt.message = "Failed", rejection.reason, rejection.status_message
+        if rt.ip:
+            self.ipam.release(rt.ip)
+            rt.ip = None
+        post_rejection_event(self.api, rt.pod, self.node.name, rejection)
+        # the status manager's SetPodStatus: only phase/reason/message, plus the startTime it always fills in
+        status = {"phase": "Failed", "reason": rejection.reason, "message": rejection.status_message,
+                  "startTime": now()}
+        try:
+            self.api.patch(pod_path(rt.namespace, rt.name, "status"), {"metadata": {"uid": rt.uid}, "status": status})
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                log.warning("status of %s: %s", rt.key, exc)
+
     def start_pod(self, rt: PodRuntime) -> None:
         with rt.lock:
             if rt.deleting:
+                return
+            rejection = self.admission(rt)
+            if rejection is not None:
+                self.reject(rt, rejection)
                 return
             try:
                 rt.start_time = now()
