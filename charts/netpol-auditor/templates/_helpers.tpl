@@ -52,12 +52,36 @@ app.kubernetes.io/component: operator
 {{- default (include "netpol-auditor.fullname" .) .Values.peering.name -}}
 {{- end -}}
 
+{{/* Image references: `<repository>@<digest>` when a digest is pinned, else `<repository>:<tag>`. */}}
 {{- define "netpol-auditor.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+{{- end -}}
 
+{{/* The probe image, exactly as the operator puts it on probe pods and the admission policy compares it. */}}
 {{- define "netpol-auditor.probeImage" -}}
+{{- if .Values.probe.image.digest -}}
+{{- printf "%s@%s" .Values.probe.image.repository .Values.probe.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.probe.image.repository .Values.probe.image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A stable identity of this install, on every probe pod (label netpol-auditor.io/install): the first 12 hex digits of
+sha256("<release namespace>/<release name>"). Two releases of the same name in different namespaces differ, so one's
+start-up sweep never deletes the other's probe pods.
+*/}}
+{{- define "netpol-auditor.installId" -}}
+{{- printf "%s/%s" .Release.Namespace .Release.Name | sha256sum | trunc 12 -}}
+{{- end -}}
+
+{{/* The user name the API server gives the operator's ServiceAccount. */}}
+{{- define "netpol-auditor.serviceAccountUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "netpol-auditor.serviceAccountName" .) -}}
 {{- end -}}
 
 {{/*
@@ -75,4 +99,50 @@ the ClusterRole grants them from here, so a CRD added to crds/ is covered withou
 {{- end -}}
 {{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+The namespaces of probe.namespaces that get a probe Role and RoleBinding, as a YAML list: all of them, except that
+against a live cluster (helm install/upgrade, where `lookup` answers) the ones that do not exist yet are left out
+instead of failing the install; NOTES.txt names them (netpol-auditor.missingProbeNamespaces). With `helm template`
+or a GitOps tool `lookup` answers nothing, and every listed namespace is rendered.
+*/}}
+{{- define "netpol-auditor.probeRoleNamespaces" -}}
+{{- $missing := include "netpol-auditor.missingProbeNamespaces" . | fromYamlArray -}}
+{{- $out := list -}}
+{{- range .Values.probe.namespaces -}}
+{{- if not (has . $missing) -}}
+{{- $out = append $out . -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{- define "netpol-auditor.missingProbeNamespaces" -}}
+{{- $missing := list -}}
+{{- $all := lookup "v1" "Namespace" "" "" -}}
+{{- if and $all $all.items -}}
+{{- $existing := list -}}
+{{- range $all.items -}}
+{{- $existing = append $existing .metadata.name -}}
+{{- end -}}
+{{- range .Values.probe.namespaces -}}
+{{- if not (has . $existing) -}}
+{{- $missing = append $missing . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $missing -}}
+{{- end -}}
+
+{{/*
+A CEL expression of the admission policy: the condition .cond (about a container `c`) holds for every container,
+init container and ephemeral container of the pod `object`.
+*/}}
+{{- define "netpol-auditor.everyContainer" -}}
+{{- $clauses := list -}}
+{{- range list "containers" "initContainers" "ephemeralContainers" -}}
+{{- $clauses = append $clauses (printf "(!has(object.spec.%s) || object.spec.%s.all(c, %s))" . . $.cond) -}}
+{{- end -}}
+{{- join " && " $clauses -}}
 {{- end -}}
