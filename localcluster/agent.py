@@ -31,7 +31,7 @@ from typing import Any
 from localcluster import network
 from localcluster.agent_admission import NodeView, Rejection, admit, post_rejection_event
 from localcluster.agent_api import ApiClient, ApiError, pod_path
-from localcluster.agent_containers import ContainerRun, build_env, now
+from localcluster.agent_containers import ContainerRun, build_env, image_pull_error, now
 from localcluster.responder import Listener, ResponderLoop, open_listener, sctp_supported
 
 __all__ = ["Agent", "main"]
@@ -42,6 +42,11 @@ LEASE_SECONDS = 40
 LEASE_RENEW = 10
 STATUS_HEARTBEAT = 30
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0  # kubelet's CrashLoopBackOff: 10 s doubling up to 5 min
+# kubelet's image pull back-off (pkg/kubelet/kubelet.go imageBackOffPeriod, MaxImageBackOff): 10 s doubling to 5 min
+IMAGE_BACKOFF_START, IMAGE_BACKOFF_MAX = 10.0, 300.0
+# A failed pull fails the pod's sync; the next sync (kubelet: the sandbox's PLEG event, the worker's requeue) finds
+# the image in back-off and reports ImagePullBackOff. The agent makes that next sync this long after the failure.
+IMAGE_RESYNC_SECONDS = 1.0
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
@@ -344,6 +349,8 @@ class Agent:
         for c in rt.containers:
             if c.argv is not None:
                 continue  # a command container serves its own ports
+            if image_pull_error(str(c.spec.get("image") or "")):
+                continue  # it never starts: nothing of it listens
             for p in c.spec.get("ports") or []:
                 proto = p.get("protocol") or "TCP"
                 port = int(p["containerPort"])
@@ -367,14 +374,46 @@ class Agent:
                     t = ic.terminated
                     if t and t["exitCode"] == 0:
                         continue
-                    if not ic.running and not t:
-                        ic.start()
+                    if not ic.running and not t and not ic.image_failed:
+                        self.start_container(rt, ic)
                         self.patch_status(rt)
                     return
                 rt.initialized = True
             for c in rt.containers:
                 if "waiting" in c.state and c.state["waiting"].get("reason") == "ContainerCreating":
-                    c.start()
+                    self.start_container(rt, c)
+            self.update_phase(rt)
+            self.patch_status(rt)
+
+    def start_container(self, rt: PodRuntime, c: ContainerRun) -> None:
+        """Start `c`; if its image cannot be pulled, schedule the ImagePullBackOff sync and the next pull."""
+        c.start()
+        if c.image_failed:
+            delay = min(IMAGE_BACKOFF_START * 2 ** (c.pull_failures - 1), IMAGE_BACKOFF_MAX)
+            for after, action in ((IMAGE_RESYNC_SECONDS, self.image_back_off), (delay, self.retry_pull)):
+                timer = threading.Timer(after, action, args=(rt, c, c.pull_failures))
+                timer.daemon = True
+                timer.start()
+
+    def image_back_off(self, rt: PodRuntime, c: ContainerRun, attempt: int) -> None:
+        """A sync inside the back-off window: kubelet's EnsureImageExists answers ImagePullBackOff with
+        "Back-off pulling image <image>: <previous error>" (pkg/kubelet/images/image_manager.go)."""
+        with rt.lock:
+            if rt.stopped or rt.deleting or c.pull_failures != attempt or c.state["waiting"].get("reason") != \
+                    "ErrImagePull":
+                return
+            previous = c.state["waiting"].get("message", "")
+            c.state = {"waiting": {"reason": "ImagePullBackOff",
+                                   "message": f'Back-off pulling image "{c.spec.get("image", "")}": '
+                                              f"ErrImagePull: {previous}"}}
+            self.update_phase(rt)
+            self.patch_status(rt)
+
+    def retry_pull(self, rt: PodRuntime, c: ContainerRun, attempt: int) -> None:
+        with rt.lock:
+            if rt.stopped or rt.deleting or c.pull_failures != attempt or not c.image_failed:
+                return
+            self.start_container(rt, c)
             self.update_phase(rt)
             self.patch_status(rt)
 
@@ -408,14 +447,16 @@ class Agent:
             if rt.stopped or rt.deleting:
                 return
             cr.restart_count += 1
-            cr.start()
+            self.start_container(rt, cr)
             if cr in rt.init_containers:
                 return
             self.update_phase(rt)
             self.patch_status(rt)
 
     def update_phase(self, rt: PodRuntime) -> None:
-        """kubelet's getPhase for a started pod: Running while any container runs or will restart."""
+        """kubelet's getPhase (pkg/kubelet/kubelet_pods.go) for a started pod: Pending while a container waits
+        without ever having run (e.g. its image cannot be pulled), else Running while any container runs or will
+        restart, else Succeeded/Failed."""
         if rt.reason == "DeadlineExceeded":
             rt.phase = "Failed"
             return
@@ -423,12 +464,23 @@ class Agent:
             failed_init = any((ic.terminated or {}).get("exitCode", 0) != 0 for ic in rt.init_containers)
             rt.phase = "Failed" if failed_init and rt.restart_policy == "Never" else "Pending"
             return
-        states = [c.state for c in rt.containers]
-        if any("running" in s for s in states) or any("waiting" in s for s in states):
+        running = waiting = stopped = succeeded = 0
+        for c in rt.containers:
+            if c.running:
+                running += 1
+            elif c.terminated is not None:
+                stopped += 1
+                succeeded += int(c.terminated["exitCode"]) == 0
+            elif c.last_state.get("terminated"):
+                stopped += 1  # waiting to restart (CrashLoopBackOff)
+            else:
+                waiting += 1
+        if waiting:
+            rt.phase = "Pending"
+        elif running or rt.restart_policy == "Always" or (rt.restart_policy == "OnFailure" and stopped != succeeded):
             rt.phase = "Running"
-            return
-        codes = [int(s["terminated"]["exitCode"]) for s in states]
-        rt.phase = "Succeeded" if all(c == 0 for c in codes) else "Failed"
+        else:
+            rt.phase = "Succeeded" if stopped == succeeded else "Failed"
 
     def deadline_exceeded(self, rt: PodRuntime) -> None:
         with rt.lock:

@@ -9,6 +9,11 @@ process a private mount namespace, in which ``/dev`` is overlaid (lowerdir = the
 per-container directory holding the termination-log file), so whatever the process writes there lands in our file and
 becomes ``state.terminated.message``. Paths outside ``/dev`` are not supported (the message is then empty).
 ``securityContext.runAsUser``/``runAsGroup`` (container, else pod level) are applied with ``setpriv``.
+
+Images are never pulled, with one exception that makes a real kubelet fail: an image whose registry host is under
+``.invalid`` (RFC 2606: reserved, can never resolve), e.g. ``registry.invalid/netshoot:v1``. Its container never
+starts: ``state.waiting.reason: ErrImagePull`` with containerd's resolve error (`image_pull_error`); the agent then
+backs off as kubelet's image manager does (``ImagePullBackOff``, see agent.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContainerRun", "build_env", "expand", "now"]
+__all__ = ["ContainerRun", "build_env", "expand", "image_pull_error", "image_reference", "now"]
 
 # Kubernetes caps the termination message at 4096 bytes (and the fallback log tail at 80 lines).
 # https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/
@@ -44,6 +49,38 @@ if [ -n "$upper" ]; then
 fi
 exec "$@"
 """
+
+
+def image_reference(image: str) -> tuple[str, str, str]:
+    """(registry host, repository path, tag or digest) of an image reference, with kubelet's defaults: docker.io
+    when the first path component is no host (no ``.``/``:``, not ``localhost``), tag ``latest`` when there is neither
+    tag nor digest (pkg/kubelet/images ``applyDefaultImageTag``)."""
+    name, sep, digest = image.partition("@")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, path = first, rest
+    else:
+        host, path = "docker.io", name
+    repo, colon, tag = path.rpartition(":") if ":" in path else (path, "", "")
+    if sep:
+        return host, repo if colon else path, digest
+    return host, repo, tag if colon else "latest"
+
+
+def image_pull_error(image: str) -> str | None:
+    """The pull error a real node gets for `image`, or None when the agent "has" it (every other image).
+
+    Only a registry host under ``.invalid`` fails: what containerd's resolver returns for it, wrapped by CRI's gRPC
+    status, is what kubelet puts in ``state.waiting.message`` (pkg/kubelet/images ``evalCRIPullErr`` falls back to
+    ``err.Error()`` with reason ErrImagePull)."""
+    host, repo, ref = image_reference(image)
+    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if not (hostname == "invalid" or hostname.endswith(".invalid")):
+        return None
+    full = f"{host}/{repo}" + (f"@{ref}" if ref.startswith("sha256:") else f":{ref}")
+    return (f'rpc error: code = Unknown desc = failed to pull and unpack image "{full}": failed to resolve reference '
+            f'"{full}": failed to do request: Head "https://{host}/v2/{repo}/manifests/{ref}": dial tcp: lookup '
+            f"{hostname}: no such host")
 
 
 def now() -> str:
@@ -115,6 +152,7 @@ class ContainerRun:
     last_state: dict[str, Any] = field(default_factory=dict)
     container_id: str = ""
     stopping: bool = False
+    pull_failures: int = 0  # consecutive failed pulls of its image (kubelet's image back-off counts them)
 
     @property
     def name(self) -> str:
@@ -132,6 +170,11 @@ class ContainerRun:
     @property
     def running(self) -> bool:
         return "running" in self.state
+
+    @property
+    def image_failed(self) -> bool:
+        """Waiting because its image cannot be pulled (ErrImagePull / ImagePullBackOff)."""
+        return self.state.get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
 
     @property
     def terminated(self) -> dict[str, Any] | None:
@@ -159,7 +202,14 @@ class ContainerRun:
         return self.dir / "log"
 
     def start(self) -> None:
-        """Start the process (or, for a responder container, just mark it running)."""
+        """Pull its image, then start the process (or, for a responder container, just mark it running). A failed
+        pull leaves it waiting with reason ErrImagePull (the caller schedules the back-off and the next pull)."""
+        error = image_pull_error(str(self.spec.get("image") or ""))
+        if error is not None:
+            self.pull_failures += 1
+            self.state = {"waiting": {"reason": "ErrImagePull", "message": error}}
+            return
+        self.pull_failures = 0
         self.container_id = f"localcluster://{uuid.uuid4().hex}"
         self.stopping = False
         argv = self.argv
