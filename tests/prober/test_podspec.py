@@ -13,9 +13,15 @@ import pytest
 from netpol_auditor.model import ContainerPort, Labels, PortProtocol, Protocol
 from netpol_auditor.prober.plan import ProbeGroup
 from netpol_auditor.prober.podspec import (
+    INSTALL_LABEL,
+    INSTANCE_LABEL,
+    MESH_OPT_OUT_ANNOTATIONS,
+    MESH_OPT_OUT_LABELS,
     READINESS_GATE,
     RUN_LABEL,
+    PodOptions,
     RunOwner,
+    asked_containers,
     clone_conflict,
     probe_pod,
     probe_run_object,
@@ -64,29 +70,82 @@ def test_safety_properties(make: Any) -> None:
     # restricted Pod Security
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    (c,) = spec["containers"]
-    sc = c["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["runAsUser"] != 0
-    # small resources
-    assert c["resources"]["limits"] == {"cpu": "200m", "memory": "64Mi"}
-    assert c["terminationMessagePolicy"] == "File"
+    for c in spec["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["runAsUser"] != 0
+        # small resources, with a limit/request ratio that common LimitRanges (maxLimitRequestRatio 2) accept
+        assert c["resources"] == {"requests": {"cpu": "50m", "memory": "32Mi"},
+                                  "limits": {"cpu": "100m", "memory": "64Mi"}}
+        assert c["terminationMessagePolicy"] == "File"
+    # only on Linux nodes, and a Windows kubelet refuses the pod at once
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"} and spec["os"] == {"name": "linux"}
+    # meshes are asked not to inject a sidecar
+    assert MESH_OPT_OUT_LABELS.items() <= meta["labels"].items()
+    assert MESH_OPT_OUT_ANNOTATIONS.items() <= meta["annotations"].items()
+    # whose pod it is: the sweep of another install never touches it
+    assert meta["labels"][INSTANCE_LABEL] == "netpol-auditor"
 
 
-def test_responder_declares_named_ports_and_every_probed_port() -> None:
+def test_responder_declares_named_ports_and_every_probed_port_in_one_container_per_protocol() -> None:
     pod = _responder()
-    ports = pod["spec"]["containers"][0]["ports"]
-    assert {"containerPort": 9090, "protocol": "TCP", "name": "http"} in ports
-    assert {"containerPort": 53, "protocol": "UDP", "name": "dns"} in ports
-    assert {"containerPort": 7000, "protocol": "TCP"} in ports
+    by_name = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert set(by_name) == {"responder-tcp", "responder-udp"}
+    ports = [p for c in by_name.values() for p in c["ports"]]
+    assert {"containerPort": 9090, "protocol": "TCP", "name": "http"} in by_name["responder-tcp"]["ports"]
+    assert {"containerPort": 53, "protocol": "UDP", "name": "dns"} in by_name["responder-udp"]["ports"]
+    assert {"containerPort": 7000, "protocol": "TCP"} in by_name["responder-tcp"]["ports"]
     assert len({(p["containerPort"], p["protocol"]) for p in ports}) == len(ports)
     # below 1024 without a capability: the safe sysctl
     assert pod["spec"]["securityContext"]["sysctls"] == [{"name": "net.ipv4.ip_unprivileged_port_start",
                                                           "value": "0"}]
-    script = pod["spec"]["containers"][0]["command"][2]
-    assert "TCP-LISTEN:7000," in script and "UDP-RECVFROM:53," in script
+    tcp, udp = by_name["responder-tcp"]["command"][2], by_name["responder-udp"]["command"][2]
+    assert "listen tcp 7000" in tcp and "listen udp 53" in udp and "udp" not in tcp.split("listen()")[0]
+    # each container proves its own listeners from inside the pod before the prober aims at it
+    check = by_name["responder-tcp"]["readinessProbe"]
+    assert check["periodSeconds"] == 1 and "nc -z" in check["exec"]["command"][2]
+    assert all(f" {port}" in check["exec"]["command"][2] for port in (80, 7000, 9090))
+    assert "UDP:$b:53" in by_name["responder-udp"]["readinessProbe"]["exec"]["command"][2]
+    assert asked_containers(pod) == {"responder-tcp", "responder-udp"}
+
+
+def test_pod_options_reach_every_probe_pod() -> None:
+    options = PodOptions(
+        image="registry.example/netshoot@sha256:" + "a" * 64,
+        node_selector={"pool": "probes"},
+        tolerations=({"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"},),
+        labels={"team": "platform"},
+        annotations={"owner": "platform"},
+        image_pull_secrets=("mirror",),
+        priority_class_name="low",
+        resources={"requests": {"cpu": "10m"}},
+        mesh_opt_out=False,
+        instance="np-prod",
+        install_id="0123456789ab",
+    )
+    for pod in (probe_pod(OWNER, API, "n", 1, "true", options),
+                responder_pod(OWNER, API, "n", 2, [PortProtocol(8080)], options)):
+        meta, spec = pod["metadata"], pod["spec"]
+        assert {c["image"] for c in spec["containers"]} == {options.image}
+        assert spec["nodeSelector"] == {"pool": "probes"}
+        assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+        assert spec["imagePullSecrets"] == [{"name": "mirror"}] and spec["priorityClassName"] == "low"
+        assert {c["resources"]["requests"]["cpu"] for c in spec["containers"]} == {"10m"}
+        assert meta["labels"]["team"] == "platform" and meta["annotations"]["owner"] == "platform"
+        assert meta["labels"][INSTANCE_LABEL] == "np-prod" and meta["labels"][INSTALL_LABEL] == "0123456789ab"
+        assert not MESH_OPT_OUT_LABELS.keys() & meta["labels"].keys()
+    assert {"team", INSTANCE_LABEL, INSTALL_LABEL, RUN_LABEL} <= options.label_keys()
+    assert MESH_OPT_OUT_LABELS.keys() <= PodOptions().label_keys()
+
+
+def test_without_a_probe_run_the_namespace_is_the_controller() -> None:
+    ownerless = RunOwner("", "", "abcd1234")
+    pod = probe_pod(ownerless, API, "n", 1, "true", namespace_uid="ns-uid")
+    (ref,) = pod["metadata"]["ownerReferences"]
+    assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("Namespace", "shop", "ns-uid", True)
+    assert "ownerReferences" not in probe_pod(ownerless, API, "n", 1, "true")["metadata"]
 
 
 def test_probe_pod_without_low_ports_has_no_sysctl() -> None:

@@ -50,14 +50,15 @@ def test_every_catalogued_prober_metric_is_exposed_with_its_type_and_labels() ->
     metrics.inconclusive.labels("probe_error").inc()
     metrics.pod_duration.observe(3.0)
     metrics.pods_running.set(2)
-    metrics.cycle_completed.set(1.7e9)
+    metrics.errors.labels("wait").inc()
     ns = {"g1": "x", "g2": "y"}
     # two node placements of one class pair count once
     metrics.publish(ProbeState(count_mismatches([mismatch(80, "n1"), mismatch(80, "n2")], ns),
-                               {("y", "deny-all"): 0}, {("ingress", "n1"): 0}, 0.5))
+                               {("y", "deny-all"): 0}, {("ingress", "n1"): 0}, 0.5,
+                               {("judged", ""): 3, ("inconclusive", "quota"): 2}, 1.7e9))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     want = catalogue()
-    assert len(want) == 10
+    assert len(want) == 12
     for name, (kind, label_names) in want.items():
         base = name.removesuffix("_total") if kind == "counter" else name
         assert base in families, name
@@ -78,3 +79,32 @@ def test_healed_series_disappear() -> None:
     assert b"netpol_auditor_mismatches{" in generate_latest(registry)
     metrics.publish(ProbeState())
     assert b"netpol_auditor_mismatches{" not in generate_latest(registry)
+
+
+def test_registered_once_per_registry_and_cleared_when_probing_stops() -> None:
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics.for_registry(registry)
+    # a prober restarted in the same process reuses the series (registering twice would raise)
+    assert ProbeMetrics.for_registry(registry) is metrics
+    metrics.count_detected(("x", "y", "80", "TCP", "unexpectedly_allowed", "y/deny-all"))
+    metrics.publish(ProbeState(count_mismatches([mismatch(80, "n1")], {"g1": "x", "g2": "y"}),
+                               {("y", "deny-all"): 0}, {("ingress", "n1"): 0}, 1.0, {("judged", ""): 1}, 1.7e9))
+    metrics.clear()
+    text = "\n".join(line for line in generate_latest(registry).decode().splitlines() if not line.startswith("#"))
+    for name in ("netpol_auditor_mismatches{", "netpol_auditor_policy_enforced{", "netpol_auditor_cni_feature_enforced{",
+                 "netpol_auditor_probe_coverage_ratio ", "netpol_auditor_probe_paths{",
+                 "netpol_auditor_probe_cycle_last_completed_timestamp_seconds ",
+                 "netpol_auditor_mismatches_detected_total{"):
+        assert name not in text, name
+
+
+def test_series_of_deleted_namespaces_and_policies_are_removed() -> None:
+    metrics = ProbeMetrics(CollectorRegistry())
+    kept = ("x", "y", "80", "TCP", "unexpectedly_allowed", "y/deny-all")
+    metrics.count_detected(kept)
+    metrics.count_detected(("x", "gone", "80", "TCP", "unexpectedly_allowed", "gone/deny-all"))
+    metrics.count_detected(("x", "y", "80", "TCP", "unexpectedly_allowed", "y/deleted"))
+    metrics.prune(namespaces={"x", "y"}, policies={"y/deny-all"})
+    text = generate_latest(metrics.registry).decode()
+    assert 'policy="y/deny-all"' in text
+    assert "gone" not in text and "y/deleted" not in text

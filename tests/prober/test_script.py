@@ -56,5 +56,5 @@ def test_parse_report_classifies_and_tolerates_partial_and_garbage() -> None:
 
 def test_responder_script_listens_on_each_port_once() -> None:
     script = responder_script([PortProtocol.parse(p) for p in ("80/TCP", "80/TCP", "53/UDP")])
-    assert script.count("TCP-LISTEN:80,") == 1
-    assert script.count("UDP-RECVFROM:53,") == 1
+    assert script.count("listen tcp 80\n") == 1
+    assert script.count("listen udp 53\n") == 1

@@ -7,6 +7,7 @@ afterwards; the addresses are from the benchmarking range 198.18.0.0/15 (RFC 254
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from netpol_auditor.prober.script import (
     ScriptTarget,
     parse_report,
     probe_script,
+    responder_check_script,
     responder_script,
 )
 
@@ -75,11 +77,12 @@ def netns_pair() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def server(netns_pair: tuple[str, str]) -> Iterator[tuple[str, str]]:
+def server(netns_pair: tuple[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The generated responder script serving 8080/TCP, 5353/UDP and 8081/TCP, 8082/TCP, 5354/UDP (filtered below)."""
     client, srv = netns_pair
     ports = [PortProtocol.parse(p) for p in ("8080/TCP", "8081/TCP", "8082/TCP", "5353/UDP", "5354/UDP")]
-    proc = subprocess.Popen(["ip", "netns", "exec", srv, "sh", "-c", responder_script(ports)],
+    script = responder_script(ports, log_path=str(tmp_path / "responder-log"))
+    proc = subprocess.Popen(["ip", "netns", "exec", srv, "sh", "-c", script],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     rules = [
         ["-A", "INPUT", "-p", "tcp", "--dport", "8081", "-j", "DROP"],
@@ -173,3 +176,83 @@ def test_a_responder_answers_a_burst_of_parallel_probes(server: tuple[str, str],
     subprocess.run(["ip", "netns", "exec", client, "sh", "-c", script], check=True, timeout=60)
     report = parse_report(log.read_text(), len(targets))
     assert report.complete and set(report.results) == {ProbeResult.CONNECTED}
+
+
+def _check(netns: str, ports: list[PortProtocol], shell: list[str]) -> bool:
+    """Run a responder's readiness check in ``netns`` as the kubelet would (exec inside the pod)."""
+    return subprocess.run(["ip", "netns", "exec", netns, *shell, "-c", responder_check_script(ports)],
+                          capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: " ".join(s))
+def test_responder_proves_its_listeners_and_a_dead_one_ends_it(
+    netns_pair: tuple[str, str], tmp_path: Path, shell: list[str]
+) -> None:
+    """The readiness check passes only while every listener answers from inside the pod; a listener that cannot
+    start ends the responder with the error as its termination message (never a silent "denied")."""
+    _, srv = netns_pair
+    ports = [PortProtocol.parse(p) for p in ("8090/TCP", "5390/UDP")]
+    assert not _check(srv, ports, shell), "nothing listens yet"
+    log = tmp_path / "log"
+    log.write_text("")
+    proc = subprocess.Popen(["ip", "netns", "exec", srv, *shell, "-c", responder_script(ports, log_path=str(log))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _check(srv, ports, shell):
+            assert time.monotonic() < deadline, "the responder never passed its own check"
+            time.sleep(0.2)
+        assert proc.poll() is None
+        # the UDP listener dies: the check fails and the responder ends within its watch period, saying so
+        subprocess.run(["ip", "netns", "exec", srv, "pkill", "-f", "RECVFROM:5390"], check=False)
+        proc.wait(timeout=10)
+        assert proc.returncode == 1 and "listener stopped" in log.read_text()
+        assert not _check(srv, ports, shell)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+
+
+def test_responder_whose_port_is_taken_ends_with_the_bind_error(netns_pair: tuple[str, str], tmp_path: Path) -> None:
+    _, srv = netns_pair
+    squatter = subprocess.Popen(["ip", "netns", "exec", srv, "socat", "TCP4-LISTEN:8091", "/dev/null"],
+                                start_new_session=True)
+    try:
+        time.sleep(0.3)
+        log = tmp_path / "log"
+        log.write_text("")
+        script = responder_script([PortProtocol.parse("8091/TCP")], log_path=str(log))
+        code = subprocess.run(["ip", "netns", "exec", srv, "sh", "-c", script], timeout=30).returncode
+        assert code == 1
+        assert "Address already in use" in log.read_text()
+    finally:
+        os.killpg(squatter.pid, 9)
+        squatter.wait(timeout=5)
+
+
+def test_responder_listens_on_both_families_where_the_pod_has_ipv6(
+    netns_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    """Dual stack: one listener answers IPv4 and IPv6 (unique local addresses inside the test's own namespaces)."""
+    client, srv = netns_pair
+    for ns, ip in ((client, "fd00:198:18::1"), (srv, "fd00:198:18::2")):
+        dev = [d for d in subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
+                                         check=True).stdout.split("\n") if "@" in d][0].split(":")[1].strip()
+        _sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", dev.split("@")[0], "nodad")
+    ports = [PortProtocol.parse(p) for p in ("8092/TCP", "5392/UDP")]
+    proc = subprocess.Popen(["ip", "netns", "exec", srv, "sh", "-c",
+                             responder_script(ports, log_path=str(tmp_path / "rlog"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _check(srv, ports, ["sh"]):
+            assert time.monotonic() < deadline, "the responder never passed its own check"
+            time.sleep(0.2)
+        log = tmp_path / "log"
+        log.write_text("")
+        targets = [ScriptTarget(h, p.port, p.protocol) for h in (SERVER_IP, "fd00:198:18::2") for p in ports]
+        script = probe_script(targets, timeout_seconds=2, log_path=str(log))
+        subprocess.run(["ip", "netns", "exec", client, "sh", "-c", script], check=True, timeout=60)
+        assert parse_report(log.read_text(), len(targets)).results == (ProbeResult.CONNECTED,) * len(targets)
+    finally:
+        os.killpg(proc.pid, 9)

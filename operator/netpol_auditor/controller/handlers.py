@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import kopf
 
 from netpol_auditor.model import ObjectKind
+from netpol_auditor.prober.podspec import RUN_LABEL
 
 __all__ = ["WATCHED", "EventSink", "register_handlers"]
 
@@ -44,4 +45,7 @@ def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: ObjectKind
         event = kwargs["event"]
         sink.on_watch_event(kind, event.get("type"), event.get("object") or {})
 
-    kopf.on.event(group, version, plural, registry=registry, id=f"index-{kind.value}")(handler)
+    # The prober's own pods carry its run label: they are never workloads, so they never reach the index (nor the
+    # path metrics); the re-lists leave them out by the same label (resync.list_page).
+    labels = {RUN_LABEL: kopf.ABSENT} if kind is ObjectKind.POD else None
+    kopf.on.event(group, version, plural, registry=registry, id=f"index-{kind.value}", labels=labels)(handler)

@@ -18,6 +18,7 @@ from typing import Any
 from netpol_auditor.controller.feed import IndexFeed, ReconcileResult
 from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.model import Labels, Namespace, ObjectKind
+from netpol_auditor.prober.podspec import RUN_LABEL
 
 __all__ = ["Resyncer", "list_objects", "list_page"]
 
@@ -40,6 +41,7 @@ def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, t
     if kind is ObjectKind.NAMESPACE:
         response = core.list_namespace(**kwargs)
     elif kind is ObjectKind.POD:
+        kwargs["label_selector"] = f"!{RUN_LABEL}"  # the prober's own pods are never workloads
         response = (core.list_namespaced_pod(namespace, **kwargs) if namespace
                     else core.list_pod_for_all_namespaces(**kwargs))
     elif namespace:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netpol_auditor.model import PortProtocol
+from netpol_auditor.prober.podspec import DEFAULT_RESOURCES
 from netpol_auditor.selectors import parse_label_selector
 
 __all__ = ["ENV_PREFIX", "Settings", "add_arguments", "settings_from_args"]
@@ -75,14 +76,6 @@ def _str_map(value: dict[str, Any]) -> dict[str, str]:
     if not all(isinstance(v, str) for v in value.values()):
         raise ValueError("every value must be a string")
     return value
-
-
-#: Probe-pod resources: a limit/request ratio of 2 (CPU) and 1 (memory) passes the common LimitRanges
-#: (maxLimitRequestRatio is usually 2-10), while the pod stays tiny.
-DEFAULT_PROBE_RESOURCES: dict[str, Any] = {
-    "requests": {"cpu": "25m", "memory": "32Mi"},
-    "limits": {"cpu": "50m", "memory": "32Mi"},
-}
 
 
 def _label_selector(text: str) -> str:
@@ -152,7 +145,7 @@ class Settings:
     probe_annotations: dict[str, str] = field(default_factory=dict)
     probe_image_pull_secrets: tuple[str, ...] = ()
     probe_priority_class_name: str = ""
-    probe_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PROBE_RESOURCES))
+    probe_resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     # service-mesh injection opt-outs on every probe pod (istio, linkerd, kuma, consul, open service mesh)
     probe_mesh_opt_out: bool = True
     # whose probe pods these are: the sweep deletes only pods of this instance and install

@@ -1,15 +1,21 @@
 """Prober metrics: what the CNI really does (the README's "Prober" catalogue, exactly).
 
 Counters and the histogram are updated as probes complete; the state gauges (current mismatches, per-policy
-``enforced``, per-node CNI features, coverage) are published as one snapshot from the comparator after each round,
-and served by a collector, so a scrape never sees half an update and series of healed paths disappear.
+``enforced``, per-node CNI features, coverage, the cycle's paths by state) are published as one snapshot after each
+round, and served by a collector, so a scrape never sees half an update and series of healed paths disappear.
+
+The series are registered once per registry (`ProbeMetrics.for_registry`): a prober restarted in the same process
+reuses them. A replica that stops probing (it lost the leadership) clears its state series, so only the active
+replica reports mismatches.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
@@ -45,6 +51,9 @@ class ProbeState:
     policy_enforced: dict[PolicyKey, int] = field(default_factory=dict)
     feature_enforced: dict[tuple[str, str], int] = field(default_factory=dict)
     coverage: float | None = None
+    # the current cycle's paths by (state, reason): judged / inconclusive with its reason / pending
+    path_states: dict[tuple[str, str], int] = field(default_factory=dict)
+    cycle_completed: float | None = None
 
 
 def count_mismatches(mismatches: Iterable[Mismatch], namespaces: Mapping[str, str]) -> dict[tuple[str, ...], int]:
@@ -89,6 +98,20 @@ class _StateCollector(Collector):
         if s.coverage is not None:
             coverage.add_metric([], s.coverage)
         yield coverage
+        paths = GaugeMetricFamily(
+            "netpol_auditor_probe_paths",
+            "Paths of the current probe cycle by state (judged, inconclusive, pending) and inconclusive reason.",
+            labels=("state", "reason"),
+        )
+        for (state, reason), n in sorted(s.path_states.items()):
+            paths.add_metric([state, reason], n)
+        yield paths
+        completed = GaugeMetricFamily(
+            "netpol_auditor_probe_cycle_last_completed_timestamp_seconds", "When the last full probe cycle completed."
+        )
+        if s.cycle_completed is not None:
+            completed.add_metric([], s.cycle_completed)
+        yield completed
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
@@ -96,6 +119,16 @@ class _StateCollector(Collector):
 
 class ProbeMetrics:
     """The prober's series in a caller-supplied registry (the operator's, so /metrics serves both)."""
+
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ProbeMetrics]] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> ProbeMetrics:
+        """The prober's series of ``registry``, registered on first use (registering twice would raise)."""
+        metrics = cls._by_registry.get(registry)
+        if metrics is None:
+            metrics = cls._by_registry[registry] = cls(registry)
+        return metrics
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -118,15 +151,36 @@ class ProbeMetrics:
         self.pods_running = Gauge(
             "netpol_auditor_probe_pods_running", "Probe and responder pods alive now.", registry=registry
         )
-        self.cycle_completed = Gauge(
-            "netpol_auditor_probe_cycle_last_completed_timestamp_seconds", "When the last full probe cycle completed.",
-            registry=registry,
+        self.errors = Counter(
+            "netpol_auditor_probe_errors", "Probe rounds (or steps of one) that failed, by stage; the loop goes on "
+            "after a backoff.", ("stage",), registry=registry,
         )
+        self._detected_labels: set[tuple[str, ...]] = set()
         self._state = _StateCollector()
         registry.register(self._state)
 
     def publish(self, state: ProbeState) -> None:
         self._state.state = state
+
+    def count_detected(self, labels: tuple[str, ...]) -> None:
+        self.detected.labels(*labels).inc()
+        self._detected_labels.add(labels)
+
+    def prune(self, namespaces: Iterable[str], policies: Iterable[str]) -> None:
+        """Drop the detected-mismatch series of namespaces and policies (``ns/name``) that no longer exist."""
+        ns, pols = set(namespaces), set(policies)
+        for labels in list(self._detected_labels):
+            src, dst, policy = labels[0], labels[1], labels[5]
+            if (src and src not in ns) or (dst and dst not in ns) or (policy and policy not in pols):
+                self.detected.remove(*labels)
+                self._detected_labels.discard(labels)
+
+    def clear(self) -> None:
+        """Forget every state series and every per-policy counter (this replica no longer probes)."""
+        self.publish(ProbeState())
+        self.pods_running.set(0)
+        self.detected.clear()
+        self._detected_labels.clear()
 
     @property
     def state(self) -> ProbeState:

@@ -1,9 +1,15 @@
 """The probe loop: plan a round, start responders and probe pods, read their results, judge, report, clean up.
 
-One run = one ProbeRun owner object (cluster-scoped); every pod of the run is its controlled dependent. On start
-the loop sweeps leftovers of earlier runs; on stop it deletes its ProbeRun and pods. Rounds repeat until a cycle
-has covered every path, then the loop waits for the next cycle (``probe_interval_seconds``) — waking early when
-retries are due or the index changed.
+One run = one ProbeRun owner object (cluster-scoped); every pod of the run is its controlled dependent (without the
+ProbeRun CRD, the pod's Namespace is the controller and the pods are deleted by label). On start the loop sweeps
+leftovers of earlier runs of the same install; on stop it deletes its ProbeRun and pods. Rounds repeat until a cycle
+has covered every path, then the loop waits for the next cycle (``interval_seconds``) — waking early when retries
+are due or the index changed.
+
+Nothing that happens to one probe pod stops the loop: a refused or broken pod makes its paths inconclusive with a
+reason (prober/failures.py) and backs off its (probe group, node), and the cycle completes without it. An error in a
+round (the API server restarting, throttling) is logged, counted in ``netpol_auditor_probe_errors_total{stage}``
+and followed by the next round after an exponential backoff.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -28,6 +36,14 @@ from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, cou
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
+from netpol_auditor.prober.failures import (
+    FIXES,
+    Backoff,
+    classify_api_error,
+    classify_pod,
+    retry_after_seconds,
+)
+from netpol_auditor.prober.placement import node_unavailable
 from netpol_auditor.prober.plan import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -43,24 +59,42 @@ from netpol_auditor.prober.plan import (
 )
 from netpol_auditor.prober.podspec import (
     DEFAULT_IMAGE,
+    DEFAULT_RESOURCES,
     PROBE_RUN_GROUP,
     PROBE_RUN_PLURAL,
     PROBE_RUN_VERSION,
-    RESERVED_LABEL_KEYS,
     RUN_LABEL,
+    PodOptions,
     RunOwner,
+    asked_containers,
     clone_conflict,
     new_run_id,
     probe_pod,
     probe_run_object,
+    responder_container,
     responder_pod,
 )
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 from netpol_auditor.prober.sweep import delete_run, sweep_leftovers
 
-__all__ = ["ProbeLoop", "ProbeOptions"]
+__all__ = ["ProbeLoop", "ProbeOptions", "RoundResult"]
 
 logger = logging.getLogger(__name__)
+
+#: Inconclusive reasons that may clear up on a later round of the same cycle (the rest settle the path for it).
+TRANSIENT_REASONS = frozenset({"api_error", "throttled", "pod_timeout", "no_result"})
+#: Backoff of the whole loop after a failed round: first wait and cap, seconds.
+ROUND_BACKOFF = (1.0, 60.0)
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_POD_NAME = re.compile(r'"npa-[a-z]+-[0-9a-f]+-\d+"')
+
+
+def _operator_namespace(configured: str) -> str:
+    if configured:
+        return configured
+    with contextlib.suppress(OSError):
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +118,11 @@ class ProbeOptions:
     round_pause_seconds: float = 1.0
     start_delay_seconds: float = 2.0
     events_enabled: bool = True
+    backoff_seconds: float = 10.0
+    backoff_max_seconds: float = 600.0
+    system_namespaces: bool = False
+    operator_namespace: str = ""
+    pod: PodOptions = field(default_factory=PodOptions)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProbeOptions:
@@ -91,21 +130,48 @@ class ProbeOptions:
             return getattr(settings, name, default)
 
         d = cls()
+        pod = PodOptions(
+            image=get("probe_image", d.image),
+            node_selector=get("probe_node_selector", {"kubernetes.io/os": "linux"}),
+            tolerations=tuple(get("probe_tolerations", ())),
+            labels=get("probe_labels", {}),
+            annotations=get("probe_annotations", {}),
+            image_pull_secrets=tuple(get("probe_image_pull_secrets", ())),
+            priority_class_name=get("probe_priority_class_name", ""),
+            resources=get("probe_resources", DEFAULT_RESOURCES),
+            mesh_opt_out=get("probe_mesh_opt_out", True),
+            instance=get("probe_instance", "netpol-auditor"),
+            install_id=get("probe_install_id", ""),
+        )
         return cls(
             interval_seconds=get("probe_interval_seconds", d.interval_seconds),
-            image=get("probe_image", d.image),
+            image=pod.image,
             max_pods=get("probe_max_pods", d.max_pods),
             targets_per_pod=get("probe_targets_per_pod", d.targets_per_pod),
             timeout_seconds=int(get("probe_timeout_seconds", d.timeout_seconds)),
             settle_seconds=get("probe_settle_seconds", d.settle_seconds),
             retry_window_seconds=get("probe_retry_seconds", d.retry_window_seconds),
             start_delay_seconds=get("probe_start_delay_seconds", d.start_delay_seconds),
+            pod_start_timeout_seconds=get("probe_pod_start_timeout_seconds", d.pod_start_timeout_seconds),
             placements=get("probe_placements", d.placements),
             namespaces=tuple(get("probe_namespaces", ()) or get("namespaces", ()) or ()),
             ports=tuple(get("probe_ports", ()) or get("ports", ()) or ()),
             max_ports=get("max_ports", d.max_ports) or d.max_ports,
             events_enabled=get("events_enabled", True),
+            backoff_seconds=get("probe_backoff_seconds", d.backoff_seconds),
+            backoff_max_seconds=get("probe_backoff_max_seconds", d.backoff_max_seconds),
+            system_namespaces=get("probe_system_namespaces", False),
+            operator_namespace=_operator_namespace(get("operator_namespace", "")),
+            pod=pod,
         )
+
+    def probe_namespaces(self) -> tuple[str, ...]:
+        """The namespace patterns probes may run in: kube-system and the operator's own namespace are left out
+        unless asked for (a probe pod there could meet the cluster's most sensitive admission rules)."""
+        if self.system_namespaces:
+            return self.namespaces
+        excluded = ["!kube-system"] + ([f"!{self.operator_namespace}"] if self.operator_namespace else [])
+        return (*self.namespaces, *excluded)
 
     def budget(self) -> PlanBudget:
         return PlanBudget(
@@ -113,7 +179,7 @@ class ProbeOptions:
             targets_per_pod=self.targets_per_pod,
             max_ports=self.max_ports,
             ports=self.ports,
-            namespaces=self.namespaces,
+            namespaces=self.probe_namespaces(),
             placements=self.placements,
             settle_seconds=self.settle_seconds,
         )
@@ -121,16 +187,25 @@ class ProbeOptions:
 
 @dataclass
 class _PodRun:
-    """One created pod of the current round."""
+    """One created pod of the current round, as last seen."""
 
     name: str
     namespace: str
     created: float
     plan: ProbePodPlan | ResponderPlan
+    asked: frozenset[str]
     ip: str = ""
+    ips: tuple[str, ...] = ()
     phase: str = "Pending"
     message: str | None = None
     finished: float | None = None
+    ready: frozenset[str] = frozenset()  # containers that passed their readiness probe (now or once)
+    terminated: dict[str, str] = field(default_factory=dict)  # container -> termination message
+    failure: tuple[str, str] | None = None  # (reason, message): this pod can never do its job
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.plan.group.id, self.plan.node)
 
 
 @dataclass
@@ -167,7 +242,7 @@ class ProbeLoop:
             max_attempts=self.options.max_attempts,
             settle_seconds=self.options.settle_seconds,
         )
-        self.metrics = ProbeMetrics(registry if registry is not None else CollectorRegistry())
+        self.metrics = ProbeMetrics.for_registry(registry if registry is not None else CollectorRegistry())
         self._own_events = events is None and self.options.events_enabled
         self.events = events
         if self._own_events:
@@ -184,51 +259,121 @@ class ProbeLoop:
         self.last_round: RoundResult | None = None
         self._conflicts: dict[str, str] = {}  # probe group id -> why it is not cloned this round
         self._unlisted: set[str] = set()
+        self.backoff = Backoff(self.options.backoff_seconds, self.options.backoff_max_seconds)
+        self._refused: dict[tuple[str, str], str] = {}  # (group, node) -> reason, this round
+        self._path_reasons: dict[PathKey, str] = {}  # paths of this round that could not be probed, and why
+        self._namespace_uids: dict[str, str] = {}
+        self._nodes_checked_at = -math.inf
+        self._stage = "start"
+        self.round_failures = 0
+        self.last_cycle_completed: float | None = None
         # the latest prediction and result per path (what `explain`-style tooling and tests read)
         self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
+        # the latest inconclusive reason per path (tests and the page read it)
+        self.inconclusive: dict[PathKey, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(sweep_leftovers, self.api, None)
-        body = probe_run_object(self.run_id, os.environ.get("HOSTNAME", "netpol-auditor"))
-        created = await asyncio.to_thread(
-            self.custom.create_cluster_custom_object, PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL, body
-        )
+        """Sweep leftovers of this install's earlier runs and create this run's ProbeRun (owner-less without the
+        CRD or the right to create one)."""
+        self._stage = "sweep"
+        identity = self.options.pod.identity()
+        try:
+            await asyncio.to_thread(sweep_leftovers, self.api, None, identity)
+        except ApiException as exc:
+            self._count_error("sweep")
+            logger.warning("cannot sweep leftover probe pods (%s %s); going on", exc.status, exc.reason)
+        self._stage = "start"
+        body = probe_run_object(self.run_id, os.environ.get("HOSTNAME", "netpol-auditor"), identity)
+        try:
+            created = await asyncio.to_thread(
+                self.custom.create_cluster_custom_object, PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL, body
+            )
+        except ApiException as exc:
+            if exc.status not in (403, 404):
+                raise
+            self.owner = RunOwner("", "", self.run_id)
+            what = "the ProbeRun CRD is not installed" if exc.status == 404 else "creating ProbeRuns is forbidden"
+            logger.warning("%s: probe pods of run %s are owned by their Namespace and deleted by label", what,
+                           self.run_id)
+            return
         meta = created["metadata"]
         self.owner = RunOwner(meta["name"], meta["uid"], self.run_id)
         logger.info("probe run %s started (owner ProbeRun %s)", self.run_id, meta["name"])
 
     async def stop(self) -> None:
         if self.owner is not None:
-            await asyncio.to_thread(delete_run, self.api, self.owner.name, self.run_id)
-            self.metrics.pods_running.set(0)
-            logger.info("probe run %s stopped; its pods are deleted", self.run_id)
+            try:
+                await asyncio.to_thread(delete_run, self.api, self.owner.name, self.run_id)
+                logger.info("probe run %s stopped; its pods are deleted", self.run_id)
+            except Exception as exc:
+                self._count_error("cleanup")
+                logger.warning("probe run %s stopped, but deleting its pods failed (%s); the next start sweeps "
+                               "them", self.run_id, exc)
+        self.metrics.pods_running.set(0)
 
     async def run(self, stopped: asyncio.Event) -> None:
         poster_task = None
         if self._own_events and self.events is not None:
             poster_task = asyncio.ensure_future(self.events.run(stopped))
-        await self.start()
-        next_cycle = self.clock()
         try:
+            while not stopped.is_set() and self.owner is None:
+                await self._guard(self.start(), stopped)
+            next_cycle = self.clock()
             while not stopped.is_set():
-                result = await self.run_round(new_cycle=self.clock() >= next_cycle)
+                result: Any = await self._guard(self.run_round(new_cycle=self.clock() >= next_cycle), stopped)
+                if result is False:
+                    continue  # the round failed; _guard waited
                 if self.planner.cycle_done():
                     self.planner.finish_cycle()
-                    self.metrics.cycle_completed.set(self.clock())
+                    self.last_cycle_completed = self.clock()
                     next_cycle = self.clock() + self.options.interval_seconds
-                    logger.info("probe cycle %d complete: coverage %.2f, %d current mismatches",
-                                self.planner.cycles_completed, self.planner.coverage(),
+                    self._publish()
+                    states = self.planner.path_states()
+                    logger.info("probe cycle %d complete: coverage %.2f (%d paths judged, %d inconclusive), %d "
+                                "current mismatches", self.planner.cycles_completed, self.planner.coverage(),
+                                sum(n for (s, _), n in states.items() if s == "judged"),
+                                sum(n for (s, _), n in states.items() if s == "inconclusive"),
                                 len(self.comparator.mismatches))
                 if result is None:
                     await self._wait_for_work(stopped, next_cycle)
                 else:
                     await _sleep_or_stop(stopped, self.options.round_pause_seconds)
         finally:
+            # this replica reports nothing once it stops probing (a standby must not export stale mismatches)
+            self.metrics.clear()
             await asyncio.shield(self.stop())
             if poster_task is not None:
                 poster_task.cancel()
+
+    async def _guard(self, step: Any, stopped: asyncio.Event) -> Any:
+        """Await one step; on failure log and count it, back off (honouring a 429's Retry-After) and return False.
+        The loop never dies of a round."""
+        try:
+            result = await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.round_failures += 1
+            stage = self._stage
+            self._count_error(stage)
+            delay = min(ROUND_BACKOFF[0] * 2 ** (self.round_failures - 1), ROUND_BACKOFF[1])
+            if isinstance(exc, ApiException):
+                delay = max(delay, retry_after_seconds(exc.headers) or 0.0)
+                what = f"{exc.status} {exc.reason}"
+            else:
+                what = f"{type(exc).__name__}: {exc}"
+            log = logger.warning if self.round_failures <= 3 else logger.debug
+            log("probe %s failed (%s); retrying in %.0fs (failure %d in a row)", stage, what, delay,
+                self.round_failures, exc_info=self.round_failures == 1 and not isinstance(exc, ApiException))
+            await _sleep_or_stop(stopped, delay)
+            return False
+        self.round_failures = 0
+        return result
+
+    def _count_error(self, stage: str) -> None:
+        self.metrics.errors.labels(stage).inc()
 
     def _workload_changed(self, since: int) -> bool:
         """Whether the index changed since ``since`` in a way that matters to probing: our own probe pods come and
@@ -262,22 +407,90 @@ class ProbeLoop:
     async def run_round(self, new_cycle: bool = True) -> RoundResult | None:
         """Plan and run one round; None when nothing was due."""
         assert self.owner is not None, "start() first"
-        plan = self.planner.plan(self.index, self.clock(), new_cycle=new_cycle)
+        self._stage = "plan"
+        await self._check_nodes()
+        now = self.clock()
+        plan = self.planner.plan(self.index, now, new_cycle=new_cycle, blocked=lambda g, n: self._blocked(g, n, now))
         self._forget_vanished()
+        self._prune_series()
         if not plan.probes:
-            return None
+            if not plan.unavailable:
+                self._publish()
+                return None
+            out = RoundResult()
+            self._settle_unavailable(plan, out)
+            self.last_round = out
+            self._publish()
+            return out
         self.rounds += 1
         pods: dict[str, _PodRun] = {}
-        await self._check_conflicts(plan)
+        self._refused = {}
+        self._path_reasons = {}
         try:
+            self._stage = "conflicts"
+            await self._check_conflicts(plan)
+            self._stage = "create"
             responders = await self._start_responders(plan, pods)
             probes = await self._start_probes(plan, responders, pods)
+            self._stage = "wait"
             await self._wait_done(probes, pods)
-            return self._judge(plan, responders, probes, pods)
+            self._stage = "judge"
+            out = self._judge(plan, responders, probes, pods)
+            self._settle_unavailable(plan, out)
+            return out
         finally:
-            await asyncio.to_thread(self._delete, pods.values())
-            self.metrics.pods_running.set(0)
-            self._publish()
+            self._stage = "cleanup"
+            try:
+                await asyncio.to_thread(self._delete, pods.values())
+            finally:
+                self.metrics.pods_running.set(0)
+                self._publish()
+
+    def _blocked(self, group: str, node: str, now: float) -> str | None:
+        return self.backoff.blocked((group, node), now)
+
+    async def _check_nodes(self) -> None:
+        """Which nodes may host probe pods (nodeSelector, taints, cordon), looked at every 30 s at most."""
+        if self.clock() - self._nodes_checked_at < 30:
+            return
+        self._nodes_checked_at = self.clock()
+        try:
+            listed = await asyncio.to_thread(self.core.list_node)
+        except ApiException as exc:
+            if "nodes" not in self._unlisted:
+                logger.warning("cannot list nodes (%s %s): probe pods are placed without checking node labels and "
+                               "taints (the kubelet refuses what does not fit)", exc.status, exc.reason)
+                self._unlisted.add("nodes")
+            if exc.status not in (401, 403, 404):
+                raise
+            return
+        unavailable: dict[str, str] = {}
+        pod = self.options.pod
+        for item in listed.items:
+            node = self.api.sanitize_for_serialization(item)
+            why = node_unavailable(node, pod.node_selector, pod.tolerations)
+            if why is not None:
+                unavailable[node["metadata"]["name"]] = why
+        for name, why in unavailable.items():
+            if name not in self.planner.unavailable_nodes:
+                logger.warning("no probe pods on %s: its paths are inconclusive (unschedulable)", why)
+                self._notify(InvolvedObject("v1", "Node", None, name), "unschedulable", why)
+        self.planner.unavailable_nodes = unavailable
+
+    def _settle_unavailable(self, plan: Round, out: RoundResult) -> None:
+        """Paths due this round whose pods cannot be placed now (backed off, or no node may host them)."""
+        now = self.clock()
+        for path, why in plan.unavailable:
+            reason = why if why in FIXES else "unschedulable"
+            self._inconclusive(path, reason, out, now, touch=False)
+
+    def _inconclusive(self, path: PlannedPath, reason: str, out: RoundResult, now: float, *,
+                      touch: bool = True) -> None:
+        self.metrics.inconclusive.labels(reason).inc()
+        self.inconclusive[path.key] = reason
+        self.planner.record(path.key, now, settled=reason not in TRANSIENT_REASONS, reason=reason, touch=touch)
+        out.inconclusive += 1
+        out.outcomes.append((path, Outcome.INCONCLUSIVE, reason))
 
     async def _check_conflicts(self, plan: Round) -> None:
         """Groups whose clones would change what a Service or PodDisruptionBudget does (podspec.clone_conflict)."""
@@ -289,6 +502,8 @@ class ProbeLoop:
             try:
                 listed = await asyncio.to_thread(call)
             except ApiException as exc:
+                if exc.status not in (401, 403, 404):
+                    raise  # a failing API server: the round is retried; unchecked clones are never created
                 if name not in self._unlisted:
                     logger.warning("cannot list %s (%s): clones are not checked against them", name, exc.reason)
                     self._unlisted.add(name)
@@ -296,10 +511,11 @@ class ProbeLoop:
             items = [self.api.sanitize_for_serialization(i) for i in listed.items]
             (services if name == "services" else pdbs).extend(items)
         self._conflicts = {}
+        own_keys = self.options.pod.label_keys()
         for g in [p.group for p in plan.probes] + [r.group for r in plan.responders]:
             labels = {**g.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
             why = clone_conflict(g.namespace, labels, services, pdbs)
-            if why is None and RESERVED_LABEL_KEYS & self.index.selector_label_keys(g.namespace):
+            if why is None and own_keys & self.index.selector_label_keys(g.namespace):
                 why = "policies select on the prober's own label keys"
             if why is not None:
                 self._conflicts[g.id] = why
@@ -312,49 +528,118 @@ class ProbeLoop:
             pair = self._pair(m)
             if not any(self._pair(o) == pair for o in self.comparator.mismatches.values()):
                 self._announced.pop(pair, None)
+        for key in [k for k in self.inconclusive if self.planner.path(k) is None]:
+            del self.inconclusive[key]
+        for key in [k for k in self.observations if self.planner.path(k) is None]:
+            del self.observations[key]
+        self.backoff.forget({(k.src, k.src_node) for k in self.planner.cycle_paths()}
+                            | {(k.dst, k.dst_node) for k in self.planner.cycle_paths()})
         if gone:
             self._publish()
+
+    def _prune_series(self) -> None:
+        self.metrics.prune((ns.name for ns in self.index.namespaces()),
+                           (f"{p.namespace}/{p.name}" for p in self.index.policies()))
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
-    async def _create(self, body: dict[str, Any], plan: ProbePodPlan | ResponderPlan, pods: dict[str, _PodRun]) -> None:
-        meta = body["metadata"]
+    async def _namespace_uid(self, namespace: str) -> str:
+        if namespace not in self._namespace_uids:
+            ns = await asyncio.to_thread(self.core.read_namespace, namespace)
+            self._namespace_uids[namespace] = ns.metadata.uid
+        return self._namespace_uids[namespace]
+
+    def _refuse(self, key: tuple[str, str], namespace: str, reason: str, message: str) -> None:
+        """One (group, node) cannot have a pod now: back it off, and say why and how to fix it."""
+        delay = self.backoff.fail(key, self.clock(), reason)
+        self._refused[key] = reason
+        message = _POD_NAME.sub('"<probe pod>"', message)[:400]
+        logger.warning("probe pod in %s on node %s: %s (%s); its paths are inconclusive, next try in %.0fs",
+                       namespace, key[1], reason, message, delay)
+        self._notify(InvolvedObject("v1", "Namespace", None, namespace), reason, message)
+
+    def _notify(self, obj: InvolvedObject, reason: str, message: str) -> None:
+        if self.events is not None:
+            text = f"probe pods cannot run ({reason}): {message}. Fix: {FIXES.get(reason, '')}"
+            self.events.submit([Notice(obj, "ProbeInconclusive", text, "Warning")])
+
+    async def _create(self, plan: ProbePodPlan | ResponderPlan, pods: dict[str, _PodRun],
+                      build: Callable[[str], dict[str, Any]]) -> str | None:
+        """Create one pod (``build(namespace uid)`` makes its manifest; the uid is the owner without a ProbeRun);
+        its name when it was admitted as asked. A refusal or an injected container backs off the (group, node)
+        and is not retried within the round; a failing API server fails the round."""
+        key, namespace = (plan.group.id, plan.node), plan.group.namespace
         try:
-            await asyncio.to_thread(self.core.create_namespaced_pod, meta["namespace"], body)
+            uid = "" if self.owner is not None and self.owner.owned else await self._namespace_uid(namespace)
+            body = build(uid)
+            created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, body)
         except ApiException as exc:
-            logger.warning("cannot create %s/%s: %s %s", meta["namespace"], meta["name"], exc.status, exc.reason)
-            return
-        pods[meta["name"]] = _PodRun(meta["name"], meta["namespace"], self.clock(), plan)
+            if exc.status is None or exc.status == 0 or exc.status >= 500:
+                raise
+            reason, message = classify_api_error(exc.status, exc.body)
+            self._refuse(key, namespace, reason, message or f"{exc.status} {exc.reason}")
+            return None
+        asked = asked_containers(body)
+        run = _PodRun(body["metadata"]["name"], namespace, self.clock(), plan, asked)
+        pods[run.name] = run
         self.metrics.pods_running.set(len(pods))
+        failure = classify_pod(self.api.sanitize_for_serialization(created), asked)
+        if failure is not None:
+            run.failure = failure
+            self._refuse(key, namespace, *failure)
+            await asyncio.to_thread(self._delete, [run])
+            return None
+        return run.name
 
     async def _start_responders(self, plan: Round, pods: dict[str, _PodRun]) -> dict[tuple[str, str], _PodRun]:
         assert self.owner is not None
-        names: dict[tuple[str, str], str] = {}
+        runs: dict[tuple[str, str], str] = {}
         for r in plan.responders:
             if r.group.id in self._conflicts:
                 continue
-            member = r.group.member_on(r.node)
-            body = responder_pod(
-                self.owner,
-                r.group,
-                r.node,
-                self._next_seq(),
-                sorted(r.ports),
-                self.options.image,
-                deadline_seconds=int(self.options.pod_start_timeout_seconds * 3),
-                stands_in_for=str(member),
-            )
-            await self._create(body, r, pods)
-            names[(r.group.id, r.node)] = body["metadata"]["name"]
-        await self._wait(
-            pods,
-            set(names.values()),
-            lambda p: bool(p.ip) and p.phase == "Running",
-            self.options.pod_start_timeout_seconds,
-        )
-        return {k: pods[n] for k, n in names.items() if n in pods and pods[n].ip and pods[n].phase == "Running"}
+            owner, seq = self.owner, self._next_seq()
+
+            def build(uid: str, r: ResponderPlan = r, owner: RunOwner = owner, seq: int = seq) -> dict[str, Any]:
+                return responder_pod(
+                    owner, r.group, r.node, seq, sorted(r.ports), self.options.pod,
+                    deadline_seconds=int(self.options.pod_start_timeout_seconds * 3),
+                    stands_in_for=str(r.group.member_on(r.node)), namespace_uid=uid,
+                )
+
+            name = await self._create(r, pods, build)
+            if name is not None:
+                runs[(r.group.id, r.node)] = name
+        await self._wait(pods, set(runs.values()), _responder_settled, self.options.pod_start_timeout_seconds)
+        usable: dict[tuple[str, str], _PodRun] = {}
+        for key, name in runs.items():
+            run = pods[name]
+            if run.failure is not None:
+                self._refuse(key, run.namespace, *run.failure)
+            elif run.ip and run.phase == "Running" and run.ready:
+                usable[key] = run
+                self.backoff.succeed(key)
+            elif run.terminated:
+                sctp_only = all(c == responder_container(Protocol.SCTP) for c in run.terminated)
+                reason = "sctp_unavailable" if sctp_only and self._responder_reason(
+                    run, Protocol.SCTP) == "sctp_unavailable" else "responder_failed"
+                self._refuse(key, run.namespace, reason, "; ".join(
+                    f"{c}: {m.strip()[-200:]}" for c, m in sorted(run.terminated.items())))
+            else:
+                self._refuse(key, run.namespace, "pod_timeout", f"responder {run.name} did not become ready within "
+                             f"{self.options.pod_start_timeout_seconds:.0f}s (phase {run.phase})")
+        return usable
+
+    def _responder_reason(self, responder: _PodRun, protocol: Protocol) -> str | None:
+        """Why a responder cannot serve ``protocol`` (its container for it never proved its listeners, or ended)."""
+        name = responder_container(protocol)
+        if name in responder.terminated:
+            message = responder.terminated[name]
+            if protocol is Protocol.SCTP and "not supported" in message:
+                return "sctp_unavailable"
+            return "responder_failed"
+        return None if name in responder.ready else "responder_failed"
 
     async def _start_probes(
         self, plan: Round, responders: dict[tuple[str, str], _PodRun], pods: dict[str, _PodRun]
@@ -364,7 +649,16 @@ class ProbeLoop:
         for p in plan.probes:
             if p.group.id in self._conflicts:
                 continue
-            paths = [path for path in p.paths if (path.key.dst, path.key.dst_node) in responders]
+            paths = []
+            for path in p.paths:
+                responder = responders.get((path.key.dst, path.key.dst_node))
+                if responder is None:
+                    continue
+                why = self._responder_reason(responder, path.key.port.protocol)
+                if why is not None:
+                    self._path_reasons[path.key] = why
+                    continue
+                paths.append(path)
             if not paths:
                 continue
             targets = [
@@ -386,19 +680,16 @@ class ProbeLoop:
                 + rounds * (2 * self.options.timeout_seconds + 2)
                 + 10
             )
-            body = probe_pod(
-                self.owner,
-                p.group,
-                p.node,
-                self._next_seq(),
-                script,
-                self.options.image,
-                deadline_seconds=deadline,
-                stands_in_for=str(p.group.member_on(p.node)),
-            )
-            await self._create(body, p, pods)
-            if body["metadata"]["name"] in pods:
-                started[body["metadata"]["name"]] = (p, paths)
+            owner, seq = self.owner, self._next_seq()
+
+            def build(uid: str, p: ProbePodPlan = p, owner: RunOwner = owner, seq: int = seq, script: str = script,
+                      deadline: int = deadline) -> dict[str, Any]:
+                return probe_pod(owner, p.group, p.node, seq, script, self.options.pod, deadline_seconds=deadline,
+                                 stands_in_for=str(p.group.member_on(p.node)), namespace_uid=uid)
+
+            name = await self._create(p, pods, build)
+            if name is not None:
+                started[name] = (p, paths)
         return started
 
     async def _wait_done(
@@ -411,38 +702,65 @@ class ProbeLoop:
             + math.ceil(longest / self.options.parallelism) * (2 * self.options.timeout_seconds + 2)
             + 15
         )
-        await self._wait(pods, set(probes), lambda p: p.phase in ("Succeeded", "Failed"), budget)
+        await self._wait(pods, set(probes), lambda p: p.failure is not None or p.phase in ("Succeeded", "Failed"),
+                         budget)
         for name in probes:
             run = pods[name]
-            if run.finished is not None:
+            if run.finished is not None and run.failure is None:
                 self.metrics.pod_duration.observe(run.finished - run.created)
+                self.backoff.succeed(run.key)
+            elif run.failure is not None:
+                self._refuse(run.key, run.namespace, *run.failure)
+            elif run.finished is None:
+                self._refuse(run.key, run.namespace, "pod_timeout", f"probe pod {run.name} did not finish within "
+                             f"{budget:.0f}s (phase {run.phase})")
 
     async def _wait(
         self, pods: dict[str, _PodRun], names: set[str], done: Callable[[_PodRun], bool], timeout: float
     ) -> None:
-        """Poll this run's pods (one list call for all namespaces) until every one in ``names`` is done."""
+        """Poll this run's pods (one list call for all namespaces) until every one in ``names`` is done. A failed
+        list is retried (after a 429's Retry-After) until the time is up."""
         deadline = self.clock() + timeout
         pending = {n for n in names if n in pods}
         while pending and self.clock() < deadline:
-            listed = await asyncio.to_thread(
-                self.core.list_pod_for_all_namespaces, label_selector=f"{RUN_LABEL}={self.run_id}"
-            )
-            for item in listed.items:
-                run = pods.get(item.metadata.name)
-                if run is None:
-                    continue
-                status = item.status
-                run.phase = status.phase or "Pending"
-                run.ip = status.pod_ip or ""
-                for cs in status.container_statuses or []:
-                    term = cs.state.terminated if cs.state is not None else None
-                    if term is not None:
-                        run.message = term.message or ""
-                if run.phase in ("Succeeded", "Failed") and run.finished is None:
-                    run.finished = self.clock()
-            pending = {n for n in pending if not done(pods[n])}
+            pause = 0.3
+            try:
+                listed = await asyncio.to_thread(
+                    self.core.list_pod_for_all_namespaces, label_selector=f"{RUN_LABEL}={self.run_id}"
+                )
+            except ApiException as exc:
+                self._count_error("wait")
+                if exc.status != 429 and (exc.status or 0) < 500:
+                    raise
+                pause = max(1.0, retry_after_seconds(exc.headers) or 0.0)
+            else:
+                for item in listed.items:
+                    run = pods.get(item.metadata.name)
+                    if run is not None:
+                        self._observe(run, self.api.sanitize_for_serialization(item))
+                pending = {n for n in pending if not done(pods[n])}
             if pending:
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(pause)
+
+    def _observe(self, run: _PodRun, pod: dict[str, Any]) -> None:
+        status = pod.get("status") or {}
+        run.phase = status.get("phase") or "Pending"
+        run.ip = status.get("podIP") or ""
+        run.ips = tuple(i["ip"] for i in status.get("podIPs") or [] if i.get("ip")) or ((run.ip,) if run.ip else ())
+        ready = set(run.ready)
+        for cs in status.get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            term = state.get("terminated")
+            if term is not None:
+                run.message = term.get("message") or ""
+                run.terminated[cs["name"]] = run.message
+            if cs.get("ready"):
+                ready.add(cs["name"])
+        run.ready = frozenset(ready)
+        if run.failure is None:
+            run.failure = classify_pod(pod, run.asked)
+        if run.phase in ("Succeeded", "Failed") and run.finished is None:
+            run.finished = self.clock()
 
     def _delete(self, runs: Iterable[_PodRun]) -> None:
         for run in runs:
@@ -450,6 +768,7 @@ class ProbeLoop:
                 self.core.delete_namespaced_pod(run.name, run.namespace, grace_period_seconds=0)
             except ApiException as exc:
                 if exc.status != 404:
+                    self._count_error("cleanup")
                     logger.warning("cannot delete probe pod %s/%s: %s", run.namespace, run.name, exc.reason)
 
     # -- judging and reporting ---------------------------------------------------------------------------------
@@ -467,11 +786,19 @@ class ProbeLoop:
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
-            report = parse_report(pods[name].message, len(paths))
-            src_ip = pods[name].ip
+            run = pods[name]
+            if run.failure is not None or run.finished is None:
+                continue  # reported below with the pod's reason
+            report = parse_report(run.message, len(paths))
+            src_ip = run.ip
             for path, result in zip(paths, report.results, strict=True):
-                probed.add(path.key)
                 dst = responders[(path.key.dst, path.key.dst_node)]
+                # a listener that died while probes ran proves nothing: a failed connection to it is no denial
+                why = self._responder_reason(dst, path.key.port.protocol)
+                if why is not None:
+                    self._path_reasons[path.key] = why
+                    continue
+                probed.add(path.key)
                 src_group, dst_group = self.planner.group(path.key.src), self.planner.group(path.key.dst)
                 if src_group is None or dst_group is None:
                     continue
@@ -491,20 +818,22 @@ class ProbeLoop:
                     dst_ips=(dst.ip,),
                 )
                 self.observations[path.key] = (prediction, result, j.outcome)
-                self._account(path, j, out, now, result)
-        # paths whose pods could not be created or did not start: inconclusive, tried again later in the cycle
+                self._account(path, j, out, now)
+        # paths whose pods were refused, broken or late: inconclusive with the reason, never judged
         for path in plan.paths:
-            if path.key not in probed:
-                conflict = path.key.src in self._conflicts or path.key.dst in self._conflicts
-                reason = "clone_conflict" if conflict else "pod_unavailable"
-                self.metrics.inconclusive.labels(reason).inc()
-                self.planner.record(path.key, now, settled=conflict)
-                out.inconclusive += 1
-                out.outcomes.append((path, Outcome.INCONCLUSIVE, reason))
+            if path.key in probed:
+                continue
+            k = path.key
+            reason = self._path_reasons.get(k)
+            if reason is None and (k.src in self._conflicts or k.dst in self._conflicts):
+                reason = "clone_conflict"
+            if reason is None:
+                reason = self._refused.get((k.dst, k.dst_node)) or self._refused.get((k.src, k.src_node))
+            self._inconclusive(path, reason or "pod_timeout", out, now)
         self.last_round = out
         return out
 
-    def _account(self, path: PlannedPath, j: Any, out: RoundResult, now: float, result: ProbeResult | None) -> None:
+    def _account(self, path: PlannedPath, j: Any, out: RoundResult, now: float) -> None:
         out.outcomes.append((path, j.outcome, j.reason))
         if j.outcome is Outcome.RETRY:
             out.retries += 1
@@ -516,17 +845,19 @@ class ProbeLoop:
             if reason == "probe_error" and path.key.port.protocol is Protocol.SCTP:
                 reason = "sctp_unavailable"
             self.metrics.inconclusive.labels(reason).inc()
+            self.inconclusive[path.key] = reason
             # a tool error will not go away by retrying in this cycle; a missing result or a fresh path may
-            self.planner.record(path.key, now, settled=reason in ("probe_error", "sctp_unavailable", "not_judged"))
+            settled = reason in ("probe_error", "sctp_unavailable", "not_judged")
+            self.planner.record(path.key, now, settled=settled, reason=reason)
             return
         out.judged += 1
+        self.inconclusive.pop(path.key, None)
         self.planner.record(path.key, now, settled=True)
         if j.outcome is Outcome.MISMATCH:
             out.mismatches += 1
             if j.new:
                 m: Mismatch = j.mismatch
-                labels = self._labels(m)
-                self.metrics.detected.labels(*labels).inc()
+                self.metrics.count_detected(self._labels(m))
                 self._announce(m)
         elif j.resolved is not None:
             self._resolve(j.resolved)
@@ -545,12 +876,16 @@ class ProbeLoop:
 
     def _publish(self) -> None:
         known: list[PolicyKey] = [p.key for p in self.index.policies()]
+        live_nodes = {k.src_node for k in self.planner.cycle_paths()} | {k.dst_node for k in self.planner.cycle_paths()}
+        features = {fn: v for fn, v in self.comparator.feature_enforced().items() if fn[1] in live_nodes}
         self.metrics.publish(
             ProbeState(
                 count_mismatches(self.comparator.mismatches.values(), self._namespaces()),
                 self.comparator.policy_enforced(known),
-                self.comparator.feature_enforced(),
-                self.planner.coverage(),
+                features,
+                self.planner.coverage() if self.planner.cycle_paths() else None,
+                self.planner.path_states(),
+                self.last_cycle_completed,
             )
         )
 
@@ -590,6 +925,14 @@ class ProbeLoop:
             return
         message = f"resolved: {example.source} → {example.destination}:{example.key.port} now behaves as predicted"
         self.events.submit(Notice(obj, "MismatchResolved", message, "Normal") for obj in self._involved(example))
+
+
+def _responder_settled(run: _PodRun) -> bool:
+    """Done waiting for a responder: it failed, or every container proved its listeners or ended."""
+    if run.failure is not None or run.phase in ("Succeeded", "Failed"):
+        return True
+    return bool(run.ip) and run.phase == "Running" and all(
+        c in run.ready or c in run.terminated for c in run.asked)
 
 
 async def _sleep_or_stop(stopped: asyncio.Event, seconds: float) -> None:

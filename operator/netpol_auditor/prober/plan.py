@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netpol_auditor.engine import Snapshot, Verdict
@@ -132,6 +132,8 @@ class Round:
     probes: list[ProbePodPlan]
     responders: list[ResponderPlan]
     deferred: int = 0  # changed paths held back: too fresh to judge
+    # due paths not packed because a pod of theirs cannot be placed now: (path, reason)
+    unavailable: list[tuple[PlannedPath, str]] = field(default_factory=list)
 
     @property
     def paths(self) -> list[PlannedPath]:
@@ -191,9 +193,12 @@ def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> di
     return groups
 
 
-def _placements(src: ProbeGroup, dst: ProbeGroup) -> list[tuple[str, str]]:
-    """Node placements covering each node of both groups (paired round-robin, not the product)."""
-    sn, dn = src.nodes, dst.nodes
+def _placements(src: ProbeGroup, dst: ProbeGroup, unavailable: Collection[str] = ()) -> list[tuple[str, str]]:
+    """Node placements covering each node of both groups (paired round-robin, not the product). Nodes where no
+    probe pod can run are left out while the groups have members elsewhere (their paths are reported
+    inconclusive only when there is no other node to probe them from)."""
+    sn = tuple(n for n in src.nodes if n not in unavailable) or src.nodes
+    dn = tuple(n for n in dst.nodes if n not in unavailable) or dst.nodes
     return [(sn[i % len(sn)], dn[i % len(dn)]) for i in range(max(len(sn), len(dn)))]
 
 
@@ -239,12 +244,15 @@ class ProbePlanner:
         self.budget = budget
         self.last_probed: dict[PathKey, float] = {}
         self.pending: set[PathKey] = set()
-        self.cycle_pairs: set[tuple[str, str]] = set()
-        self.confirmed_pairs: set[tuple[str, str]] = set()
         self.cycles_completed = 0
         self.cycle_active = False
         self.retry: set[PathKey] = set()
         self.changed_at: dict[tuple[str, str], float] = {}
+        # the current cycle's outcome per path: ("judged" | "inconclusive", reason); absent = not settled yet
+        self.outcomes: dict[PathKey, tuple[str, str]] = {}
+        self.cycle_keys: set[PathKey] = set()
+        self._unsettled: dict[PathKey, int] = {}  # inconclusive attempts this cycle that may still succeed
+        self.unavailable_nodes: dict[str, str] = {}  # node -> why no probe pod can run there
         self._revision: int | None = None
         self._groups: dict[str, ProbeGroup] = {}
         self._paths: dict[PathKey, PlannedPath] = {}
@@ -282,7 +290,7 @@ class ProbePlanner:
                     ports = list(self.budget.ports)
                 else:
                     ports = list(dict.fromkeys(as_dst[dst.id] + as_src[src.id])) or list(self.budget.fallback_ports)
-                placements = _placements(src, dst)
+                placements = _placements(src, dst, self.unavailable_nodes)
                 seen: set[tuple[object, ...]] = set()
                 for port in ports[: self.budget.max_ports]:
                     s0, d0 = src.member_on(placements[0][0]), dst.member_on(placements[0][1])
@@ -327,9 +335,17 @@ class ProbePlanner:
             if s in class_to_group and d in class_to_group:
                 self.changed_at[(class_to_group[s], class_to_group[d])] = now
 
-    def plan(self, index: ReachabilityIndex, now: float, new_cycle: bool = True) -> Round:
+    def plan(
+        self,
+        index: ReachabilityIndex,
+        now: float,
+        new_cycle: bool = True,
+        blocked: Callable[[str, str], str | None] | None = None,
+    ) -> Round:
         """The next round of probes within the budget (may be empty when nothing is due). ``new_cycle``: whether a
-        new cycle may start when the current one is done; between cycles only retries and changed paths are due."""
+        new cycle may start when the current one is done; between cycles only retries and changed paths are due.
+        ``blocked(group id, node)``: why no pod of that group can be created on that node now (backoff after a
+        refusal, an unavailable node), or None; such paths come back in ``Round.unavailable`` instead."""
         changed: set[tuple[str, str]] = set()
         if self._revision is not None and index.revision != self._revision:
             changed = index.changed_class_pairs(self._revision)
@@ -339,10 +355,13 @@ class ProbePlanner:
         if new_cycle and (not self.pending or not (self.pending & self._paths.keys())):
             self.cycle_active = True
             self.pending = set(self._paths)
-            self.cycle_pairs = {(k.src, k.dst) for k in self._paths}
-            self.confirmed_pairs = set()
+            self.cycle_keys = set(self._paths)
+            self.outcomes = {}
+            self._unsettled = {}
         self.pending &= self._paths.keys()
         self.retry &= self._paths.keys()
+        for gone in [k for k in self.outcomes if k not in self._paths]:
+            del self.outcomes[gone]
         candidates: list[PlannedPath] = []
         deferred = 0
         for key, path in self._paths.items():
@@ -363,7 +382,20 @@ class ProbePlanner:
             candidates.append(PlannedPath(path.key, path.source, path.destination, path.predicted, prio))
         rank = {"retry": 0, "changed": 1, "denied": 2, "stale": 3}
         candidates.sort(key=lambda p: (rank[p.priority], self.last_probed.get(p.key, float("-inf")), p.key))
-        return self._pack(candidates, deferred)
+        unavailable: list[tuple[PlannedPath, str]] = []
+        placeable = []
+        for path in candidates:
+            k = path.key
+            why = self.unavailable_nodes.get(k.src_node) or self.unavailable_nodes.get(k.dst_node)
+            if why is None and blocked is not None:
+                why = blocked(k.src, k.src_node) or blocked(k.dst, k.dst_node)
+            if why is None:
+                placeable.append(path)
+            else:
+                unavailable.append((path, why))
+        out = self._pack(placeable, deferred)
+        out.unavailable = unavailable
+        return out
 
     def _pack(self, candidates: Sequence[PlannedPath], deferred: int) -> Round:
         probes: dict[tuple[str, str], list[ProbePodPlan]] = {}
@@ -387,17 +419,32 @@ class ProbePlanner:
             responders[(k.dst, k.dst_node)].ports.add(k.port)
         return Round([p for pods in probes.values() for p in pods], list(responders.values()), deferred)
 
-    def record(self, key: PathKey, now: float, *, settled: bool, retry: bool = False) -> None:
-        """Take one path's outcome. ``settled``: the path is done for this cycle (judged, or given up on);
-        ``retry``: observed differs from predicted and the retry budget is not spent — probe it again soon."""
-        self.last_probed[key] = now
+    #: an inconclusive path that may succeed on a later round of the same cycle is tried this often, then settled
+    MAX_UNSETTLED_ATTEMPTS = 3
+
+    def record(
+        self, key: PathKey, now: float, *, settled: bool, retry: bool = False, reason: str = "",
+        touch: bool = True,
+    ) -> None:
+        """Take one path's outcome. ``settled``: the path is done for this cycle; ``reason`` empty: it was judged
+        (the observation matched or contradicted the prediction), else why it is inconclusive. An inconclusive
+        path that is not settled is tried again in this cycle, at most `MAX_UNSETTLED_ATTEMPTS` times, so that one
+        path never holds a cycle open. ``retry``: observed differs from predicted and the retry budget is not
+        spent — probe it again soon. ``touch``: a probe was really made (it counts for "confirmed longest ago")."""
+        if touch:
+            self.last_probed[key] = now
         if retry:
             self.retry.add(key)
             return
         self.retry.discard(key)
+        if reason and not settled:
+            self._unsettled[key] = self._unsettled.get(key, 0) + 1
+            settled = self._unsettled[key] >= self.MAX_UNSETTLED_ATTEMPTS
         if settled:
             self.pending.discard(key)
-            self.confirmed_pairs.add((key.src, key.dst))
+            self._unsettled.pop(key, None)
+            self.outcomes[key] = ("inconclusive", reason) if reason else ("judged", "")
+
 
     def cycle_done(self) -> bool:
         """Whether the current cycle has probed every one of its paths (and was not finished yet)."""
@@ -408,10 +455,24 @@ class ProbePlanner:
         self.cycles_completed += 1
 
     def coverage(self) -> float:
-        """Group pairs probed to a settled outcome in this cycle / all group pairs of the cycle."""
-        if not self.cycle_pairs:
+        """Paths of this cycle whose observation was judged against the prediction / all paths planned for it.
+        Inconclusive paths (whatever the reason) are not covered: they are counted apart (`path_states`)."""
+        planned = self.cycle_paths()
+        if not planned:
             return 0.0
-        return len(self.confirmed_pairs & self.cycle_pairs) / len(self.cycle_pairs)
+        return sum(1 for k in planned if self.outcomes.get(k, ("", ""))[0] == "judged") / len(planned)
+
+    def cycle_paths(self) -> set[PathKey]:
+        """The paths the current cycle covers (those planned at its start that still exist)."""
+        return self.cycle_keys & self._paths.keys()
+
+    def path_states(self) -> dict[tuple[str, str], int]:
+        """The current cycle's paths by (state, reason): ``judged``, ``inconclusive`` with its reason, or
+        ``pending`` (not settled yet)."""
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        for key in self.cycle_paths():
+            out[self.outcomes.get(key, ("pending", ""))] += 1
+        return dict(out)
 
     def group(self, gid: str) -> ProbeGroup | None:
         return self._groups.get(gid)

@@ -33,6 +33,7 @@ __all__ = [
     "max_targets",
     "parse_report",
     "probe_script",
+    "responder_check_script",
     "responder_script",
 ]
 
@@ -169,24 +170,71 @@ def probe_script(
     return "\n".join(lines) + "\n"
 
 
-def responder_script(ports: Sequence[PortProtocol]) -> str:
-    """The ``sh -c`` script of a responder pod: listen on every port, answer, stay up until deleted.
+_RESPONDER_HEAD = r"""L=__LOG__
+v6=
+if grep -q . /proc/net/if_inet6 2>/dev/null; then v6=1; fi
+pids=
+listen() {
+  if [ -n "$v6" ]; then f=6; o=,ipv6only=0; else f=4; o=; fi
+  case "$1" in
+    tcp) socat "TCP$f-LISTEN:$2$o,fork,reuseaddr,backlog=1024" 'SYSTEM:echo __REPLY__' 2>>"$L" & ;;
+    udp) socat -T1 "UDP$f-RECVFROM:$2$o,fork" EXEC:cat 2>>"$L" & ;;
+    sctp) socat "SCTP$f-LISTEN:$2$o,fork,reuseaddr,backlog=1024" 'SYSTEM:echo __REPLY__' 2>>"$L" & ;;
+  esac
+  pids="$pids $!"
+}
+"""
 
-    A listener that cannot bind (the port is already served, e.g. by the local cluster's own responders) is not an
-    error: someone answers on it either way.
+# A listener that dies takes the container down with its error as the termination message: the prober then sees
+# `responder_failed` (or `sctp_unavailable`) instead of reading every connection to it as a denial.
+_RESPONDER_TAIL = r"""sleep 1
+while :; do
+  for p in $pids; do
+    if ! kill -0 "$p" 2>/dev/null; then echo "listener stopped" >>"$L"; exit 1; fi
+  done
+  sleep 2
+done
+"""
+
+
+def responder_script(ports: Sequence[PortProtocol], log_path: str = TERMINATION_LOG) -> str:
+    """The ``sh -c`` script of a responder container: listen on every port, answer, stay up until deleted.
+
+    Listeners accept IPv4 and, where the pod's network namespace has IPv6, IPv6 too (one dual-stack socket,
+    ``ipv6only=0``). A listener that cannot start or stops later ends the container with its error as the
+    termination message, so a broken responder is never mistaken for a policy's DROP.
     """
-    lines = []
+    if not re.fullmatch(r"[A-Za-z0-9_./-]+", log_path):
+        raise ValueError(f"unsafe log path {log_path!r}")
     # backlog: socat listens with a backlog of 5 by default; many probes connecting at once would overflow it and
     # see their SYN dropped (a time-out that looks like a filtered port)
+    lines = [_RESPONDER_HEAD.replace("__LOG__", log_path).replace("__REPLY__", RESPONDER_REPLY)]
+    lines += [f"listen {pp.protocol.value.lower()} {pp.port}" for pp in sorted(set(ports))]
+    lines.append(_RESPONDER_TAIL)
+    return "\n".join(lines)
+
+
+def responder_check_script(ports: Sequence[PortProtocol], timeout_seconds: int = 1) -> str:
+    """The readiness check of a responder container, run by the kubelet inside the pod's own network namespace:
+    every listener accepts (TCP, SCTP) or echoes (UDP) on 127.0.0.1 and, where the pod has IPv6, on ::1. Until it
+    passes the container is not ready, and the prober does not aim a probe at it."""
+    checks = []
     for pp in sorted(set(ports)):
         if pp.protocol is Protocol.TCP:
-            lines.append(f"socat TCP-LISTEN:{pp.port},fork,reuseaddr,backlog=1024 'SYSTEM:echo {RESPONDER_REPLY}' &")
+            checks.append(f'nc -z -w {timeout_seconds} "$h" {pp.port}')
         elif pp.protocol is Protocol.UDP:
-            lines.append(f"socat -T1 UDP-RECVFROM:{pp.port},fork EXEC:cat &")
+            checks.append(f'[ -n "$(printf x | socat -T{timeout_seconds} - "UDP:$b:{pp.port}" 2>/dev/null)" ]')
         else:
-            lines.append(f"socat SCTP-LISTEN:{pp.port},fork,reuseaddr,backlog=1024 'SYSTEM:echo {RESPONDER_REPLY}' &")
-    lines.append("while :; do sleep 3600; done")
-    return "\n".join(lines) + "\n"
+            checks.append(f'socat -T{timeout_seconds} /dev/null "SCTP-CONNECT:$b:{pp.port},'
+                          f'connect-timeout={timeout_seconds}"')
+    body = " && ".join(checks) or "true"
+    return (
+        'hs=127.0.0.1; if grep -q . /proc/net/if_inet6 2>/dev/null; then hs="127.0.0.1 ::1"; fi\n'
+        'for h in $hs; do\n'
+        '  b=$h; case "$h" in *:*) b="[$h]" ;; esac\n'
+        f'  {body} || exit 1\n'
+        "done\n"
+    )
 
 
 @dataclass(frozen=True)
