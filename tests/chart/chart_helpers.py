@@ -27,6 +27,7 @@ NEEDED = [
     ("events.k8s.io", "events", ("create", "patch")),
     ("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch")),
     ("netpol-auditor.io", "proberuns", ("create", "delete", "get", "list", "watch")),
+    ("", "nodes", ("get", "list", "watch")),
 ]
 FORBIDDEN = [
     ("", "secrets", ("get", "list", "watch", "create")),
@@ -37,6 +38,8 @@ FORBIDDEN = [
     ("networking.k8s.io", "networkpolicies", ("create", "update", "patch", "delete")),
     ("", "serviceaccounts/token", ("create",)),
     ("rbac.authorization.k8s.io", "clusterroles", ("escalate", "bind", "create")),
+    ("", "nodes", ("update", "patch", "delete")),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", ("update", "patch", "delete")),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,23 @@ from netpol_auditor.controller.settings import ENV_PREFIX, add_arguments, settin
 from netpol_auditor.model import PortProtocol
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
+POLICY = f"{FULLNAME}-probe-pods"
+DIGEST = "sha256:" + "ab" * 32
+
+#: Every probe.* value that shapes probe pods, set to something other than its default.
+PROBE_POD_VALUES: dict[str, Any] = {
+    "probe.systemNamespaces": True,
+    "probe.nodeSelector": {"kubernetes.io/os": None, "node-role.example.com/probe": "yes"},
+    "probe.tolerations": [{"key": "dedicated", "operator": "Equal", "value": "net", "effect": "NoSchedule"}],
+    "probe.podLabels": {"team": "netsec"},
+    "probe.podAnnotations": {"example.com/owner": "netsec"},
+    "probe.imagePullSecrets": ["regcred", "mirror"],
+    "probe.priorityClassName": "probe-low",
+    "probe.resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "20m", "memory": "16Mi"}},
+    "probe.meshOptOut": False,
+    "probe.backoffSeconds": 5,
+    "probe.backoffMaxSeconds": 120,
+}
 
 ALL_TOGGLES = {"serviceMonitor.enabled": True, "prometheusRule.enabled": True, "grafanaDashboard.enabled": True,
                "networkPolicy.enabled": True}
@@ -45,6 +63,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
            "nodeSelector": {"kubernetes.io/os": "linux"}, "tolerations": [{"operator": "Exists"}]},
     "external-sa": {"serviceAccount.create": False, "serviceAccount.name": "auditor", "rbac.create": False,
                     "metrics.service.enabled": False},
+    "probe-pods": {**PROBE_POD_VALUES, "probe.image.digest": DIGEST, "image.digest": DIGEST},
+    "no-admission-policy": {"probe.admissionPolicy.enabled": False},
 }
 
 
@@ -74,12 +94,14 @@ def test_default_render_is_the_operator_and_nothing_optional(render: Render) -> 
     assert kinds == sorted([
         ("ServiceAccount", FULLNAME), ("ClusterRole", FULLNAME), ("ClusterRoleBinding", FULLNAME),
         ("Service", f"{FULLNAME}-metrics"), ("Deployment", FULLNAME), ("ClusterKopfPeering", FULLNAME),
+        ("ValidatingAdmissionPolicy", POLICY), ("ValidatingAdmissionPolicyBinding", POLICY),
     ])
     for doc in docs:
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"):
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "ValidatingAdmissionPolicy",
+                               "ValidatingAdmissionPolicyBinding"):
             assert doc["metadata"]["namespace"] == NAMESPACE
 
 
@@ -417,3 +439,165 @@ def test_packaged_chart_renders_the_same(helm: Path, render: Render, tmp_path: P
     packaged = render(ALL_TOGGLES, chart=archive)
     assert _rules(packaged) == _rules(render(ALL_TOGGLES))
     assert one(packaged, "PrometheusRule")["spec"] == one(render(ALL_TOGGLES), "PrometheusRule")["spec"]
+
+
+def _env_entry(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (entry,) = [e for e in _container(docs)["env"] if e["name"] == name]
+    return dict(entry)
+
+
+def test_probe_pod_values_reach_the_operator_settings(render: Render) -> None:
+    """Every probe.* value that shapes probe pods arrives, parsed by the operator's own settings code."""
+    docs = render(PROBE_POD_VALUES)
+    env = _env(docs)
+    assert not sorted(set(env) - set(_operator_options()))
+    settings = settings_from_args(None, env=env)
+    assert settings.probe_system_namespaces is True
+    assert settings.probe_node_selector == {"node-role.example.com/probe": "yes"}
+    assert settings.probe_tolerations == tuple(PROBE_POD_VALUES["probe.tolerations"])
+    assert settings.probe_labels == {"team": "netsec"}
+    assert settings.probe_annotations == {"example.com/owner": "netsec"}
+    assert settings.probe_image_pull_secrets == ("regcred", "mirror")
+    assert settings.probe_priority_class_name == "probe-low"
+    assert settings.probe_resources == PROBE_POD_VALUES["probe.resources"]
+    assert settings.probe_mesh_opt_out is False
+    assert (settings.probe_backoff_seconds, settings.probe_backoff_max_seconds) == (5, 120)
+
+
+def test_probe_pod_defaults_of_chart_and_operator_agree(render: Render) -> None:
+    settings = settings_from_args(None, env=_env(render()))
+    assert settings.probe_system_namespaces is False
+    assert settings.probe_node_selector == {"kubernetes.io/os": "linux"}
+    assert settings.probe_tolerations == () and settings.probe_image_pull_secrets == ()
+    assert settings.probe_labels == {} and settings.probe_annotations == {}
+    assert settings.probe_priority_class_name == ""
+    # a limit/request ratio of 2 (CPU) and 1 (memory): within the usual LimitRange maxLimitRequestRatio
+    assert settings.probe_resources == {"requests": {"cpu": "25m", "memory": "32Mi"},
+                                        "limits": {"cpu": "50m", "memory": "32Mi"}}
+    assert settings.probe_mesh_opt_out is True
+    assert (settings.probe_backoff_seconds, settings.probe_backoff_max_seconds) == (10, 600)
+    # Helm merges maps with the defaults: `{}` keeps the default; null means any node (not the operator's default).
+    assert settings_from_args(None, env=_env(render({"probe.nodeSelector": {}}))).probe_node_selector == \
+        {"kubernetes.io/os": "linux"}
+    for key, setting in (("probe.nodeSelector", "probe_node_selector"), ("probe.resources", "probe_resources"),
+                         ("probe.tolerations", "probe_tolerations"), ("probe.podLabels", "probe_labels")):
+        assert not getattr(settings_from_args(None, env=_env(render({key: None}))), setting), key
+
+
+def test_operator_namespace_comes_from_the_downward_api(render: Render) -> None:
+    docs = render()
+    entry = _env_entry(docs, "NETPOL_AUDITOR_OPERATOR_NAMESPACE")
+    assert entry["name"] in _operator_options()
+    assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def _install_id(namespace: str, release: str = RELEASE) -> str:
+    return hashlib.sha256(f"{namespace}/{release}".encode()).hexdigest()[:12]
+
+
+def test_probe_pods_carry_the_release_and_a_per_install_identity(render: Render) -> None:
+    """The same release name in two namespaces gets two install ids: one's start-up sweep never deletes the other's
+    probe pods."""
+    settings = settings_from_args(None, env=_env(render()))
+    assert settings.probe_instance == RELEASE
+    assert settings.probe_install_id == _install_id(NAMESPACE)
+    other = settings_from_args(None, env=_env(render(namespace="elsewhere")))
+    assert other.probe_install_id == _install_id("elsewhere") != settings.probe_install_id
+
+
+def test_prober_reads_nodes_only_with_probes(render: Render) -> None:
+    rules = _rules(render())
+    for verb in ("get", "list", "watch"):
+        assert _allowed(rules, "", "nodes", verb)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not _allowed(rules, "", "nodes", verb)
+    off = _rules(render({"probe.enabled": False}))
+    assert not any(_allowed(off, "", "nodes", verb) for verb in ("get", "list", "watch"))
+
+
+def test_digests_pin_the_images(render: Render) -> None:
+    docs = render({"probe.image.digest": DIGEST, "image.digest": DIGEST})
+    assert _container(docs)["image"] == f"netpol-auditor/netpol-auditor@{DIGEST}"
+    probe_image = f"nicolaka/netshoot@{DIGEST}"
+    assert settings_from_args(None, env=_env(docs)).probe_image == probe_image
+    # The admission policy admits exactly the image the operator puts on its pods.
+    assert _policy_image(docs) == probe_image
+    assert _policy_image(render()) == _env(render())["NETPOL_AUDITOR_PROBE_IMAGE"] == "nicolaka/netshoot:v0.13"
+
+
+def _validations(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The policy's validations by rule name (the start of each message)."""
+    policy = one(docs, "ValidatingAdmissionPolicy", POLICY)
+    return {v["message"].split(":", 1)[0]: v for v in policy["spec"]["validations"]}
+
+
+def _policy_image(docs: list[dict[str, Any]]) -> str:
+    expression = _validations(docs)["probe-image"]["expression"]
+    return str(json.loads(expression.split("==", 1)[1].strip().removesuffix(")")))
+
+
+def test_admission_policy_is_installed_by_default_and_bound_to_deny(render: Render) -> None:
+    docs = render()
+    policy = one(docs, "ValidatingAdmissionPolicy", POLICY)
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == [""] and "pods" in rule["resources"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+    (condition,) = policy["spec"]["matchConditions"]
+    user = f"system:serviceaccount:{NAMESPACE}:{one(docs, 'ServiceAccount')['metadata']['name']}"
+    assert condition["expression"] == f'request.userInfo.username == "{user}"'
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", POLICY)
+    assert binding["spec"] == {"policyName": POLICY, "validationActions": ["Deny"]}
+    assert set(_validations(docs)) == {
+        "label-managed-by", "label-instance", "label-install", "probe-image", "no-privileged",
+        "no-privilege-escalation", "no-added-capabilities", "non-root", "no-host-namespaces", "no-host-ports",
+        "no-volumes", "no-service-account-token", "sysctls", "namespace"}
+    assert all(v["reason"] == "Forbidden" for v in policy["spec"]["validations"])
+
+
+def test_admission_policy_checks_this_installs_identity(render: Render) -> None:
+    settings = settings_from_args(None, env=_env(render()))
+    rules = _validations(render())
+    assert f"optional.of({json.dumps(settings.probe_instance)})" in rules["label-instance"]["expression"]
+    assert f"optional.of({json.dumps(settings.probe_install_id)})" in rules["label-install"]["expression"]
+    assert rules["namespace"]["expression"] == f'!(request.namespace in ["kube-system","{NAMESPACE}"])'
+    external = render({"serviceAccount.create": False, "serviceAccount.name": "auditor"})
+    (condition,) = one(external, "ValidatingAdmissionPolicy")["spec"]["matchConditions"]
+    assert condition["expression"].endswith(f'"system:serviceaccount:{NAMESPACE}:auditor"')
+
+
+def test_system_namespaces_drop_only_the_namespace_rule(render: Render) -> None:
+    rules = _validations(render({"probe.systemNamespaces": True}))
+    assert "namespace" not in rules and "probe-image" in rules
+
+
+@pytest.mark.parametrize("values", [{"probe.admissionPolicy.enabled": False}, {"probe.enabled": False}])
+def test_no_admission_policy_when_disabled(render: Render, values: dict[str, Any]) -> None:
+    docs = render(values)
+    assert not find(docs, "ValidatingAdmissionPolicy") and not find(docs, "ValidatingAdmissionPolicyBinding")
+
+
+def test_admission_policy_needs_kubernetes_1_30(helm: Path, render: Render) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.29.0", check=False)
+    assert proc.returncode != 0 and "probe.admissionPolicy.enabled=false" in proc.stderr, proc.stderr
+    assert one(render({"probe.admissionPolicy.enabled": False}, extra=["--kube-version", "1.29.0"]), "Deployment")
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"probe.image.digest": "latest"}, "/probe/image/digest"),
+    ({"image.digest": "sha256:abc"}, "/image/digest"),
+    ({"probe.imagePullSecrets": [{"name": "regcred"}]}, "/probe/imagePullSecrets"),
+    ({"probe.nodeSelector": {"ssd": True}}, "/probe/nodeSelector"),
+    ({"probe.tolerations": [{"operator": "Matches"}]}, "/probe/tolerations"),
+    ({"probe.podLabels": {"n": 1}}, "/probe/podLabels"),
+    ({"probe.resources": {"requests": {"cpu": ["1"]}}}, "/probe/resources"),
+    ({"probe.meshOptOut": "yes"}, "/probe/meshOptOut"),
+    ({"probe.systemNamespaces": 1}, "/probe/systemNamespaces"),
+    ({"probe.backoffSeconds": -1}, "/probe/backoffSeconds"),
+    ({"probe.admissionPolicy.enabled": "true"}, "/probe/admissionPolicy/enabled"),
+])
+def test_schema_rejects_wrong_probe_pod_values(helm: Path, values: dict[str, Any], complaint: str) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args(values), check=False)
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr
