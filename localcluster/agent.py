@@ -32,6 +32,7 @@ from localcluster import network
 from localcluster.agent_admission import NodeView, Rejection, admit, post_rejection_event
 from localcluster.agent_api import ApiClient, ApiError, pod_path
 from localcluster.agent_containers import ContainerRun, build_env, image_pull_error, now
+from localcluster.agent_probes import ReadinessWorker, probe_kind
 from localcluster.responder import Listener, ResponderLoop, open_listener, sctp_supported
 
 __all__ = ["Agent", "main"]
@@ -73,6 +74,7 @@ class PodRuntime:
         self.netns: str | None = None
         self.containers: list[ContainerRun] = []
         self.init_containers: list[ContainerRun] = []
+        self.probes: list[ReadinessWorker] = []
         self.initialized = False
         self.start_time: str | None = None
         self.phase = "Pending"
@@ -386,8 +388,14 @@ class Agent:
             self.patch_status(rt)
 
     def start_container(self, rt: PodRuntime, c: ContainerRun) -> None:
-        """Start `c`; if its image cannot be pulled, schedule the ImagePullBackOff sync and the next pull."""
+        """Start `c` (and its readiness probe); if its image cannot be pulled, schedule the ImagePullBackOff sync and
+        the next pull."""
         c.start()
+        if c.running and c in rt.containers and probe_kind(c.spec) and rt.ip:
+            rt.probes = [w for w in rt.probes if w.current()]
+            worker = ReadinessWorker(c, rt.ip, self.node.netns, lambda _c: self.pool.submit(self.sync_status, rt))
+            rt.probes.append(worker)
+            worker.start()
         if c.image_failed:
             delay = min(IMAGE_BACKOFF_START * 2 ** (c.pull_failures - 1), IMAGE_BACKOFF_MAX)
             for after, action in ((IMAGE_RESYNC_SECONDS, self.image_back_off), (delay, self.retry_pull)):
@@ -497,6 +505,8 @@ class Agent:
             if rt.stopped:
                 return
             rt.stopped = True
+            for w in rt.probes:
+                w.stop()
             for c in rt.containers + rt.init_containers:
                 c.stop(grace)
             self.responders.remove(rt.uid)
@@ -546,7 +556,7 @@ class Agent:
     @staticmethod
     def _container_status(c: ContainerRun) -> Obj:
         st: Obj = {"name": c.name, "image": c.spec.get("image", ""), "imageID": "",
-                   "ready": c.running, "started": c.running, "restartCount": c.restart_count,
+                   "ready": c.ready, "started": c.running, "restartCount": c.restart_count,
                    "state": c.state, "lastState": c.last_state}
         if c.container_id and "waiting" not in c.state:
             st["containerID"] = c.container_id
@@ -554,8 +564,8 @@ class Agent:
 
     def build_status(self, rt: PodRuntime) -> Obj:
         """PodStatus as kubelet's generateAPIPodStatus would write it (pkg/kubelet/kubelet_pods.go)."""
-        ready_containers = bool(rt.containers) and all(c.running for c in rt.containers)
-        not_ready = [c.name for c in rt.containers if not c.running]
+        ready_containers = bool(rt.containers) and all(c.ready for c in rt.containers)
+        not_ready = [c.name for c in rt.containers if not c.ready]
         terminal = rt.phase in ("Succeeded", "Failed")
         conds = [
             self._condition(rt, "PodReadyToStartContainers", rt.netns is not None and not rt.stopped),

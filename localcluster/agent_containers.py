@@ -153,6 +153,7 @@ class ContainerRun:
     container_id: str = ""
     stopping: bool = False
     pull_failures: int = 0  # consecutive failed pulls of its image (kubelet's image back-off counts them)
+    probe_ready: bool | None = None  # its readiness probe's verdict (agent_probes.py); None: it has no probe run
 
     @property
     def name(self) -> str:
@@ -172,6 +173,11 @@ class ContainerRun:
         return "running" in self.state
 
     @property
+    def ready(self) -> bool:
+        """containerStatuses[].ready: running and, with a readiness probe, that probe passed."""
+        return self.running and self.probe_ready is not False
+
+    @property
     def image_failed(self) -> bool:
         """Waiting because its image cannot be pulled (ErrImagePull / ImagePullBackOff)."""
         return self.state.get("waiting", {}).get("reason") in ("ErrImagePull", "ImagePullBackOff")
@@ -184,6 +190,13 @@ class ContainerRun:
     def _security(self, key: str) -> Any:
         own = (self.spec.get("securityContext") or {}).get(key)
         return own if own is not None else (self.pod_spec.get("securityContext") or {}).get(key)
+
+    def run_as(self) -> tuple[int | None, int | None]:
+        """(uid, gid) from securityContext.runAsUser/runAsGroup (container, else pod); gid defaults to the uid."""
+        uid, gid = self._security("runAsUser"), self._security("runAsGroup")
+        if uid is None:
+            return None, None
+        return int(uid), int(uid if gid is None else gid)
 
     def _termination_file(self) -> tuple[Path | None, list[str]]:
         path = self.spec.get("terminationMessagePath") or "/dev/termination-log"
@@ -218,9 +231,8 @@ class ContainerRun:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         _, overlay = self._termination_file()
-        uid, gid = self._security("runAsUser"), self._security("runAsGroup")
+        uid, gid = self.run_as()
         if uid is not None:
-            gid = uid if gid is None else gid
             argv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
         workdir = self.spec.get("workingDir") or "/"
         with open(self.log_path, "ab") as log:

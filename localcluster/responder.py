@@ -20,14 +20,17 @@ import selectors
 import signal
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
-__all__ = ["SCTP_UNSUPPORTED_REASON", "Listener", "ResponderLoop", "open_listener", "sctp_supported"]
+__all__ = ["SCTP_UNSUPPORTED_REASON", "Listener", "ResponderLoop", "open_listener", "run_in_netns",
+           "sctp_supported"]
 
 CLONE_NEWNET = 0x40000000
 SCTP_UNSUPPORTED_REASON = "kernel lacks SCTP (CONFIG_IP_SCTP): socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -70,25 +73,31 @@ def _make_socket(proto: str, port: int, host: str) -> socket.socket:
     return sock
 
 
-def open_listener(proto: str, port: int, netns_path: str | None = None, host: str = "0.0.0.0") -> socket.socket:
-    """Open a listening socket for `proto`/`port`, inside the namespace at `netns_path` if given."""
-    if netns_path is None:
-        return _make_socket(proto, port, host)
-    result: list[socket.socket | BaseException] = []
+def run_in_netns(netns_path: str, fn: Callable[[], T], name: str = "setns") -> T:
+    """``fn()`` in a short-lived thread that has entered the network namespace at `netns_path`: sockets it makes
+    (listening or connecting) live in that namespace."""
+    result: list[Any] = []
 
     def worker() -> None:
         try:
             _setns(netns_path)  # affects this thread only; it ends right after
-            result.append(_make_socket(proto, port, host))
+            result.append(fn())
         except BaseException as exc:
             result.append(exc)
 
-    t = threading.Thread(target=worker, name=f"setns-{port}")
+    t = threading.Thread(target=worker, name=name)
     t.start()
     t.join()
     if isinstance(result[0], BaseException):
         raise result[0]
-    return result[0]
+    return cast(T, result[0])
+
+
+def open_listener(proto: str, port: int, netns_path: str | None = None, host: str = "0.0.0.0") -> socket.socket:
+    """Open a listening socket for `proto`/`port`, inside the namespace at `netns_path` if given."""
+    if netns_path is None:
+        return _make_socket(proto, port, host)
+    return run_in_netns(netns_path, lambda: _make_socket(proto, port, host), name=f"setns-{port}")
 
 
 @dataclass
