@@ -192,7 +192,9 @@ def test_apf_rejects_one_service_account_with_429_and_not_others(cluster: lc.Clu
                                                "json"))["metadata"]["uid"]
             throttled = hostile.request_burst(noisy, path)
             assert throttled.statuses[429] > 0 and throttled.statuses[200] > 0, throttled
-            assert throttled.retry_after == {"1": throttled.statuses[429]}
+            # every 429 says when to come back: 1 s, at times 2 s after repeated bursts
+            assert sum(throttled.retry_after.values()) == throttled.statuses[429]
+            assert all(v.isdigit() and int(v) >= 1 for v in throttled.retry_after), throttled.retry_after
             assert throttled.throttled_body == "Too many requests, please try again later.\n"
             assert throttled.priority_levels == {level: 320} and not throttled.errors
             for other in (quiet, cluster.kubeconfig):  # another ServiceAccount, and the exempt admin
