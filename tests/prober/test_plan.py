@@ -238,3 +238,63 @@ def test_ports_the_policies_treat_alike_are_probed_once() -> None:
     assert len(ports(every, "db", "web")) == 4 and len(ports(deduped, "db", "web")) == 1
     assert "9090/TCP" in ports(deduped, "web", "api")
     assert len(ports(deduped, "web", "api")) == 2  # the admitted named port, and one denied port
+
+
+def test_a_refused_placement_never_holds_the_cycle_open_and_coverage_stays_honest() -> None:
+    """One (group, node) whose pods the cluster refuses (a full quota, a webhook...): its paths come back as
+    unavailable with the reason, are settled inconclusive, and the cycle completes with everything else judged;
+    coverage counts only what was judged."""
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget(max_pods=4, targets_per_pod=5))
+    every = set(planner.enumerate_paths(index))
+    db = next(g.id for g in probe_groups(index).values() if g.labels.get("tier") == "db")
+
+    def blocked(group: str, node: str) -> str | None:
+        return "quota" if group == db else None
+
+    now, refused = 0.0, set()
+    for _ in range(200):
+        rnd = planner.plan(index, now, blocked=blocked)
+        assert all(db not in (p.key.src, p.key.dst) for p in rnd.paths), "a refused group is never packed"
+        for path, reason in rnd.unavailable:
+            assert reason == "quota"
+            refused.add(path.key)
+            planner.record(path.key, now, settled=True, reason=reason, touch=False)
+        for path in rnd.paths:
+            planner.record(path.key, now, settled=True)
+        now += 1
+        if planner.cycle_done():
+            break
+    assert planner.cycle_done()
+    assert refused == {k for k in every if db in (k.src, k.dst)}
+    states = planner.path_states()
+    assert states == {("judged", ""): len(every) - len(refused), ("inconclusive", "quota"): len(refused)}
+    assert planner.coverage() == (len(every) - len(refused)) / len(every)
+
+
+def test_an_inconclusive_path_is_tried_again_in_its_cycle_a_bounded_number_of_times() -> None:
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget(max_pods=2, targets_per_pod=2))
+    key = planner.plan(index, 0.0).paths[0].key
+    for attempt in range(1, ProbePlanner.MAX_UNSETTLED_ATTEMPTS + 1):
+        assert key in planner.pending
+        planner.record(key, float(attempt), settled=False, reason="api_error")
+    assert key not in planner.pending
+    assert planner.outcomes[key] == ("inconclusive", "api_error")
+
+
+def test_paths_are_placed_away_from_nodes_no_probe_pod_may_run_on() -> None:
+    """A tainted or Windows node cannot host probe pods: while a group has members elsewhere its paths are probed
+    from those nodes; the unavailable node's own paths are reported, never silently dropped."""
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget(placements="all"))
+    planner.unavailable_nodes = {"node-c": "node node-c has taint dedicated:NoSchedule"}
+    paths = planner.enumerate_paths(index)
+    assert paths and not any("node-c" in (k.src_node, k.dst_node) for k in paths)
+    # a group living only on the unavailable node keeps its paths there, and they come back unavailable
+    index.upsert(pod("shop", "lonely", {"tier": "lonely"}, "10.1.2.1", "node-c", [("http", 8080)]))
+    index.upsert(policy("shop", "lonely", {"podSelector": {"matchLabels": {"tier": "lonely"}},
+                                           "policyTypes": ["Ingress"]}))
+    rnd = planner.plan(index, 0.0)
+    stuck = [(p.key, why) for p, why in rnd.unavailable]
+    assert stuck and all("node-c" in (k.src_node, k.dst_node) and "taint" in why for k, why in stuck)

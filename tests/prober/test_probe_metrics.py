@@ -91,8 +91,9 @@ def test_registered_once_per_registry_and_cleared_when_probing_stops() -> None:
                                {("y", "deny-all"): 0}, {("ingress", "n1"): 0}, 1.0, {("judged", ""): 1}, 1.7e9))
     metrics.clear()
     text = "\n".join(line for line in generate_latest(registry).decode().splitlines() if not line.startswith("#"))
-    for name in ("netpol_auditor_mismatches{", "netpol_auditor_policy_enforced{", "netpol_auditor_cni_feature_enforced{",
-                 "netpol_auditor_probe_coverage_ratio ", "netpol_auditor_probe_paths{",
+    for name in ("netpol_auditor_mismatches{", "netpol_auditor_policy_enforced{",
+                 "netpol_auditor_cni_feature_enforced{", "netpol_auditor_probe_coverage_ratio ",
+                 "netpol_auditor_probe_paths{",
                  "netpol_auditor_probe_cycle_last_completed_timestamp_seconds ",
                  "netpol_auditor_mismatches_detected_total{"):
         assert name not in text, name

@@ -236,8 +236,8 @@ def test_responder_listens_on_both_families_where_the_pod_has_ipv6(
     """Dual stack: one listener answers IPv4 and IPv6 (unique local addresses inside the test's own namespaces)."""
     client, srv = netns_pair
     for ns, ip in ((client, "fd00:198:18::1"), (srv, "fd00:198:18::2")):
-        dev = [d for d in subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
-                                         check=True).stdout.split("\n") if "@" in d][0].split(":")[1].strip()
+        links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True, check=True).stdout
+        dev = next(line for line in links.splitlines() if "@" in line).split(":")[1].strip()
         _sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", dev.split("@")[0], "nodad")
     ports = [PortProtocol.parse(p) for p in ("8092/TCP", "5392/UDP")]
     proc = subprocess.Popen(["ip", "netns", "exec", srv, "sh", "-c",

@@ -83,7 +83,7 @@ def _message(body: str | bytes | None) -> str:
         status = json.loads(text)
     except ValueError:
         return text
-    return str(status.get("message") or text) if isinstance(status, dict) else text
+    return str(status.get("message") or "") if isinstance(status, dict) else text
 
 
 def classify_api_error(status: int | None, body: str | bytes | None) -> tuple[str, str]:
