@@ -123,7 +123,9 @@ def create(cluster: Cluster, namespace: str, manifest: Obj, dry_run: bool = Fals
     included, and persists nothing). ``impersonate`` = (user, group, ...) sends Impersonate-User/-Group headers."""
     group_version = manifest["apiVersion"]
     prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    path = f"{prefix}/namespaces/{namespace}/{manifest['kind'].lower()}s" + ("?dryRun=All" if dry_run else "")
+    kind = manifest["kind"].lower()
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "es" if kind.endswith("s") else kind + "s"
+    path = f"{prefix}/namespaces/{namespace}/{plural}" + ("?dryRun=All" if dry_run else "")
     factory, headers = _connection_factory(kubeconfig or cluster.kubeconfig)
     headers = {**headers, "Content-Type": "application/json", "Accept": "application/json"}
     if impersonate:
@@ -139,9 +141,13 @@ def create(cluster: Cluster, namespace: str, manifest: Obj, dry_run: bool = Fals
         conn.putheader("Content-Length", str(len(data)))
         conn.endheaders(data)
         resp = conn.getresponse()
-        body = json.loads(resp.read() or b"{}")
+        raw = resp.read()
     finally:
         conn.close()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:  # not a Status object (APF's 429 is plain text)
+        body = {"message": raw.decode(errors="replace")}
     if 200 <= resp.status < 300:
         return Outcome(resp.status, body=body)
     return Outcome(resp.status, str(body.get("reason", "")), str(body.get("message", "")), body)
