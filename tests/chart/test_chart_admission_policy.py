@@ -233,8 +233,9 @@ DENIED: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "host-port": (_host_port, "no-host-ports: probe pod containers must not declare a hostPort"),
     "host-path-volume": (_host_path, "no-volumes: probe pods mount nothing (no volumes of any kind)"),
     "secret-volume": (_secret_volume, "no-volumes:"),
-    # The ServiceAccount admission plugin adds the token volume first: either rule may be the first to answer.
-    "service-account-token": (_set_spec(automountServiceAccountToken=True), "no-"),
+    # The ServiceAccount admission plugin (mutating, so before the policy) has added the token's projected volume;
+    # the policy reports the first rule that fails, in its order.
+    "service-account-token": (_set_spec(automountServiceAccountToken=True), "no-volumes:"),
     "other-sysctl": (_pod_sysctl, "sysctls: the only sysctl a probe pod may set is "
                                   "net.ipv4.ip_unprivileged_port_start"),
     "no-managed-by-label": (_drop_label("app.kubernetes.io/managed-by"),

@@ -137,7 +137,9 @@ def test_helm_install(chart_cluster: Any, helm: Path, installed: str) -> None:
     assert status["info"]["status"] == "deployed"
     for kind, name, ns in (("deployment", FULLNAME, INSTALL_NS), ("serviceaccount", FULLNAME, INSTALL_NS),
                            ("service", f"{FULLNAME}-metrics", INSTALL_NS), ("clusterrole", FULLNAME, None),
-                           ("clusterrolebinding", FULLNAME, None), ("clusterkopfpeering", FULLNAME, None)):
+                           ("clusterrolebinding", FULLNAME, None), ("clusterkopfpeering", FULLNAME, None),
+                           ("validatingadmissionpolicy", f"{FULLNAME}-probe-pods", None),
+                           ("validatingadmissionpolicybinding", f"{FULLNAME}-probe-pods", None)):
         args = ["get", kind, name, "-o", "name"] + (["-n", ns] if ns else [])
         proc = kubectl(chart_cluster, *args)
         assert proc.returncode == 0, proc.stderr
@@ -212,10 +214,12 @@ def _get(url: str) -> tuple[int, str]:
 class _Operator:
     """`netpol-auditor run` (python -m netpol_auditor.controller) as a child process on free local ports."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, *args: str, config: dict[str, str] | None = None) -> None:
+        """``config``: NETPOL_AUDITOR_* variables (e.g. the chart's); the command line wins over them."""
         self.metrics_port, self.health_port = _free_port(), _free_port()
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
+        env.update(config or {})
         argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(kubeconfig),
                 "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
                 "--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *args]
@@ -358,18 +362,30 @@ def _value(families: dict[str, Any], name: str, **labels: str) -> float | None:
     return None
 
 
+def _chart_config(helm: Path) -> dict[str, str]:
+    """The NETPOL_AUDITOR_* environment the installed chart (default values) gives the operator pod, the downward
+    API's namespace included: probe pods then carry this install's identity, which its admission policy checks."""
+    rendered = [d for d in yaml.safe_load_all(_template(helm, {})) if d]
+    (container,) = next(d for d in rendered if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    config = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    config["NETPOL_AUDITOR_OPERATOR_NAMESPACE"] = INSTALL_NS
+    return config
+
+
 @pytest.fixture(scope="module")
-def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+def prober_scrape(chart_cluster: Any, helm: Path, sa_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[tuple[dict[str, Any], str]]:
-    """`netpol-auditor run --probe` with the chart's ServiceAccount token, probing a small workload in the opted-in
-    namespace chart-shop until a probe cycle has judged its policy; yields (metric families, log)."""
+    """`netpol-auditor run --probe` with the chart's ServiceAccount token and configuration (its admission policy in
+    force), probing a small workload in the opted-in namespace chart-shop until a probe cycle has judged its policy;
+    yields (metric families, log)."""
     proc = kubectl(chart_cluster, "apply", "-f", "-", input=WORKLOAD)
     assert proc.returncode == 0, proc.stderr
     proc = kubectl(chart_cluster, "wait", "-n", "chart-shop", "--for=condition=Ready", "pod", "--all",
                    "--timeout=90s")
     assert proc.returncode == 0, proc.stderr
     op = _Operator(sa_kubeconfig, tmp_path_factory.mktemp("prober") / "operator.log", "--standalone", "--probe",
-                   "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5")
+                   "--probe-namespaces", "chart-shop", "--probe-namespace", INSTALL_NS, "--probe-interval", "5",
+                   config=_chart_config(helm))
     try:
         deadline = time.monotonic() + 150
         while True:
@@ -387,9 +403,11 @@ def prober_scrape(chart_cluster: Any, sa_kubeconfig: Path, tmp_path_factory: pyt
 
 def test_prober_with_chart_credentials_judges_the_policy(chart_cluster: Any,
                                                          prober_scrape: tuple[dict[str, Any], str]) -> None:
-    """The probe pods, their ProbeRun owner and the results all work with the chart's RBAC alone."""
+    """The probe pods, their ProbeRun owner and the results all work with the chart's RBAC alone, and its admission
+    policy admits the probe pods."""
     families, log = prober_scrape
     assert "prober is unavailable" not in log
+    assert "ValidatingAdmissionPolicy" not in log, log[-3000:]
     assert not re.search(r"\b403\b|Forbidden", log), log[-3000:]
     probes = sum(s.value for s in families["netpol_auditor_probes"].samples if s.name.endswith("_total"))
     assert probes > 0
@@ -519,3 +537,16 @@ def test_two_replicas_elect_one_through_the_chart_peering(chart_cluster: Any, sa
     finally:
         low.stop()
         high.stop()
+
+
+def test_probe_namespaces_that_do_not_exist_yet_do_not_fail_the_install(chart_cluster: Any, helm: Path) -> None:
+    """probe.namespaces naming a namespace that does not exist: against the cluster (a server dry run, where the
+    chart's lookup answers) it gets no Role instead of failing the install, and the notes name it."""
+    proc = run_helm(helm, "install", "lookup", str(CHART), "--namespace", INSTALL_NS, "--dry-run=server",
+                    *set_args({"probe.namespaces": ["chart-shop", "chart-not-yet"]}),
+                    "--kubeconfig", str(chart_cluster.kubeconfig), timeout=120)
+    manifest, _, notes = proc.stdout.partition("NOTES:")
+    roles = [d["metadata"]["namespace"] for d in yaml.safe_load_all(manifest.split("MANIFEST:", 1)[1])
+             if d and d["kind"] in ("Role", "RoleBinding")]
+    assert roles == ["chart-shop", "chart-shop"]
+    assert "do not exist yet: chart-not-yet" in notes, notes
