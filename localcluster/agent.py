@@ -4,10 +4,13 @@
 
 * registers the Node (spec.podCIDR, InternalIP, Ready) and keeps it alive: a Lease in kube-node-lease renewed every
   10 s and the Ready condition's heartbeat, so KCM's node lifecycle controller never taints it;
-* runs each Pod bound to it: a network namespace with a veth on the node bridge and an IP from the node's pod CIDR,
-  responders on the declared containerPorts, command containers for real (agent_containers.py), and patches
-  ``status`` as kubelet does (phase, podIP(s), hostIP(s), startTime, conditions incl. readiness gates,
-  containerStatuses); honours restartPolicy, activeDeadlineSeconds and graceful deletion;
+* admits each Pod bound to it as kubelet does, or rejects it (agent_admission.py: OS, node affinity, NoExecute
+  taints);
+* runs each admitted Pod: a network namespace with a veth on the node bridge and an IP from the node's pod CIDR,
+  responders on the declared containerPorts, command containers for real (agent_containers.py; images under
+  ``.invalid`` fail to pull), readiness probes (agent_probes.py), mesh sidecars that capture the pod's TCP
+  (agent_sidecar.py), and patches ``status`` as kubelet does (phase, podIP(s), hostIP(s), startTime, conditions incl.
+  readiness gates, containerStatuses); honours restartPolicy, activeDeadlineSeconds and graceful deletion;
 * with ``--scheduler`` (one agent per cluster) also binds unscheduled pods (scheduler.py).
 """
 
@@ -33,6 +36,7 @@ from localcluster.agent_admission import NodeView, Rejection, admit, post_reject
 from localcluster.agent_api import ApiClient, ApiError, pod_path
 from localcluster.agent_containers import ContainerRun, build_env, image_pull_error, now
 from localcluster.agent_probes import ReadinessWorker, probe_kind
+from localcluster.agent_sidecar import install_capture, mesh_of
 from localcluster.responder import Listener, ResponderLoop, open_listener, sctp_supported
 
 __all__ = ["Agent", "main"]
@@ -348,6 +352,18 @@ class Agent:
         listeners = []
         identity = f"{rt.namespace}/{rt.name}"
         done: set[tuple[str, int]] = set()
+        for c in rt.containers:  # a mesh sidecar first: its init container would have run before any container
+            mesh = mesh_of(c.spec)
+            if mesh is None or rt.host_network or not rt.netns:
+                continue
+            uid, gid = c.run_as()
+            try:
+                captured = install_capture(rt.netns, f"{network.NETNS_DIR}/{rt.netns}", mesh, uid, gid, identity)
+            except Exception:
+                log.exception("%s: mesh capture for %s failed", identity, c.name)
+                continue
+            listeners += captured
+            done.update(("TCP", lst.port) for lst in captured)
         for c in rt.containers:
             if c.argv is not None:
                 continue  # a command container serves its own ports

@@ -7,6 +7,9 @@ reads the line knows which pod (and port) it really reached — a connection tha
 Sockets are opened inside a pod's network namespace by a short-lived thread that `setns(2)`s into it (a socket stays
 in the namespace it was created in), so one process can serve every pod of a node from one selector loop.
 Run standalone (``python -m localcluster.responder --tcp 80 --udp 53``) it serves in its own namespace.
+
+An ``echo`` listener (a mesh sidecar's capture ports, agent_sidecar.py) sends nothing of its own: it echoes what the
+client sends and closes when the client does.
 """
 
 from __future__ import annotations
@@ -108,10 +111,23 @@ class Listener:
     proto: str
     port: int
     identity: str
+    echo: bool = False
 
     @property
     def reply(self) -> bytes:
         return f"{self.identity} {self.proto.lower()}/{self.port}\n".encode()
+
+
+def _echo_stream(conn: socket.socket) -> None:
+    try:
+        conn.setblocking(True)
+        conn.settimeout(30)
+        while data := conn.recv(4096):
+            conn.sendall(data)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _answer_stream(conn: socket.socket, reply: bytes) -> None:
@@ -197,7 +213,10 @@ class ResponderLoop:
             else:
                 while True:
                     conn, _ = lst.sock.accept()
-                    threading.Thread(target=_answer_stream, args=(conn, lst.reply), daemon=True).start()
+                    if lst.echo:
+                        threading.Thread(target=_echo_stream, args=(conn,), daemon=True).start()
+                    else:
+                        threading.Thread(target=_answer_stream, args=(conn, lst.reply), daemon=True).start()
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
