@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from netprobe import apply, make_namespace, run_servers, server_pod, wait_pod
 
+from localcluster import webhook
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 
 pytestmark = pytest.mark.cluster
@@ -68,10 +69,13 @@ def run_probes(cluster: Any, ns: str, targets: list[ScriptTarget], pods: dict[st
 def test_sidecar_makes_every_tcp_destination_connect(cluster: Any, ns: str, server: str) -> None:
     targets = [ScriptTarget(server, 80), ScriptTarget(server, 81), ScriptTarget(NOWHERE, 80),
                ScriptTarget("203.0.113.10", 9999)]
+    injected = probe_pod("injected", ns, targets)  # plus what localcluster.webhook's injector adds (declares
+    injected["spec"]["containers"].append(webhook.proxy_container())  # 15001/15006/15090, runs as 1337)
     got = run_probes(cluster, ns, targets, {
         "plain": probe_pod("plain", ns, targets),
         "istio": probe_pod("istio", ns, targets, "istio-proxy"),
         "linkerd": probe_pod("linkerd", ns, targets, "linkerd-proxy"),
+        "injected": injected,
         # the proxy's own user is not captured (-m owner --uid-owner 1337 -j RETURN)
         "istio-as-1337": probe_pod("istio-as-1337", ns, targets, "istio-proxy", run_as=1337),
     })
@@ -80,6 +84,7 @@ def test_sidecar_makes_every_tcp_destination_connect(cluster: Any, ns: str, serv
     assert got["plain"][:2] == (C, R) and got["plain"][2] != C and got["plain"][3] == R
     assert got["istio"] == (C, C, C, C)
     assert got["linkerd"] == (C, C, C, C)
+    assert got["injected"] == (C, C, C, C)
     assert got["istio-as-1337"] == got["plain"]
 
 
