@@ -39,6 +39,9 @@ def status(code: int, message: str) -> str:
     (403, 'pods is forbidden: User "system:serviceaccount:np:np" cannot create resource "pods" in API group "" in '
           'the namespace "kube-system"', "forbidden"),
     (429, "Too many requests, please try again later.", "throttled"),
+    (500, 'Internal error occurred: failed calling webhook "sidecar-injector.hostile.localcluster.io": failed to '
+          'call webhook: Post "https://127.0.0.1:1/inject?timeout=10s": dial tcp: connection refused',
+     "admission_denied"),
     (500, "etcdserver: request timed out", "api_error"),
     (503, "", "api_error"),
 ])

@@ -92,12 +92,15 @@ def classify_api_error(status: int | None, body: str | bytes | None) -> tuple[st
     Messages are those of the admission plugins in k8s.io/kubernetes: ResourceQuota "exceeded quota" / "must
     specify" (plugin/pkg/admission/resourcequota), LimitRanger "per Container" / "per Pod" limits and ratios
     (plugin/pkg/admission/limitranger), PodSecurity "violates PodSecurity", webhooks "admission webhook ... denied
-    the request" (apiserver/pkg/admission/plugin/webhook/errors), ValidatingAdmissionPolicy "ValidatingAdmissionPolicy
+    the request", or "failed calling webhook" for one that does not answer under failurePolicy Fail
+    (apiserver/pkg/admission/plugin/webhook/errors), ValidatingAdmissionPolicy "ValidatingAdmissionPolicy
     '...' with binding '...' denied request" (apiserver/pkg/admission/plugin/policy/validating).
     """
     message = _message(body)
     if status == 429:
         return "throttled", message
+    if "failed calling webhook" in message:
+        return "admission_denied", message  # a webhook with failurePolicy Fail that does not answer
     if status is None or status >= 500:
         return "api_error", message
     if "exceeded quota" in message or ("must specify" in message and "quota" in message.lower()):

@@ -265,6 +265,7 @@ class ProbeLoop:
         self._namespace_uids: dict[str, str] = {}
         self._nodes_checked_at = -math.inf
         self._stage = "start"
+        self._stopped = asyncio.Event()  # the run's stop flag: waits inside a round end early on it
         self.round_failures = 0
         self.last_cycle_completed: float | None = None
         # the latest prediction and result per path (what `explain`-style tooling and tests read)
@@ -314,6 +315,7 @@ class ProbeLoop:
         self.metrics.pods_running.set(0)
 
     async def run(self, stopped: asyncio.Event) -> None:
+        self._stopped = stopped
         poster_task = None
         if self._own_events and self.events is not None:
             poster_task = asyncio.ensure_future(self.events.run(stopped))
@@ -568,16 +570,16 @@ class ProbeLoop:
     async def _create(self, plan: ProbePodPlan | ResponderPlan, pods: dict[str, _PodRun],
                       build: Callable[[str], dict[str, Any]]) -> str | None:
         """Create one pod (``build(namespace uid)`` makes its manifest; the uid is the owner without a ProbeRun);
-        its name when it was admitted as asked. A refusal or an injected container backs off the (group, node)
-        and is not retried within the round; a failing API server fails the round."""
+        its name when it was admitted as asked. A refusal (any answer of the API server, a 5xx included) or an
+        injected container backs off the (group, node) and is not retried within the round; an API server that
+        does not answer at all fails the round."""
         key, namespace = (plan.group.id, plan.node), plan.group.namespace
         try:
             uid = "" if self.owner is not None and self.owner.owned else await self._namespace_uid(namespace)
             body = build(uid)
             created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, body)
         except ApiException as exc:
-            if exc.status is None or exc.status == 0 or exc.status >= 500:
-                raise
+            # the API server answered: whatever it said is about this pod, and backs off only its placement
             reason, message = classify_api_error(exc.status, exc.body)
             self._refuse(key, namespace, reason, message or f"{exc.status} {exc.reason}")
             return None
@@ -704,6 +706,8 @@ class ProbeLoop:
         )
         await self._wait(pods, set(probes), lambda p: p.failure is not None or p.phase in ("Succeeded", "Failed"),
                          budget)
+        if self._stopped.is_set():
+            return  # stopping: what did not finish says nothing about the pod
         for name in probes:
             run = pods[name]
             if run.finished is not None and run.failure is None:
@@ -722,7 +726,7 @@ class ProbeLoop:
         list is retried (after a 429's Retry-After) until the time is up."""
         deadline = self.clock() + timeout
         pending = {n for n in names if n in pods}
-        while pending and self.clock() < deadline:
+        while pending and self.clock() < deadline and not self._stopped.is_set():
             pause = 0.3
             try:
                 listed = await asyncio.to_thread(

@@ -353,7 +353,8 @@ def responder_pod(
         container["readinessProbe"] = {
             "exec": {"command": ["sh", "-c", responder_check_script(mine)]},
             "periodSeconds": 1,
-            "timeoutSeconds": 1 + len(mine) // 4,
+            # a UDP check waits out socat's 1 s inactivity timeout after the echo, once per address family
+            "timeoutSeconds": 2 + 2 * sum(pp.protocol is Protocol.UDP for pp in mine) + len(mine) // 4,
             "successThreshold": 1,
             "failureThreshold": 3,
         }
