@@ -185,6 +185,10 @@ class Backoff:
     def failures(self, item: Hashable) -> int:
         return self._failures.get(item, 0)
 
+    def failing(self) -> dict[Hashable, int]:
+        """Every item with failures since its last success, and how many."""
+        return dict(self._failures)
+
     def forget(self, keep: set[Hashable]) -> None:
         """Drop the state of items no longer planned (bounded memory)."""
         for item in [i for i in self._failures if i not in keep]:

@@ -386,9 +386,10 @@ class ProbePlanner:
         placeable = []
         for path in candidates:
             k = path.key
-            why = self.unavailable_nodes.get(k.src_node) or self.unavailable_nodes.get(k.dst_node)
+            # the destination first, as in a round (responders are created before probes)
+            why = self.unavailable_nodes.get(k.dst_node) or self.unavailable_nodes.get(k.src_node)
             if why is None and blocked is not None:
-                why = blocked(k.src, k.src_node) or blocked(k.dst, k.dst_node)
+                why = blocked(k.dst, k.dst_node) or blocked(k.src, k.src_node)
             if why is None:
                 placeable.append(path)
             else:
