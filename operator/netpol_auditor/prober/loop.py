@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -83,6 +84,8 @@ logger = logging.getLogger(__name__)
 
 #: Inconclusive reasons that may clear up on a later round of the same cycle (the rest settle the path for it).
 TRANSIENT_REASONS = frozenset({"api_error", "throttled", "pod_timeout", "no_result"})
+#: A throttled (429) request is retried this often before it counts as a failure.
+THROTTLE_RETRIES = 5
 #: Backoff of the whole loop after a failed round: first wait and cap, seconds.
 ROUND_BACKOFF = (1.0, 60.0)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -289,7 +292,8 @@ class ProbeLoop:
         body = probe_run_object(self.run_id, os.environ.get("HOSTNAME", "netpol-auditor"), identity)
         try:
             created = await asyncio.to_thread(
-                self.custom.create_cluster_custom_object, PROBE_RUN_GROUP, PROBE_RUN_VERSION, PROBE_RUN_PLURAL, body
+                call_api, self.custom.create_cluster_custom_object, PROBE_RUN_GROUP, PROBE_RUN_VERSION,
+                PROBE_RUN_PLURAL, body,
             )
         except ApiException as exc:
             if exc.status not in (403, 404):
@@ -457,7 +461,7 @@ class ProbeLoop:
             return
         self._nodes_checked_at = self.clock()
         try:
-            listed = await asyncio.to_thread(self.core.list_node)
+            listed = await asyncio.to_thread(call_api, self.core.list_node)
         except ApiException as exc:
             if "nodes" not in self._unlisted:
                 logger.warning("cannot list nodes (%s %s): probe pods are placed without checking node labels and "
@@ -502,7 +506,7 @@ class ProbeLoop:
         for name, call in (("services", self.core.list_service_for_all_namespaces),
                            ("poddisruptionbudgets", policy_api.list_pod_disruption_budget_for_all_namespaces)):
             try:
-                listed = await asyncio.to_thread(call)
+                listed = await asyncio.to_thread(call_api, call)
             except ApiException as exc:
                 if exc.status not in (401, 403, 404):
                     raise  # a failing API server: the round is retried; unchecked clones are never created
@@ -549,7 +553,7 @@ class ProbeLoop:
 
     async def _namespace_uid(self, namespace: str) -> str:
         if namespace not in self._namespace_uids:
-            ns = await asyncio.to_thread(self.core.read_namespace, namespace)
+            ns = await asyncio.to_thread(call_api, self.core.read_namespace, namespace)
             self._namespace_uids[namespace] = ns.metadata.uid
         return self._namespace_uids[namespace]
 
@@ -577,7 +581,7 @@ class ProbeLoop:
         try:
             uid = "" if self.owner is not None and self.owner.owned else await self._namespace_uid(namespace)
             body = build(uid)
-            created = await asyncio.to_thread(self.core.create_namespaced_pod, namespace, body)
+            created = await asyncio.to_thread(call_api, self.core.create_namespaced_pod, namespace, body)
         except ApiException as exc:
             # the API server answered: whatever it said is about this pod, and backs off only its placement
             reason, message = classify_api_error(exc.status, exc.body)
@@ -730,7 +734,7 @@ class ProbeLoop:
             pause = 0.3
             try:
                 listed = await asyncio.to_thread(
-                    self.core.list_pod_for_all_namespaces, label_selector=f"{RUN_LABEL}={self.run_id}"
+                    call_api, self.core.list_pod_for_all_namespaces, label_selector=f"{RUN_LABEL}={self.run_id}"
                 )
             except ApiException as exc:
                 self._count_error("wait")
@@ -769,7 +773,7 @@ class ProbeLoop:
     def _delete(self, runs: Iterable[_PodRun]) -> None:
         for run in runs:
             try:
-                self.core.delete_namespaced_pod(run.name, run.namespace, grace_period_seconds=0)
+                call_api(self.core.delete_namespaced_pod, run.name, run.namespace, grace_period_seconds=0)
             except ApiException as exc:
                 if exc.status != 404:
                     self._count_error("cleanup")
@@ -937,6 +941,20 @@ def _responder_settled(run: _PodRun) -> bool:
         return True
     return bool(run.ip) and run.phase == "Running" and all(
         c in run.ready or c in run.terminated for c in run.asked)
+
+
+def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the API (in a worker thread), retrying a 429 after its Retry-After as client-go's request retry does
+    (rest/request.go ``checkWait``; here at most `THROTTLE_RETRIES` times, each wait capped at 2 s so that a
+    stop is never held up for long). The last 429, and every other error, is raised."""
+    for attempt in range(THROTTLE_RETRIES + 1):
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status != 429 or attempt == THROTTLE_RETRIES:
+                raise
+            time.sleep(min(retry_after_seconds(exc.headers) or 1.0, 2.0) * (1 + random.random() / 2))
+    raise AssertionError("unreachable")
 
 
 async def _sleep_or_stop(stopped: asyncio.Event, seconds: float) -> None:
