@@ -24,7 +24,7 @@ from chart_helpers import (
     set_args,
 )
 
-from netpol_auditor.controller.settings import ENV_PREFIX, add_arguments, settings_from_args
+from netpol_auditor.controller.settings import ENV_PREFIX, Settings, add_arguments, settings_from_args
 from netpol_auditor.model import PortProtocol
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
@@ -471,9 +471,9 @@ def test_probe_pod_defaults_of_chart_and_operator_agree(render: Render) -> None:
     assert settings.probe_tolerations == () and settings.probe_image_pull_secrets == ()
     assert settings.probe_labels == {} and settings.probe_annotations == {}
     assert settings.probe_priority_class_name == ""
-    # a limit/request ratio of 2 (CPU) and 1 (memory): within the usual LimitRange maxLimitRequestRatio
-    assert settings.probe_resources == {"requests": {"cpu": "25m", "memory": "32Mi"},
-                                        "limits": {"cpu": "50m", "memory": "32Mi"}}
+    # the operator's own defaults: a limit/request ratio of 2, within the usual LimitRange maxLimitRequestRatio
+    assert settings.probe_resources == Settings().probe_resources == {
+        "requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
     assert settings.probe_mesh_opt_out is True
     assert (settings.probe_backoff_seconds, settings.probe_backoff_max_seconds) == (10, 600)
     # Helm merges maps with the defaults: `{}` keeps the default; null means any node (not the operator's default).
