@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from localcluster.hostile import restart_apiserver
 from operator_harness import (
     OperatorProcess,
     delete_namespaces,
@@ -78,38 +79,6 @@ def churn(workload: Workload, namespace: str, tag: str) -> None:
     workload.relabel(namespace, "p2", {"app": "api"})
     workload.pod(namespace, f"new-{tag}", {"app": "web"})
     workload.policy(namespace, f"np-{tag}", {"app": "web"}, {"app": "api"})
-
-
-def restart_apiserver(state: Path) -> None:
-    """Stop the real kube-apiserver and start it again with the same arguments; wait until it is ready."""
-    from localcluster import controlplane
-
-    record = controlplane.read_pid(state, "kube-apiserver")
-    assert record is not None
-    argv = [str(a) for a in record["argv"]]  # type: ignore[union-attr]
-    controlplane.stop_process(state, "kube-apiserver")
-    controlplane.spawn(state, "kube-apiserver", argv)
-    cp = controlplane.ControlPlane.load(state)
-    assert cp is not None
-    controlplane.wait_ready(cp, 120)
-    wait_controllers_reconnected(state)
-
-
-def wait_controllers_reconnected(state: Path, timeout: float = 120.0) -> None:
-    """Wait until kube-controller-manager serves again after an API server restart (its watches reconnect with
-    back-off): a new namespace gets its ``default`` ServiceAccount. The cluster is shared by the whole session, so a
-    test that disturbs it leaves it whole; without this, the next test's pods are refused for want of that account."""
-    kubeconfig = f"--kubeconfig={state / 'admin.kubeconfig'}"
-    name = f"recover-canary-{int(time.time() * 1000)}"
-    subprocess.run(["kubectl", kubeconfig, "create", "namespace", name], check=True, capture_output=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while subprocess.run(["kubectl", kubeconfig, "get", "serviceaccount", "default", "-n", name],
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "kube-controller-manager did not recover after the API server restart"
-            time.sleep(0.5)
-    finally:
-        subprocess.run(["kubectl", kubeconfig, "delete", "namespace", name, "--wait=false"], capture_output=True)
 
 
 def compact_etcd(state: Path) -> int:

@@ -44,6 +44,29 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def client_server(namespace: str, server_ports: str = "[{name: http, containerPort: 8080}]") -> str:
+    """A namespace with a ``client`` pod on node-1 (port 7000) and a ``server`` pod on node-2 (``server_ports``)."""
+    return f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {namespace}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: {namespace}, labels: {{app: client}}}}
+spec:
+  nodeName: node-1
+  containers: [{{name: c, image: client, ports: [{{containerPort: 7000}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: server, namespace: {namespace}, labels: {{app: server}}}}
+spec:
+  nodeName: node-2
+  containers: [{{name: s, image: server, ports: {server_ports}}}]
+"""
+
+
 def list_objects(api: Any) -> list[Namespace | Pod | NetworkPolicy]:
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
     out: list[Namespace | Pod | NetworkPolicy] = []

@@ -25,7 +25,17 @@ from netpol_auditor.prober.compare import MismatchKind
 from netpol_auditor.prober.plan import PathKey, ProbeGroup, probe_groups
 from netpol_auditor.prober.podspec import RunOwner, new_run_id, probe_run_object, responder_pod
 
-from .harness import MANIFESTS, RunningProber, apply, fault, install_crd, pods_running, probe_pods, wait_for
+from .harness import (
+    MANIFESTS,
+    RunningProber,
+    apply,
+    client_server,
+    fault,
+    install_crd,
+    pods_running,
+    probe_pods,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -239,25 +249,9 @@ def test_ignored_egress_on_one_node_flags_exactly_its_egress_paths(seeds: Any, c
 
 
 SAFETY_NS = "pr-safety"
-SAFETY = f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {SAFETY_NS}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: {SAFETY_NS}, labels: {{app: client}}}}
-spec:
-  nodeName: node-1
-  containers: [{{name: c, image: client, ports: [{{containerPort: 7000}}]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: server, namespace: {SAFETY_NS}, labels: {{app: server}}}}
-spec:
-  nodeName: node-2
-  # port 80: the responder clone listens below 1024 through the safe sysctl, which restricted admission must take
-  containers: [{{name: s, image: server, ports: [{{name: http, containerPort: 8080}}, {{containerPort: 80}}]}}]
+# port 80 on the server: the responder clone listens below 1024 through the safe sysctl, which restricted admission
+# must take
+SAFETY = client_server(SAFETY_NS, "[{name: http, containerPort: 8080}, {containerPort: 80}]") + f"""
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

@@ -14,30 +14,12 @@ import pytest
 
 from netpol_auditor.prober.podspec import RUN_LABEL
 
-from .harness import OperatorProcess, fault, install_crd, pods_running, probe_pods, wait_for
+from .harness import OperatorProcess, client_server, fault, install_crd, pods_running, probe_pods, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NS = "pr-ttd"
-WORKLOAD = f"""
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: client, namespace: {NS}, labels: {{app: client}}}}
-spec:
-  nodeName: node-1
-  containers: [{{name: c, image: client, ports: [{{containerPort: 7000}}]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: server, namespace: {NS}, labels: {{app: server}}}}
-spec:
-  nodeName: node-2
-  containers: [{{name: s, image: server, ports: [{{name: http, containerPort: 8080}}]}}]
-"""
+WORKLOAD = client_server(NS)
 DENY = f"""
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
