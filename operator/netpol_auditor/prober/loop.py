@@ -418,7 +418,6 @@ class ProbeLoop:
         now = self.clock()
         plan = self.planner.plan(self.index, now, new_cycle=new_cycle, blocked=lambda g, n: self._blocked(g, n, now))
         self._forget_vanished()
-        self._prune_series()
         if not plan.probes:
             if not plan.unavailable:
                 self._publish()
@@ -883,6 +882,7 @@ class ProbeLoop:
         return out
 
     def _publish(self) -> None:
+        self._prune_series()
         known: list[PolicyKey] = [p.key for p in self.index.policies()]
         live_nodes = {k.src_node for k in self.planner.cycle_paths()} | {k.dst_node for k in self.planner.cycle_paths()}
         features = {fn: v for fn, v in self.comparator.feature_enforced().items() if fn[1] in live_nodes}
