@@ -198,7 +198,6 @@ class _PodRun:
     plan: ProbePodPlan | ResponderPlan
     asked: frozenset[str]
     ip: str = ""
-    ips: tuple[str, ...] = ()
     phase: str = "Pending"
     message: str | None = None
     finished: float | None = None
@@ -753,7 +752,6 @@ class ProbeLoop:
         status = pod.get("status") or {}
         run.phase = status.get("phase") or "Pending"
         run.ip = status.get("podIP") or ""
-        run.ips = tuple(i["ip"] for i in status.get("podIPs") or [] if i.get("ip")) or ((run.ip,) if run.ip else ())
         ready = set(run.ready)
         for cs in status.get("containerStatuses") or []:
             state = cs.get("state") or {}
