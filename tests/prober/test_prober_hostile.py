@@ -226,3 +226,23 @@ def test_an_unpullable_probe_image_makes_every_path_inconclusive_and_the_cycle_s
         assert not prober.mismatched()
     finally:
         prober.stop()
+
+
+def test_a_tainted_node_gets_no_probe_pod_until_probe_pods_tolerate_the_taint(hostile_cluster: Any) -> None:
+    """A NoExecute taint on node-2 (a node being drained, a dedicated pool): probe pods would be refused or evicted
+    there, so its paths are unschedulable; with a matching toleration (probe.tolerations) they are judged."""
+    cluster = hostile_cluster
+    with hostile.taint_node(cluster, "node-2", key="dedicated", value="probes-not-welcome", effect="NoExecute"):
+        for tolerations, on_node_2 in (((), ("inconclusive", "unschedulable")),
+                                       (({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"},),
+                                        ("judged", ""))):
+            prober = run(cluster.api_client(), probe_tolerations=tolerations, probe_namespaces=(OK, MESH_OK))
+            try:
+                planner = prober.loop.planner
+                assert any(k.dst_node == "node-2" for k in planner.cycle_paths())
+                for key in planner.cycle_paths():
+                    want = on_node_2 if "node-2" in (key.src_node, key.dst_node) else ("judged", "")
+                    assert planner.outcomes.get(key) == want, (tolerations, key, planner.outcomes.get(key))
+                assert not prober.mismatched()
+            finally:
+                prober.stop()
