@@ -67,6 +67,18 @@ spec:
 """
 
 
+def deny_to_server(namespace: str) -> str:
+    """A NetworkPolicy ``deny-to-server`` isolating the ``server`` pod of `client_server` for ingress."""
+    return f"""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny-to-server, namespace: {namespace}}}
+spec:
+  podSelector: {{matchLabels: {{app: server}}}}
+  policyTypes: [Ingress]
+"""
+
+
 def list_objects(api: Any) -> list[Namespace | Pod | NetworkPolicy]:
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
     out: list[Namespace | Pod | NetworkPolicy] = []

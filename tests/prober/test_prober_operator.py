@@ -14,20 +14,22 @@ import pytest
 
 from netpol_auditor.prober.podspec import RUN_LABEL
 
-from .harness import OperatorProcess, client_server, fault, install_crd, pods_running, probe_pods, wait_for
+from .harness import (
+    OperatorProcess,
+    client_server,
+    deny_to_server,
+    fault,
+    install_crd,
+    pods_running,
+    probe_pods,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NS = "pr-ttd"
 WORKLOAD = client_server(NS)
-DENY = f"""
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {{name: deny-to-server, namespace: {NS}}}
-spec:
-  podSelector: {{matchLabels: {{app: server}}}}
-  policyTypes: [Ingress]
-"""
+DENY = deny_to_server(NS)
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,23 @@ import yaml
 
 from localcluster import hostile
 
-from .harness import CRD, ROOT, OperatorProcess, client_server, fault, install_crd, pods_running, probe_pods, wait_for
+from .harness import (
+    CRD,
+    ROOT,
+    OperatorProcess,
+    client_server,
+    deny_to_server,
+    fault,
+    install_crd,
+    pods_running,
+    probe_pods,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NS = "pr-resilience"
-WORKLOAD = client_server(NS) + f"""
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {{name: deny-to-server, namespace: {NS}}}
-spec:
-  podSelector: {{matchLabels: {{app: server}}}}
-  policyTypes: [Ingress]
-"""
+WORKLOAD = client_server(NS) + "---\n" + deny_to_server(NS)
 PROBE_ARGS = ("--probe", "--probe-namespaces", NS, "--probe-interval", "2", "--probe-settle", "2",
               "--probe-retry", "4")
 STATE_SERIES = ("netpol_auditor_probe_cycle_last_completed_timestamp_seconds", "netpol_auditor_probe_coverage_ratio",
