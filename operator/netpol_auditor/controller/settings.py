@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netpol_auditor.model import PortProtocol
-from netpol_auditor.prober.podspec import DEFAULT_RESOURCES
+from netpol_auditor.prober.podspec import DEFAULT_NODE_SELECTOR, DEFAULT_RESOURCES
 from netpol_auditor.selectors import parse_label_selector
 
 __all__ = ["ENV_PREFIX", "Settings", "add_arguments", "settings_from_args"]
@@ -139,7 +139,7 @@ class Settings:
     # the operator's own namespace (the chart sets it from the downward API)
     operator_namespace: str = ""
     # Probe pods as admitted by the cluster's rules: placement, identity, resources
-    probe_node_selector: dict[str, str] = field(default_factory=lambda: {"kubernetes.io/os": "linux"})
+    probe_node_selector: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_NODE_SELECTOR))
     probe_tolerations: tuple[dict[str, Any], ...] = ()
     probe_labels: dict[str, str] = field(default_factory=dict)
     probe_annotations: dict[str, str] = field(default_factory=dict)

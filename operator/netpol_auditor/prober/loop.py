@@ -60,6 +60,7 @@ from netpol_auditor.prober.plan import (
 )
 from netpol_auditor.prober.podspec import (
     DEFAULT_IMAGE,
+    DEFAULT_NODE_SELECTOR,
     DEFAULT_RESOURCES,
     PROBE_RUN_GROUP,
     PROBE_RUN_PLURAL,
@@ -135,7 +136,7 @@ class ProbeOptions:
         d = cls()
         pod = PodOptions(
             image=get("probe_image", d.image),
-            node_selector=get("probe_node_selector", {"kubernetes.io/os": "linux"}),
+            node_selector=get("probe_node_selector", DEFAULT_NODE_SELECTOR),
             tolerations=tuple(get("probe_tolerations", ())),
             labels=get("probe_labels", {}),
             annotations=get("probe_annotations", {}),

@@ -93,6 +93,8 @@ MESH_OPT_OUT_ANNOTATIONS: Mapping[str, str] = {
     "openservicemesh.io/sidecar-injection": "disabled",
 }
 NOBODY = 65534
+#: Probe pods go to Linux nodes only (a Windows kubelet refuses them anyway).
+DEFAULT_NODE_SELECTOR: Mapping[str, str] = {"kubernetes.io/os": "linux"}
 #: Per container. A limit/request ratio of 2 passes the common LimitRanges (maxLimitRequestRatio is usually 2-10),
 #: while the pod stays tiny.
 DEFAULT_RESOURCES: Mapping[str, Any] = {
@@ -110,7 +112,7 @@ class PodOptions:
     """What the cluster's rules ask of every probe pod: image, placement, identity and resources."""
 
     image: str = DEFAULT_IMAGE
-    node_selector: Mapping[str, str] = field(default_factory=lambda: {"kubernetes.io/os": "linux"})
+    node_selector: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NODE_SELECTOR))
     tolerations: tuple[Mapping[str, Any], ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
