@@ -634,6 +634,19 @@ class ReachabilityIndex:
     def endpoints(self) -> list[PodRef]:
         return sorted(self._pod_class)
 
+    def endpoint_pods(self) -> dict[PodRef, Pod]:
+        """Endpoint pods by reference, unsorted: a cheap copy (for snapshots taken on a busy event loop)."""
+        pods = self._pods
+        return {ref: pods[ref] for ref in self._pod_class}
+
+    def namespace_label_map(self) -> dict[str, Labels]:
+        """Labels of every known Namespace object, unsorted (pods' namespaces without one are left out)."""
+        return {name: ns.labels for name, ns in self._namespaces.items()}
+
+    def policy_map(self) -> dict[PolicyKey, NetworkPolicy]:
+        """Every policy by (namespace, name), unsorted."""
+        return {key: cp.policy for key, cp in self._policies.items()}
+
     def namespaces(self) -> list[Namespace]:
         """Known namespaces, plus (with only their implicit label) namespaces that pods refer to."""
         names = set(self._namespaces) | {ns for ns, count in self._pods_per_ns.items() if count}

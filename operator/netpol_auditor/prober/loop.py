@@ -55,8 +55,7 @@ from netpol_auditor.prober.plan import (
     ProbePodPlan,
     ResponderPlan,
     Round,
-    predict,
-    prediction_snapshot,
+    snapshot,
 )
 from netpol_auditor.prober.podspec import (
     DEFAULT_IMAGE,
@@ -381,29 +380,24 @@ class ProbeLoop:
     def _count_error(self, stage: str) -> None:
         self.metrics.errors.labels(stage).inc()
 
-    def _workload_changed(self, since: int) -> bool:
-        """Whether the index changed since ``since`` in a way that matters to probing: our own probe pods come and
-        go with every round and do not count."""
-        if self.index.revision == since:
-            return False
-        real: dict[str, bool] = {}
-
-        def is_real(class_id: str) -> bool:
-            if class_id not in real:
-                cls = self.index.class_by_id(class_id)
-                pods = [self.index.get_pod(ref) for ref in cls.members] if cls is not None else []
-                real[class_id] = any(p is not None and p.labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE
-                                     for p in pods)
-            return real[class_id]
-
-        return any(is_real(s) and is_real(d) for s, d in self.index.changed_class_pairs(since))
+    async def _update_plan(self) -> bool:
+        """Bring the planned paths up to the index, in a worker thread on a snapshot taken here (the event loop
+        keeps serving watch events, metrics and probes meanwhile); True when a path is new or predicted otherwise.
+        Our own probe pods never enter the index, so they change nothing."""
+        inputs = snapshot(self.index, self.planner.unavailable_nodes)
+        started = time.process_time()
+        delta = await asyncio.to_thread(self.planner.update, inputs, self.clock())
+        if delta:
+            logger.debug("planned paths updated to revision %d: %d changed, %d gone (%.3fs CPU, %d paths)",
+                         inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,
+                         len(self.planner.paths_plan.paths))
+        return bool(delta.changed)
 
     async def _wait_for_work(self, stopped: asyncio.Event, next_cycle: float) -> None:
         """Sleep until a cycle is due, a retry or a changed path waits, or the workload changes."""
-        revision = self.index.revision
         while not stopped.is_set() and self.clock() < next_cycle:
             await _sleep_or_stop(stopped, 1.0)
-            if self.planner.retry or self._workload_changed(revision):
+            if self.planner.retry or await self._update_plan():
                 return
             if any(self.clock() - t < self.options.settle_seconds + 2 for t in self.planner.changed_at.values()):
                 return  # a changed path becomes due once it settles
@@ -415,8 +409,9 @@ class ProbeLoop:
         assert self.owner is not None, "start() first"
         self._stage = "plan"
         await self._check_nodes()
+        await self._update_plan()
         now = self.clock()
-        plan = self.planner.plan(self.index, now, new_cycle=new_cycle, blocked=lambda g, n: self._blocked(g, n, now))
+        plan = self.planner.next_round(now, new_cycle=new_cycle, blocked=lambda g, n: self._blocked(g, n, now))
         self._forget_vanished()
         if not plan.probes:
             if not plan.unavailable:
@@ -787,8 +782,7 @@ class ProbeLoop:
         pods: dict[str, _PodRun],
     ) -> RoundResult:
         now = self.clock()
-        snap = prediction_snapshot(self.index)
-        policies = {p.key: p for p in self.index.policies()}
+        policies = self.planner.policies()
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
@@ -805,10 +799,9 @@ class ProbeLoop:
                     self._path_reasons[path.key] = why
                     continue
                 probed.add(path.key)
-                src_group, dst_group = self.planner.group(path.key.src), self.planner.group(path.key.dst)
-                if src_group is None or dst_group is None:
+                prediction = self.planner.verdict(path.key, (src_ip,) if src_ip else (), (dst.ip,))
+                if prediction is None:
                     continue
-                prediction = predict(snap, src_group, dst_group, path.key.port, (src_ip,) if src_ip else (), (dst.ip,))
                 if result is not None:
                     self.metrics.probes.labels(path.key.port.protocol.value, result.value).inc()
                 j = self.comparator.judge(
@@ -819,7 +812,7 @@ class ProbeLoop:
                     source=path.source,
                     destination=path.destination,
                     policies=policies,
-                    changed_at=self.planner.changed_at.get((path.key.src, path.key.dst)),
+                    changed_at=self.planner.changed_at.get(path.key),
                     src_ips=(src_ip,) if src_ip else (),
                     dst_ips=(dst.ip,),
                 )
@@ -882,7 +875,7 @@ class ProbeLoop:
 
     def _publish(self) -> None:
         self._prune_series()
-        known: list[PolicyKey] = [p.key for p in self.index.policies()]
+        known: list[PolicyKey] = sorted(self.index.policy_map())
         live_nodes = {k.src_node for k in self.planner.cycle_paths()} | {k.dst_node for k in self.planner.cycle_paths()}
         features = {fn: v for fn, v in self.comparator.feature_enforced().items() if fn[1] in live_nodes}
         self.metrics.publish(

@@ -1,45 +1,47 @@
-"""What to probe: one representative path per (source class, destination class, port), placed per node.
+"""What to probe, round by round: the paths of a cycle (prober/coverage.py), prioritised and packed into probe pods.
 
-Pods are grouped into *probe groups*: same namespace, matched by the same pod selectors of the policies that can
-apply to them (`ReachabilityIndex.pod_selectors`), same named container ports. Policies cannot tell the pods of a group
-apart, so one probe pod (cloned from the group) speaks for all of them. Per node: ingress rules are enforced on the
-destination's node and egress rules on the source's, so each group pair is probed from every node its sources run
-on and to every node its destinations run on (paired round-robin: max(|source nodes|, |destination nodes|)
-placements, not the product).
+Per node: ingress rules are enforced on the destination's node and egress rules on the source's, so paths are placed
+on nodes of both groups (prober/coverage.py). Each round picks, within the budget (pods alive at once, targets per
+pod): retries of paths whose observation disagreed with the prediction, paths whose prediction changed (once
+settled), predicted-denied paths (what a non-enforcing CNI gets wrong), then the paths confirmed longest ago. A
+*cycle* covers every path once; it starts over when every path of it was probed.
 
-Each round picks, within the budget (pods alive at once, targets per pod): retries of paths whose observation
-disagreed with the prediction, paths whose verdict changed (once settled), predicted-denied paths (what a
-non-enforcing CNI gets wrong), then the paths confirmed longest ago. A *cycle* covers every path once; it starts
-over when every path of it was probed.
+Planning is split in two so that the operator's event loop never waits on it: `ProbePlanner.update` brings the
+planned paths up to a snapshot of the index (`snapshot`; the heavy part, incremental, run in a worker thread), and
+`ProbePlanner.next_round` picks a round from them (cheap: it looks at the retries, the changed paths and the head
+of the cycle's queue, never at every path).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
+import math
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from netpol_auditor.engine import Snapshot, Verdict
+from netpol_auditor.engine import PolicyKey, Snapshot, Verdict
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.model import (
-    ContainerPort,
-    Direction,
-    Labels,
-    LabelSelector,
-    NetworkPolicy,
-    Pod,
-    PodRef,
-    PortProtocol,
+from netpol_auditor.model import NetworkPolicy, Pod, PortProtocol
+from netpol_auditor.prober.coverage import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    CoveragePlan,
+    PathKey,
+    PlanBudget,
+    PlanDelta,
+    PlanInputs,
+    PlannedPath,
+    ProbeGroup,
+    namespace_selected,
+    port_class,
 )
-from netpol_auditor.selectors import SelectorMatcher, compile_selector
 
 __all__ = [
     "MANAGED_BY_LABEL",
     "MANAGED_BY_VALUE",
     "PathKey",
     "PlanBudget",
+    "PlanInputs",
     "PlannedPath",
     "ProbeGroup",
     "ProbePlanner",
@@ -52,65 +54,8 @@ __all__ = [
     "predict",
     "prediction_snapshot",
     "probe_groups",
+    "snapshot",
 ]
-
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "netpol-auditor"
-
-
-@dataclass(frozen=True)
-class PlanBudget:
-    """Budget knobs. ``ports`` empty: the ports destinations declare plus those the relevant policies name."""
-
-    max_pods: int = 10
-    targets_per_pod: int = 40
-    max_ports: int = 8
-    ports: tuple[PortProtocol, ...] = ()
-    fallback_ports: tuple[PortProtocol, ...] = (PortProtocol(80),)
-    namespaces: tuple[str, ...] = ()  # globs; "!glob" excludes; empty: every namespace
-    # "balanced": one node placement per (group pair, port class), chosen so that every node is probed about as
-    # often as a source and as a destination (stable between cycles, so a mismatch is re-checked where it was
-    # found); "all": every paired node placement
-    placements: str = "balanced"
-    # probe one port per port class: ports the pair's policies treat alike (same verdict, same deciding rules)
-    dedup_ports: bool = True
-    settle_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class ProbeGroup:
-    """Pods no policy can tell apart, and what a clone of them must carry."""
-
-    id: str
-    namespace: str
-    labels: Labels  # only the keys policy selectors can see
-    container_ports: tuple[ContainerPort, ...]  # of the representative: named ports are what policies see
-    members_by_node: Mapping[str, tuple[PodRef, ...]]
-
-    @property
-    def nodes(self) -> tuple[str, ...]:
-        return tuple(sorted(self.members_by_node))
-
-    def member_on(self, node: str) -> PodRef:
-        return self.members_by_node[node][0]
-
-
-@dataclass(frozen=True, order=True)
-class PathKey:
-    src: str  # probe group ids
-    dst: str
-    port: PortProtocol
-    src_node: str
-    dst_node: str
-
-
-@dataclass(frozen=True)
-class PlannedPath:
-    key: PathKey
-    source: PodRef  # the real pod the probe stands in for
-    destination: PodRef
-    predicted: bool
-    priority: str = "stale"  # "retry" | "changed" | "denied" | "stale"
 
 
 @dataclass
@@ -144,196 +89,75 @@ class Round:
         return len(self.probes) + len(self.responders)
 
 
-def namespace_selected(namespace: str, patterns: Sequence[str]) -> bool:
-    """Whether ``namespace`` is opted in: no include pattern or one matches, and no ``!pattern`` matches."""
-    includes = [p for p in patterns if not p.startswith("!")]
-    excludes = [p[1:] for p in patterns if p.startswith("!")]
-    if any(fnmatch.fnmatchcase(namespace, p) for p in excludes):
-        return False
-    return not includes or any(fnmatch.fnmatchcase(namespace, p) for p in includes)
-
-
-def _group_id(namespace: str, matched: Iterable[LabelSelector], ports: Iterable[ContainerPort]) -> str:
-    named = sorted((p.name or "", p.port, p.protocol.value) for p in ports if p.name)
-    text = repr((namespace, sorted(repr(s) for s in matched), named))
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+def snapshot(index: ReachabilityIndex, unavailable_nodes: Mapping[str, str] | None = None) -> PlanInputs:
+    """What planning reads of the index, copied (cheap: no sorting, no copies of the objects themselves), so that
+    planning can run in another thread while the index takes events."""
+    return PlanInputs(index.revision, index.namespace_label_map(), index.policy_map(), index.endpoint_pods(),
+                      dict(unavailable_nodes or {}))
 
 
 def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> dict[str, ProbeGroup]:
-    """Endpoint pods grouped by what policies can see of them: the pod selectors that match them
-    (`ReachabilityIndex.pod_selectors`) and their named ports. A group's clone carries the labels of its first
-    member that any selector looks at; every member matches the same selectors, so the clone does too. Our own
-    probe pods are never grouped."""
-    selectors_by_ns: dict[str, tuple[tuple[LabelSelector, SelectorMatcher], ...]] = {}
-    keys_by_ns: dict[str, frozenset[str]] = {}
-    members: dict[str, dict[str, list[PodRef]]] = defaultdict(lambda: defaultdict(list))
-    first: dict[str, tuple[str, Labels, tuple[ContainerPort, ...]]] = {}
-    gid_by_labels: dict[tuple[str, Labels, tuple[ContainerPort, ...]], str] = {}
-    endpoints = set(index.endpoints())
-    for pod in index.pods():
-        if pod.ref not in endpoints or pod.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
-            continue
-        if not namespace_selected(pod.namespace, namespaces):
-            continue
-        if pod.namespace not in keys_by_ns:
-            selectors_by_ns[pod.namespace] = tuple((s, compile_selector(s)) for s in index.pod_selectors(pod.namespace))
-            keys_by_ns[pod.namespace] = index.selector_label_keys(pod.namespace)
-        visible = Labels({k: v for k, v in pod.labels.items() if k in keys_by_ns[pod.namespace]})
-        seen = (pod.namespace, visible, pod.container_ports)
-        gid = gid_by_labels.get(seen)
-        if gid is None:
-            matched = [s for s, m in selectors_by_ns[pod.namespace] if m.matches(visible)]
-            gid = gid_by_labels[seen] = _group_id(pod.namespace, matched, pod.container_ports)
-        first.setdefault(gid, seen)
-        members[gid][pod.node_name].append(pod.ref)
-    groups = {}
-    for gid, (ns, labels, ports) in first.items():
-        by_node = {node: tuple(sorted(refs)) for node, refs in members[gid].items()}
-        groups[gid] = ProbeGroup(gid, ns, labels, ports, by_node)
-    return groups
-
-
-def _placements(src: ProbeGroup, dst: ProbeGroup, unavailable: Collection[str] = ()) -> list[tuple[str, str]]:
-    """Node placements covering each node of both groups (paired round-robin, not the product). Nodes where no
-    probe pod can run are left out while the groups have members elsewhere (their paths are reported
-    inconclusive only when there is no other node to probe them from)."""
-    sn = tuple(n for n in src.nodes if n not in unavailable) or src.nodes
-    dn = tuple(n for n in dst.nodes if n not in unavailable) or dst.nodes
-    return [(sn[i % len(sn)], dn[i % len(dn)]) for i in range(max(len(sn), len(dn)))]
-
-
-def port_class(verdict: Verdict, policies: Mapping[tuple[str, str], NetworkPolicy]) -> tuple[object, ...]:
-    """What a correct CNI's treatment of one port of a pair depends on: protocol, verdict, the isolating policies
-    and the admitting rules (down to the peer and port entry). Two ports with the same class are treated alike, so
-    one of them represents both. An endPort range's first and last port stay apart from its inside (a CNI without
-    endPort support typically honours only ``port``)."""
-    parts: list[object] = [verdict.port.protocol, verdict.allowed]
-    for dv in (verdict.egress, verdict.ingress):
-        if dv is None:
-            parts.append(None)
-            continue
-        refs: list[object] = []
-        for r in dv.admitted_by:
-            edge = None
-            policy = policies.get((r.namespace, r.policy))
-            if policy is not None and r.port is not None:
-                spec = policy.rules(r.direction)[r.rule].ports[r.port]
-                if spec.end_port is not None:
-                    edge = (verdict.port.port == spec.port, verdict.port.port == spec.end_port)
-            refs.append((r, edge))
-        parts.append((dv.isolated, dv.isolating_policies, tuple(refs)))
-    return tuple(parts)
-
-
-def _policy_ports(policies: Iterable[NetworkPolicy], direction: Direction) -> list[PortProtocol]:
-    out: list[PortProtocol] = []
-    for policy in policies:
-        for rule in policy.rules(direction):
-            for p in rule.ports:
-                if isinstance(p.port, int):
-                    out.append(PortProtocol(p.port, p.protocol))
-                    if p.end_port is not None:
-                        out.append(PortProtocol(p.end_port, p.protocol))
-    return out
+    """Endpoint pods grouped by what policies can see of them (prober/coverage.py)."""
+    plan = CoveragePlan(PlanBudget(namespaces=tuple(namespaces)))
+    plan.update(snapshot(index))
+    return dict(plan.groups)
 
 
 class ProbePlanner:
-    """Keeps the cycle and per-path history; `plan` returns the next round, `record` takes its outcomes."""
+    """Keeps the planned paths, the cycle and per-path history; `update` + `next_round` (or `plan`, both at once)
+    return the next round, `record` takes its outcomes."""
+
+    #: a round looks at most this many due paths per pod it may create (the cycle's queue is in priority order)
+    SCAN_PER_POD = 4
 
     def __init__(self, budget: PlanBudget) -> None:
         self.budget = budget
+        self.paths_plan = CoveragePlan(budget)
         self.last_probed: dict[PathKey, float] = {}
         self.pending: set[PathKey] = set()
         self.cycles_completed = 0
         self.cycle_active = False
         self.retry: set[PathKey] = set()
-        self.changed_at: dict[tuple[str, str], float] = {}
+        self.changed_at: dict[PathKey, float] = {}  # paths new or predicted otherwise since the first plan
         # the current cycle's outcome per path: ("judged" | "inconclusive", reason); absent = not settled yet
         self.outcomes: dict[PathKey, tuple[str, str]] = {}
         self.cycle_keys: set[PathKey] = set()
+        self._queue: list[PlannedPath] = []  # the cycle's paths in priority order (settled ones dropped lazily)
         self._unsettled: dict[PathKey, int] = {}  # inconclusive attempts this cycle that may still succeed
         self.unavailable_nodes: dict[str, str] = {}  # node -> why no probe pod can run there
-        self._revision: int | None = None
-        self._groups: dict[str, ProbeGroup] = {}
-        self._paths: dict[PathKey, PlannedPath] = {}
+        self._planned_once = False
 
-    # -- path enumeration --------------------------------------------------------------------------------------
+    @property
+    def _paths(self) -> dict[PathKey, PlannedPath]:
+        return self.paths_plan.paths
 
-    def _ports_by_group(
-        self, groups: Mapping[str, ProbeGroup], snap: Snapshot
-    ) -> tuple[dict[str, list[PortProtocol]], dict[str, list[PortProtocol]]]:
-        """Per group: ports it declares plus those its ingress policies name; ports its egress policies name."""
-        as_dst: dict[str, list[PortProtocol]] = {}
-        as_src: dict[str, list[PortProtocol]] = {}
-        for g in groups.values():
-            clone = Pod(g.namespace, "clone", labels=g.labels)
-            ingress = [cp.policy for cp in snap.selecting(clone, Direction.INGRESS)]
-            egress = [cp.policy for cp in snap.selecting(clone, Direction.EGRESS)]
-            declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
-            as_dst[g.id] = declared + _policy_ports(ingress, Direction.INGRESS)
-            as_src[g.id] = _policy_ports(egress, Direction.EGRESS)
-        return as_dst, as_src
+    # -- planned paths -----------------------------------------------------------------------------------------
+
+    def update(self, inputs: PlanInputs, now: float | None) -> PlanDelta:
+        """Bring the planned paths up to ``inputs`` (safe to run in a worker thread while nothing else uses the
+        planner); paths that are new or predicted otherwise are remembered as changed at ``now`` (None: not
+        remembered). The first update changes nothing: every path is due anyway."""
+        delta = self.paths_plan.update(inputs)
+        if self._planned_once and now is not None:
+            for key in delta.changed:
+                self.changed_at[key] = now
+        self._planned_once = self._planned_once or now is not None
+        for key in delta.removed:
+            self.changed_at.pop(key, None)
+            self.pending.discard(key)
+            self.retry.discard(key)
+            self.outcomes.pop(key, None)
+            self.cycle_keys.discard(key)
+            self._unsettled.pop(key, None)
+            self.last_probed.pop(key, None)
+        return delta
 
     def enumerate_paths(self, index: ReachabilityIndex) -> dict[PathKey, PlannedPath]:
-        """Every path a full cycle covers, with its predicted verdict (for clones with the real pods' IPs)."""
-        groups = probe_groups(index, self.budget.namespaces)
-        snap = prediction_snapshot(index)
-        policies = {p.key: p for p in index.policies()}
-        as_dst, as_src = self._ports_by_group(groups, snap)
-        ips = {p.ref: p.pod_ips for p in index.pods()}
-        src_use: dict[str, int] = defaultdict(int)
-        dst_use: dict[str, int] = defaultdict(int)
-        paths: dict[PathKey, PlannedPath] = {}
-        for src in groups.values():
-            for dst in groups.values():
-                if self.budget.ports:
-                    ports = list(self.budget.ports)
-                else:
-                    ports = list(dict.fromkeys(as_dst[dst.id] + as_src[src.id])) or list(self.budget.fallback_ports)
-                placements = _placements(src, dst, self.unavailable_nodes)
-                seen: set[tuple[object, ...]] = set()
-                for port in ports[: self.budget.max_ports]:
-                    s0, d0 = src.member_on(placements[0][0]), dst.member_on(placements[0][1])
-                    verdict = predict(snap, src, dst, port, ips.get(s0, ()), ips.get(d0, ()))
-                    if self.budget.dedup_ports:
-                        cls = port_class(verdict, policies)
-                        if cls in seen:
-                            continue
-                        seen.add(cls)
-                    chosen = placements
-                    if self.budget.placements == "balanced":
-                        best = min(
-                            range(len(placements)),
-                            key=lambda i: (src_use[placements[i][0]] + dst_use[placements[i][1]], i),
-                        )
-                        chosen = [placements[best]]
-                    for src_node, dst_node in chosen:
-                        src_use[src_node] += 1
-                        dst_use[dst_node] += 1
-                        key = PathKey(src.id, dst.id, port, src_node, dst_node)
-                        s, d = src.member_on(src_node), dst.member_on(dst_node)
-                        if (s, d) != (s0, d0):
-                            verdict = predict(snap, src, dst, port, ips.get(s, ()), ips.get(d, ()))
-                        paths[key] = PlannedPath(key, s, d, bool(verdict.allowed))
-        self._groups = groups
-        return paths
+        """Every path a full cycle covers, with its predicted verdict, for the index as it is now."""
+        self.update(snapshot(index, self.unavailable_nodes), None)
+        return dict(self._paths)
 
     # -- rounds ------------------------------------------------------------------------------------------------
-
-    def _note_changes(self, index: ReachabilityIndex, changed: set[tuple[str, str]], now: float) -> None:
-        """Map the index's changed class pairs onto probe groups and remember when they changed."""
-        if not changed:
-            return
-        by_pod = {ref: g.id for g in self._groups.values() for refs in g.members_by_node.values() for ref in refs}
-        class_to_group: dict[str, str] = {}
-        for cls in index.classes():
-            for ref in cls.members:
-                if ref in by_pod:
-                    class_to_group[cls.id] = by_pod[ref]
-                    break
-        for s, d in changed:
-            if s in class_to_group and d in class_to_group:
-                self.changed_at[(class_to_group[s], class_to_group[d])] = now
 
     def plan(
         self,
@@ -342,46 +166,67 @@ class ProbePlanner:
         new_cycle: bool = True,
         blocked: Callable[[str, str], str | None] | None = None,
     ) -> Round:
+        """`update` from the index, then `next_round` (in one go, for callers that do not mind the wait)."""
+        self.update(snapshot(index, self.unavailable_nodes), now)
+        return self.next_round(now, new_cycle, blocked)
+
+    def next_round(
+        self,
+        now: float,
+        new_cycle: bool = True,
+        blocked: Callable[[str, str], str | None] | None = None,
+    ) -> Round:
         """The next round of probes within the budget (may be empty when nothing is due). ``new_cycle``: whether a
         new cycle may start when the current one is done; between cycles only retries and changed paths are due.
         ``blocked(group id, node)``: why no pod of that group can be created on that node now (backoff after a
         refusal, an unavailable node), or None; such paths come back in ``Round.unavailable`` instead."""
-        changed: set[tuple[str, str]] = set()
-        if self._revision is not None and index.revision != self._revision:
-            changed = index.changed_class_pairs(self._revision)
-        self._revision = index.revision
-        self._paths = self.enumerate_paths(index)
-        self._note_changes(index, changed, now)
-        if new_cycle and (not self.pending or not (self.pending & self._paths.keys())):
+        paths = self._paths
+        if new_cycle and not self.pending:
             self.cycle_active = True
-            self.pending = set(self._paths)
-            self.cycle_keys = set(self._paths)
+            self.pending = set(paths)
+            self.cycle_keys = set(paths)
             self.outcomes = {}
             self._unsettled = {}
-        self.pending &= self._paths.keys()
-        self.retry &= self._paths.keys()
-        for gone in [k for k in self.outcomes if k not in self._paths]:
-            del self.outcomes[gone]
-        candidates: list[PlannedPath] = []
+            self._queue = sorted(paths.values(),
+                                 key=lambda p: (p.predicted, self.last_probed.get(p.key, -math.inf), p.key))
+        settle = self.budget.settle_seconds
         deferred = 0
-        for key, path in self._paths.items():
-            changed_at = self.changed_at.get((key.src, key.dst))
-            fresh = changed_at is not None and now - changed_at < self.budget.settle_seconds
+        candidates: list[PlannedPath] = []
+        for key in sorted(self.retry):
+            path = paths.get(key)
+            if path is not None:
+                candidates.append(_with_priority(path, "retry"))
+        retries = len(candidates)
+        for key, at in list(self.changed_at.items()):
             probed = self.last_probed.get(key)
-            if fresh:
-                deferred += 1
+            if probed is not None and probed >= at and now - at >= settle:
+                del self.changed_at[key]  # probed since it changed, and no longer too fresh to judge
                 continue
             if key in self.retry:
-                prio = "retry"
-            elif changed_at is not None and (probed is None or probed < changed_at):
-                prio = "changed"
-            elif key in self.pending:
-                prio = "denied" if not path.predicted else "stale"
-            else:
                 continue
-            candidates.append(PlannedPath(path.key, path.source, path.destination, path.predicted, prio))
-        rank = {"retry": 0, "changed": 1, "denied": 2, "stale": 3}
-        candidates.sort(key=lambda p: (rank[p.priority], self.last_probed.get(p.key, float("-inf")), p.key))
+            if now - at < settle:
+                deferred += 1
+            elif probed is None or probed < at:
+                candidates.append(_with_priority(paths[key], "changed"))
+        candidates[retries:] = sorted(candidates[retries:],
+                                              key=lambda p: (self.last_probed.get(p.key, -math.inf), p.key))
+        limit = len(candidates) + self.SCAN_PER_POD * self.budget.max_pods * self.budget.targets_per_pod
+        chosen = {p.key for p in candidates}
+        kept: list[PlannedPath] = []
+        for i, path in enumerate(self._queue):
+            if path.key not in self.pending:
+                continue  # settled (or gone): dropped from the queue
+            kept.append(path)
+            if len(candidates) >= limit or path.key in chosen:
+                continue
+            since = self.changed_at.get(path.key)
+            if since is not None and now - since < settle:
+                continue  # counted as deferred above
+            candidates.append(_with_priority(paths[path.key], "stale" if path.predicted else "denied"))
+            if len(candidates) >= limit:
+                kept.extend(self._queue[i + 1:])
+                break
+        self._queue = kept
         unavailable: list[tuple[PlannedPath, str]] = []
         placeable = []
         for path in candidates:
@@ -410,11 +255,11 @@ class ProbePlanner:
             if used + need_probe + need_responder > self.budget.max_pods:
                 continue
             if need_probe:
-                pod = ProbePodPlan(self._groups[k.src], k.src_node)
+                pod = ProbePodPlan(self.paths_plan.groups[k.src], k.src_node)
                 probes.setdefault((k.src, k.src_node), []).append(pod)
                 used += 1
             if need_responder:
-                responders[(k.dst, k.dst_node)] = ResponderPlan(self._groups[k.dst], k.dst_node)
+                responders[(k.dst, k.dst_node)] = ResponderPlan(self.paths_plan.groups[k.dst], k.dst_node)
                 used += 1
             probes[(k.src, k.src_node)][-1].paths.append(path)
             responders[(k.dst, k.dst_node)].ports.add(k.port)
@@ -465,7 +310,7 @@ class ProbePlanner:
 
     def cycle_paths(self) -> set[PathKey]:
         """The paths the current cycle covers (those planned at its start that still exist)."""
-        return self.cycle_keys & self._paths.keys()
+        return self.cycle_keys
 
     def path_states(self) -> dict[tuple[str, str], int]:
         """The current cycle's paths by (state, reason): ``judged``, ``inconclusive`` with its reason, or
@@ -476,10 +321,26 @@ class ProbePlanner:
         return dict(out)
 
     def group(self, gid: str) -> ProbeGroup | None:
-        return self._groups.get(gid)
+        return self.paths_plan.groups.get(gid)
+
+    def policies(self) -> Mapping[PolicyKey, NetworkPolicy]:
+        """The policies the plan was made from (what `verdict` judges by)."""
+        inputs = self.paths_plan.inputs
+        return inputs.policies if inputs is not None else {}
+
+    def verdict(self, key: PathKey, src_ips: tuple[str, ...], dst_ips: tuple[str, ...]) -> Verdict | None:
+        """The prediction for the probe pods of ``key`` with their own addresses (None if a group is gone)."""
+        src, dst = self.group(key.src), self.group(key.dst)
+        if src is None or dst is None:
+            return None
+        return self.paths_plan.verdict(src, dst, key.port, src_ips, dst_ips)
 
     def path(self, key: PathKey) -> PlannedPath | None:
         return self._paths.get(key)
+
+
+def _with_priority(path: PlannedPath, priority: str) -> PlannedPath:
+    return PlannedPath(path.key, path.source, path.destination, path.predicted, priority)
 
 
 def prediction_snapshot(index: ReachabilityIndex) -> Snapshot:

@@ -1,0 +1,787 @@
+"""The paths a probe cycle covers, kept up to date from the cluster's objects instead of enumerated every round.
+
+A *probe group* is pods no policy can tell apart (same namespace, matched by the same pod selectors, same named
+ports). Which group pairs are probed depends on the cluster's size:
+
+- **pairs** (up to ``PlanBudget.max_pair_groups`` groups): every ordered pair of groups, one path per port class;
+- **decisions** (beyond): every *decision* a correct enforcer makes is probed once, not every pair. For each
+  destination group, the sources are split into *cells* by which peers of its ingress rules they match (sources of a
+  cell are admitted, or not, by exactly the same rule entries); each cell is probed from one source, chosen among
+  those whose egress is not isolated where there is one, so that the result shows the ingress decision alone. For
+  each egress-isolated source group, the destinations are split the same way by its egress rules' peers and the
+  named ports they resolve, and each cell is probed to one destination whose ingress is not isolated where there is
+  one. The number of paths grows with groups times rule peers, not with groups squared: at 10k pods (2.5k groups)
+  the pairs would be 6.5M.
+
+Either way, within a cell one port per port class is probed (`port_class`) and each path gets one node placement,
+chosen by a hash of the path, so that placements are spread over the nodes and stay the same from cycle to cycle.
+
+The state is incremental: `CoveragePlan.update` takes the current objects, works out which groups changed, and
+recomputes only their own cells and the cells whose representative changed; nothing is done when nothing changed.
+Bit sets over group *slots* make a cell split a few integer operations. Representatives are the lowest slot of a
+cell, so the plan depends on the slot table; `rebuilt` recomputes everything from scratch with the same slots,
+which is what the incremental plan must equal (the periodic self-check, and the property test).
+
+Pure and I/O-free: runs on a snapshot of the index's objects (`PlanInputs`), in a worker thread if need be.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from netpol_auditor.engine import (
+    CompiledPeer,
+    CompiledPolicy,
+    PeerInfo,
+    PolicyKey,
+    Verdict,
+    compile_policy,
+    judge_direction,
+    make_verdict,
+)
+from netpol_auditor.model import (
+    ContainerPort,
+    Direction,
+    Labels,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Pod,
+    PodRef,
+    PortProtocol,
+)
+from netpol_auditor.selectors import SelectorMatcher, compile_selector
+
+__all__ = [
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
+    "CoveragePlan",
+    "PathKey",
+    "PlanBudget",
+    "PlanDelta",
+    "PlanInputs",
+    "PlannedPath",
+    "ProbeGroup",
+    "namespace_selected",
+    "port_class",
+]
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "netpol-auditor"
+PROBE_SOURCE = PodRef("netpol-auditor", "netpol-auditor-probe")
+PROBE_DESTINATION = PodRef("netpol-auditor", "netpol-auditor-responder")
+
+
+@dataclass(frozen=True)
+class PlanBudget:
+    """Budget knobs. ``ports`` empty: the ports destinations declare plus those the relevant policies name."""
+
+    max_pods: int = 10
+    targets_per_pod: int = 40
+    max_ports: int = 8
+    ports: tuple[PortProtocol, ...] = ()
+    fallback_ports: tuple[PortProtocol, ...] = (PortProtocol(80),)
+    namespaces: tuple[str, ...] = ()  # globs; "!glob" excludes; empty: every namespace
+    # "balanced": one node placement per path, spread by hash; "all": every paired node placement
+    placements: str = "balanced"
+    # probe one port per port class: ports the pair's policies treat alike (same verdict, same deciding rules)
+    dedup_ports: bool = True
+    settle_seconds: float = 5.0
+    # up to this many probe groups every ordered group pair is probed; beyond, every decision (module doc)
+    max_pair_groups: int = 100
+
+
+@dataclass(frozen=True)
+class ProbeGroup:
+    """Pods no policy can tell apart, and what a clone of them must carry."""
+
+    id: str
+    namespace: str
+    labels: Labels  # only the keys policy selectors can see
+    container_ports: tuple[ContainerPort, ...]  # of the representative: named ports are what policies see
+    members_by_node: Mapping[str, tuple[PodRef, ...]]
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(sorted(self.members_by_node))
+
+    def member_on(self, node: str) -> PodRef:
+        return self.members_by_node[node][0]
+
+    @property
+    def primary(self) -> PodRef:
+        return self.member_on(self.nodes[0])
+
+
+@dataclass(frozen=True, order=True)
+class PathKey:
+    src: str  # probe group ids
+    dst: str
+    port: PortProtocol
+    src_node: str
+    dst_node: str
+
+
+@dataclass(frozen=True)
+class PlannedPath:
+    key: PathKey
+    source: PodRef  # the real pod the probe stands in for
+    destination: PodRef
+    predicted: bool
+    priority: str = "stale"  # "retry" | "changed" | "denied" | "stale"
+
+
+@dataclass
+class PlanDelta:
+    """What an update changed: paths that are new or predicted otherwise, and paths that are gone."""
+
+    changed: set[PathKey] = field(default_factory=set)
+    removed: set[PathKey] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What planning reads: a consistent copy of the index's objects (cheap to take: dict copies)."""
+
+    revision: int
+    namespaces: Mapping[str, Labels]
+    policies: Mapping[PolicyKey, NetworkPolicy]
+    endpoints: Mapping[PodRef, Pod]  # pods that are judged (running, with an IP, not host-networked)
+    unavailable_nodes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, objects: Iterable[Namespace | NetworkPolicy | Pod], revision: int = 0,
+           unavailable_nodes: Mapping[str, str] | None = None) -> PlanInputs:
+        namespaces: dict[str, Labels] = {}
+        policies: dict[PolicyKey, NetworkPolicy] = {}
+        endpoints: dict[PodRef, Pod] = {}
+        for obj in objects:
+            if isinstance(obj, Namespace):
+                namespaces[obj.name] = obj.labels
+            elif isinstance(obj, NetworkPolicy):
+                policies[obj.key] = obj
+            elif obj.is_endpoint:
+                endpoints[obj.ref] = obj
+        return cls(revision, namespaces, policies, endpoints, dict(unavailable_nodes or {}))
+
+    def namespace_labels(self, name: str) -> Labels:
+        labels = self.namespaces.get(name)
+        return labels if labels is not None else Namespace(name).labels
+
+
+def namespace_selected(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether ``namespace`` is opted in: no include pattern or one matches, and no ``!pattern`` matches."""
+    includes = [p for p in patterns if not p.startswith("!")]
+    excludes = [p[1:] for p in patterns if p.startswith("!")]
+    if any(fnmatch.fnmatchcase(namespace, p) for p in excludes):
+        return False
+    return not includes or any(fnmatch.fnmatchcase(namespace, p) for p in includes)
+
+
+def port_class(verdict: Verdict, policies: Mapping[PolicyKey, NetworkPolicy]) -> tuple[object, ...]:
+    """What a correct CNI's treatment of one port of a pair depends on: protocol, verdict, the isolating policies
+    and the admitting rules (down to the peer and port entry). Two ports with the same class are treated alike, so
+    one of them represents both. An endPort range's first and last port stay apart from its inside (a CNI without
+    endPort support typically honours only ``port``)."""
+    parts: list[object] = [verdict.port.protocol, verdict.allowed]
+    for dv in (verdict.egress, verdict.ingress):
+        if dv is None:
+            parts.append(None)
+            continue
+        refs: list[object] = []
+        for r in dv.admitted_by:
+            edge = None
+            policy = policies.get((r.namespace, r.policy))
+            if policy is not None and r.port is not None:
+                spec = policy.rules(r.direction)[r.rule].ports[r.port]
+                if spec.end_port is not None:
+                    edge = (verdict.port.port == spec.port, verdict.port.port == spec.end_port)
+            refs.append((r, edge))
+        parts.append((dv.isolated, dv.isolating_policies, tuple(refs)))
+    return tuple(parts)
+
+
+def _group_id(namespace: str, matched: Iterable[LabelSelector], ports: Iterable[ContainerPort]) -> str:
+    named = sorted((p.name or "", p.port, p.protocol.value) for p in ports if p.name)
+    text = repr((namespace, sorted(repr(s) for s in matched), named))
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction) -> list[PortProtocol]:
+    out: list[PortProtocol] = []
+    for cp in policies:
+        for rule in cp.policy.rules(direction):
+            for p in rule.ports:
+                if isinstance(p.port, int):
+                    out.append(PortProtocol(p.port, p.protocol))
+                    if p.end_port is not None:
+                        out.append(PortProtocol(p.end_port, p.protocol))
+    return out
+
+
+def _stable_hash(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "big")
+
+
+def _placements(src: ProbeGroup, dst: ProbeGroup, unavailable: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Node placements covering each node of both groups (paired round-robin, not the product). Nodes where no
+    probe pod can run are left out while the groups have members elsewhere (their paths are reported
+    inconclusive only when there is no other node to probe them from)."""
+    sn = tuple(n for n in src.nodes if n not in unavailable) or src.nodes
+    dn = tuple(n for n in dst.nodes if n not in unavailable) or dst.nodes
+    return [(sn[i % len(sn)], dn[i % len(dn)]) for i in range(max(len(sn), len(dn)))]
+
+
+# -- peers as bit sets -----------------------------------------------------------------------------------------
+
+PeerKey = tuple[str, Any, Any, Any]  # (namespace scope or "", namespace selector, pod selector, ipBlock)
+
+
+def _peer_key(peer: CompiledPeer) -> PeerKey:
+    if peer.ip_block is not None:
+        return ("", None, None, peer.ip_block.block)
+    scope = peer.policy_namespace if peer.namespace is None else ""
+    return (
+        scope,
+        None if peer.namespace is None else peer.namespace.selector,
+        None if peer.pods is None else peer.pods.selector,
+        None,
+    )
+
+
+@dataclass(eq=False)
+class _Member:
+    """One probe group and what planning needs of it. ``token`` changes whenever anything of it changes."""
+
+    group: ProbeGroup
+    slot: int
+    token: int
+    facts: tuple[object, ...]
+    info: PeerInfo  # the group as a rule sees it (selector-visible labels, its primary member's addresses)
+    sel_in: tuple[CompiledPolicy, ...]
+    sel_eg: tuple[CompiledPolicy, ...]
+    ports_in: tuple[PortProtocol, ...]  # declared, plus those its ingress policies name
+    ports_eg: tuple[PortProtocol, ...]  # those its egress policies name
+
+
+@dataclass(eq=False)
+class _Cell:
+    bits: int
+    rep: int = -1  # slot of the representative the paths were computed for
+    rep_token: int = -1
+    paths: tuple[PlannedPath, ...] = ()
+
+
+@dataclass(eq=False)
+class _Side:
+    """The cells of one group's decisions: its ingress (a *column*: cells of sources) or its egress (a *row*:
+    cells of destinations)."""
+
+    owner: str
+    ingress: bool
+    token: int
+    split: tuple[Any, ...]  # peer keys (bool components) then named-port keys (value components)
+    cells: dict[tuple[Any, ...], _Cell] = field(default_factory=dict)
+
+
+class CoveragePlan:
+    """The planned paths of a probe cycle, maintained incrementally (module doc)."""
+
+    def __init__(self, budget: PlanBudget) -> None:
+        self.budget = budget
+        self.inputs: PlanInputs | None = None
+        self.paths: dict[PathKey, PlannedPath] = {}
+        self.groups: dict[str, ProbeGroup] = {}
+        self.mode = "pairs"
+        self._members: dict[str, _Member] = {}
+        self._by_slot: dict[int, str] = {}
+        self._free_slots: list[int] = []
+        self._next_slot = 0
+        self._tokens = 0
+        self._groups_by_ns: dict[str, set[str]] = defaultdict(set)
+        self._compiled: dict[PolicyKey, CompiledPolicy] = {}
+        self._policies_by_ns: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        self._global_selectors: tuple[LabelSelector, ...] = ()
+        self._pods_by_ns: dict[str, dict[PodRef, Pod]] = defaultdict(dict)
+        self._peer_bits: dict[PeerKey, int] = {}
+        self._peer_matchers: dict[PeerKey, CompiledPeer] = {}
+        self._named_bits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._all = 0
+        self._open_in = 0  # groups not isolated for ingress
+        self._open_eg = 0
+        self._sides: dict[tuple[str, bool], _Side] = {}
+        self._refs: dict[PathKey, int] = defaultdict(int)
+        self._touched: dict[PathKey, PlannedPath | None] = {}  # paths an update touched, as they were before it
+        self._rules_changed: set[str] = set()  # groups whose policies or peer view an update changed
+
+    # -- public ----------------------------------------------------------------------------------------------
+
+    def update(self, inputs: PlanInputs) -> PlanDelta:
+        """Bring the plan up to ``inputs``; says which paths are new or predicted otherwise, and which are gone."""
+        old = self.inputs
+        if old is not None and old.revision == inputs.revision and old.unavailable_nodes == inputs.unavailable_nodes:
+            return PlanDelta()
+        if old is None or old.unavailable_nodes != inputs.unavailable_nodes:
+            return self._rebuild(inputs, self._slots())
+        self._touched = {}
+        self._rules_changed = set()
+        self._apply(old, inputs)
+        if self._mode_for(len(self._members)) != self.mode:
+            return self._rebuild(inputs, self._slots())
+        return self._delta(self._touched)
+
+    def _delta(self, before: Mapping[PathKey, PlannedPath | None]) -> PlanDelta:
+        """Paths gone, and paths changed: new, predicted otherwise, or of a group whose policies or peer view
+        changed (the enforcer reprograms them even where the verdict stays). A group that only gained or lost
+        members changes nothing of its other paths."""
+        delta = PlanDelta()
+        rules = self._rules_changed
+        for k, prev in before.items():
+            p = self.paths.get(k)
+            if p is None:
+                if prev is not None:
+                    delta.removed.add(k)
+            elif prev is None or prev.predicted != p.predicted or k.src in rules or k.dst in rules:
+                delta.changed.add(k)
+        return delta
+
+    def rebuilt(self) -> CoveragePlan:
+        """A plan computed from scratch on the same inputs and with the same slot table (the self-check)."""
+        other = CoveragePlan(self.budget)
+        if self.inputs is not None:
+            other._rebuild(self.inputs, self._slots())
+        return other
+
+    def _slots(self) -> dict[str, int]:
+        return {gid: m.slot for gid, m in self._members.items()}
+
+    def verdict(self, src: ProbeGroup, dst: ProbeGroup, port: PortProtocol, src_ips: tuple[str, ...],
+                dst_ips: tuple[str, ...]) -> Verdict:
+        """What the policies predict for a probe cloned from ``src`` connecting to a responder cloned from ``dst``
+        with the given addresses (the probe pods' own when judging, so ipBlock rules see the real traffic)."""
+        assert self.inputs is not None
+        s_info = self._info(src, src_ips or ("192.0.2.1",))
+        d_info = self._info(dst, dst_ips or ("192.0.2.2",))
+        eg = judge_direction(Direction.EGRESS, self._selecting(src, Direction.EGRESS), d_info, port,
+                             d_info.named_ports)
+        ing = judge_direction(Direction.INGRESS, self._selecting(dst, Direction.INGRESS), s_info, port,
+                              d_info.named_ports)
+        return make_verdict(PROBE_SOURCE, PROBE_DESTINATION, port, eg, ing)
+
+    # -- full build and incremental update ---------------------------------------------------------------------
+
+    def _mode_for(self, groups: int) -> str:
+        return "pairs" if groups <= self.budget.max_pair_groups else "decisions"
+
+    def _rebuild(self, inputs: PlanInputs, slots: Mapping[str, int]) -> PlanDelta:
+        """Everything from scratch; groups that exist in ``slots`` keep their slot."""
+        before = self.paths
+        self.__init__(self.budget)  # type: ignore[misc]
+        self.inputs = inputs
+        for key, policy in inputs.policies.items():
+            self._compiled[key] = compile_policy(policy)
+        self._index_policies()
+        for ref, pod in inputs.endpoints.items():
+            self._pods_by_ns[ref.namespace][ref] = pod
+        groups: dict[str, ProbeGroup] = {}
+        for ns in self._pods_by_ns:
+            groups.update(self._group_namespace(ns))
+        self.mode = self._mode_for(len(groups))
+        kept = [g for g in groups if g in slots]
+        for gid in sorted(kept, key=lambda g: slots[g]):
+            self._add_member(groups[gid], slots[gid])
+        for gid in sorted(g for g in groups if g not in slots):
+            self._add_member(groups[gid], None)
+        for gid in sorted(self._members):
+            self._update_bits(gid)
+        for gid in sorted(self._members):
+            self._build_sides(gid)
+        return self._delta({**before, **dict.fromkeys(self.paths.keys() - before.keys())})
+
+    def _apply(self, old: PlanInputs, new: PlanInputs) -> None:
+        self.inputs = new
+        labels_changed = {n for n in old.namespaces.keys() | new.namespaces.keys()
+                          if old.namespaces.get(n) != new.namespaces.get(n)}
+        changed_policies = {k for k in old.policies.keys() | new.policies.keys()
+                            if old.policies.get(k) is not new.policies.get(k)
+                            and old.policies.get(k) != new.policies.get(k)}
+        regroup: set[str] = set()
+        for ref in old.endpoints.keys() - new.endpoints.keys():
+            self._pods_by_ns[ref.namespace].pop(ref, None)
+            regroup.add(ref.namespace)
+        for ref, pod in new.endpoints.items():
+            was = old.endpoints.get(ref)
+            if was is not pod and was != pod:
+                self._pods_by_ns[ref.namespace][ref] = pod
+                regroup.add(ref.namespace)
+        if changed_policies:
+            global_before = self._global_selectors
+            for key in changed_policies:
+                policy = new.policies.get(key)
+                if policy is None:
+                    self._compiled.pop(key, None)
+                else:
+                    self._compiled[key] = compile_policy(policy)
+                regroup.add(key[0])
+            self._index_policies()
+            if set(self._global_selectors) != set(global_before):
+                regroup |= set(self._pods_by_ns)
+        refacts = set(regroup) | labels_changed
+        changed: set[str] = set()
+        removed: set[str] = set()
+        for ns in regroup:
+            fresh = self._group_namespace(ns)
+            for gid in self._groups_by_ns.get(ns, set()) - fresh.keys():
+                removed.add(gid)
+            for gid, group in fresh.items():
+                if gid in self._members and self._members[gid].group == group:
+                    continue
+                changed.add(gid)
+                if gid in self._members:
+                    self._members[gid].group = group
+                else:
+                    self._add_member(group, None)
+        removed_slots = {gid: self._members[gid].slot for gid in removed}
+        for gid in removed:
+            self._remove_member(gid)
+        for ns in refacts:
+            for gid in self._groups_by_ns.get(ns, ()):
+                if self._refresh_member(gid):
+                    changed.add(gid)
+        if not changed and not removed:
+            return
+        for gid in changed:
+            self._update_bits(gid)
+        for gid in removed:
+            for owner_ingress in ((gid, True), (gid, False)):
+                side = self._sides.pop(owner_ingress, None)
+                if side is not None:
+                    self._drop_side_paths(side)
+        for gid in changed:
+            self._build_sides(gid)
+        for (owner, _), side in list(self._sides.items()):
+            if owner not in changed:
+                self._move_members(side, changed, set(removed_slots.values()))
+
+    # -- groups ------------------------------------------------------------------------------------------------
+
+    def _index_policies(self) -> None:
+        by_ns: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        global_sel: dict[LabelSelector, None] = {}
+        for key in sorted(self._compiled):
+            cp = self._compiled[key]
+            by_ns[key[0]].append(cp)
+            for rules in (cp.ingress, cp.egress):
+                for rule in rules:
+                    for peer in rule.peers:
+                        if peer.pods is not None and peer.namespace is not None:
+                            global_sel[peer.pods.selector] = None
+        self._policies_by_ns = by_ns
+        self._global_selectors = tuple(global_sel)
+
+    def _pod_selectors(self, namespace: str) -> tuple[tuple[LabelSelector, SelectorMatcher], ...]:
+        """Every distinct pod selector a policy can apply to pods of ``namespace`` (as
+        `ReachabilityIndex.pod_selectors`, with the cross-namespace ones collected once)."""
+        found: dict[LabelSelector, None] = {}
+        for cp in self._policies_by_ns.get(namespace, ()):
+            found[cp.policy.pod_selector] = None
+            for rules in (cp.ingress, cp.egress):
+                for rule in rules:
+                    for peer in rule.peers:
+                        if peer.pods is not None and peer.namespace is None:
+                            found[peer.pods.selector] = None
+        found.update(dict.fromkeys(self._global_selectors))
+        return tuple((s, compile_selector(s)) for s in found)
+
+    def _group_namespace(self, namespace: str) -> dict[str, ProbeGroup]:
+        """The groups of one namespace's endpoint pods (none for a namespace the budget leaves out, and never our
+        own probe pods). A group's clone carries the labels of its first member (by name) that any selector looks
+        at; every member matches the same selectors, so the clone does too."""
+        pods = self._pods_by_ns.get(namespace)
+        if not pods or not namespace_selected(namespace, self.budget.namespaces):
+            return {}
+        selectors = self._pod_selectors(namespace)
+        keys: set[str] = set()
+        for s, _ in selectors:
+            keys |= s.keys()
+        members: dict[str, dict[str, list[PodRef]]] = defaultdict(lambda: defaultdict(list))
+        first: dict[str, tuple[Labels, tuple[ContainerPort, ...]]] = {}
+        seen_ids: dict[tuple[Labels, tuple[ContainerPort, ...]], str] = {}
+        for ref in sorted(pods):
+            pod = pods[ref]
+            if pod.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+                continue
+            visible = Labels({k: v for k, v in pod.labels.items() if k in keys})
+            seen = (visible, pod.container_ports)
+            gid = seen_ids.get(seen)
+            if gid is None:
+                matched = [s for s, m in selectors if m.matches(visible)]
+                gid = seen_ids[seen] = _group_id(namespace, matched, pod.container_ports)
+            first.setdefault(gid, seen)
+            members[gid][pod.node_name].append(ref)
+        return {
+            gid: ProbeGroup(gid, namespace, labels, ports, {n: tuple(refs) for n, refs in sorted(members[gid].items())})
+            for gid, (labels, ports) in first.items()
+        }
+
+    def _add_member(self, group: ProbeGroup, slot: int | None) -> None:
+        if slot is None or slot in self._by_slot:
+            if self._free_slots:
+                self._free_slots.sort()
+                slot = self._free_slots.pop(0)
+            else:
+                slot = self._next_slot
+        self._free_slots.extend(range(self._next_slot, slot))  # a kept slot beyond the others leaves a gap
+        if slot in self._free_slots:
+            self._free_slots.remove(slot)
+        self._next_slot = max(self._next_slot, slot + 1)
+        self._by_slot[slot] = group.id
+        self._members[group.id] = _Member(group, slot, -1, (), self._info(group, ()), (), (), (), ())
+        self._groups_by_ns[group.namespace].add(group.id)
+        self.groups[group.id] = group
+        self._refresh_member(group.id)
+
+    def _remove_member(self, gid: str) -> None:
+        m = self._members.pop(gid)
+        del self._by_slot[m.slot]
+        self._free_slots.append(m.slot)
+        self._groups_by_ns[m.group.namespace].discard(gid)
+        self.groups.pop(gid, None)
+        self._clear_bits(m.slot)
+
+    def _info(self, group: ProbeGroup, ips: tuple[str, ...]) -> PeerInfo:
+        assert self.inputs is not None
+        if not ips:
+            pod = self.inputs.endpoints.get(group.primary)
+            ips = pod.pod_ips if pod is not None else ()
+        named = Pod(group.namespace, "clone", container_ports=group.container_ports).named_ports()
+        return PeerInfo(group.namespace, self.inputs.namespace_labels(group.namespace), group.labels, ips, named)
+
+    def _selecting(self, group: ProbeGroup, direction: Direction) -> tuple[CompiledPolicy, ...]:
+        return tuple(
+            cp for cp in sorted(self._policies_by_ns.get(group.namespace, ()), key=lambda cp: cp.policy.name)
+            if cp.isolates(direction) and cp.selects(group.labels)
+        )
+
+    def _refresh_member(self, gid: str) -> bool:
+        """Recompute what planning needs of a group; True when anything changed (a new token)."""
+        m = self._members[gid]
+        g = m.group
+        info = self._info(g, ())
+        sel_in = self._selecting(g, Direction.INGRESS)
+        sel_eg = self._selecting(g, Direction.EGRESS)
+        rules = (info, tuple(map(id, sel_in)), tuple(map(id, sel_eg)))
+        facts = (g, *rules)
+        if facts == m.facts:
+            return False
+        if m.facts and m.facts[1:] != rules:
+            self._rules_changed.add(gid)
+        self.groups[gid] = g
+        declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
+        self._tokens += 1
+        m.token, m.facts, m.info, m.sel_in, m.sel_eg = self._tokens, facts, info, sel_in, sel_eg
+        m.ports_in = tuple(declared + _policy_ports(sel_in, Direction.INGRESS))
+        m.ports_eg = tuple(_policy_ports(sel_eg, Direction.EGRESS))
+        return True
+
+    # -- bit sets ----------------------------------------------------------------------------------------------
+
+    def _clear_bits(self, slot: int) -> None:
+        mask = ~(1 << slot)
+        self._all &= mask
+        self._open_in &= mask
+        self._open_eg &= mask
+        for key in self._peer_bits:
+            self._peer_bits[key] &= mask
+        for values in self._named_bits.values():
+            for v in values:
+                values[v] &= mask
+
+    def _update_bits(self, gid: str) -> None:
+        m = self._members[gid]
+        bit = 1 << m.slot
+        self._clear_bits(m.slot)
+        self._all |= bit
+        if not m.sel_in:
+            self._open_in |= bit
+        if not m.sel_eg:
+            self._open_eg |= bit
+        for key, matcher in self._peer_matchers.items():
+            if (not key[0] or key[0] == m.group.namespace) and matcher.matches(m.info):
+                self._peer_bits[key] |= bit
+        for name, value in (m.info.named_ports or Labels()).items():
+            self._named_bits[name][value] |= bit
+
+    def _peer(self, peer: CompiledPeer) -> PeerKey:
+        key = _peer_key(peer)
+        if key not in self._peer_bits:
+            bits = 0
+            candidates = self._groups_by_ns.get(key[0], ()) if key[0] else self._members
+            for gid in candidates:
+                m = self._members[gid]
+                if peer.matches(m.info):
+                    bits |= 1 << m.slot
+            self._peer_bits[key] = bits
+            self._peer_matchers[key] = peer
+        return key
+
+    # -- sides and cells ---------------------------------------------------------------------------------------
+
+    def _build_sides(self, gid: str) -> None:
+        m = self._members[gid]
+        for ingress in (True, False):
+            old = self._sides.pop((gid, ingress), None)
+            if old is not None:
+                self._drop_side_paths(old)
+        self._sides[(gid, True)] = self._new_side(m, ingress=True)
+        if self.mode == "decisions" and m.sel_eg:
+            self._sides[(gid, False)] = self._new_side(m, ingress=False)
+
+    def _new_side(self, m: _Member, ingress: bool) -> _Side:
+        if self.mode == "pairs":
+            split: tuple[Any, ...] = ("pairs",)
+        else:
+            rules = [r for cp in (m.sel_in if ingress else m.sel_eg) for r in cp.rules(
+                Direction.INGRESS if ingress else Direction.EGRESS)]
+            peers = {self._peer(p): None for r in rules for p in r.peers}
+            names: dict[str, None] = {}
+            if not ingress:
+                for r in rules:
+                    for port in r.ports:
+                        if isinstance(port.port.port, str):
+                            names[f"{port.port.port}/{port.port.protocol.value}"] = None
+            split = (*peers, *(("named", n) for n in names))
+        side = _Side(m.group.id, ingress, m.token, split)
+        for vec, bits in self._partition(split).items():
+            side.cells[vec] = _Cell(bits)
+        for vec in list(side.cells):
+            self._refresh_cell(side, vec)
+        return side
+
+    def _partition(self, split: tuple[Any, ...]) -> dict[tuple[Any, ...], int]:
+        if split == ("pairs",):
+            return {(gid,): 1 << m.slot for gid, m in self._members.items()}
+        cells: dict[tuple[Any, ...], int] = {(): self._all} if self._all else {}
+        for key in split:
+            out: dict[tuple[Any, ...], int] = {}
+            if key[0] == "named":
+                for vec, bits in cells.items():
+                    rest = bits
+                    for value, vbits in self._named_bits[key[1]].items():
+                        if bits & vbits:
+                            out[(*vec, value)] = bits & vbits
+                            rest &= ~vbits
+                    if rest:
+                        out[(*vec, None)] = rest
+            else:
+                pbits = self._peer_bits[key]
+                for vec, bits in cells.items():
+                    if bits & pbits:
+                        out[(*vec, True)] = bits & pbits
+                    if bits & ~pbits:
+                        out[(*vec, False)] = bits & ~pbits
+            cells = out
+        return cells
+
+    def _vector(self, side: _Side, m: _Member) -> tuple[Any, ...]:
+        if side.split == ("pairs",):
+            return (m.group.id,)
+        bit = 1 << m.slot
+        out: list[Any] = []
+        for key in side.split:
+            if key[0] == "named":
+                out.append((m.info.named_ports or Labels()).get(key[1]))
+            else:
+                out.append(bool(self._peer_bits[key] & bit))
+        return tuple(out)
+
+    def _move_members(self, side: _Side, changed: set[str], removed: set[int]) -> None:
+        """Re-file groups that changed among a side's cells, drop the slots of removed ones; recompute the cells
+        whose representative changed."""
+        touched: set[tuple[Any, ...]] = set()
+        slots = removed | {self._members[gid].slot for gid in changed}
+        for vec, cell in side.cells.items():
+            for slot in slots:
+                if cell.rep == slot or cell.bits >> slot & 1:
+                    cell.bits &= ~(1 << slot)
+                    touched.add(vec)
+        for gid in changed:
+            m = self._members[gid]
+            vec = self._vector(side, m)
+            side.cells.setdefault(vec, _Cell(0)).bits |= 1 << m.slot
+            touched.add(vec)
+        for vec in touched:
+            cell = side.cells[vec]
+            if not cell.bits:
+                self._set_cell_paths(cell, ())
+                del side.cells[vec]
+            else:
+                self._refresh_cell(side, vec)
+
+    def _pick(self, bits: int, preferred: int) -> int:
+        best = bits & preferred or bits
+        return (best & -best).bit_length() - 1
+
+    def _refresh_cell(self, side: _Side, vec: tuple[Any, ...]) -> None:
+        cell = side.cells[vec]
+        rep = self._pick(cell.bits, self._open_eg if side.ingress else self._open_in)
+        rep_member = self._members[self._by_slot[rep]]
+        if rep == cell.rep and rep_member.token == cell.rep_token:
+            return
+        owner = self._members[side.owner]
+        src, dst = (rep_member, owner) if side.ingress else (owner, rep_member)
+        self._set_cell_paths(cell, self._cell_paths(src, dst))
+        cell.rep, cell.rep_token = rep, rep_member.token
+
+    def _set_cell_paths(self, cell: _Cell, paths: tuple[PlannedPath, ...]) -> None:
+        for p in (*cell.paths, *paths):
+            if p.key not in self._touched:
+                self._touched[p.key] = self.paths.get(p.key)
+        for p in cell.paths:
+            self._refs[p.key] -= 1
+            if not self._refs[p.key]:
+                del self._refs[p.key]
+                del self.paths[p.key]
+        for p in paths:
+            self._refs[p.key] += 1
+            self.paths[p.key] = p
+        cell.paths = paths
+
+    def _drop_side_paths(self, side: _Side) -> None:
+        for cell in side.cells.values():
+            self._set_cell_paths(cell, ())
+
+    def _cell_paths(self, src: _Member, dst: _Member) -> tuple[PlannedPath, ...]:
+        """One path per port class of the pair, each at its node placement."""
+        assert self.inputs is not None
+        b = self.budget
+        declared = list(dict.fromkeys(dst.ports_in + src.ports_eg)) or list(b.fallback_ports)
+        ports = list(b.ports) or declared
+        placements = _placements(src.group, dst.group, self.inputs.unavailable_nodes)
+        seen: set[tuple[object, ...]] = set()
+        out: list[PlannedPath] = []
+        for port in ports[: b.max_ports]:
+            eg = judge_direction(Direction.EGRESS, src.sel_eg, dst.info, port, dst.info.named_ports)
+            ing = judge_direction(Direction.INGRESS, dst.sel_in, src.info, port, dst.info.named_ports)
+            verdict = make_verdict(PROBE_SOURCE, PROBE_DESTINATION, port, eg, ing)
+            if b.dedup_ports:
+                cls = port_class(verdict, self.inputs.policies)
+                if cls in seen:
+                    continue
+                seen.add(cls)
+            chosen = placements
+            if b.placements == "balanced":
+                chosen = [placements[_stable_hash(src.group.id, dst.group.id, str(port)) % len(placements)]]
+            for src_node, dst_node in chosen:
+                key = PathKey(src.group.id, dst.group.id, port, src_node, dst_node)
+                out.append(PlannedPath(key, src.group.member_on(src_node), dst.group.member_on(dst_node),
+                                       bool(verdict.allowed)))
+        return tuple(out)
