@@ -227,6 +227,10 @@ def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction) -> l
     return out
 
 
+def _same(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def _stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "big")
 
@@ -374,7 +378,8 @@ class CoveragePlan:
                              d_info.named_ports)
         ing = judge_direction(Direction.INGRESS, self._selecting(dst, Direction.INGRESS), s_info, port,
                               d_info.named_ports)
-        return make_verdict(PROBE_SOURCE, PROBE_DESTINATION, port, eg, ing)
+        return make_verdict(PodRef(src.namespace, PROBE_SOURCE.name), PodRef(dst.namespace, PROBE_DESTINATION.name),
+                            port, eg, ing)
 
     # -- full build and incremental update ---------------------------------------------------------------------
 
@@ -578,12 +583,14 @@ class CoveragePlan:
         info = self._info(g, ())
         sel_in = self._selecting(g, Direction.INGRESS)
         sel_eg = self._selecting(g, Direction.EGRESS)
-        rules = (info, tuple(map(id, sel_in)), tuple(map(id, sel_eg)))
-        facts = (g, *rules)
-        if facts == m.facts:
+        # compiled policies compare by identity: a changed policy is compiled anew (and they are kept alive here,
+        # so an id is never reused while compared)
+        same_rules = bool(m.facts) and m.info == info and _same(m.sel_in, sel_in) and _same(m.sel_eg, sel_eg)
+        if same_rules and m.facts[0] == g:
             return False
-        if m.facts and m.facts[1:] != rules:
+        if m.facts and not same_rules:
             self._rules_changed.add(gid)
+        facts = (g,)
         self.groups[gid] = g
         declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
         self._tokens += 1
