@@ -259,9 +259,10 @@ class OperatorProcess:
         import sys
 
         self.metrics_port = free_port()
+        self.health_port = free_port()
         argv = [sys.executable, "-m", "netpol_auditor.controller", "--kubeconfig", str(kubeconfig), "--standalone",
                 "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-                "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args]
+                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_AUDITOR_")}
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 -- closed in stop()

@@ -29,6 +29,7 @@ from netpol_auditor.controller.endpoints import MetricsServer
 from netpol_auditor.controller.feed import DELETED, IndexFeed
 from netpol_auditor.controller.handlers import register_handlers
 from netpol_auditor.controller.logs import configure_logging
+from netpol_auditor.controller.looplag import LoopLagMonitor
 from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.controller.settings import Settings
@@ -134,6 +135,7 @@ class Operator:
         self.resyncer = Resyncer(self.feed, self.api_client, self.scope, settings.resync_interval_seconds,
                                  on_change=self._changed)
         self.server = MetricsServer(self.registry, self.readiness, settings.metrics_address, settings.metrics_port)
+        self.loop_lag = LoopLagMonitor(self.registry)
         self.kopf_registry = self._kopf_registry()
         self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
         self.synced = False
@@ -392,6 +394,8 @@ class Operator:
         port = await self.server.start()
         logger.info("serving /metrics and /readyz on %s:%d", self.settings.metrics_address, port)
         supervisor = asyncio.create_task(self._supervise(), name="netpol-auditor supervisor")
+        lag_stop = asyncio.Event()
+        lag_monitor = asyncio.create_task(self.loop_lag.run(lag_stop), name="event loop lag")
         priority = self.settings.priority * 1_000_000 + random.randrange(1, 1_000_000)
         try:
             await kopf.operator(
@@ -407,8 +411,9 @@ class Operator:
                 memo=kopf.Memo(),
             )
         finally:
+            lag_stop.set()
             supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+            await asyncio.gather(supervisor, lag_monitor, return_exceptions=True)
             if self._period_stop is not None:
                 await self._stop_period()
             await self.server.stop()

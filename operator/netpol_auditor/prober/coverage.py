@@ -305,6 +305,7 @@ class CoveragePlan:
         self.paths: dict[PathKey, PlannedPath] = {}
         self.groups: dict[str, ProbeGroup] = {}
         self.mode = "pairs"
+        self.version = 0  # counts the updates that changed the paths
         self._members: dict[str, _Member] = {}
         self._by_slot: dict[int, str] = {}
         self._free_slots: list[int] = []
@@ -333,14 +334,19 @@ class CoveragePlan:
         old = self.inputs
         if old is not None and old.revision == inputs.revision and old.unavailable_nodes == inputs.unavailable_nodes:
             return PlanDelta()
+        version = self.version
         if old is None or old.unavailable_nodes != inputs.unavailable_nodes:
-            return self._rebuild(inputs, self._slots())
-        self._touched = {}
-        self._rules_changed = set()
-        self._apply(old, inputs)
-        if self._mode_for(len(self._members)) != self.mode:
-            return self._rebuild(inputs, self._slots())
-        return self._delta(self._touched)
+            delta = self._rebuild(inputs, self._slots())
+        else:
+            self._touched = {}
+            self._rules_changed = set()
+            self._apply(old, inputs)
+            if self._mode_for(len(self._members)) != self.mode:
+                delta = self._rebuild(inputs, self._slots())
+            else:
+                delta = self._delta(self._touched)
+        self.version = version + 1 if delta else version
+        return delta
 
     def _delta(self, before: Mapping[PathKey, PlannedPath | None]) -> PlanDelta:
         """Paths gone, and paths changed: new, predicted otherwise, or of a group whose policies or peer view

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -386,7 +387,12 @@ class ProbeLoop:
         Our own probe pods never enter the index, so they change nothing."""
         inputs = snapshot(self.index, self.planner.unavailable_nodes)
         started = time.process_time()
+        first = self.planner.paths_plan.inputs is None
         delta = await asyncio.to_thread(self.planner.update, inputs, self.clock())
+        if first:
+            # the plan is large and long-lived, like the index: out of the cyclic collector's full passes, which
+            # would otherwise hold the event loop for as long as they take (controller/app.py settle_memory)
+            gc.freeze()
         if delta:
             logger.debug("planned paths updated to revision %d: %d changed, %d gone (%.3fs CPU, %d paths)",
                          inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,

@@ -123,6 +123,7 @@ class ProbePlanner:
         self.outcomes: dict[PathKey, tuple[str, str]] = {}
         self.cycle_keys: set[PathKey] = set()
         self._queue: list[PlannedPath] = []  # the cycle's paths in priority order (settled ones dropped lazily)
+        self._next_queue: tuple[int, list[PlannedPath]] | None = None  # (paths version, queue) for the next cycle
         self._unsettled: dict[PathKey, int] = {}  # inconclusive attempts this cycle that may still succeed
         self.unavailable_nodes: dict[str, str] = {}  # node -> why no probe pod can run there
         self._planned_once = False
@@ -150,7 +151,21 @@ class ProbePlanner:
             self.cycle_keys.discard(key)
             self._unsettled.pop(key, None)
             self.last_probed.pop(key, None)
+        if not self.pending:  # the next cycle's queue, sorted here rather than on the caller's event loop
+            self._next_queue = (self.paths_plan.version, self._cycle_queue())
         return delta
+
+    def _cycle_queue(self) -> list[PlannedPath]:
+        """Every path, predicted-denied first, then confirmed longest ago, then by key (a stable order)."""
+        never = -math.inf
+        last = self.last_probed
+
+        def rank(p: PlannedPath) -> tuple[object, ...]:
+            k = p.key
+            return (p.predicted, last.get(k, never), k.src, k.dst, k.port.port, k.port.protocol.value, k.src_node,
+                    k.dst_node)
+
+        return sorted(self._paths.values(), key=rank)
 
     def enumerate_paths(self, index: ReachabilityIndex) -> dict[PathKey, PlannedPath]:
         """Every path a full cycle covers, with its predicted verdict, for the index as it is now."""
@@ -187,8 +202,9 @@ class ProbePlanner:
             self.cycle_keys = set(paths)
             self.outcomes = {}
             self._unsettled = {}
-            self._queue = sorted(paths.values(),
-                                 key=lambda p: (p.predicted, self.last_probed.get(p.key, -math.inf), p.key))
+            ready = self._next_queue
+            self._queue = ready[1] if ready is not None and ready[0] == self.paths_plan.version else self._cycle_queue()
+            self._next_queue = None
         settle = self.budget.settle_seconds
         deferred = 0
         candidates: list[PlannedPath] = []

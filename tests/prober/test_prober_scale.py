@@ -1,0 +1,133 @@
+"""The real operator, probing on, watching a few thousand pods: planning never holds its event loop, so /healthz
+(kopf's liveness endpoint, what the kubelet restarts the pod on) and /metrics keep answering within a second.
+
+The pods are status-only, as in bench/bench_operator.py: created with a scheduler nobody serves and given a Running
+status with an IP through the status subresource, so they are endpoints of the index without network namespaces.
+``--probe-max-pods 0`` keeps the prober from creating pods: it plans (every round, and on every change while it
+waits) but probes nothing, which is the part under test here."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .harness import OperatorProcess, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NAMESPACES = [f"pr-scale-{i:02d}" for i in range(20)]
+PODS = 3000
+APPS = ["web", "api", "auth", "cart", "search", "db", "cache", "queue", "worker", "report"]
+
+
+def _create_pods(api: Any) -> None:
+    core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    for i, ns in enumerate(NAMESPACES):
+        try:
+            core.create_namespace({"metadata": {"name": ns, "labels": {"tier": f"t{i % 4}"}}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def make_pod(n: int) -> None:
+        deployment = n // 10
+        ns, name = NAMESPACES[deployment % len(NAMESPACES)], f"pod-{n:05d}"
+        body = {"metadata": {"name": name, "namespace": ns,
+                             "labels": {"app": APPS[(deployment // len(NAMESPACES)) % len(APPS)],
+                                        "version": f"v{deployment % 3}", "pod-template-hash": f"h{deployment}"}},
+                "spec": {"schedulerName": "nobody", "containers": [
+                    {"name": "main", "image": "registry.example/app:1",
+                     "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}]}]}}
+        for _ in range(60):
+            try:
+                core.create_namespaced_pod(ns, body)
+                break
+            except ApiException as exc:
+                if exc.status == 409:
+                    break
+                if exc.status == 403 and "serviceaccount" in str(exc.body):  # the namespace is brand new
+                    time.sleep(0.5)
+                    continue
+                raise
+        ip = f"10.{200 + n // 65536}.{(n // 256) % 256}.{n % 256}"
+        core.patch_namespaced_pod_status(name, ns, {"status": {"phase": "Running", "podIP": ip,
+                                                               "podIPs": [{"ip": ip}]}})
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(make_pod, range(PODS)))
+    for i, ns in enumerate(NAMESPACES):
+        for p, app in enumerate(APPS[:4]):
+            source = APPS[(p + 1) % len(APPS)]
+            body = {"metadata": {"name": f"np-{app}", "namespace": ns},
+                    "spec": {"podSelector": {"matchLabels": {"app": app}},
+                             "policyTypes": ["Ingress", "Egress"] if i % 3 == 0 else ["Ingress"],
+                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": source}}},
+                                                   {"namespaceSelector": {"matchLabels": {"tier": "t0"}}}],
+                                          "ports": [{"port": "http"}]}],
+                             "egress": [{"to": [{"namespaceSelector": {}}],
+                                         "ports": [{"port": 53, "protocol": "UDP"}]}]}}
+            try:
+                net.create_namespaced_network_policy(ns, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+
+@pytest.fixture(scope="module")
+def many_pods(cluster: Any) -> Iterator[Any]:
+    api = cluster.api_client()
+    _create_pods(api)
+    yield cluster
+    cluster.kubectl("delete", "namespace", "--wait=false", "--ignore-not-found", *NAMESPACES, timeout=120)
+
+
+def _timed_get(url: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(url, timeout=10) as rsp:
+        rsp.read()
+        assert rsp.status == 200
+    return time.monotonic() - started
+
+
+def test_health_and_metrics_answer_within_a_second_while_the_prober_plans(many_pods: Any, tmp_path: Path) -> None:
+    cluster = many_pods
+    op = OperatorProcess(cluster.kubeconfig, tmp_path / "scale.log", "--probe", "--probe-max-pods", "0",
+                         "--probe-namespaces", "pr-scale-*", "--probe-interval", "5")
+    slowest: dict[str, float] = {"healthz": 0.0, "metrics": 0.0}
+    try:
+        health = f"http://127.0.0.1:{op.health_port}/healthz"
+        metrics = f"http://127.0.0.1:{op.metrics_port}/metrics"
+        wait_for("the operator's endpoints", lambda: _timed_get(health) >= 0 and _timed_get(metrics) >= 0,
+                 timeout=60)
+        planned_at = None
+        deadline = time.monotonic() + 150
+        relabelled = False
+        while time.monotonic() < deadline:
+            slowest["healthz"] = max(slowest["healthz"], _timed_get(health))
+            slowest["metrics"] = max(slowest["metrics"], _timed_get(metrics))
+            if planned_at is None and op.value("netpol_auditor_probe_paths", state="pending") > 0:
+                planned_at = time.monotonic()
+            if planned_at is not None and not relabelled:
+                # the plan follows the cluster: a relabel is planned again (on a worker thread) while we poll
+                cluster.kubectl("label", "pod", "-n", NAMESPACES[1], "pod-00001", "app=db", "--overwrite")
+                relabelled = True
+            if planned_at is not None and time.monotonic() - planned_at > 20:
+                break
+            time.sleep(0.2)
+        assert planned_at is not None, f"the prober never planned a path:\n{op.log.read_text()[-3000:]}"
+        pods = op.value("netpol_auditor_index_objects", kind="pod")
+        assert pods >= PODS
+        lag = op.samples("netpol_auditor_event_loop_lag_seconds_count")
+        assert lag and lag[0].value > 0, "the event loop's lag is measured"
+    finally:
+        op.stop()
+    assert slowest["healthz"] < 1.0 and slowest["metrics"] < 1.0, slowest
+    assert "Traceback" not in op.log.read_text(), op.log.read_text()[-3000:]
