@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from netpol_auditor.bulk import collector_paused
 from netpol_auditor.engine import (
     CompiledPeer,
     CompiledPolicy,
@@ -336,13 +337,15 @@ class CoveragePlan:
             return PlanDelta()
         version = self.version
         if old is None or old.unavailable_nodes != inputs.unavailable_nodes:
-            delta = self._rebuild(inputs, self._slots())
+            with collector_paused():
+                delta = self._rebuild(inputs, self._slots())
         else:
             self._touched = {}
             self._rules_changed = set()
             self._apply(old, inputs)
             if self._mode_for(len(self._members)) != self.mode:
-                delta = self._rebuild(inputs, self._slots())
+                with collector_paused():
+                    delta = self._rebuild(inputs, self._slots())
             else:
                 delta = self._delta(self._touched)
         self.version = version + 1 if delta else version

@@ -45,6 +45,7 @@ from netpol_auditor.prober.failures import (
     classify_pod,
     retry_after_seconds,
 )
+from netpol_auditor.prober.listwatch import ListWatch
 from netpol_auditor.prober.placement import node_unavailable
 from netpol_auditor.prober.plan import (
     MANAGED_BY_LABEL,
@@ -275,6 +276,15 @@ class ProbeLoop:
         self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
         # the latest inconclusive reason per path (tests and the page read it)
         self.inconclusive: dict[PathKey, str] = {}
+        # watch-fed caches: this run's pods, and what a clone could disturb (see _check_conflicts)
+        self.pod_watch = ListWatch("probe pods", self.core.list_pod_for_all_namespaces, api,
+                                   label_selector=f"{RUN_LABEL}={self.run_id}",
+                                   on_error=lambda _: self._count_error("wait"))
+        policy_api: Any = client.PolicyV1Api(api)
+        self.service_watch = ListWatch("services", self.core.list_service_for_all_namespaces, api,
+                                       on_error=lambda _: self._count_error("conflicts"))
+        self.pdb_watch = ListWatch("poddisruptionbudgets", policy_api.list_pod_disruption_budget_for_all_namespaces,
+                                   api, on_error=lambda _: self._count_error("conflicts"))
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -320,6 +330,8 @@ class ProbeLoop:
 
     async def run(self, stopped: asyncio.Event) -> None:
         self._stopped = stopped
+        for cache in (self.pod_watch, self.service_watch, self.pdb_watch):
+            cache.start()
         poster_task = None
         if self._own_events and self.events is not None:
             poster_task = asyncio.ensure_future(self.events.run(stopped))
@@ -347,6 +359,8 @@ class ProbeLoop:
                 else:
                     await _sleep_or_stop(stopped, self.options.round_pause_seconds)
         finally:
+            for cache in (self.pod_watch, self.service_watch, self.pdb_watch):
+                cache.stop()
             # this replica reports nothing once it stops probing (a standby must not export stale mismatches)
             self.metrics.clear()
             await asyncio.shield(self.stop())
@@ -499,28 +513,31 @@ class ProbeLoop:
         out.outcomes.append((path, Outcome.INCONCLUSIVE, reason))
 
     async def _check_conflicts(self, plan: Round) -> None:
-        """Groups whose clones would change what a Service or PodDisruptionBudget does (podspec.clone_conflict)."""
-        services: list[dict[str, Any]] = []
-        pdbs: list[dict[str, Any]] = []
-        policy_api: Any = client.PolicyV1Api(self.api)
-        for name, call in (("services", self.core.list_service_for_all_namespaces),
-                           ("poddisruptionbudgets", policy_api.list_pod_disruption_budget_for_all_namespaces)):
-            try:
-                listed = await asyncio.to_thread(call_api, call)
-            except ApiException as exc:
-                if exc.status not in (401, 403, 404):
-                    raise  # a failing API server: the round is retried; unchecked clones are never created
-                if name not in self._unlisted:
-                    logger.warning("cannot list %s (%s): clones are not checked against them", name, exc.reason)
-                    self._unlisted.add(name)
-                continue
-            items = [self.api.sanitize_for_serialization(i) for i in listed.items]
-            (services if name == "services" else pdbs).extend(items)
+        """Groups whose clones would change what a Service or PodDisruptionBudget does (podspec.clone_conflict),
+        read from watch-fed caches. A cache that never listed (the API server failing) fails the round, so that
+        unchecked clones are never created; one the API refuses (no RBAC) is skipped with a warning."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        groups = [p.group for p in plan.probes] + [r.group for r in plan.responders]
+        namespaces = {g.namespace for g in groups}
+        for cache in (self.service_watch, self.pdb_watch):
+            deadline = self.clock() + 10
+            while not cache.synced and cache.refused is None and self.clock() < deadline:
+                await cache.wait_changed(1.0)
+            if cache.refused is not None:
+                if cache.what not in self._unlisted:
+                    logger.warning("cannot list %s (%s): clones are not checked against them", cache.what,
+                                   cache.refused.reason)
+                    self._unlisted.add(cache.what)
+                found[cache.what] = []
+            elif not cache.synced:
+                raise RuntimeError(f"{cache.what} are not listed yet: no clone is created before they are")
+            else:
+                found[cache.what] = [o for (ns, _), o in list(cache.objects.items()) if ns in namespaces]
         self._conflicts = {}
         own_keys = self.options.pod.label_keys()
-        for g in [p.group for p in plan.probes] + [r.group for r in plan.responders]:
+        for g in groups:
             labels = {**g.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
-            why = clone_conflict(g.namespace, labels, services, pdbs)
+            why = clone_conflict(g.namespace, labels, found["services"], found["poddisruptionbudgets"])
             if why is None and own_keys & self.index.selector_label_keys(g.namespace):
                 why = "policies select on the prober's own label keys"
             if why is not None:
@@ -545,7 +562,7 @@ class ProbeLoop:
 
     def _prune_series(self) -> None:
         self.metrics.prune((ns.name for ns in self.index.namespaces()),
-                           (f"{p.namespace}/{p.name}" for p in self.index.policies()))
+                           (f"{ns}/{name}" for ns, name in self.index.policy_map()))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -726,29 +743,18 @@ class ProbeLoop:
     async def _wait(
         self, pods: dict[str, _PodRun], names: set[str], done: Callable[[_PodRun], bool], timeout: float
     ) -> None:
-        """Poll this run's pods (one list call for all namespaces) until every one in ``names`` is done. A failed
-        list is retried (after a 429's Retry-After) until the time is up."""
+        """Follow this run's pods (from the watch, no listing) until every one in ``names`` is done."""
         deadline = self.clock() + timeout
         pending = {n for n in names if n in pods}
         while pending and self.clock() < deadline and not self._stopped.is_set():
-            pause = 0.3
-            try:
-                listed = await asyncio.to_thread(
-                    call_api, self.core.list_pod_for_all_namespaces, label_selector=f"{RUN_LABEL}={self.run_id}"
-                )
-            except ApiException as exc:
-                self._count_error("wait")
-                if exc.status != 429 and (exc.status or 0) < 500:
-                    raise
-                pause = max(1.0, retry_after_seconds(exc.headers) or 0.0)
-            else:
-                for item in listed.items:
-                    run = pods.get(item.metadata.name)
-                    if run is not None:
-                        self._observe(run, self.api.sanitize_for_serialization(item))
-                pending = {n for n in pending if not done(pods[n])}
+            for name in pending:
+                run = pods[name]
+                item = self.pod_watch.objects.get((run.namespace, name))
+                if item is not None:
+                    self._observe(run, item)
+            pending = {n for n in pending if not done(pods[n])}
             if pending:
-                await asyncio.sleep(pause)
+                await self.pod_watch.wait_changed(min(1.0, max(0.0, deadline - self.clock())))
 
     def _observe(self, run: _PodRun, pod: dict[str, Any]) -> None:
         status = pod.get("status") or {}
@@ -902,7 +908,7 @@ class ProbeLoop:
         return (m.key.src, m.key.dst, str(m.key.port), m.kind.value)
 
     def _involved(self, m: Mismatch) -> list[InvolvedObject]:
-        uids = {p.key: p.uid for p in self.index.policies()}
+        uids = {key: p.uid for key, p in self.index.policy_map().items()}
         if m.policies:
             return [
                 InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", ns, name, uids.get((ns, name), ""))
