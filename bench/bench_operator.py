@@ -162,6 +162,9 @@ def main() -> int:
     parser.add_argument("--skip-populate", action="store_true")
     parser.add_argument("--cleanup", action="store_true", help="delete the bench namespaces at the end")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--probe", action="store_true",
+                        help="run the prober too (planning only: --probe-max-pods 0, as status-only pods have no node "
+                             "to clone onto); reports the time to the first plan, the paths and the event loop's lag")
     args = parser.parse_args()
 
     api_client = api(args.kubeconfig)
@@ -197,6 +200,7 @@ def main() -> int:
             "--no-events",
             "--resync-interval",
             "0",
+            *(["--probe", "--probe-max-pods", "0", "--probe-namespaces", "bench-*"] if args.probe else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -222,6 +226,14 @@ def main() -> int:
         results["index_pods"] = gauge(families, "netpol_auditor_index_objects", kind="pod")
         results["classes"] = gauge(families, "netpol_auditor_index_equivalence_classes")
         results["path_series"] = len(families.get("netpol_auditor_paths", []))
+        if args.probe:
+            paths = "netpol_auditor_probe_paths"
+            while not sum(s.value for s in scrape(port, paths).get(paths, [])):
+                if time.monotonic() - started > 600:
+                    raise SystemExit("no probe plan within 600s; see /tmp/bench-operator.log")
+                time.sleep(0.5)
+            results["first_plan_seconds"] = round(time.monotonic() - started, 1)
+            results["probe_paths"] = sum(s.value for s in scrape(port, paths).get(paths, []))
         time.sleep(5)
         after_sync = proc_stats(proc.pid)
         results["after_sync"] = after_sync
@@ -303,6 +315,14 @@ def main() -> int:
             "n": len(path_lags),
         }
         results["after_churn"] = proc_stats(proc.pid)
+        lag = scrape(port, "netpol_auditor_event_loop_lag_seconds").get("netpol_auditor_event_loop_lag_seconds", [])
+        buckets = {s.labels["le"]: s.value for s in lag if s.name.endswith("_bucket")}
+        total = buckets.get("+Inf", 0.0)
+        results["event_loop_lag"] = {
+            "observations": total,
+            "over_100ms": total - buckets.get("0.1", 0.0),
+            "over_1s": total - buckets.get("1.0", 0.0),
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -32,12 +32,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
+from netpol_auditor.bulk import collector_paused
 from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
+from netpol_auditor.prober.coverage import PlanDelta, PlanInputs
 from netpol_auditor.prober.failures import (
     FIXES,
     Backoff,
@@ -402,11 +404,10 @@ class ProbeLoop:
         inputs = snapshot(self.index, self.planner.unavailable_nodes)
         started = time.process_time()
         first = self.planner.paths_plan.inputs is None
-        delta = await asyncio.to_thread(self.planner.update, inputs, self.clock())
         if first:
-            # the plan is large and long-lived, like the index: out of the cyclic collector's full passes, which
-            # would otherwise hold the event loop for as long as they take (controller/app.py settle_memory)
-            gc.freeze()
+            delta = await asyncio.to_thread(first_plan, self.planner, inputs, self.clock())
+        else:
+            delta = await asyncio.to_thread(self.planner.update, inputs, self.clock())
         if delta:
             logger.debug("planned paths updated to revision %d: %d changed, %d gone (%.3fs CPU, %d paths)",
                          inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,
@@ -959,6 +960,17 @@ def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 raise
             time.sleep(min(retry_after_seconds(exc.headers) or 1.0, 2.0) * (1 + random.random() / 2))
     raise AssertionError("unreachable")
+
+
+def first_plan(planner: ProbePlanner, inputs: PlanInputs, now: float) -> PlanDelta:
+    """The first, full plan: built with the cyclic collector paused and frozen out of its scans before it resumes.
+    The plan is large and long-lived, like the index (controller/app.py settle_memory); a full collection over it
+    run from the worker thread would hold the GIL, and so the event loop, for as long as it takes (0.2 s at 20k
+    pods)."""
+    with collector_paused():
+        delta = planner.update(inputs, now)
+        gc.freeze()
+    return delta
 
 
 async def _sleep_or_stop(stopped: asyncio.Event, seconds: float) -> None:
