@@ -143,6 +143,7 @@ class ReachabilityIndex:
         self._classes: dict[str, _Class] = {}
         self._classes_by_ns: dict[str, set[str]] = defaultdict(set)
         self._pod_class: dict[PodRef, str] = {}
+        self._endpoint_pods: dict[PodRef, Pod] = {}  # the pods of _pod_class, for cheap snapshots
         self._in_cache: dict[str, dict[tuple[str, PortProtocol], DirectionVerdict]] = {}
         self._eg_cache: dict[str, dict[tuple[str, PortProtocol], DirectionVerdict]] = {}
         # Change log: (revision, what, class id) with what in {"src", "dst", "new"}.
@@ -289,6 +290,7 @@ class ReachabilityIndex:
         cid = _class_id(pod.namespace, labels, named, sig)
         current = self._pod_class.get(ref)
         if current == cid:
+            self._endpoint_pods[ref] = pod
             same = self._classes[cid]
             if same.ips != pod.pod_ips:
                 # Same class, new addresses (a pod recreated under its name): keep the class's addresses those of
@@ -307,9 +309,11 @@ class ReachabilityIndex:
         cls.members.add(ref)
         cls.public = None
         self._pod_class[ref] = cid
+        self._endpoint_pods[ref] = pod
 
     def _unplace(self, ref: PodRef) -> None:
         cid = self._pod_class.pop(ref, None)
+        self._endpoint_pods.pop(ref, None)
         if cid is None:
             return
         cls = self._classes[cid]
@@ -629,8 +633,7 @@ class ReachabilityIndex:
 
     def endpoint_pods(self) -> dict[PodRef, Pod]:
         """Endpoint pods by reference, unsorted: a cheap copy (for snapshots taken on a busy event loop)."""
-        pods = self._pods
-        return {ref: pods[ref] for ref in self._pod_class}
+        return dict(self._endpoint_pods)
 
     def namespace_label_map(self) -> dict[str, Labels]:
         """Labels of every known Namespace object, unsorted (pods' namespaces without one are left out)."""

@@ -157,6 +157,7 @@ def _operator_options() -> dict[str, str]:
 def test_deployment_configures_the_operator_through_its_real_options(render: Render) -> None:
     """Every variable the chart sets is one `netpol-auditor run` reads, and the values arrive as configured."""
     docs = render({"metrics.ports": ["80/TCP", "53/UDP"], "probe.intervalSeconds": 120, "probe.maxPods": 4,
+                   "probe.pairGroups": 50,
                    "namespaces": ["shop", "team-*"], "log.level": "DEBUG", "peering.enabled": False,
                    "namespaceSelector": "env!=dev"})
     env = _env(docs)
@@ -173,6 +174,7 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
     peered = settings_from_args(None, env=_env(render({"peering.priority": 10})))
     assert peered.peering_name == FULLNAME and not peered.standalone and peered.priority == 10
     assert settings.probe_enabled and settings.probe_interval_seconds == 120 and settings.probe_max_pods == 4
+    assert settings.probe_pair_groups == 50
     assert settings.probe_image == "nicolaka/netshoot:v0.13"
     assert settings.probe_namespace == NAMESPACE
     assert settings.probe_namespaces == ()

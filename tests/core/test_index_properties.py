@@ -215,6 +215,7 @@ def assert_same(index: ReachabilityIndex, state: dict[tuple[ObjectKind, str | No
     assert index.path_counts(PORTS) == rebuilt.path_counts(PORTS) == brute_force_path_counts(snap, PORTS)
     assert index.policy_selected_pods() == rebuilt.policy_selected_pods()
     assert index.endpoints() == rebuilt.endpoints()
+    assert index.endpoint_pods() == rebuilt.endpoint_pods() == {r: index.get_pod(r) for r in index.endpoints()}
     for ref in index.endpoints():
         assert index.isolation(ref) == rebuilt.isolation(ref)
 

@@ -128,6 +128,7 @@ class Settings:
     probe_interval_seconds: float = 300.0
     probe_image: str = "nicolaka/netshoot:v0.13"
     probe_max_pods: int = 10
+    probe_pair_groups: int = 100
     probe_namespace: str = "netpol-auditor"
     probe_targets_per_pod: int = 40
     probe_timeout_seconds: int = 2
@@ -233,6 +234,8 @@ _OPTIONS: tuple[_Option, ...] = (
             metavar="SECONDS"),
     _Option("--probe-image", "probe_image", "image of the probe pods", metavar="IMAGE"),
     _Option("--probe-max-pods", "probe_max_pods", "probe pods alive at once, at most", parse=int, metavar="N"),
+    _Option("--probe-pair-groups", "probe_pair_groups", "up to this many probe groups every group pair is probed; "
+            "beyond, every ingress and egress decision once", parse=int, metavar="N"),
     _Option("--probe-namespace", "probe_namespace", "namespace of the probes' owner objects", metavar="NAME"),
     _Option("--probe-targets-per-pod", "probe_targets_per_pod", "connections one probe pod makes, at most",
             parse=int, metavar="N"),
@@ -331,7 +334,8 @@ def settings_from_args(args: argparse.Namespace | None = None, env: Mapping[str,
 def _validate(settings: Settings) -> None:
     if not 0 <= settings.metrics_port <= 65535:
         raise ValueError(f"--metrics-port: {settings.metrics_port} out of range 0-65535")
-    for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods", "probe_targets_per_pod",
+    for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods", "probe_pair_groups",
+                 "probe_targets_per_pod",
                  "probe_timeout_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")

@@ -111,6 +111,7 @@ class ProbeOptions:
     interval_seconds: float = 300.0
     image: str = DEFAULT_IMAGE
     max_pods: int = 10
+    pair_groups: int = 100
     targets_per_pod: int = 40
     timeout_seconds: int = 2
     parallelism: int = 8
@@ -154,6 +155,7 @@ class ProbeOptions:
             interval_seconds=get("probe_interval_seconds", d.interval_seconds),
             image=pod.image,
             max_pods=get("probe_max_pods", d.max_pods),
+            pair_groups=get("probe_pair_groups", d.pair_groups),
             targets_per_pod=get("probe_targets_per_pod", d.targets_per_pod),
             timeout_seconds=int(get("probe_timeout_seconds", d.timeout_seconds)),
             settle_seconds=get("probe_settle_seconds", d.settle_seconds),
@@ -189,6 +191,7 @@ class ProbeOptions:
             namespaces=self.probe_namespaces(),
             placements=self.placements,
             settle_seconds=self.settle_seconds,
+            max_pair_groups=self.pair_groups,
         )
 
 
