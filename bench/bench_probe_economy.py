@@ -71,27 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pods", type=int, default=200)
     ap.add_argument("--namespaces", type=int, default=12)
     ap.add_argument("--policies", type=int, default=40)
+    ap.add_argument("--pair-groups", type=int, default=PlanBudget.max_pair_groups,
+                    help="up to this many probe groups every group pair is probed, beyond every decision (0: "
+                         "decisions whatever the size)")
     ap.add_argument("--no-ground-truth", action="store_true", help="skip counting the pod pairs each fault affects")
     args = ap.parse_args(argv)
 
     objs = [o for o in (parse_object(d) for d in generate(args.pods, args.namespaces, args.policies)) if o]
     index = ReachabilityIndex.from_objects(objs)
-    planner = ProbePlanner(PlanBudget())
+    planner = ProbePlanner(PlanBudget(max_pair_groups=args.pair_groups))
     started = time.perf_counter()
     paths = planner.enumerate_paths(index)
     plan_seconds = time.perf_counter() - started
 
     endpoints = [p for p in index.pods() if p.is_endpoint]
-    group_of = {}
-    for key, path in paths.items():
-        group_of[str(path.source)] = key.src
-        group_of[str(path.destination)] = key.dst
-    for gid in {k.src for k in paths}:
-        g = planner.group(gid)
-        assert g is not None
-        for refs in g.members_by_node.values():
-            for ref in refs:
-                group_of[str(ref)] = gid
+    group_of = {str(ref): g.id for g in planner.paths_plan.groups.values()
+                for refs in g.members_by_node.values() for ref in refs}
     # the ports a naive prober would try per pair: the same candidates the planner starts from, before it keeps
     # one port per port class
     candidates = ProbePlanner(PlanBudget(dedup_ports=False, placements="all")).enumerate_paths(index)
@@ -105,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in endpoints for d in endpoints if s.ref != d.ref
     )
     nodes = sorted({p.node_name for p in endpoints})
-    groups = len({k.src for k in paths})
+    groups = len(planner.paths_plan.groups)
     denied = sum(1 for p in paths.values() if not p.predicted)
     print(f"cluster: {len(endpoints)} pods, {len(index.policies())} policies, {index.stats().classes} index classes, "
-          f"{groups} probe groups, {len(nodes)} nodes")
+          f"{groups} probe groups ({planner.paths_plan.mode} mode), {len(nodes)} nodes")
     print(f"full cycle: {len(paths)} connections ({denied} predicted denied), planned in {plan_seconds * 1000:.0f} ms")
     print(f"all pod pairs x ports: {all_pairs} connections -> {all_pairs / len(paths):.1f}x fewer")
 
