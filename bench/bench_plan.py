@@ -34,7 +34,7 @@ from generate import generate
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
 from netpol_auditor.model import Labels, Pod
-from netpol_auditor.prober.loop import first_plan
+from netpol_auditor.prober.loop import update_plan
 from netpol_auditor.prober.plan import PlanBudget, ProbePlanner, snapshot
 
 T = TypeVar("T")
@@ -105,7 +105,7 @@ async def loop_block(index: ReachabilityIndex, planner: ProbePlanner, events: in
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0.05)
     fresh = ProbePlanner(planner.budget)  # a first plan too, as at the operator's start
-    await asyncio.to_thread(first_plan, fresh, step("snapshot", lambda: snapshot(index)), 0.0)
+    await asyncio.to_thread(update_plan, fresh, step("snapshot", lambda: snapshot(index)), 0.0, True)
     step("next_round", lambda: fresh.next_round(0.0))
     phase = "relabel rounds"
     for i in range(events):

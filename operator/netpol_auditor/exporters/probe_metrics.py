@@ -27,6 +27,7 @@ from netpol_auditor.prober.compare import Mismatch
 __all__ = ["ProbeMetrics", "ProbeState", "mismatch_labels"]
 
 MISMATCH_LABELS = ("source_namespace", "destination_namespace", "port", "protocol", "kind", "policy")
+_PLAN_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0)
 
 
@@ -154,6 +155,14 @@ class ProbeMetrics:
         self.errors = Counter(
             "netpol_auditor_probe_errors", "Probe rounds (or steps of one) that failed, by stage; the loop goes on "
             "after a backoff.", ("stage",), registry=registry,
+        )
+        self.plan_duration = Histogram(
+            "netpol_auditor_probe_plan_duration_seconds", "CPU time of one update of the planned paths (in a "
+            "worker thread, off the event loop).", buckets=_PLAN_BUCKETS, registry=registry,
+        )
+        self.plan_self_check_failures = Counter(
+            "netpol_auditor_probe_plan_self_check_failures", "Self-checks that found the incrementally kept plan "
+            "different from a full rebuild (the rebuild replaced it).", registry=registry,
         )
         self._detected_labels: set[tuple[str, ...]] = set()
         self._state = _StateCollector()

@@ -248,6 +248,7 @@ def _placements(src: ProbeGroup, dst: ProbeGroup, unavailable: Mapping[str, str]
 # -- peers as bit sets -----------------------------------------------------------------------------------------
 
 PeerKey = tuple[str, Any, Any, Any]  # (namespace scope or "", namespace selector, pod selector, ipBlock)
+PAIRS: tuple[str] = ("pairs",)  # the split of a side in pairs mode
 
 
 def _peer_key(peer: CompiledPeer) -> PeerKey:
@@ -260,6 +261,14 @@ def _peer_key(peer: CompiledPeer) -> PeerKey:
         None if peer.pods is None else peer.pods.selector,
         None,
     )
+
+
+@dataclass(frozen=True)
+class _NamedPort:
+    """A cell split by the value of one named port (``name/PROTO``) of the destination (egress rules resolve named
+    ports on the destination)."""
+
+    name: str
 
 
 @dataclass(eq=False)
@@ -293,7 +302,7 @@ class _Side:
     owner: str
     ingress: bool
     token: int
-    split: tuple[Any, ...]  # peer keys (bool components) then named-port keys (value components)
+    split: tuple[Any, ...]  # PeerKeys (bool components) then _NamedPorts (value components); PAIRS: one cell a group
     cells: dict[tuple[Any, ...], _Cell] = field(default_factory=dict)
 
 
@@ -319,6 +328,7 @@ class CoveragePlan:
         self._pods_by_ns: dict[str, dict[PodRef, Pod]] = defaultdict(dict)
         self._peer_bits: dict[PeerKey, int] = {}
         self._peer_matchers: dict[PeerKey, CompiledPeer] = {}
+        self._live_peers = 0  # peers in use at the last prune
         self._named_bits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._all = 0
         self._open_in = 0  # groups not isolated for ingress
@@ -484,6 +494,8 @@ class CoveragePlan:
         for (owner, _), side in list(self._sides.items()):
             if owner not in changed:
                 self._move_members(side, changed, set(removed_slots.values()))
+        if changed_policies:
+            self._prune_peers()
 
     # -- groups ------------------------------------------------------------------------------------------------
 
@@ -636,6 +648,18 @@ class CoveragePlan:
         for name, value in (m.info.named_ports or Labels()).items():
             self._named_bits[name][value] |= bit
 
+    def _prune_peers(self) -> None:
+        """Forget the bit sets of peers no side uses any more (their policies changed or are gone) once they
+        outnumber the live ones: every cached bit set is kept up to date on every group change."""
+        if len(self._peer_bits) < 2 * self._live_peers + 64:
+            return
+        live = {k for side in self._sides.values() if side.split != PAIRS for k in side.split
+                if not isinstance(k, _NamedPort)}
+        for key in [k for k in self._peer_bits if k not in live]:
+            del self._peer_bits[key]
+            del self._peer_matchers[key]
+        self._live_peers = len(live)
+
     def _peer(self, peer: CompiledPeer) -> PeerKey:
         key = _peer_key(peer)
         if key not in self._peer_bits:
@@ -663,7 +687,7 @@ class CoveragePlan:
 
     def _new_side(self, m: _Member, ingress: bool) -> _Side:
         if self.mode == "pairs":
-            split: tuple[Any, ...] = ("pairs",)
+            split: tuple[Any, ...] = PAIRS
         else:
             rules = [r for cp in (m.sel_in if ingress else m.sel_eg) for r in cp.rules(
                 Direction.INGRESS if ingress else Direction.EGRESS)]
@@ -674,7 +698,7 @@ class CoveragePlan:
                     for port in r.ports:
                         if isinstance(port.port.port, str):
                             names[f"{port.port.port}/{port.port.protocol.value}"] = None
-            split = (*peers, *(("named", n) for n in names))
+            split = (*peers, *(_NamedPort(n) for n in names))
         side = _Side(m.group.id, ingress, m.token, split)
         for vec, bits in self._partition(split).items():
             side.cells[vec] = _Cell(bits)
@@ -683,15 +707,15 @@ class CoveragePlan:
         return side
 
     def _partition(self, split: tuple[Any, ...]) -> dict[tuple[Any, ...], int]:
-        if split == ("pairs",):
+        if split == PAIRS:
             return {(gid,): 1 << m.slot for gid, m in self._members.items()}
         cells: dict[tuple[Any, ...], int] = {(): self._all} if self._all else {}
         for key in split:
             out: dict[tuple[Any, ...], int] = {}
-            if key[0] == "named":
+            if isinstance(key, _NamedPort):
                 for vec, bits in cells.items():
                     rest = bits
-                    for value, vbits in self._named_bits[key[1]].items():
+                    for value, vbits in self._named_bits[key.name].items():
                         if bits & vbits:
                             out[(*vec, value)] = bits & vbits
                             rest &= ~vbits
@@ -708,13 +732,13 @@ class CoveragePlan:
         return cells
 
     def _vector(self, side: _Side, m: _Member) -> tuple[Any, ...]:
-        if side.split == ("pairs",):
+        if side.split == PAIRS:
             return (m.group.id,)
         bit = 1 << m.slot
         out: list[Any] = []
         for key in side.split:
-            if key[0] == "named":
-                out.append((m.info.named_ports or Labels()).get(key[1]))
+            if isinstance(key, _NamedPort):
+                out.append((m.info.named_ports or Labels()).get(key.name))
             else:
                 out.append(bool(self._peer_bits[key] & bit))
         return tuple(out)

@@ -90,6 +90,8 @@ logger = logging.getLogger(__name__)
 TRANSIENT_REASONS = frozenset({"api_error", "throttled", "pod_timeout", "no_result"})
 #: A throttled (429) request is retried this often before it counts as a failure.
 THROTTLE_RETRIES = 5
+#: The incrementally kept plan is compared with a full rebuild at the end of a cycle at most this often, seconds.
+SELF_CHECK_SECONDS = 3600.0
 #: Backoff of the whole loop after a failed round: first wait and cap, seconds.
 ROUND_BACKOFF = (1.0, 60.0)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -276,6 +278,7 @@ class ProbeLoop:
         self._stage = "start"
         self._stopped = asyncio.Event()  # the run's stop flag: waits inside a round end early on it
         self.round_failures = 0
+        self._self_checked_at = self.clock()
         self.last_cycle_completed: float | None = None
         # the latest prediction and result per path (what `explain`-style tooling and tests read)
         self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
@@ -349,6 +352,7 @@ class ProbeLoop:
                 if result is False:
                     continue  # the round failed; _guard waited
                 if self.planner.cycle_done():
+                    await self._self_check()
                     self.planner.finish_cycle()
                     self.last_cycle_completed = self.clock()
                     next_cycle = self.clock() + self.options.interval_seconds
@@ -407,15 +411,26 @@ class ProbeLoop:
         inputs = snapshot(self.index, self.planner.unavailable_nodes)
         started = time.process_time()
         first = self.planner.paths_plan.inputs is None
-        if first:
-            delta = await asyncio.to_thread(first_plan, self.planner, inputs, self.clock())
-        else:
-            delta = await asyncio.to_thread(self.planner.update, inputs, self.clock())
+        delta, cpu = await asyncio.to_thread(update_plan, self.planner, inputs, self.clock(), first)
+        self.metrics.plan_duration.observe(cpu)
         if delta:
             logger.debug("planned paths updated to revision %d: %d changed, %d gone (%.3fs CPU, %d paths)",
                          inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,
                          len(self.planner.paths_plan.paths))
         return bool(delta.changed)
+
+    async def _self_check(self) -> None:
+        """At most every `SELF_CHECK_SECONDS`, when a cycle ends: rebuild the plan from scratch (worker thread) and
+        compare it with the incrementally kept one; a difference is a bug, logged and counted, and the rebuild
+        replaces the kept plan."""
+        now = self.clock()
+        if now - self._self_checked_at < SELF_CHECK_SECONDS:
+            return
+        self._self_checked_at = now
+        if not await asyncio.to_thread(self.planner.self_check, now):
+            self.metrics.plan_self_check_failures.inc()
+            logger.error("the incrementally kept probe plan differed from a full rebuild; the rebuild replaces it "
+                         "(please report this, with the operator's version)")
 
     async def _wait_for_work(self, stopped: asyncio.Event, next_cycle: float) -> None:
         """Sleep until a cycle is due, a retry or a changed path waits, or the workload changes."""
@@ -965,15 +980,19 @@ def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def first_plan(planner: ProbePlanner, inputs: PlanInputs, now: float) -> PlanDelta:
-    """The first, full plan: built with the cyclic collector paused and frozen out of its scans before it resumes.
-    The plan is large and long-lived, like the index (controller/app.py settle_memory); a full collection over it
-    run from the worker thread would hold the GIL, and so the event loop, for as long as it takes (0.2 s at 20k
-    pods)."""
-    with collector_paused():
+def update_plan(planner: ProbePlanner, inputs: PlanInputs, now: float, first: bool) -> tuple[PlanDelta, float]:
+    """`ProbePlanner.update`, meant for a worker thread; returns the delta and the CPU time it took. The first, full
+    plan is built with the cyclic collector paused and frozen out of its scans before it resumes: the plan is large
+    and long-lived, like the index (controller/app.py settle_memory), and a full collection over it run from the
+    worker thread would hold the GIL, and so the event loop, for as long as it takes (0.25 s at 20k pods)."""
+    started = time.thread_time()
+    if first:
+        with collector_paused():
+            delta = planner.update(inputs, now)
+            gc.freeze()
+    else:
         delta = planner.update(inputs, now)
-        gc.freeze()
-    return delta
+    return delta, time.thread_time() - started
 
 
 async def _sleep_or_stop(stopped: asyncio.Event, seconds: float) -> None:

@@ -123,7 +123,9 @@ class ProbePlanner:
         self.outcomes: dict[PathKey, tuple[str, str]] = {}
         self.cycle_keys: set[PathKey] = set()
         self._queue: list[PlannedPath] = []  # the cycle's paths in priority order (settled ones dropped lazily)
-        self._next_queue: tuple[int, list[PlannedPath]] | None = None  # (paths version, queue) for the next cycle
+        # the next cycle's queue, with the (paths version, records) it was sorted at
+        self._next_queue: tuple[tuple[int, int], list[PlannedPath]] | None = None
+        self._records = 0  # outcomes recorded (they change which paths were confirmed longest ago)
         self._unsettled: dict[PathKey, int] = {}  # inconclusive attempts this cycle that may still succeed
         self.unavailable_nodes: dict[str, str] = {}  # node -> why no probe pod can run there
         self._planned_once = False
@@ -138,7 +140,25 @@ class ProbePlanner:
         """Bring the planned paths up to ``inputs`` (safe to run in a worker thread while nothing else uses the
         planner); paths that are new or predicted otherwise are remembered as changed at ``now`` (None: not
         remembered). The first update changes nothing: every path is due anyway."""
-        delta = self.paths_plan.update(inputs)
+        return self._take(self.paths_plan.update(inputs), now)
+
+    def self_check(self, now: float) -> bool:
+        """Whether the incrementally kept plan equals one rebuilt from scratch on the same snapshot (with the same
+        group slots); if not, the rebuild replaces it, and its differences count as changes."""
+        rebuilt = self.paths_plan.rebuilt()
+        if rebuilt.paths == self.paths_plan.paths and rebuilt.groups == self.paths_plan.groups:
+            return True
+        old = self.paths_plan.paths
+        delta = PlanDelta(
+            {k for k, p in rebuilt.paths.items() if (o := old.get(k)) is None or o != p},
+            old.keys() - rebuilt.paths.keys(),
+        )
+        rebuilt.version = self.paths_plan.version + 1
+        self.paths_plan = rebuilt
+        self._take(delta, now)
+        return False
+
+    def _take(self, delta: PlanDelta, now: float | None) -> PlanDelta:
         if self._planned_once and now is not None:
             for key in delta.changed:
                 self.changed_at[key] = now
@@ -151,8 +171,10 @@ class ProbePlanner:
             self.cycle_keys.discard(key)
             self._unsettled.pop(key, None)
             self.last_probed.pop(key, None)
-        if not self.pending:  # the next cycle's queue, sorted here rather than on the caller's event loop
-            self._next_queue = (self.paths_plan.version, self._cycle_queue())
+        stamp = (self.paths_plan.version, self._records)
+        if not self.pending and (self._next_queue is None or self._next_queue[0] != stamp):
+            # the next cycle's queue, sorted here (a worker thread) rather than on the caller's event loop
+            self._next_queue = (stamp, self._cycle_queue())
         return delta
 
     def _cycle_queue(self) -> list[PlannedPath]:
@@ -203,7 +225,8 @@ class ProbePlanner:
             self.outcomes = {}
             self._unsettled = {}
             ready = self._next_queue
-            self._queue = ready[1] if ready is not None and ready[0] == self.paths_plan.version else self._cycle_queue()
+            fresh = ready is not None and ready[0] == (self.paths_plan.version, self._records)
+            self._queue = ready[1] if ready is not None and fresh else self._cycle_queue()
             self._next_queue = None
         settle = self.budget.settle_seconds
         deferred = 0
@@ -293,6 +316,7 @@ class ProbePlanner:
         path that is not settled is tried again in this cycle, at most `MAX_UNSETTLED_ATTEMPTS` times, so that one
         path never holds a cycle open. ``retry``: observed differs from predicted and the retry budget is not
         spent — probe it again soon. ``touch``: a probe was really made (it counts for "confirmed longest ago")."""
+        self._records += 1
         if touch:
             self.last_probed[key] = now
         if retry:
