@@ -223,7 +223,7 @@ def test_peer_bit_sets_of_replaced_policies_are_forgotten() -> None:
     index = three_tier_cluster(replicas=2)
     plan = CoveragePlan(PlanBudget(max_pair_groups=0))
     plan.update(snapshot(index))
-    for generation in range(4):
+    for generation in range(8):
         for i in range(60):
             index.upsert(parsed({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                  "metadata": {"namespace": "shop", "name": f"p{i}"},
