@@ -274,7 +274,6 @@ class ProbeLoop:
         self._refused: dict[tuple[str, str], str] = {}  # (group, node) -> reason, this round
         self._path_reasons: dict[PathKey, str] = {}  # paths of this round that could not be probed, and why
         self._namespace_uids: dict[str, str] = {}
-        self._nodes_checked_at = -math.inf
         self._stage = "start"
         self._stopped = asyncio.Event()  # the run's stop flag: waits inside a round end early on it
         self.round_failures = 0
@@ -291,6 +290,7 @@ class ProbeLoop:
         policy_api: Any = client.PolicyV1Api(api)
         self.service_watch = ListWatch("services", self.core.list_service_for_all_namespaces, api,
                                        on_error=lambda _: self._count_error("conflicts"))
+        self.node_watch = ListWatch("nodes", self.core.list_node, api, on_error=lambda _: self._count_error("plan"))
         self.pdb_watch = ListWatch("poddisruptionbudgets", policy_api.list_pod_disruption_budget_for_all_namespaces,
                                    api, on_error=lambda _: self._count_error("conflicts"))
 
@@ -338,7 +338,7 @@ class ProbeLoop:
 
     async def run(self, stopped: asyncio.Event) -> None:
         self._stopped = stopped
-        for cache in (self.pod_watch, self.service_watch, self.pdb_watch):
+        for cache in self._caches():
             cache.start()
         poster_task = None
         if self._own_events and self.events is not None:
@@ -368,7 +368,7 @@ class ProbeLoop:
                 else:
                     await _sleep_or_stop(stopped, self.options.round_pause_seconds)
         finally:
-            for cache in (self.pod_watch, self.service_watch, self.pdb_watch):
+            for cache in self._caches():
                 cache.stop()
             # this replica reports nothing once it stops probing (a standby must not export stale mismatches)
             self.metrics.clear()
@@ -418,6 +418,9 @@ class ProbeLoop:
                          inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,
                          len(self.planner.paths_plan.paths))
         return bool(delta.changed)
+
+    def _caches(self) -> tuple[ListWatch, ...]:
+        return (self.pod_watch, self.node_watch, self.service_watch, self.pdb_watch)
 
     async def _self_check(self) -> None:
         """At most every `SELF_CHECK_SECONDS`, when a cycle ends: rebuild the plan from scratch (worker thread) and
@@ -489,24 +492,21 @@ class ProbeLoop:
         return self.backoff.blocked((group, node), now)
 
     async def _check_nodes(self) -> None:
-        """Which nodes may host probe pods (nodeSelector, taints, cordon), looked at every 30 s at most."""
-        if self.clock() - self._nodes_checked_at < 30:
-            return
-        self._nodes_checked_at = self.clock()
-        try:
-            listed = await asyncio.to_thread(call_api, self.core.list_node)
-        except ApiException as exc:
+        """Which nodes may host probe pods (nodeSelector, taints, cordon), from the watch-fed node cache. Without
+        the right to list nodes, pods are placed unchecked (the kubelet refuses what does not fit); a cache that
+        never listed (the API server failing) fails the round."""
+        cache = self.node_watch
+        await self._synced(cache)
+        if cache.refused is not None:
             if "nodes" not in self._unlisted:
                 logger.warning("cannot list nodes (%s %s): probe pods are placed without checking node labels and "
-                               "taints (the kubelet refuses what does not fit)", exc.status, exc.reason)
+                               "taints (the kubelet refuses what does not fit)", cache.refused.status,
+                               cache.refused.reason)
                 self._unlisted.add("nodes")
-            if exc.status not in (401, 403, 404):
-                raise
             return
         unavailable: dict[str, str] = {}
         pod = self.options.pod
-        for item in listed.items:
-            node = self.api.sanitize_for_serialization(item)
+        for node in list(cache.objects.values()):
             why = node_unavailable(node, pod.node_selector, pod.tolerations)
             if why is not None:
                 unavailable[node["metadata"]["name"]] = why
@@ -515,6 +515,14 @@ class ProbeLoop:
                 logger.warning("no probe pods on %s: its paths are inconclusive (unschedulable)", why)
                 self._notify(InvolvedObject("v1", "Node", None, name), "unschedulable", why)
         self.planner.unavailable_nodes = unavailable
+
+    async def _synced(self, cache: ListWatch, timeout: float = 10.0) -> None:
+        """Wait (a little) for a cache's first listing; raise if it neither listed nor was refused by then."""
+        deadline = self.clock() + timeout
+        while not cache.synced and cache.refused is None and self.clock() < deadline:
+            await cache.wait_changed(1.0)
+        if not cache.synced and cache.refused is None:
+            raise RuntimeError(f"{cache.what} are not listed yet")
 
     def _settle_unavailable(self, plan: Round, out: RoundResult) -> None:
         """Paths due this round whose pods cannot be placed now (backed off, or no node may host them)."""
@@ -539,17 +547,13 @@ class ProbeLoop:
         groups = [p.group for p in plan.probes] + [r.group for r in plan.responders]
         namespaces = {g.namespace for g in groups}
         for cache in (self.service_watch, self.pdb_watch):
-            deadline = self.clock() + 10
-            while not cache.synced and cache.refused is None and self.clock() < deadline:
-                await cache.wait_changed(1.0)
+            await self._synced(cache)
             if cache.refused is not None:
                 if cache.what not in self._unlisted:
                     logger.warning("cannot list %s (%s): clones are not checked against them", cache.what,
                                    cache.refused.reason)
                     self._unlisted.add(cache.what)
                 found[cache.what] = []
-            elif not cache.synced:
-                raise RuntimeError(f"{cache.what} are not listed yet: no clone is created before they are")
             else:
                 found[cache.what] = [o for (ns, _), o in list(cache.objects.items()) if ns in namespaces]
         self._conflicts = {}
