@@ -51,6 +51,8 @@ def test_every_catalogued_prober_metric_is_exposed_with_its_type_and_labels() ->
     metrics.pod_duration.observe(3.0)
     metrics.pods_running.set(2)
     metrics.errors.labels("wait").inc()
+    metrics.plan_duration.observe(0.2)
+    metrics.plan_self_check_failures.inc()
     ns = {"g1": "x", "g2": "y"}
     # two node placements of one class pair count once
     metrics.publish(ProbeState(count_mismatches([mismatch(80, "n1"), mismatch(80, "n2")], ns),
@@ -58,7 +60,7 @@ def test_every_catalogued_prober_metric_is_exposed_with_its_type_and_labels() ->
                                {("judged", ""): 3, ("inconclusive", "quota"): 2}, 1.7e9))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     want = catalogue()
-    assert len(want) == 12
+    assert len(want) == 14
     for name, (kind, label_names) in want.items():
         base = name.removesuffix("_total") if kind == "counter" else name
         assert base in families, name
