@@ -513,6 +513,10 @@ class CoveragePlan:
         self._policies_by_ns = by_ns
         self._global_selectors = tuple(global_sel)
 
+    def selector_label_keys(self, namespace: str) -> frozenset[str]:
+        """Pod label keys any policy selector can look at for pods of ``namespace``."""
+        return frozenset().union(*(s.keys() for s, _ in self._pod_selectors(namespace)))
+
     def _pod_selectors(self, namespace: str) -> tuple[tuple[LabelSelector, SelectorMatcher], ...]:
         """Every distinct pod selector a policy can apply to pods of ``namespace`` (as
         `ReachabilityIndex.pod_selectors`, with the cross-namespace ones collected once)."""
@@ -535,9 +539,7 @@ class CoveragePlan:
         if not pods or not namespace_selected(namespace, self.budget.namespaces):
             return {}
         selectors = self._pod_selectors(namespace)
-        keys: set[str] = set()
-        for s, _ in selectors:
-            keys |= s.keys()
+        keys = frozenset().union(*(s.keys() for s, _ in selectors))
         members: dict[str, dict[str, list[PodRef]]] = defaultdict(lambda: defaultdict(list))
         first: dict[str, tuple[Labels, tuple[ContainerPort, ...]]] = {}
         seen_ids: dict[tuple[Labels, tuple[ContainerPort, ...]], str] = {}

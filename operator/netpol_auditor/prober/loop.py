@@ -561,7 +561,7 @@ class ProbeLoop:
         for g in groups:
             labels = {**g.labels, MANAGED_BY_LABEL: MANAGED_BY_VALUE}
             why = clone_conflict(g.namespace, labels, found["services"], found["poddisruptionbudgets"])
-            if why is None and own_keys & self.index.selector_label_keys(g.namespace):
+            if why is None and own_keys & self.planner.paths_plan.selector_label_keys(g.namespace):
                 why = "policies select on the prober's own label keys"
             if why is not None:
                 self._conflicts[g.id] = why
