@@ -18,11 +18,12 @@ from typing import Any
 from localcluster.agent_api import ApiClient, ApiError, pod_path
 from localcluster.agent_containers import now
 
-__all__ = ["Scheduler", "fits", "tolerates"]
+__all__ = ["Scheduler", "fits", "ours", "tolerates"]
 
 log = logging.getLogger("localcluster.scheduler")
 Obj = dict[str, Any]
 RETRY_SECONDS = 3.0
+DEFAULT_SCHEDULER = "default-scheduler"
 NODE_CACHE_SECONDS = 1.0
 
 
@@ -80,6 +81,12 @@ def fits(pod: Obj, node: Obj) -> bool:
         if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
             return False
     return True
+
+
+def ours(pod: Obj) -> bool:
+    """Whether this scheduler is the pod's: kube-scheduler serves only pods that name it (or no scheduler, which the
+    API server defaults to ``default-scheduler``); a pod naming another scheduler waits for that one."""
+    return pod["spec"].get("schedulerName", DEFAULT_SCHEDULER) == DEFAULT_SCHEDULER
 
 
 def _ready(node: Obj) -> bool:
@@ -151,7 +158,8 @@ class Scheduler:
             if kind in ("RELIST", "SYNCED"):
                 continue
             uid = pod["metadata"]["uid"]
-            if kind == "DELETED" or pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName"):
+            if kind == "DELETED" or pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName") \
+                    or not ours(pod):
                 with self.lock:
                     self.pending.pop(uid, None)
                 continue

@@ -200,6 +200,14 @@ def test_node_selector_and_unschedulable(cluster: Any, ns: str) -> None:
                                                            p["status"].get("conditions") or []))
     assert cond(stuck, "PodScheduled")["reason"] == "Unschedulable"
     assert stuck["status"]["phase"] == "Pending"
+    # a pod naming another scheduler is left to it, as kube-scheduler does: never bound, never run
+    other = server_pod("other-scheduler", ns, [{"containerPort": 80}])
+    other["spec"]["schedulerName"] = "someone-else"
+    apply(cluster, other)
+    time.sleep(4)  # longer than the scheduler's retry period
+    waiting = json.loads(cluster.kubectl("get", "pod", "-n", ns, "other-scheduler", "-o", "json"))
+    assert not waiting["spec"].get("nodeName") and waiting["status"].get("phase") == "Pending"
+    assert not any(c["type"] == "PodScheduled" for c in waiting["status"].get("conditions") or [])
 
 
 def test_graceful_deletion_kills_processes_and_frees_the_ip(cluster: Any, ns: str) -> None:
