@@ -7,6 +7,8 @@ The list and the watch run in a daemon thread (the Kubernetes client is blocking
 cache is woken through ``changed`` on every update. A list the API server refuses for good (401/403/404: no RBAC,
 or the API does not exist) marks the cache ``refused`` and is tried again only after ``refused_retry_seconds``; any
 other failure is retried after a doubling backoff (client-go's reflector does the same), counted by ``on_error``.
+Where the API server lets us list but not watch (an old Role without the watch verb), the cache lists every
+``POLL_SECONDS`` instead, with a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 WATCH_TIMEOUT_SECONDS = 60
 _Watch: Any = watch.Watch  # untyped in the client
 
+#: How often a cache that may list but not watch lists again, seconds.
+POLL_SECONDS = 10.0
 #: Backoff between failed list/watch attempts: first wait and cap, seconds.
 BACKOFF = (0.5, 30.0)
 
@@ -55,6 +59,7 @@ class ListWatch:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.synced = False  # a list has succeeded at least once
         self.refused: ApiException | None = None  # the last list was refused for good (401/403/404)
+        self.watch_refused: ApiException | None = None  # lists work but watching is forbidden: polled instead
         self.changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -96,13 +101,22 @@ class ListWatch:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            listed = False
             try:
                 version = self._list()
-                failures = 0
+                listed, failures = True, 0
+                if self.watch_refused is not None:
+                    self._stop.wait(POLL_SECONDS)  # may list but not watch: poll
+                    continue
                 self._watch_from(version)
             except ApiException as exc:
                 if exc.status == 410:
                     continue  # the version is too old: list again (no failure)
+                if exc.status in (401, 403) and listed:
+                    self.watch_refused = exc
+                    logger.warning("cannot watch %s (%s %s): listing them every %.0fs instead (grant the watch "
+                                   "verb)", self.what, exc.status, exc.reason, POLL_SECONDS)
+                    continue
                 if exc.status in (401, 403, 404):
                     self.refused = exc
                     self._notify()

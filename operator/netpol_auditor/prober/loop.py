@@ -6,6 +6,10 @@ leftovers of earlier runs of the same install; on stop it deletes its ProbeRun a
 has covered every path, then the loop waits for the next cycle (``interval_seconds``) — waking early when retries
 are due or the index changed.
 
+The planned paths are kept up to date incrementally (prober/coverage.py) in a worker thread on a snapshot of the
+index, so the event loop is never held by planning; the run's pods, nodes, Services and PodDisruptionBudgets are
+read from watch-fed caches (prober/listwatch.py), so a round's API calls grow with its probes, not with the cluster.
+
 Nothing that happens to one probe pod stops the loop: a refused or broken pod makes its paths inconclusive with a
 reason (prober/failures.py) and backs off its (probe group, node), and the cycle completes without it. An error in a
 round (the API server restarting, throttling) is logged, counted in ``netpol_auditor_probe_errors_total{stage}``
@@ -364,7 +368,9 @@ class ProbeLoop:
                                 sum(n for (s, _), n in states.items() if s == "inconclusive"),
                                 len(self.comparator.mismatches))
                 if result is None:
-                    await self._wait_for_work(stopped, next_cycle)
+                    # nothing due: wait for the next cycle, a retry or a change, and at least a pause (a cycle whose
+                    # paths are all too fresh, or that cannot place any pod, would otherwise spin)
+                    await self._wait_for_work(stopped, max(next_cycle, self.clock() + self.options.round_pause_seconds))
                 else:
                     await _sleep_or_stop(stopped, self.options.round_pause_seconds)
         finally:
