@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,7 +279,7 @@ class _Member:
     group: ProbeGroup
     slot: int
     token: int
-    facts: tuple[object, ...]
+    seen: ProbeGroup | None  # the group as the rest was computed for
     info: PeerInfo  # the group as a rule sees it (selector-visible labels, its primary member's addresses)
     sel_in: tuple[CompiledPolicy, ...]
     sel_eg: tuple[CompiledPolicy, ...]
@@ -561,18 +562,14 @@ class CoveragePlan:
         }
 
     def _add_member(self, group: ProbeGroup, slot: int | None) -> None:
-        if slot is None or slot in self._by_slot:
-            if self._free_slots:
-                self._free_slots.sort()
-                slot = self._free_slots.pop(0)
-            else:
-                slot = self._next_slot
-        self._free_slots.extend(range(self._next_slot, slot))  # a kept slot beyond the others leaves a gap
-        if slot in self._free_slots:
-            self._free_slots.remove(slot)
+        """File a new group under ``slot`` (kept slots come in increasing order) or the lowest free one."""
+        if slot is None:
+            slot = heapq.heappop(self._free_slots) if self._free_slots else self._next_slot
+        for gap in range(self._next_slot, slot):  # a kept slot beyond the others leaves a gap
+            heapq.heappush(self._free_slots, gap)
         self._next_slot = max(self._next_slot, slot + 1)
         self._by_slot[slot] = group.id
-        self._members[group.id] = _Member(group, slot, -1, (), self._info(group, ()), (), (), (), ())
+        self._members[group.id] = _Member(group, slot, -1, None, self._info(group, ()), (), (), (), ())
         self._groups_by_ns[group.namespace].add(group.id)
         self.groups[group.id] = group
         self._refresh_member(group.id)
@@ -580,7 +577,7 @@ class CoveragePlan:
     def _remove_member(self, gid: str) -> None:
         m = self._members.pop(gid)
         del self._by_slot[m.slot]
-        self._free_slots.append(m.slot)
+        heapq.heappush(self._free_slots, m.slot)
         self._groups_by_ns[m.group.namespace].discard(gid)
         self.groups.pop(gid, None)
         self._clear_bits(m.slot)
@@ -594,10 +591,9 @@ class CoveragePlan:
         return PeerInfo(group.namespace, self.inputs.namespace_labels(group.namespace), group.labels, ips, named)
 
     def _selecting(self, group: ProbeGroup, direction: Direction) -> tuple[CompiledPolicy, ...]:
-        return tuple(
-            cp for cp in sorted(self._policies_by_ns.get(group.namespace, ()), key=lambda cp: cp.policy.name)
-            if cp.isolates(direction) and cp.selects(group.labels)
-        )
+        """The policies that isolate the group for ``direction``, by name (`_index_policies` keeps them so)."""
+        return tuple(cp for cp in self._policies_by_ns.get(group.namespace, ())
+                     if cp.isolates(direction) and cp.selects(group.labels))
 
     def _refresh_member(self, gid: str) -> bool:
         """Recompute what planning needs of a group; True when anything changed (a new token)."""
@@ -606,18 +602,16 @@ class CoveragePlan:
         info = self._info(g, ())
         sel_in = self._selecting(g, Direction.INGRESS)
         sel_eg = self._selecting(g, Direction.EGRESS)
-        # compiled policies compare by identity: a changed policy is compiled anew (and they are kept alive here,
-        # so an id is never reused while compared)
-        same_rules = bool(m.facts) and m.info == info and _same(m.sel_in, sel_in) and _same(m.sel_eg, sel_eg)
-        if same_rules and m.facts[0] == g:
+        # compiled policies compare by identity: a changed policy is compiled anew
+        same_rules = m.seen is not None and m.info == info and _same(m.sel_in, sel_in) and _same(m.sel_eg, sel_eg)
+        if same_rules and m.seen == g:
             return False
-        if m.facts and not same_rules:
+        if m.seen is not None and not same_rules:
             self._rules_changed.add(gid)
-        facts = (g,)
         self.groups[gid] = g
         declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
         self._tokens += 1
-        m.token, m.facts, m.info, m.sel_in, m.sel_eg = self._tokens, facts, info, sel_in, sel_eg
+        m.token, m.seen, m.info, m.sel_in, m.sel_eg = self._tokens, g, info, sel_in, sel_eg
         m.ports_in = tuple(declared + _policy_ports(sel_in, Direction.INGRESS))
         m.ports_eg = tuple(_policy_ports(sel_eg, Direction.EGRESS))
         return True
