@@ -111,3 +111,12 @@ def test_series_of_deleted_namespaces_and_policies_are_removed() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'policy="y/deny-all"' in text
     assert "gone" not in text and "y/deleted" not in text
+
+
+def test_a_scrape_restricted_by_name_serves_the_state_series() -> None:
+    """``/metrics?name[]=...`` (prometheus_client's restricted registry) finds the state gauges by name too."""
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics(registry)
+    metrics.publish(ProbeState(path_states={("pending", ""): 7}))
+    text = generate_latest(registry.restricted_registry(["netpol_auditor_probe_paths"])).decode()
+    assert 'netpol_auditor_probe_paths{reason="",state="pending"} 7.0' in text

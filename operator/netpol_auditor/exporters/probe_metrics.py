@@ -70,7 +70,15 @@ class _StateCollector(Collector):
         self.state = ProbeState()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        s = self.state
+        return self._families(self.state)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families' names (no samples), so that registries know them: a scrape restricted with ``name[]=``
+        (prometheus_client's restricted registry) serves them too."""
+        return self._families(ProbeState())
+
+    @staticmethod
+    def _families(s: ProbeState) -> Iterator[GaugeMetricFamily]:
         mismatches = GaugeMetricFamily(
             "netpol_auditor_mismatches", "Current prediction/observation mismatches (class pairs).",
             labels=MISMATCH_LABELS,
@@ -113,9 +121,6 @@ class _StateCollector(Collector):
         if s.cycle_completed is not None:
             completed.add_metric([], s.cycle_completed)
         yield completed
-
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        return iter(())
 
 
 class ProbeMetrics:
