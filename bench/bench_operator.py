@@ -315,7 +315,9 @@ def main() -> int:
             "n": len(path_lags),
         }
         results["after_churn"] = proc_stats(proc.pid)
-        lag = scrape(port, "netpol_auditor_event_loop_lag_seconds").get("netpol_auditor_event_loop_lag_seconds", [])
+        # a histogram answers name[]= by its sample names
+        lag = scrape(port, "netpol_auditor_event_loop_lag_seconds_bucket").get("netpol_auditor_event_loop_lag_seconds",
+                                                                                [])
         buckets = {s.labels["le"]: s.value for s in lag if s.name.endswith("_bucket")}
         total = buckets.get("+Inf", 0.0)
         results["event_loop_lag"] = {
