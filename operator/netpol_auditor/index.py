@@ -42,6 +42,7 @@ from .engine import (
     not_judged,
     unjudged_pod_reason,
 )
+from .index_view import ClassRecord, IndexView
 from .model import (
     Direction,
     Endpoint,
@@ -630,6 +631,17 @@ class ReachabilityIndex:
 
     def endpoints(self) -> list[PodRef]:
         return sorted(self._pod_class)
+
+    def view(self) -> IndexView:
+        """A frozen copy of what the aggregate metrics and Event facts read (`netpol_auditor.index_view`): cheap to
+        take here, so that those computations can run in another thread while the index takes events."""
+        records = tuple(
+            ClassRecord(c.id, c.namespace, c.labels, c.named_ports, c.ips, tuple(c.members), c.sel_in, c.sel_eg,
+                        c.selected_by)
+            for c in self._classes.values()
+        )
+        policies = {key: cp.policy for key, cp in self._policies.items()}
+        return IndexView(self.revision, records, tuple(self.namespaces()), policies, tuple(self._pods.values()))
 
     def endpoint_pods(self) -> dict[PodRef, Pod]:
         """Endpoint pods by reference, unsorted: a cheap copy (for snapshots taken on a busy event loop)."""

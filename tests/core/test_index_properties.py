@@ -216,6 +216,17 @@ def assert_same(index: ReachabilityIndex, state: dict[tuple[ObjectKind, str | No
     assert index.policy_selected_pods() == rebuilt.policy_selected_pods()
     assert index.endpoints() == rebuilt.endpoints()
     assert index.endpoint_pods() == rebuilt.endpoint_pods() == {r: index.get_pod(r) for r in index.endpoints()}
+    # the frozen view the aggregate metrics are computed from, in a worker thread, says the same
+    view = index.view()
+    assert view.path_counts(PORTS) == index.path_counts(PORTS)
+    assert view.policy_selected_pods() == index.policy_selected_pods()
+    isolation: dict[tuple[str, str], list[int]] = {}
+    for ref in index.endpoints():
+        for direction, isolated in zip(("ingress", "egress"), index.isolation(ref), strict=True):
+            isolation.setdefault((ref.namespace, direction), [0, 0])[0 if isolated else 1] += 1
+    assert view.isolation_counts() == {k: (a, b) for k, (a, b) in isolation.items()}
+    assert view.namespaces() == index.namespaces() and view.policies() == index.policies()
+    assert sorted(p.ref for p in view.pods()) == sorted(p.ref for p in index.pods())
     for ref in index.endpoints():
         assert index.isolation(ref) == rebuilt.isolation(ref)
 

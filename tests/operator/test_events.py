@@ -45,7 +45,8 @@ def seed() -> tuple[IndexFeed, dict[str, dict[str, Any]]]:
 
 
 def facts(feed: IndexFeed) -> Any:
-    return collect_facts(feed.index, compute_aggregates(feed.index, (PortProtocol.parse("80"),), 1000))
+    view = feed.index.view()
+    return collect_facts(view, compute_aggregates(view, (PortProtocol.parse("80"),), 1000))
 
 
 def test_isolation_changes_and_policies_selecting_nothing_are_notable() -> None:

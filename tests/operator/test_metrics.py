@@ -55,9 +55,9 @@ def test_exported_names_types_and_labels_are_the_readme_catalogue() -> None:
     registry = CollectorRegistry()
     metrics = IndexMetrics(registry)
     feed = seeded_feed(metrics)
-    ports, declared = choose_ports(feed.index, (), 8)
+    ports, declared = choose_ports(feed.index.view(), (), 8)
     metrics.set_object_counts(feed.counts())
-    metrics.publish(compute_aggregates(feed.index, ports, 20000), declared, 8)
+    metrics.publish(compute_aggregates(feed.index.view(), ports, 20000), declared, 8)
     exported: dict[str, tuple[str, set[str]]] = {}
     for fam in families(registry).values():
         labels = {k for s in fam.samples for k in s.labels if k != "le"}
@@ -75,7 +75,7 @@ def test_path_counts_equal_the_engine_on_the_same_objects() -> None:
     metrics = IndexMetrics(registry)
     feed = seeded_feed(metrics)
     ports = (PortProtocol.parse("80"), PortProtocol.parse("8080"), PortProtocol.parse("5432"))
-    metrics.publish(compute_aggregates(feed.index, ports, 20000))
+    metrics.publish(compute_aggregates(feed.index.view(), ports, 20000))
     offline = ReachabilityIndex.from_objects(
         o.__class__(**{**o.__dict__, "phase": "Running", "pod_ips": ("10.9.9.9",)}) if o.__class__.__name__ == "Pod"
         else o for o in load_paths([str(SEED)]))
@@ -101,9 +101,9 @@ def test_series_cap_truncates_and_says_so(caplog: pytest.LogCaptureFixture) -> N
     metrics = IndexMetrics(registry)
     feed = seeded_feed(metrics)
     ports = (PortProtocol.parse("80"), PortProtocol.parse("8080"), PortProtocol.parse("5432"))
-    full = compute_aggregates(feed.index, ports, 20000)
+    full = compute_aggregates(feed.index.view(), ports, 20000)
     with caplog.at_level(logging.WARNING):
-        metrics.publish(compute_aggregates(feed.index, ports, 4))
+        metrics.publish(compute_aggregates(feed.index.view(), ports, 4))
     fams = families(registry)
     assert len(fams["netpol_auditor_paths"].samples) == 4 < 2 * len(full.paths)
     assert fams["netpol_auditor_path_series_capped"].samples[0].value == 1
@@ -114,9 +114,9 @@ def test_series_cap_truncates_and_says_so(caplog: pytest.LogCaptureFixture) -> N
 
 def test_default_ports_are_the_most_declared_capped(caplog: pytest.LogCaptureFixture) -> None:
     feed = seeded_feed(IndexMetrics(CollectorRegistry()))
-    ports, declared = choose_ports(feed.index, (), 2)
+    ports, declared = choose_ports(feed.index.view(), (), 2)
     assert declared == 3 and len(ports) == 2
-    assert choose_ports(feed.index, (PortProtocol.parse("53/UDP"),), 2) == ((PortProtocol.parse("53/UDP"),), 1)
+    assert choose_ports(feed.index.view(), (PortProtocol.parse("53/UDP"),), 2) == ((PortProtocol.parse("53/UDP"),), 1)
 
 
 def test_two_operators_in_one_process_have_separate_registries() -> None:

@@ -33,7 +33,7 @@ PORT = PortProtocol(80)
 
 def expected_metrics(admin: Any) -> dict[str, Any]:
     objects = list_all(admin)
-    aggregates = compute_aggregates(rebuild(admin), (PORT,), 10**6)
+    aggregates = compute_aggregates(rebuild(admin).view(), (PORT,), 10**6)
     return {
         "objects": {kind: float(sum(o["kind"] == api_kind for o in objects))
                     for kind, api_kind in (("pod", "Pod"), ("namespace", "Namespace"),

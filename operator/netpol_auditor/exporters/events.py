@@ -19,12 +19,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_auditor.exporters.metrics import Aggregates
-from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.index_view import IndexView
 from netpol_auditor.model import Direction, NetworkPolicy, NetworkPolicyPeer
 from netpol_auditor.selectors import compile_selector
 
@@ -85,7 +85,7 @@ def _describe_peer(peer: NetworkPolicyPeer) -> str:
     return " and ".join(parts)
 
 
-def _empty_peers(policy: NetworkPolicy, namespaces: dict[str, Any], classes: list[Any]) -> tuple[str, ...]:
+def _empty_peers(policy: NetworkPolicy, namespaces: dict[str, Any], classes: Sequence[Any]) -> tuple[str, ...]:
     """Peers (not ipBlocks) of *policy* that select no endpoint pod right now."""
     found: list[str] = []
     for direction in (Direction.INGRESS, Direction.EGRESS):
@@ -107,10 +107,11 @@ def _empty_peers(policy: NetworkPolicy, namespaces: dict[str, Any], classes: lis
     return tuple(found)
 
 
-def collect_facts(index: ReachabilityIndex, aggregates: Aggregates) -> IndexFacts:
-    """Gather the facts notices are computed from (cost: policies x peers x equivalence classes)."""
+def collect_facts(index: IndexView, aggregates: Aggregates) -> IndexFacts:
+    """Gather the facts notices are computed from (cost: policies x peers x equivalence classes; pure: run it in a
+    worker thread)."""
     namespaces = {ns.name: ns.labels for ns in index.namespaces()}
-    classes = index.classes()
+    classes = index.class_records
     facts = IndexFacts(
         isolation={k: _isolation_state(*v) for k, v in aggregates.isolation.items()},
         policy_pods=dict(aggregates.policy_pods),

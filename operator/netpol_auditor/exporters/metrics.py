@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
-from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.index_view import IndexView
 from netpol_auditor.model import ObjectKind, PortProtocol
 
 __all__ = ["Aggregates", "IndexMetrics", "choose_ports", "compute_aggregates"]
@@ -52,7 +52,7 @@ class Aggregates:
     seconds: float = 0.0
 
 
-def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], max_ports: int) -> tuple[
+def choose_ports(view: IndexView, configured: Sequence[PortProtocol], max_ports: int) -> tuple[
         tuple[PortProtocol, ...], int]:
     """The ports the path metrics cover: *configured*, else the ports pods declare, most declared first, capped.
 
@@ -61,44 +61,38 @@ def choose_ports(index: ReachabilityIndex, configured: Sequence[PortProtocol], m
     if configured:
         return tuple(sorted(configured)), len(configured)
     tally: TallyCounter[PortProtocol] = TallyCounter()
-    for pod in index.pods():
+    for pod in view.pods():
         tally.update(pod.declared_ports())
     ranked = sorted(tally, key=lambda p: (-tally[p], p))
     return tuple(sorted(ranked[:max_ports])), len(ranked)
 
 
-def compute_aggregates(index: ReachabilityIndex, ports: Sequence[PortProtocol], max_path_series: int) -> Aggregates:
-    """Compute the snapshot behind the path, isolation and per-policy series from *index*.
+def compute_aggregates(view: IndexView, ports: Sequence[PortProtocol], max_path_series: int) -> Aggregates:
+    """Compute the snapshot behind the path, isolation and per-policy series from a view of the index (pure: run
+    it in a worker thread).
 
-    Path counts come from the index's class-pair aggregate (``ReachabilityIndex.path_counts``: per destination
-    class, the allowed source pods as one bit set, popcounted per source namespace); beyond *max_path_series* the
-    series are truncated in (source namespace, destination namespace, port) order.
+    Path counts come from the index's class-pair aggregate (`netpol_auditor.paths`: per destination class, the
+    allowed source pods as one bit set, popcounted per source namespace); beyond *max_path_series* the series are
+    truncated in (source namespace, destination namespace, port) order.
     """
     started = time.perf_counter()
-    counts = index.path_counts(ports) if ports else {}
+    counts = view.path_counts(ports) if ports else {}
     needed = 2 * len(counts)
     capped = needed > max_path_series
     keys = sorted(counts)
     if capped:
         keys = keys[: max_path_series // 2]
     paths = {k: (counts[k].allowed, counts[k].denied) for k in keys}
-
-    isolation: dict[tuple[str, str], list[int]] = {}
-    for ref in index.endpoints():
-        ingress, egress = index.isolation(ref)
-        for direction, isolated in (("ingress", ingress), ("egress", egress)):
-            slot = isolation.setdefault((ref.namespace, direction), [0, 0])
-            slot[0 if isolated else 1] += 1
     return Aggregates(
-        revision=index.revision,
+        revision=view.revision,
         ports=tuple(ports),
         paths=paths,
         path_series_needed=needed,
         capped=capped,
         max_path_series=max_path_series,
-        isolation={k: (v[0], v[1]) for k, v in isolation.items()},
-        policy_pods=dict(index.policy_selected_pods()),
-        classes=index.stats().classes,
+        isolation=view.isolation_counts(),
+        policy_pods=view.policy_selected_pods(),
+        classes=view.class_count(),
         seconds=time.perf_counter() - started,
     )
 
