@@ -32,11 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # localcluster/: test and bench infrastructure
+
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from localcluster.statusonly import create_namespace, create_status_only_pod, pod_ip
 from prometheus_client.parser import text_string_to_metric_families
 
-SCHEDULER = "netpol-auditor-bench-unscheduled"
 APPS = [f"app{i}" for i in range(10)]
 
 
@@ -59,36 +61,15 @@ def populate(api_client: Any, pods: int, namespaces: int, policies_per_ns: int) 
     started = time.monotonic()
     names = [f"bench-{i:03d}" for i in range(namespaces)]
     for i, ns in enumerate(names):
-        try:
-            core.create_namespace({"metadata": {"name": ns, "labels": {"tier": f"t{i % 5}"}}})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        create_namespace(core, ns, {"tier": f"t{i % 5}"})
 
     def make_pod(n: int) -> None:
         # Deployment-like: 20 replicas share a pod-template-hash; a namespace holds deployments of every app.
         deployment = n // 20
-        ns, name = names[deployment % namespaces], f"pod-{n:05d}"
-        app = APPS[(deployment // namespaces) % len(APPS)]
-        body = {"metadata": {"name": name, "namespace": ns,
-                             "labels": {"app": app, "pod-template-hash": f"h{deployment}"}},
-                "spec": {"schedulerName": SCHEDULER, "tolerations": [{"operator": "Exists"}],
-                         "containers": [{"name": "main", "image": "registry.example/app:1",
-                                         "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}]}]}}
-        for _ in range(60):
-            try:
-                core.create_namespaced_pod(ns, body)
-                break
-            except ApiException as exc:
-                if exc.status == 409:
-                    break
-                if exc.status == 403 and "serviceaccount" in str(exc.body):  # a fresh namespace: not yet made
-                    time.sleep(0.5)
-                    continue
-                raise
-        ip = f"10.{100 + n // 65536}.{(n // 256) % 256}.{n % 256}"
-        core.patch_namespaced_pod_status(
-            name, ns, {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+        create_status_only_pod(
+            core, names[deployment % namespaces], f"pod-{n:05d}",
+            {"app": APPS[(deployment // namespaces) % len(APPS)], "pod-template-hash": f"h{deployment}"},
+            [{"containerPort": 80 if n % 2 else 8080, "name": "http"}], pod_ip(n),
         )
 
     with ThreadPoolExecutor(16) as pool:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from localcluster.statusonly import create_namespace, create_status_only_pod, pod_ip
 
 from .harness import OperatorProcess, wait_for
 
@@ -32,35 +33,14 @@ APPS = ["web", "api", "auth", "cart", "search", "db", "cache", "queue", "worker"
 def _create_pods(api: Any) -> None:
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
     for i, ns in enumerate(NAMESPACES):
-        try:
-            core.create_namespace({"metadata": {"name": ns, "labels": {"tier": f"t{i % 4}"}}})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
+        create_namespace(core, ns, {"tier": f"t{i % 4}"})
 
     def make_pod(n: int) -> None:
         deployment = n // 10
-        ns, name = NAMESPACES[deployment % len(NAMESPACES)], f"pod-{n:05d}"
-        body = {"metadata": {"name": name, "namespace": ns,
-                             "labels": {"app": APPS[(deployment // len(NAMESPACES)) % len(APPS)],
-                                        "version": f"v{deployment % 3}", "pod-template-hash": f"h{deployment}"}},
-                "spec": {"schedulerName": "nobody", "containers": [
-                    {"name": "main", "image": "registry.example/app:1",
-                     "ports": [{"containerPort": 80 if n % 2 else 8080, "name": "http"}]}]}}
-        for _ in range(60):
-            try:
-                core.create_namespaced_pod(ns, body)
-                break
-            except ApiException as exc:
-                if exc.status == 409:
-                    break
-                if exc.status == 403 and "serviceaccount" in str(exc.body):  # the namespace is brand new
-                    time.sleep(0.5)
-                    continue
-                raise
-        ip = f"10.{200 + n // 65536}.{(n // 256) % 256}.{n % 256}"
-        core.patch_namespaced_pod_status(name, ns, {"status": {"phase": "Running", "podIP": ip,
-                                                               "podIPs": [{"ip": ip}]}})
+        labels = {"app": APPS[(deployment // len(NAMESPACES)) % len(APPS)], "version": f"v{deployment % 3}",
+                  "pod-template-hash": f"h{deployment}"}
+        create_status_only_pod(core, NAMESPACES[deployment % len(NAMESPACES)], f"pod-{n:05d}", labels,
+                               [{"containerPort": 80 if n % 2 else 8080, "name": "http"}], pod_ip(n, base=200))
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(make_pod, range(PODS)))
