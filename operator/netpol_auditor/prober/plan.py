@@ -248,7 +248,7 @@ class ProbePlanner:
             elif probed is None or probed < at:
                 candidates.append(_with_priority(paths[key], "changed"))
         candidates[retries:] = sorted(candidates[retries:],
-                                              key=lambda p: (self.last_probed.get(p.key, -math.inf), p.key))
+                                      key=lambda p: (self.last_probed.get(p.key, -math.inf), p.key))
         limit = len(candidates) + self.SCAN_PER_POD * self.budget.max_pods * self.budget.targets_per_pod
         chosen = {p.key for p in candidates}
         kept: list[PlannedPath] = []
