@@ -302,7 +302,6 @@ class _Side:
 
     owner: str
     ingress: bool
-    token: int
     split: tuple[Any, ...]  # PeerKeys (bool components) then _NamedPorts (value components); PAIRS: one cell a group
     cells: dict[tuple[Any, ...], _Cell] = field(default_factory=dict)
 
@@ -695,7 +694,7 @@ class CoveragePlan:
                         if isinstance(port.port.port, str):
                             names[f"{port.port.port}/{port.port.protocol.value}"] = None
             split = (*peers, *(_NamedPort(n) for n in names))
-        side = _Side(m.group.id, ingress, m.token, split)
+        side = _Side(m.group.id, ingress, split)
         for vec, bits in self._partition(split).items():
             side.cells[vec] = _Cell(bits)
         for vec in list(side.cells):
