@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .bulk import collector_paused
@@ -538,10 +538,6 @@ class ReachabilityIndex:
         """Every class, by namespace and representative."""
         return sorted(map(self._public, self._classes.values()), key=lambda c: (c.namespace, c.representative))
 
-    def class_by_id(self, class_id: str) -> EquivalenceClass | None:
-        cls = self._classes.get(class_id)
-        return None if cls is None else self._public(cls)
-
     def class_of(self, pod: PodRef) -> EquivalenceClass | None:
         cid = self._pod_class.get(pod)
         return None if cid is None else self._public(self._classes[cid])
@@ -678,11 +674,3 @@ class ReachabilityIndex:
             classes=len(self._classes),
             revision=self.revision,
         )
-
-    def iter_class_pairs(self) -> Iterator[tuple[EquivalenceClass, EquivalenceClass]]:
-        """Every ordered pair of classes that has at least one pair of distinct pods."""
-        classes = self.classes()
-        for s in classes:
-            for d in classes:
-                if s.id != d.id or len(s.members) > 1:
-                    yield s, d
