@@ -75,8 +75,8 @@ __all__ = [
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "netpol-auditor"
-PROBE_SOURCE = PodRef("netpol-auditor", "netpol-auditor-probe")
-PROBE_DESTINATION = PodRef("netpol-auditor", "netpol-auditor-responder")
+CLONE_SOURCE_NAME = "netpol-auditor-probe"  # the model pods a prediction is made for
+CLONE_DESTINATION_NAME = "netpol-auditor-responder"
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,16 @@ def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction) -> l
                     if p.end_port is not None:
                         out.append(PortProtocol(p.end_port, p.protocol))
     return out
+
+
+def _clone_verdict(src_egress: Sequence[CompiledPolicy], src: PeerInfo, dst_ingress: Sequence[CompiledPolicy],
+                   dst: PeerInfo, port: PortProtocol) -> Verdict:
+    """The verdict for a probe clone connecting to a responder clone: the source's egress policies judge the
+    destination, the destination's ingress policies the source; named ports resolve on the destination."""
+    eg = judge_direction(Direction.EGRESS, src_egress, dst, port, dst.named_ports)
+    ing = judge_direction(Direction.INGRESS, dst_ingress, src, port, dst.named_ports)
+    return make_verdict(PodRef(src.namespace or "", CLONE_SOURCE_NAME),
+                        PodRef(dst.namespace or "", CLONE_DESTINATION_NAME), port, eg, ing)
 
 
 def _same(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -393,12 +403,8 @@ class CoveragePlan:
         assert self.inputs is not None
         s_info = self._info(src, src_ips or ("192.0.2.1",))
         d_info = self._info(dst, dst_ips or ("192.0.2.2",))
-        eg = judge_direction(Direction.EGRESS, self._selecting(src, Direction.EGRESS), d_info, port,
-                             d_info.named_ports)
-        ing = judge_direction(Direction.INGRESS, self._selecting(dst, Direction.INGRESS), s_info, port,
-                              d_info.named_ports)
-        return make_verdict(PodRef(src.namespace, PROBE_SOURCE.name), PodRef(dst.namespace, PROBE_DESTINATION.name),
-                            port, eg, ing)
+        return _clone_verdict(self._selecting(src, Direction.EGRESS), s_info, self._selecting(dst, Direction.INGRESS),
+                              d_info, port)
 
     # -- full build and incremental update ---------------------------------------------------------------------
 
@@ -804,9 +810,7 @@ class CoveragePlan:
         seen: set[tuple[object, ...]] = set()
         out: list[PlannedPath] = []
         for port in ports[: b.max_ports]:
-            eg = judge_direction(Direction.EGRESS, src.sel_eg, dst.info, port, dst.info.named_ports)
-            ing = judge_direction(Direction.INGRESS, dst.sel_in, src.info, port, dst.info.named_ports)
-            verdict = make_verdict(PROBE_SOURCE, PROBE_DESTINATION, port, eg, ing)
+            verdict = _clone_verdict(src.sel_eg, src.info, dst.sel_in, dst.info, port)
             if b.dedup_ports:
                 cls = port_class(verdict, self.inputs.policies)
                 if cls in seen:

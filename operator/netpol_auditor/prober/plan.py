@@ -23,6 +23,8 @@ from netpol_auditor.engine import PolicyKey, Snapshot, Verdict
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import NetworkPolicy, Pod, PortProtocol
 from netpol_auditor.prober.coverage import (
+    CLONE_DESTINATION_NAME,
+    CLONE_SOURCE_NAME,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     CoveragePlan,
@@ -393,9 +395,9 @@ def clone_pods(
     src: ProbeGroup, dst: ProbeGroup, src_ips: tuple[str, ...], dst_ips: tuple[str, ...]
 ) -> tuple[Pod, Pod]:
     """Model pods for a probe cloned from ``src`` and a responder cloned from ``dst``, with the given IPs."""
-    s = Pod(src.namespace, "netpol-auditor-probe", labels=src.labels, pod_ips=src_ips)
+    s = Pod(src.namespace, CLONE_SOURCE_NAME, labels=src.labels, pod_ips=src_ips)
     d = Pod(
-        dst.namespace, "netpol-auditor-responder", labels=dst.labels, pod_ips=dst_ips,
+        dst.namespace, CLONE_DESTINATION_NAME, labels=dst.labels, pod_ips=dst_ips,
         container_ports=dst.container_ports,
     )
     return s, d
