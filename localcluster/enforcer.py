@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,10 +28,9 @@ from localcluster import network
 from localcluster.controlplane import SERVICE_CIDR, process_alive, read_pid, spawn, stop_process
 
 __all__ = [
-    "EGRESS_MARKER",
     "ENFORCERS",
     "FORWARD_CHAIN",
-    "egress_flag",
+    "fault_spec",
     "flush_kube_router",
     "iptables_save",
     "kill_kube_router",
@@ -46,7 +46,7 @@ ENFORCERS = ("kube-router", "none")
 FORWARD_CHAIN = "KUBE-ROUTER-FORWARD"
 SYNC_PERIOD = "5m0s"  # kube-router's default full resync; policy changes are applied on watch events anyway
 HEALTH_PORT = 20244
-EGRESS_MARKER = "rule to jump traffic from POD"  # comment on kube-router's egress interception rules (pod.go)
+WRAPPED = ("iptables-restore", "ipset")
 BUILTIN = ("INPUT", "FORWARD", "OUTPUT")
 
 
@@ -54,27 +54,32 @@ def process_name(node: str) -> str:
     return f"nodes.kube-router-{node}"
 
 
-def egress_flag(state: Path, node: str) -> Path:
-    """While this file exists, kube-router on `node` installs no egress interception (faults.ignore_egress)."""
-    return state / "nodes" / f"ignore-egress-{node}"
+def fault_spec(state: Path, node: str) -> Path:
+    """While this file exists, kube-router's iptables-restore and ipset on `node` go through localcluster.rulefilter
+    with the fault it describes (faults.py)."""
+    return state / "nodes" / f"fault-{node}.json"
 
 
 def _wrapper_dir(state: Path, node: str) -> Path:
-    """A PATH entry for kube-router whose iptables-restore can drop egress interception (see faults.py)."""
+    """A PATH entry for kube-router whose ``iptables-restore`` and ``ipset`` apply the node's fault, if any
+    (rulefilter.py); a pass-through otherwise."""
     d = state / "nodes" / f"bin-{node}"
     d.mkdir(parents=True, exist_ok=True)
-    real = shutil.which("iptables-restore")
-    if real is None:
-        raise RuntimeError("iptables-restore not found (localcluster/setup.sh installs iptables)")
-    script = d / "iptables-restore"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"if [ -e '{egress_flag(state, node)}' ]; then\n"
-        f"  grep -v '{EGRESS_MARKER}' | '{real}' \"$@\"\n"
-        "else\n"
-        f"  exec '{real}' \"$@\"\n"
-        "fi\n")
-    script.chmod(0o755)
+    spec = fault_spec(state, node)
+    root = Path(__file__).resolve().parents[1]
+    for tool in WRAPPED:
+        real = shutil.which(tool)
+        if real is None:
+            raise RuntimeError(f"{tool} not found (localcluster/setup.sh installs iptables and ipset)")
+        script = d / tool
+        script.write_text(
+            "#!/bin/sh\n"
+            f"if [ -e '{spec}' ]; then\n"
+            f"  PYTHONPATH='{root}' exec '{sys.executable}' -m localcluster.rulefilter {tool} '{spec}' '{real}' "
+            '"$@"\n'
+            "fi\n"
+            f"exec '{real}' \"$@\"\n")
+        script.chmod(0o755)
     return d
 
 

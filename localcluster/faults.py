@@ -23,8 +23,42 @@ egress rules of a source pod on NODE (kube-router enforces each pod's policies o
     behind. Wrong afterwards: paths whose verdict on NODE would change through policy, pod or namespace changes made
     after the freeze (the node keeps enforcing the old state; new pods on NODE get no rules of their own, so their
     traffic is decided only by other pods' rules). Mode "frozen".
+``ignore-ingress NODE``
+    the mirror image: the "rule to jump traffic destined to POD" lines are dropped. Wrong afterwards: exactly the
+    paths *into* a pod on NODE that its ingress rules deny (open unless the source's egress denies them). Mode
+    "ignore-ingress".
+``ignore-udp NODE [--direction ingress|egress|both]`` and ``ignore-sctp NODE [--direction ...]``
+    UDP (SCTP) is not filtered on NODE: the interception jumps of that direction get ``! -p udp`` (``! -p sctp``),
+    so those packets never reach the pod's firewall chain. Wrong afterwards: the UDP (SCTP) paths denied by a rule
+    of that direction decided on NODE. ``ignore-sctp`` is refused with an error where the kernel has no SCTP (no
+    SCTP traffic flows at all, so there is nothing to leave unfiltered). Mode "ignore-udp" (both directions) or
+    "ignore-udp:ingress" / "ignore-udp:egress".
+``ignore-end-port NODE``
+    ``endPort`` is ignored in the rules NODE programs (both directions): ``--dport PORT:END`` becomes ``--dport
+    PORT``. This is what the API documentation says of a CNI without endPort support: "the policy will be applied
+    only for the single port field" (concepts/services-networking/network-policies, "Targeting a range of ports").
+    Wrong afterwards: paths to a port in ``(port, endPort]`` that only such a range admits, decided on NODE —
+    denied though allowed.
+``ignore-named-ports NODE``
+    named ports are not resolved on NODE: the rules kube-router builds for a named port (their destination ipset is
+    the named-port set, see rulefilter.py) are dropped, in ingress rules and in egress rules with ``to`` peers (an
+    egress rule without peers resolves a named port to a plain ``--dport`` and is unaffected). Wrong afterwards:
+    paths that only a named port admits, decided on NODE — denied though allowed.
+``ignore-ipblock-except NODE``
+    ``ipBlock.except`` is ignored on NODE: the ipset members kube-router adds with ``nomatch`` are dropped (and
+    those already in place deleted now). Wrong afterwards: paths denied only because the peer's address is in an
+    ``except`` range, decided on NODE — allowed though denied.
+``slow-programming NODE SECONDS``
+    every rule change reaches NODE's dataplane SECONDS late: the wrapper holds each of kube-router's
+    ``iptables-restore`` calls for SECONDS (ipsets are applied at once). Syncs queue behind each other, so a pod
+    created while a sync is held waits up to twice that. Nothing is wrong once the rules land; before that, a new
+    pod on NODE has no firewall chain (its traffic is unfiltered) and a new policy is not in force on NODE.
+    Mode "slow-programming:SECONDS".
+
+Every rewrite fault keeps kube-router running on NODE; another fault on the same node replaces it.
+
 ``heal [NODE]``
-    restore the cluster's configured enforcer on NODE (default: every node): drop the egress filter, flush, restart
+    restore the cluster's configured enforcer on NODE (default: every node): drop the rule rewrite, flush, restart
     kube-router and wait for its rules. Nothing is wrong afterwards.
 ``status``
     print each node's mode as JSON.
@@ -34,22 +68,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from localcluster import enforcer, network
+from localcluster import enforcer, network, rulefilter
 from localcluster.nodes import load_layout, save_layout
 from localcluster.paths import state_dir
+from localcluster.responder import SCTP_UNSUPPORTED_REASON, sctp_supported
 
-__all__ = ["VERBS", "freeze_enforcer", "heal", "ignore_egress", "main", "modes", "set_none", "stop_enforcer"]
+__all__ = ["REWRITES", "VERBS", "FaultRefused", "freeze_enforcer", "heal", "main", "modes", "rewrite", "set_none",
+           "stop_enforcer"]
 
-VERBS = ("stop-enforcer", "freeze-enforcer", "ignore-egress", "set-none", "heal", "status")
+#: faults that keep kube-router running and rewrite what it programs (rulefilter.py)
+REWRITES = ("ignore-egress", "ignore-ingress", "ignore-udp", "ignore-sctp", "ignore-end-port", "ignore-named-ports",
+            "ignore-ipblock-except", "slow-programming")
+DIRECTIONAL = ("ignore-udp", "ignore-sctp")
+VERBS = ("stop-enforcer", "freeze-enforcer", "set-none", *REWRITES, "heal", "status")
+
+
+class FaultRefused(ValueError):
+    """The fault cannot be made on this machine or cluster; the message says why."""
 
 
 def _node(state: Path, name: str) -> network.NodeNet:
     layout = load_layout(state)
     if name not in layout["nodes"]:
-        raise ValueError(f"no node {name!r} (nodes: {', '.join(layout['nodes'])})")
+        raise FaultRefused(f"no node {name!r} (nodes: {', '.join(layout['nodes'])})")
     return network.node_net(layout["prefix"], int(name.rsplit("-", 1)[1]))
 
 
@@ -60,40 +106,68 @@ def _set_mode(state: Path, node: str, mode: str) -> None:
 
 
 def modes(state: Path) -> dict[str, str]:
-    """Each node's current enforcement mode: kube-router, none, stopped or ignore-egress."""
+    """Each node's current enforcement mode: kube-router, none, stopped, frozen, or a rewrite fault's mode."""
     return dict(load_layout(state)["modes"])
 
 
 def stop_enforcer(state: Path, node: str) -> None:
     n = _node(state, node)
-    enforcer.egress_flag(state, node).unlink(missing_ok=True)
+    enforcer.fault_spec(state, node).unlink(missing_ok=True)
     enforcer.stop_kube_router(state, n, flush=True)
     _set_mode(state, node, "stopped")
 
 
 def freeze_enforcer(state: Path, node: str) -> None:
     n = _node(state, node)
-    enforcer.egress_flag(state, node).unlink(missing_ok=True)
+    enforcer.fault_spec(state, node).unlink(missing_ok=True)
     enforcer.kill_kube_router(state, n)
     _set_mode(state, node, "frozen")
 
 
 def set_none(state: Path, node: str) -> None:
     n = _node(state, node)
-    enforcer.egress_flag(state, node).unlink(missing_ok=True)
+    enforcer.fault_spec(state, node).unlink(missing_ok=True)
     enforcer.stop_kube_router(state, n, flush=True)
     _set_mode(state, node, "none")
 
 
-def ignore_egress(state: Path, node: str) -> None:
+def fault_mode(verb: str, directions: tuple[str, ...] = ("ingress", "egress"), seconds: float = 0.0) -> str:
+    if verb == "slow-programming":
+        return f"{verb}:{seconds:g}"
+    if verb in DIRECTIONAL and len(set(directions)) == 1:
+        return f"{verb}:{directions[0]}"
+    return verb
+
+
+def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("ingress", "egress"),
+            seconds: float = 0.0) -> None:
+    """Make one of the `REWRITES` faults on `node`: kube-router keeps running, what it programs is rewritten from
+    now on, and the rules (and ipsets) already in place are rewritten the same way at once."""
+    if verb not in REWRITES:
+        raise FaultRefused(f"{verb!r} is not a rewrite fault ({', '.join(REWRITES)})")
+    if verb == "ignore-sctp" and not sctp_supported():
+        raise FaultRefused(f"ignore-sctp refused: this {SCTP_UNSUPPORTED_REASON}, so no SCTP traffic flows on any "
+                           "node and there is no SCTP filtering to break")
+    if verb == "slow-programming" and seconds <= 0:
+        raise FaultRefused("slow-programming needs SECONDS > 0")
+    if load_layout(state)["enforcer"] != "kube-router":
+        raise FaultRefused(f"{verb} rewrites kube-router's rules; this cluster runs no kube-router")
     n = _node(state, node)
     if load_layout(state)["modes"][node] != "kube-router":
         heal(state, node)
-    enforcer.egress_flag(state, node).touch()
+    spec: dict[str, Any] = {"verb": verb, "directions": list(directions), "seconds": seconds}
+    enforcer.fault_spec(state, node).write_text(json.dumps(spec))
     saved = enforcer.iptables_save(n.netns)
-    kept = [line for line in saved.splitlines() if enforcer.EGRESS_MARKER not in line]
-    network.run(["iptables-restore"], netns=n.netns, input="\n".join(kept) + "\n")
-    _set_mode(state, node, "ignore-egress")
+    network.run(["iptables-restore"], netns=n.netns, input=rulefilter.filter_iptables(saved, spec))
+    if verb == "ignore-ipblock-except":
+        listed = network.run(["ipset", "save"], netns=n.netns)
+        for line in listed.splitlines():
+            parts = line.split()
+            if parts[:1] == ["add"] and parts[-1] == "nomatch":
+                subprocess.run(["ip", "netns", "exec", n.netns, "ipset", "del", parts[1], parts[2]],
+                               capture_output=True, check=False)
+    _set_mode(state, node, fault_mode(verb, directions, seconds))
+
 
 
 def heal(state: Path, node: str | None = None) -> None:
@@ -101,7 +175,7 @@ def heal(state: Path, node: str | None = None) -> None:
     names = [node] if node else list(layout["nodes"])
     for name in names:
         n = _node(state, name)
-        enforcer.egress_flag(state, name).unlink(missing_ok=True)
+        enforcer.fault_spec(state, name).unlink(missing_ok=True)
         enforcer.stop_kube_router(state, n, flush=True)
         if layout["enforcer"] == "kube-router":
             enforcer.start_kube_router(state, n, Path(layout["kubeconfig"]))
@@ -114,20 +188,29 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("verb", choices=VERBS)
     parser.add_argument("node", nargs="?")
+    parser.add_argument("seconds", nargs="?", type=float, default=0.0, help="slow-programming: the delay")
+    parser.add_argument("--direction", choices=("ingress", "egress", "both"), default="both",
+                        help="ignore-udp / ignore-sctp: which direction goes unfiltered (default both)")
     parser.add_argument("--state", type=Path, default=None)
     args = parser.parse_args(argv)
     state = (args.state or state_dir()).resolve()
     if args.verb == "status":
         print(json.dumps(modes(state), indent=2))
         return 0
-    if args.verb == "heal":
-        heal(state, args.node)
-    else:
-        if not args.node:
+    try:
+        if args.verb == "heal":
+            heal(state, args.node)
+        elif not args.node:
             parser.error(f"{args.verb} needs a NODE")
-        {"stop-enforcer": stop_enforcer, "freeze-enforcer": freeze_enforcer, "ignore-egress": ignore_egress,
-         "set-none": set_none}[args.verb](
-            state, args.node)
+        elif args.verb in REWRITES:
+            directions = ("ingress", "egress") if args.direction == "both" else (args.direction,)
+            rewrite(state, args.node, args.verb, directions, args.seconds)
+        else:
+            {"stop-enforcer": stop_enforcer, "freeze-enforcer": freeze_enforcer, "set-none": set_none}[args.verb](
+                state, args.node)
+    except FaultRefused as exc:
+        print(f"fault {args.verb}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(modes(state)))
     return 0
 
