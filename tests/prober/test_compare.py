@@ -56,7 +56,7 @@ def judge(c: Comparator, index: ReachabilityIndex, port: str, result: ProbeResul
 
 def test_disagreement_is_retried_then_becomes_a_mismatch_with_the_example_pair() -> None:
     index = cluster(DENY_ALL_Y)
-    c = Comparator(retry_window_seconds=10, max_attempts=10)
+    c = Comparator(late_seconds=0, retry_window_seconds=10, max_attempts=10)
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 4.0).outcome is Outcome.RETRY
     j = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 10.5)
@@ -74,7 +74,7 @@ def test_disagreement_is_retried_then_becomes_a_mismatch_with_the_example_pair()
 
 def test_retry_absorbs_programming_delay() -> None:
     index = cluster(DENY_ALL_Y)
-    c = Comparator()
+    c = Comparator(late_seconds=0)
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
     j = judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 2.0)
     assert j.outcome is Outcome.MATCH and not c.mismatches
@@ -84,7 +84,7 @@ def test_retry_absorbs_programming_delay() -> None:
 
 def test_attempts_are_bounded_even_inside_the_window() -> None:
     index = cluster(DENY_ALL_Y)
-    c = Comparator(retry_window_seconds=100, max_attempts=2)
+    c = Comparator(late_seconds=0, retry_window_seconds=100, max_attempts=2)
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 1.0).outcome is Outcome.MISMATCH
 
@@ -97,7 +97,7 @@ def test_attempts_are_bounded_even_inside_the_window() -> None:
 ])
 def test_results_that_prove_nothing_are_not_mismatches(result: ProbeResult | None, kw: Any, reason: str) -> None:
     index = cluster(DENY_ALL_Y)
-    c = Comparator(retry_window_seconds=0, settle_seconds=5)
+    c = Comparator(late_seconds=0, retry_window_seconds=0, settle_seconds=5)
     j = judge(c, index, "80/TCP", result, 100.0, **kw)
     assert j.reason == reason and j.outcome in (Outcome.INCONCLUSIVE, Outcome.TOO_FRESH)
     assert not c.mismatches
@@ -106,12 +106,12 @@ def test_results_that_prove_nothing_are_not_mismatches(result: ProbeResult | Non
 def test_refused_and_timed_out_both_prove_denied_for_a_responder() -> None:
     index = cluster(DENY_ALL_Y)
     for result in (ProbeResult.REFUSED, ProbeResult.TIMED_OUT):
-        assert judge(Comparator(), index, "80/TCP", result, 0.0).outcome is Outcome.MATCH
+        assert judge(Comparator(late_seconds=0), index, "80/TCP", result, 0.0).outcome is Outcome.MATCH
 
 
 def test_mismatch_heals_and_reports_resolution() -> None:
     index = cluster(DENY_ALL_Y)
-    c = Comparator(retry_window_seconds=0)
+    c = Comparator(late_seconds=0, retry_window_seconds=0)
     assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.MISMATCH
     assert c.policy_enforced([DENY_ALL_Y.key]) == {DENY_ALL_Y.key: 0}
     assert c.feature_enforced() == {("ingress", "node-2"): 0}
@@ -126,7 +126,7 @@ def test_dropped_allowed_traffic_through_a_named_port_points_at_named_ports() ->
         "podSelector": {"matchLabels": {"app": "b"}},
         "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]})
     index = cluster(allow_http)
-    c = Comparator(retry_window_seconds=0)
+    c = Comparator(late_seconds=0, retry_window_seconds=0)
     j = judge(c, index, "8080/TCP", ProbeResult.TIMED_OUT, 0.0)
     assert j.mismatch.kind is MismatchKind.UNEXPECTEDLY_DENIED
     assert j.mismatch.policy_label == "y/allow-http"
@@ -157,6 +157,11 @@ def test_end_port_udp_egress_and_ipblock_except_features() -> None:
                        ("udp", "node-1", "egress")}
     # the same port to an address outside the except range is allowed
     assert verdict(index, "53/UDP", dst_ip="10.0.3.5").allowed
+    # a port the ipBlock rule does not take is denied for want of a rule, not by its except
+    v = verdict(index, "80/TCP")
+    assert v.allowed is False
+    failing = exercised_features(v, policies, "node-1", "node-2", ("10.0.1.5",), ("10.0.2.5",), failing_only=True)
+    assert failing == {("egress", "node-1", "egress")}
 
 
 def _mismatch(port: str, features: set[tuple[str, str, str]]) -> Mismatch:
@@ -166,7 +171,7 @@ def _mismatch(port: str, features: set[tuple[str, str, str]]) -> Mismatch:
 
 
 def test_feature_blame_separates_protocols_from_directions() -> None:
-    c = Comparator()
+    c = Comparator(late_seconds=0)
     c.confirmed_features.update({("egress", "node-1", "egress"): 0.0, ("udp", "node-1", "egress"): 0.0,
                                  ("named_ports", "node-1", "ingress"): 0.0, ("ingress", "node-1", "ingress"): 0.0})
     # only UDP fails in the egress direction: the protocol is blamed, not egress
@@ -186,3 +191,67 @@ def test_feature_blame_separates_protocols_from_directions() -> None:
     c.mismatches[PathKey("a", "b", PortProtocol.parse("81/TCP"), "node-1", "node-1")] = _mismatch(
         "81/TCP", {("ingress", "node-1", "ingress")})
     assert c.feature_enforced()[("named_ports", "node-1")] == 0
+
+
+def test_blame_leaves_out_what_other_paths_prove_working() -> None:
+    """A path admitted by endPort ranges on both sides (egress on node-1, ingress on node-2) is denied. While
+    another path's latest observation proves the range works into node-2, node-1's egress alone is blamed; once
+    that proof is gone (the other path disagrees too), nothing tells the two apart and both are."""
+    index = cluster(
+        policy("x", "out", {"podSelector": {}, "policyTypes": ["Egress"],
+                            "egress": [{"ports": [{"port": 9000, "endPort": 9100}]}]}),
+        policy("y", "in", {"podSelector": {}, "ingress": [{"ports": [{"port": 9000, "endPort": 9100}]}]}))
+    policies = {p.key: p for p in index.policies()}
+    src, dst = groups(index)
+    port = PortProtocol.parse("9050/TCP")
+    cross = PathKey(src.id, dst.id, port, "node-1", "node-2")
+    local = PathKey(src.id, dst.id, port, "node-2", "node-2")
+    c = Comparator(late_seconds=0, retry_window_seconds=1, max_attempts=2)
+
+    def observe(k: PathKey, result: ProbeResult, now: float) -> Outcome:
+        return c.judge(k, verdict(index, "9050/TCP"), result, now, source=SRC, destination=DST,
+                       policies=policies).outcome
+
+    assert observe(local, ProbeResult.CONNECTED, 0.0) is Outcome.MATCH
+    assert observe(cross, ProbeResult.TIMED_OUT, 0.0) is Outcome.RETRY
+    assert observe(cross, ProbeResult.TIMED_OUT, 2.0) is Outcome.MISMATCH
+    assert c.mismatches[cross].features == {("end_port", "node-1", "egress"), ("end_port", "node-2", "ingress")}
+    assert c.feature_enforced() == {("end_port", "node-1"): 0, ("end_port", "node-2"): 1,
+                                    ("egress", "node-2"): 1, ("ingress", "node-2"): 1}
+    assert observe(local, ProbeResult.TIMED_OUT, 3.0) is Outcome.RETRY
+    assert c.feature_enforced()[("end_port", "node-2")] == 0
+
+
+def test_a_match_on_the_first_port_of_a_range_does_not_confirm_end_port() -> None:
+    """A CNI that ignores endPort still admits the range's first port ("the policy will be applied only for the
+    single port field", concepts/services-networking/network-policies): only a port past it exercises endPort."""
+    index = cluster(policy("x", "out", {"podSelector": {}, "policyTypes": ["Egress"],
+                                        "egress": [{"ports": [{"port": 9000, "endPort": 9100}]}]}))
+    policies = {p.key: p for p in index.policies()}
+    assert exercised_features(verdict(index, "9000/TCP"), policies, "node-1", "node-2") == {
+        ("egress", "node-1", "egress")}
+    assert ("end_port", "node-1", "egress") in exercised_features(verdict(index, "9100/TCP"), policies, "node-1",
+                                                                  "node-2")
+    # a failure at the first port may still point at endPort handling
+    failing = exercised_features(verdict(index, "9000/TCP"), policies, "node-1", "node-2", failing_only=True)
+    assert failing == {("end_port", "node-1", "egress")}
+
+
+def test_a_disagreement_that_agrees_after_waiting_is_late_not_a_mismatch() -> None:
+    """Past the retry window, one more probe waits `late_seconds` before connecting: agreeing then, the path is
+    enforced but programmed late (its own outcome, no mismatch); still disagreeing, it is a mismatch."""
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=10, max_attempts=10, late_seconds=30)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0, waited=2).outcome is Outcome.RETRY
+    j = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 11.0, waited=2)
+    assert (j.outcome, j.wait) == (Outcome.RETRY, 30)
+    j = judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 45.0, waited=30)
+    assert (j.outcome, j.reason) == (Outcome.LATE, "programming_late")
+    assert not c.mismatches and ("ingress", "node-2") in c.feature_enforced()
+    # the next disagreement starts over; this time the long wait does not help
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 100.0, waited=2).outcome is Outcome.RETRY
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 111.0, waited=2).wait == 30
+    j = judge(c, index, "80/TCP", ProbeResult.CONNECTED, 145.0, waited=30)
+    assert j.outcome is Outcome.MISMATCH and j.new
+    # a probe that agrees within the window is a plain match, whatever came before
+    assert judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 150.0, waited=2).outcome is Outcome.MATCH

@@ -8,7 +8,7 @@ from typing import Any
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
 from netpol_auditor.model import Namespace, NetworkPolicy, Pod, PortProtocol
-from netpol_auditor.prober.plan import PlanBudget, ProbePlanner, namespace_selected, probe_groups
+from netpol_auditor.prober.plan import PathKey, PlanBudget, ProbePlanner, namespace_selected, probe_groups
 
 NODES = ("node-a", "node-b", "node-c")
 
@@ -211,8 +211,9 @@ def test_balanced_placements_probe_every_node_as_source_and_destination() -> Non
     index = three_tier_cluster()
     planner = ProbePlanner(PlanBudget())
     paths = planner.enumerate_paths(index)
-    # one placement per (group pair, port)
-    assert len({(k.src, k.dst, k.port) for k in paths}) == len(paths)
+    # one placement per (group pair, port), plus the node cover
+    cover = planner.paths_plan.cover
+    assert len({(k.src, k.dst, k.port) for k in paths if k not in cover}) == len(paths) - len(cover)
     for side in ("src_node", "dst_node"):
         for node in NODES:
             denied = [k for k, p in paths.items() if getattr(k, side) == node and not p.predicted]
@@ -220,6 +221,35 @@ def test_balanced_placements_probe_every_node_as_source_and_destination() -> Non
     # placements are stable: the next cycle re-checks the same node pairs
     planner.cycles_completed += 1
     assert set(planner.enumerate_paths(index)) == set(paths)
+
+
+def test_node_cover_proves_every_feature_on_every_node_it_can() -> None:
+    """Balanced placements put each port class on one node pair; the cover adds placements until every
+    (feature, direction, prediction, node) that some placement could prove is proven by a planned path, so a
+    feature broken on one node only is still probed there. Without it, something would be left unproven here."""
+    index = three_tier_cluster()
+    planner = ProbePlanner(PlanBudget())
+    paths = planner.enumerate_paths(index)
+    plan = planner.paths_plan
+    possible = {o for p in plan.paths.values() for *_, proves in p.placements for o in proves}
+
+    def proven(keys: Iterable[PathKey]) -> set[tuple[str, str, bool, str]]:
+        out: set[tuple[str, str, bool, str]] = set()
+        for k in keys:
+            base = plan.paths.get(k)
+            source = base if base is not None and base.placements else next(
+                p for p in plan.paths.values() if (p.key.src, p.key.dst, p.key.port) == (k.src, k.dst, k.port)
+                and p.placements)
+            out |= next(proves for sn, dn, proves in source.placements if (sn, dn) == (k.src_node, k.dst_node))
+        return out
+
+    assert plan.cover, "the balanced placements alone leave something unproven in this cluster"
+    assert proven(paths) == possible
+    assert proven(k for k in paths if k not in plan.cover) != possible
+    # bounded: one extra path per obligation at most
+    assert len(plan.cover) <= len(possible - proven(k for k in paths if k not in plan.cover))
+    # and a rebuild agrees
+    assert set(plan.rebuilt().paths) == set(paths)
 
 
 def test_ports_the_policies_treat_alike_are_probed_once() -> None:

@@ -60,7 +60,7 @@ def test_every_catalogued_prober_metric_is_exposed_with_its_type_and_labels() ->
                                {("judged", ""): 3, ("inconclusive", "quota"): 2}, 1.7e9))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     want = catalogue()
-    assert len(want) == 14
+    assert len(want) == 15
     for name, (kind, label_names) in want.items():
         base = name.removesuffix("_total") if kind == "counter" else name
         assert base in families, name

@@ -125,7 +125,7 @@ class Settings:
     events_grace_seconds: float = 30.0
     # Prober (live probes that confirm what the CNI enforces)
     probe_enabled: bool = False
-    probe_interval_seconds: float = 300.0
+    probe_interval_seconds: float = 30.0
     probe_image: str = "nicolaka/netshoot:v0.13"
     probe_max_pods: int = 10
     probe_pair_groups: int = 100
@@ -134,6 +134,7 @@ class Settings:
     probe_timeout_seconds: int = 2
     probe_settle_seconds: float = 5.0
     probe_retry_seconds: float = 10.0
+    probe_late_seconds: float = 30.0
     probe_namespaces: tuple[str, ...] = ()
     # ... where kube-system and the operator's own namespace are left out unless this is set
     probe_system_namespaces: bool = False
@@ -245,6 +246,9 @@ _OPTIONS: tuple[_Option, ...] = (
             "yet (CNI programming delay)", parse=float, metavar="SECONDS"),
     _Option("--probe-retry", "probe_retry_seconds", "a path observed differently than predicted is re-probed for "
             "this long before it counts as a mismatch", parse=float, metavar="SECONDS"),
+    _Option("--probe-late", "probe_late_seconds", "before a path counts as a mismatch, one more probe waits this long "
+            "before connecting; if it then agrees, the path is 'late' (enforced, rules programmed slowly), not a "
+            "mismatch (0: off)", parse=float, metavar="SECONDS"),
     _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
             "'!glob' excludes (default: every audited namespace but kube-system and the operator's own)",
             parse=_pattern, metavar="PATTERNS"),
@@ -340,7 +344,8 @@ def _validate(settings: Settings) -> None:
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
     for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds", "events_grace_seconds",
-                 "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds", "probe_backoff_seconds",
+                 "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds", "probe_late_seconds",
+                 "probe_backoff_seconds",
                  "probe_backoff_max_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")

@@ -150,6 +150,11 @@ class ProbeMetrics:
         self.inconclusive = Counter(
             "netpol_auditor_probes_inconclusive", "Probes that could not be judged.", ("reason",), registry=registry
         )
+        self.late = Counter(
+            "netpol_auditor_probes_late", "Paths whose probe agreed with the prediction only after waiting "
+            "--probe-late seconds: enforced, but the CNI programs rules later than the retry window.",
+            registry=registry,
+        )
         self.pod_duration = Histogram(
             "netpol_auditor_probe_pod_duration_seconds", "Run time of one probe pod, creation to result.",
             buckets=_DURATION_BUCKETS, registry=registry,

@@ -7,6 +7,12 @@ less than ``settle_seconds`` ago is not judged at all ("too fresh"). Only then i
 ``unexpectedly_allowed`` (a policy is not enforced) or ``unexpectedly_denied`` (traffic the policies allow is
 dropped). Results that prove nothing (tool errors, no result, a refusal from a real workload that may simply not
 listen) are *inconclusive*, counted apart.
+
+A CNI that programs rules late looks broken to a probe made too early. So before a disagreement that outlived
+the retry window becomes a mismatch, the path is probed once more by a pod that waits ``late_seconds`` before
+connecting (its own rules, and the responder's, have had that long to land). If that probe agrees, the path is
+*late* (reason ``programming_late``): enforced, but slower than the window. If it still disagrees, or waiting is
+off (``late_seconds`` 0), it is a mismatch.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netpol_auditor.engine import DirectionVerdict, PolicyKey, Verdict
-from netpol_auditor.model import Direction, NetworkPolicy, PodRef, Protocol
+from netpol_auditor.engine import PolicyKey, Verdict
+from netpol_auditor.model import NetworkPolicy, PodRef, Protocol
+from netpol_auditor.prober.features import FEATURES, exercised_features
 from netpol_auditor.prober.plan import PathKey
 from netpol_auditor.prober.script import ProbeResult
-from netpol_auditor.selectors import compile_ip_block
 
 __all__ = [
     "FEATURES",
@@ -32,9 +38,6 @@ __all__ = [
     "exercised_features",
 ]
 
-FEATURES = ("ingress", "egress", "named_ports", "end_port", "sctp", "udp", "ipblock_except")
-
-
 class MismatchKind(StrEnum):
     UNEXPECTEDLY_ALLOWED = "unexpectedly_allowed"
     UNEXPECTEDLY_DENIED = "unexpectedly_denied"
@@ -42,6 +45,7 @@ class MismatchKind(StrEnum):
 
 class Outcome(StrEnum):
     MATCH = "match"
+    LATE = "late"
     MISMATCH = "mismatch"
     RETRY = "retry"
     INCONCLUSIVE = "inconclusive"
@@ -84,86 +88,7 @@ class Judgement:
     resolved: Mismatch | None = None  # a current mismatch that this match heals
     features: frozenset[tuple[str, str, str]] = frozenset()  # (feature, node, direction) a MATCH confirms
     policies: tuple[PolicyKey, ...] = ()  # policies a MATCH confirms
-
-
-def _port_spec(policies: Mapping[PolicyKey, NetworkPolicy], dv: DirectionVerdict) -> set[str]:
-    """Special features of the admitting rules of one direction: named port, endPort, ipBlock with except."""
-    out: set[str] = set()
-    for ref in dv.admitted_by:
-        policy = policies.get((ref.namespace, ref.policy))
-        if policy is None:
-            continue
-        rule = policy.rules(ref.direction)[ref.rule]
-        if ref.port is not None:
-            spec = rule.ports[ref.port]
-            if isinstance(spec.port, str):
-                out.add("named_ports")
-            if spec.end_port is not None:
-                out.add("end_port")
-        if ref.peer is not None:
-            block = rule.peers[ref.peer].ip_block
-            if block is not None and block.except_:
-                out.add("ipblock_except")
-    return out
-
-
-def _excepted(policies: Mapping[PolicyKey, NetworkPolicy], dv: DirectionVerdict, other_ips: Iterable[str]) -> bool:
-    """Whether an ipBlock ``except`` of the isolating policies is what denies: the other side's address is inside
-    a rule's cidr but in one of its excepted ranges."""
-    ips = tuple(other_ips)
-    for key in dv.isolating_policies:
-        policy = policies.get(key)
-        if policy is None:
-            continue
-        for rule in policy.rules(dv.direction):
-            for peer in rule.peers:
-                block = peer.ip_block
-                if block is None or not block.except_:
-                    continue
-                if compile_ip_block(type(block)(block.cidr)).matches_any(ips) and not compile_ip_block(
-                    block
-                ).matches_any(ips):
-                    return True
-    return False
-
-
-def exercised_features(
-    verdict: Verdict,
-    policies: Mapping[PolicyKey, NetworkPolicy],
-    src_node: str,
-    dst_node: str,
-    src_ips: Iterable[str] = (),
-    dst_ips: Iterable[str] = (),
-    *,
-    failing_only: bool = False,
-) -> frozenset[tuple[str, str, str]]:
-    """(feature, node, direction) triples a probe of this path exercises. Ingress rules are enforced on the
-    destination's node, egress rules on the source's. With ``failing_only``, only what a contradiction of this
-    verdict points at: the denying directions when it predicts denied, the admitting rules' special features when
-    it predicts allowed. UDP and SCTP paths also exercise their protocol on each isolated side."""
-    out: set[tuple[str, str, str]] = set()
-    sides = ((verdict.egress, src_node, tuple(dst_ips)), (verdict.ingress, dst_node, tuple(src_ips)))
-    proto = {Protocol.UDP: "udp", Protocol.SCTP: "sctp"}.get(verdict.port.protocol)
-    for dv, node, other_ips in sides:
-        if dv is None or not dv.isolated:
-            continue
-        base = "ingress" if dv.direction is Direction.INGRESS else "egress"
-        special = _port_spec(policies, dv)
-        if not dv.allowed and _excepted(policies, dv, other_ips):
-            special.add("ipblock_except")
-        if failing_only:
-            if verdict.allowed:
-                picked = special or {base}
-            elif dv.allowed:
-                continue  # this side admits; the other one denies
-            else:
-                picked = {base} | (special & {"ipblock_except"})
-        else:
-            picked = {base} | special
-        if proto:
-            picked.add(proto)
-        out.update((f, node, base) for f in picked)
-    return frozenset(out)
+    wait: float = 0.0  # for RETRY: how long the next probe pod of this path waits before connecting
 
 
 @dataclass
@@ -172,12 +97,19 @@ class Comparator:
 
     retry_window_seconds: float = 10.0
     max_attempts: int = 10
+    late_seconds: float = 30.0
     settle_seconds: float = 5.0
     mismatches: dict[PathKey, Mismatch] = field(default_factory=dict)
     _first_disagreement: dict[PathKey, float] = field(default_factory=dict)
     _attempts: dict[PathKey, int] = field(default_factory=lambda: defaultdict(int))
+    _late_check: set[PathKey] = field(default_factory=set)  # re-probed after waiting `late_seconds`
     confirmed_features: dict[tuple[str, str, str], float] = field(default_factory=dict)
     confirmed_policies: dict[PolicyKey, float] = field(default_factory=dict)
+    #: (feature, node, direction, the mismatch kind it would cause if broken) -> paths whose latest observation
+    #: agreed and proves it works
+    _proofs: dict[tuple[tuple[str, str, str], MismatchKind], set[PathKey]] = field(
+        default_factory=lambda: defaultdict(set))
+    _proved_by: dict[PathKey, tuple[tuple[tuple[str, str, str], MismatchKind], ...]] = field(default_factory=dict)
 
     def judge(
         self,
@@ -193,7 +125,9 @@ class Comparator:
         real_target: bool = False,
         src_ips: Iterable[str] = (),
         dst_ips: Iterable[str] = (),
+        waited: float = 0.0,
     ) -> Judgement:
+        """``waited``: how long the probe pod waited before connecting."""
         if changed_at is not None and now - changed_at < self.settle_seconds:
             return Judgement(Outcome.TOO_FRESH, "too_fresh")
         if result is None:
@@ -208,6 +142,8 @@ class Comparator:
         observed = result is ProbeResult.CONNECTED
         src_ips, dst_ips = tuple(src_ips), tuple(dst_ips)
         if observed == prediction.allowed:
+            late = key in self._late_check and waited >= self.late_seconds
+            self._late_check.discard(key)
             self._first_disagreement.pop(key, None)
             self._attempts.pop(key, None)
             features = exercised_features(prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips)
@@ -216,14 +152,30 @@ class Comparator:
                 self.confirmed_features[f] = now
             for p in confirmed:
                 self.confirmed_policies[p] = now
+            would_be = MismatchKind.UNEXPECTEDLY_DENIED if prediction.allowed else MismatchKind.UNEXPECTEDLY_ALLOWED
+            self._unprove(key)
+            proofs = tuple((f, would_be) for f in exercised_features(
+                prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips, proven=True))
+            for proof in proofs:
+                self._proofs[proof].add(key)
+            self._proved_by[key] = proofs
             resolved = self.mismatches.pop(key, None)
+            if late:
+                return Judgement(Outcome.LATE, "programming_late", resolved=resolved, features=features,
+                                 policies=confirmed)
             return Judgement(Outcome.MATCH, resolved=resolved, features=features, policies=confirmed)
         first = self._first_disagreement.setdefault(key, now)
         self._attempts[key] += 1
+        self._unprove(key)
         if key not in self.mismatches and (
             now - first < self.retry_window_seconds and self._attempts[key] < self.max_attempts
         ):
             return Judgement(Outcome.RETRY, "observed differs from predicted; re-probing")
+        if key not in self.mismatches and self.late_seconds > 0 and waited < self.late_seconds:
+            self._late_check.add(key)
+            return Judgement(Outcome.RETRY, "still differs; re-probing after the rules had time to land",
+                             wait=self.late_seconds)
+        self._late_check.discard(key)
         kind = MismatchKind.UNEXPECTEDLY_DENIED if prediction.allowed else MismatchKind.UNEXPECTEDLY_ALLOWED
         features = exercised_features(
             prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips, failing_only=True
@@ -241,6 +193,8 @@ class Comparator:
         that disappear with them."""
         gone = []
         for key in keys:
+            self._unprove(key)
+            self._late_check.discard(key)
             self._first_disagreement.pop(key, None)
             self._attempts.pop(key, None)
             m = self.mismatches.pop(key, None)
@@ -263,6 +217,22 @@ class Comparator:
                     out[p] = 0
         return out
 
+    def _unprove(self, key: PathKey) -> None:
+        for proof in self._proved_by.pop(key, ()):
+            paths = self._proofs.get(proof)
+            if paths is not None:
+                paths.discard(key)
+                if not paths:
+                    del self._proofs[proof]
+
+    def _suspects(self, m: Mismatch) -> frozenset[tuple[str, str, str]]:
+        """The features a mismatch points at, less those that another path's latest observation proves working
+        in the way this mismatch would need them broken (a path is decided by egress on one node and ingress on
+        another: the side that works for other paths is not what failed). All of them when each one is proven
+        working elsewhere (nothing tells them apart)."""
+        left = frozenset(f for f in m.features if (f, m.kind) not in self._proofs)
+        return left or m.features
+
     def feature_enforced(self) -> dict[tuple[str, str], int]:
         """Per (feature, node): 0 when the CNI does not enforce it there, 1 when probes confirmed it; absent until
         exercised.
@@ -272,16 +242,17 @@ class Comparator:
         protocol) exercised only through a direction the CNI does not enforce on that node is not enforced either.
         """
         blamed: set[tuple[str, str]] = set()
+        suspects = {key: self._suspects(m) for key, m in self.mismatches.items()}
         tcp_bases = {
             (f, node)
-            for m in self.mismatches.values()
+            for key, m in self.mismatches.items()
             if m.key.port.protocol is Protocol.TCP
-            for f, node, d in m.features
+            for f, node, d in suspects[key]
             if f == d
         }
-        for m in self.mismatches.values():
+        for key, m in self.mismatches.items():
             tcp = m.key.port.protocol is Protocol.TCP
-            for f, node, d in m.features:
+            for f, node, d in suspects[key]:
                 if f in ("udp", "sctp"):
                     if (d, node) not in tcp_bases:
                         blamed.add((f, node))

@@ -57,6 +57,7 @@ from netpol_auditor.model import (
     PodRef,
     PortProtocol,
 )
+from netpol_auditor.prober.features import excepted, exercised_features
 from netpol_auditor.selectors import SelectorMatcher, compile_selector
 
 __all__ = [
@@ -129,6 +130,11 @@ class PathKey:
     dst_node: str
 
 
+#: (feature, direction, predicted allowed, node): "this feature, enforced in this direction on this node, works"
+#: is what a probe agreeing with that prediction proves (features.exercised_features, ``proven``)
+Obligation = tuple[str, str, bool, str]
+
+
 @dataclass(frozen=True)
 class PlannedPath:
     key: PathKey
@@ -136,6 +142,8 @@ class PlannedPath:
     destination: PodRef
     predicted: bool
     priority: str = "stale"  # "retry" | "changed" | "denied" | "stale"
+    #: the pair's node placements, each with what a probe there would prove (derived: not part of identity)
+    placements: tuple[tuple[str, str, frozenset[Obligation]], ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -188,16 +196,20 @@ def namespace_selected(namespace: str, patterns: Sequence[str]) -> bool:
     return not includes or any(fnmatch.fnmatchcase(namespace, p) for p in includes)
 
 
-def port_class(verdict: Verdict, policies: Mapping[PolicyKey, NetworkPolicy]) -> tuple[object, ...]:
+def port_class(verdict: Verdict, policies: Mapping[PolicyKey, NetworkPolicy], src_ips: tuple[str, ...] = (),
+               dst_ips: tuple[str, ...] = ()) -> tuple[object, ...]:
     """What a correct CNI's treatment of one port of a pair depends on: protocol, verdict, the isolating policies
     and the admitting rules (down to the peer and port entry). Two ports with the same class are treated alike, so
     one of them represents both. An endPort range's first and last port stay apart from its inside (a CNI without
-    endPort support typically honours only ``port``)."""
+    endPort support typically honours only ``port``), and so does a port an ipBlock ``except`` denies (for the
+    addresses given) from one denied for want of any rule."""
     parts: list[object] = [verdict.port.protocol, verdict.allowed]
-    for dv in (verdict.egress, verdict.ingress):
+    for dv, other_ips in ((verdict.egress, dst_ips), (verdict.ingress, src_ips)):
         if dv is None:
             parts.append(None)
             continue
+        if not dv.allowed:
+            parts.append(excepted(policies, dv, other_ips, verdict.port))
         refs: list[object] = []
         for r in dv.admitted_by:
             edge = None
@@ -241,6 +253,10 @@ def _clone_verdict(src_egress: Sequence[CompiledPolicy], src: PeerInfo, dst_ingr
 
 def _same(a: Sequence[object], b: Sequence[object]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+#: node combinations judged apart for a pair whose policies have an ipBlock ``except`` (nodes x nodes, capped)
+MAX_ADDRESS_PLACEMENTS = 64
 
 
 def _stable_hash(*parts: object) -> int:
@@ -322,7 +338,9 @@ class CoveragePlan:
     def __init__(self, budget: PlanBudget) -> None:
         self.budget = budget
         self.inputs: PlanInputs | None = None
-        self.paths: dict[PathKey, PlannedPath] = {}
+        self.paths: dict[PathKey, PlannedPath] = {}  # the cells' paths and the node cover (replaced, never mutated)
+        self._base: dict[PathKey, PlannedPath] = {}  # the cells' paths
+        self.cover: dict[PathKey, PlannedPath] = {}  # extra node placements (`_node_cover`)
         self.groups: dict[str, ProbeGroup] = {}
         self.mode = "pairs"
         self.version = 0  # counts the updates that changed the paths
@@ -362,14 +380,56 @@ class CoveragePlan:
         else:
             self._touched = {}
             self._rules_changed = set()
+            before = self.paths
+            old_cover = self.cover
             self._apply(old, inputs)
             if self._mode_for(len(self._members)) != self.mode:
                 with collector_paused():
                     delta = self._rebuild(inputs, self._slots())
             else:
-                delta = self._delta(self._touched)
+                self._finish()
+                keys = self._touched.keys() | old_cover.keys() | self.cover.keys()
+                delta = self._delta({k: before.get(k) for k in keys})
         self.version = version + 1 if delta else version
         return delta
+
+    def _finish(self) -> None:
+        self.cover = self._node_cover()
+        self.paths = {**self._base, **self.cover}
+
+    def _node_cover(self) -> dict[PathKey, PlannedPath]:
+        """Extra placements so that every node is probed for every feature it must enforce.
+
+        A port class of a group pair is probed at one node placement ("balanced"), so a feature broken on one
+        node only (endPort ignored there, one node's agent down) would go unseen wherever the classes that
+        exercise it were placed elsewhere. For each obligation (feature, direction, prediction, node) that some
+        placement of a planned pair could prove and none planned does, the first path (by key) whose pair can
+        prove it gets that placement too: at most features x directions x 2 x nodes extra paths."""
+        if self.budget.placements != "balanced":
+            return {}
+        covered: set[Obligation] = set()
+        possible: set[Obligation] = set()
+        for p in self._base.values():
+            for sn, dn, proves in p.placements:
+                possible |= proves
+                if (sn, dn) == (p.key.src_node, p.key.dst_node):
+                    covered |= proves
+        missing = possible - covered
+        out: dict[PathKey, PlannedPath] = {}
+        if not missing:
+            return out
+        for p in sorted(self._base.values(), key=lambda p: p.key):
+            for sn, dn, proves in p.placements:
+                if proves & missing:
+                    key = PathKey(p.key.src, p.key.dst, p.key.port, sn, dn)
+                    if key in self._base or key in out:
+                        continue
+                    src, dst = self.groups[key.src], self.groups[key.dst]
+                    out[key] = PlannedPath(key, src.member_on(sn), dst.member_on(dn), p.predicted)
+                    missing -= proves
+            if not missing:
+                break
+        return out
 
     def _delta(self, before: Mapping[PathKey, PlannedPath | None]) -> PlanDelta:
         """Paths gone, and paths changed: new, predicted otherwise, or of a group whose policies or peer view
@@ -434,6 +494,7 @@ class CoveragePlan:
             self._update_bits(gid)
         for gid in sorted(self._members):
             self._build_sides(gid)
+        self._finish()
         return self._delta({**before, **dict.fromkeys(self.paths.keys() - before.keys())})
 
     def _apply(self, old: PlanInputs, new: PlanInputs) -> None:
@@ -785,15 +846,15 @@ class CoveragePlan:
     def _set_cell_paths(self, cell: _Cell, paths: tuple[PlannedPath, ...]) -> None:
         for p in (*cell.paths, *paths):
             if p.key not in self._touched:
-                self._touched[p.key] = self.paths.get(p.key)
+                self._touched[p.key] = self._base.get(p.key)
         for p in cell.paths:
             self._refs[p.key] -= 1
             if not self._refs[p.key]:
                 del self._refs[p.key]
-                del self.paths[p.key]
+                del self._base[p.key]
         for p in paths:
             self._refs[p.key] += 1
-            self.paths[p.key] = p
+            self._base[p.key] = p
         cell.paths = paths
 
     def _drop_side_paths(self, side: _Side) -> None:
@@ -807,20 +868,51 @@ class CoveragePlan:
         declared = list(dict.fromkeys(dst.ports_in + src.ports_eg)) or list(b.fallback_ports)
         ports = list(b.ports) or declared
         placements = _placements(src.group, dst.group, self.inputs.unavailable_nodes)
+        # an ipBlock `except` decides by address, and a clone takes its node's: judge each placement apart then
+        by_address = any(peer.ip_block is not None and peer.ip_block.except_
+                         for direction, sel in ((Direction.EGRESS, src.sel_eg), (Direction.INGRESS, dst.sel_in))
+                         for cp in sel for rule in cp.policy.rules(direction) for peer in rule.peers)
         seen: set[tuple[object, ...]] = set()
         out: list[PlannedPath] = []
         for port in ports[: b.max_ports]:
             verdict = _clone_verdict(src.sel_eg, src.info, dst.sel_in, dst.info, port)
             if b.dedup_ports:
-                cls = port_class(verdict, self.inputs.policies)
+                cls = port_class(verdict, self.inputs.policies, src.info.ips, dst.info.ips)
                 if cls in seen:
                     continue
                 seen.add(cls)
+            if by_address:
+                # which side's node CIDR an `except` names decides: every node combination is a candidate
+                candidates = [(sn, dn) for sn in src.group.nodes for dn in dst.group.nodes][:MAX_ADDRESS_PLACEMENTS]
+                proofs = tuple((sn, dn, self._obligations(*self._placed_verdict(src, dst, port, sn, dn), sn, dn))
+                               for sn, dn in candidates)
+            else:
+                proofs = tuple((sn, dn, self._obligations(verdict, (), (), sn, dn)) for sn, dn in placements)
             chosen = placements
             if b.placements == "balanced":
                 chosen = [placements[_stable_hash(src.group.id, dst.group.id, str(port)) % len(placements)]]
             for src_node, dst_node in chosen:
                 key = PathKey(src.group.id, dst.group.id, port, src_node, dst_node)
                 out.append(PlannedPath(key, src.group.member_on(src_node), dst.group.member_on(dst_node),
-                                       bool(verdict.allowed)))
+                                       bool(verdict.allowed), placements=proofs))
         return tuple(out)
+
+    def _placed_verdict(self, src: _Member, dst: _Member, port: PortProtocol, sn: str, dn: str
+                        ) -> tuple[Verdict, tuple[str, ...], tuple[str, ...]]:
+        """The verdict for clones on these nodes, with the addresses of the members there."""
+        assert self.inputs is not None
+        ips: list[tuple[str, ...]] = []
+        for group, node in ((src.group, sn), (dst.group, dn)):
+            pod = self.inputs.endpoints.get(group.member_on(node))
+            ips.append(pod.pod_ips if pod is not None else ())
+        verdict = _clone_verdict(src.sel_eg, self._info(src.group, ips[0]), dst.sel_in,
+                                 self._info(dst.group, ips[1]), port)
+        return verdict, ips[0], ips[1]
+
+    def _obligations(self, verdict: Verdict, src_ips: tuple[str, ...], dst_ips: tuple[str, ...], sn: str,
+                     dn: str) -> frozenset[Obligation]:
+        assert self.inputs is not None
+        if verdict.allowed is None:
+            return frozenset()
+        proven = exercised_features(verdict, self.inputs.policies, sn, dn, src_ips, dst_ips, proven=True)
+        return frozenset((f, d, verdict.allowed, node) for f, node, d in proven)

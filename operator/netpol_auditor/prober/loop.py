@@ -114,7 +114,7 @@ def _operator_namespace(configured: str) -> str:
 class ProbeOptions:
     """The prober's knobs, read from Settings (fields absent there take these defaults)."""
 
-    interval_seconds: float = 300.0
+    interval_seconds: float = 30.0
     image: str = DEFAULT_IMAGE
     max_pods: int = 10
     pair_groups: int = 100
@@ -123,6 +123,7 @@ class ProbeOptions:
     parallelism: int = 8
     settle_seconds: float = 5.0
     retry_window_seconds: float = 10.0
+    late_seconds: float = 30.0
     max_attempts: int = 10
     pod_start_timeout_seconds: float = 60.0
     placements: str = "balanced"
@@ -166,6 +167,7 @@ class ProbeOptions:
             timeout_seconds=int(get("probe_timeout_seconds", d.timeout_seconds)),
             settle_seconds=get("probe_settle_seconds", d.settle_seconds),
             retry_window_seconds=get("probe_retry_seconds", d.retry_window_seconds),
+            late_seconds=get("probe_late_seconds", d.late_seconds),
             start_delay_seconds=get("probe_start_delay_seconds", d.start_delay_seconds),
             pod_start_timeout_seconds=get("probe_pod_start_timeout_seconds", d.pod_start_timeout_seconds),
             placements=get("probe_placements", d.placements),
@@ -256,7 +258,10 @@ class ProbeLoop:
             retry_window_seconds=self.options.retry_window_seconds,
             max_attempts=self.options.max_attempts,
             settle_seconds=self.options.settle_seconds,
+            late_seconds=self.options.late_seconds,
         )
+        self._waits: dict[PathKey, float] = {}  # paths whose next probe waits longer before connecting
+        self._pod_delay: dict[str, float] = {}  # probe pod name -> how long it waits before connecting
         self.metrics = ProbeMetrics.for_registry(registry if registry is not None else CollectorRegistry())
         self._own_events = events is None and self.options.events_enabled
         self.events = events
@@ -719,16 +724,17 @@ class ProbeLoop:
                 )
                 for path in paths
             ]
+            delay = max([self.options.start_delay_seconds, *(self._waits.get(path.key, 0.0) for path in paths)])
             script = probe_script(
                 targets,
                 self.options.timeout_seconds,
                 self.options.parallelism,
-                start_delay_seconds=self.options.start_delay_seconds,
+                start_delay_seconds=delay,
             )
             rounds = math.ceil(len(targets) / self.options.parallelism)
             deadline = int(
                 self.options.pod_start_timeout_seconds
-                + self.options.start_delay_seconds
+                + delay
                 + rounds * (2 * self.options.timeout_seconds + 2)
                 + 10
             )
@@ -742,6 +748,7 @@ class ProbeLoop:
             name = await self._create(p, pods, build)
             if name is not None:
                 started[name] = (p, paths)
+                self._pod_delay[name] = delay
         return started
 
     async def _wait_done(
@@ -750,7 +757,7 @@ class ProbeLoop:
         longest = max((len(paths) for _, paths in probes.values()), default=0)
         budget = (
             self.options.pod_start_timeout_seconds
-            + self.options.start_delay_seconds
+            + max((self._pod_delay.get(name, 0.0) for name in probes), default=0.0)
             + math.ceil(longest / self.options.parallelism) * (2 * self.options.timeout_seconds + 2)
             + 15
         )
@@ -832,7 +839,9 @@ class ProbeLoop:
                 continue  # reported below with the pod's reason
             report = parse_report(run.message, len(paths))
             src_ip = run.ip
+            waited = self._pod_delay.pop(name, self.options.start_delay_seconds)
             for path, result in zip(paths, report.results, strict=True):
+                self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
                 why = self._responder_reason(dst, path.key.port.protocol)
@@ -856,6 +865,7 @@ class ProbeLoop:
                     changed_at=self.planner.changed_at.get(path.key),
                     src_ips=(src_ip,) if src_ip else (),
                     dst_ips=(dst.ip,),
+                    waited=waited,
                 )
                 self.observations[path.key] = (prediction, result, j.outcome)
                 self._account(path, j, out, now)
@@ -877,6 +887,8 @@ class ProbeLoop:
         out.outcomes.append((path, j.outcome, j.reason))
         if j.outcome is Outcome.RETRY:
             out.retries += 1
+            if j.wait:
+                self._waits[path.key] = j.wait
             self.planner.record(path.key, now, settled=False, retry=True)
             return
         if j.outcome in (Outcome.INCONCLUSIVE, Outcome.TOO_FRESH):
@@ -892,7 +904,12 @@ class ProbeLoop:
             return
         out.judged += 1
         self.inconclusive.pop(path.key, None)
-        self.planner.record(path.key, now, settled=True)
+        self.planner.record(path.key, now, settled=True, late=j.outcome is Outcome.LATE)
+        if j.outcome is Outcome.LATE:
+            self.metrics.late.inc()
+            logger.info("path %s is enforced, but only after waiting %.0fs: the CNI programs rules later than the "
+                        "retry window (%.0fs)", _describe_key(path), self.options.late_seconds,
+                        self.options.retry_window_seconds)
         if j.outcome is Outcome.MISMATCH:
             out.mismatches += 1
             if j.new:
@@ -966,6 +983,11 @@ class ProbeLoop:
             return
         message = f"resolved: {example.source} → {example.destination}:{example.key.port} now behaves as predicted"
         self.events.submit(Notice(obj, "MismatchResolved", message, "Normal") for obj in self._involved(example))
+
+
+def _describe_key(path: PlannedPath) -> str:
+    k = path.key
+    return f"{path.source} ({k.src_node}) -> {path.destination} ({k.dst_node}) {k.port}"
 
 
 def _responder_settled(run: _PodRun) -> bool:

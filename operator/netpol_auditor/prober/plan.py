@@ -311,7 +311,7 @@ class ProbePlanner:
 
     def record(
         self, key: PathKey, now: float, *, settled: bool, retry: bool = False, reason: str = "",
-        touch: bool = True,
+        touch: bool = True, late: bool = False,
     ) -> None:
         """Take one path's outcome. ``settled``: the path is done for this cycle; ``reason`` empty: it was judged
         (the observation matched or contradicted the prediction), else why it is inconclusive. An inconclusive
@@ -331,7 +331,8 @@ class ProbePlanner:
         if settled:
             self.pending.discard(key)
             self._unsettled.pop(key, None)
-            self.outcomes[key] = ("inconclusive", reason) if reason else ("judged", "")
+            self.outcomes[key] = (("inconclusive", reason) if reason else ("late", "programming_late") if late
+                                  else ("judged", ""))
 
 
     def cycle_done(self) -> bool:
@@ -348,15 +349,15 @@ class ProbePlanner:
         planned = self.cycle_paths()
         if not planned:
             return 0.0
-        return sum(1 for k in planned if self.outcomes.get(k, ("", ""))[0] == "judged") / len(planned)
+        return sum(1 for k in planned if self.outcomes.get(k, ("", ""))[0] in ("judged", "late")) / len(planned)
 
     def cycle_paths(self) -> set[PathKey]:
         """The paths the current cycle covers (those planned at its start that still exist)."""
         return self.cycle_keys
 
     def path_states(self) -> dict[tuple[str, str], int]:
-        """The current cycle's paths by (state, reason): ``judged``, ``inconclusive`` with its reason, or
-        ``pending`` (not settled yet)."""
+        """The current cycle's paths by (state, reason): ``judged``, ``late`` (enforced, but only after waiting:
+        reason ``programming_late``), ``inconclusive`` with its reason, or ``pending`` (not settled yet)."""
         out: dict[tuple[str, str], int] = defaultdict(int)
         for key in self.cycle_paths():
             out[self.outcomes.get(key, ("pending", ""))] += 1
