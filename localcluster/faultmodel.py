@@ -127,8 +127,17 @@ class ClusterModel:
                              for k, cp in self.intended.policies.items()}
             self._snapshots[node] = snap
 
+    def _twin(self, ref: PodRef) -> PodRef:
+        """Another pod just like `ref` (a probe and a responder cloned from one pod are two pods)."""
+        twin = PodRef(ref.namespace, f"{ref.name}~twin")
+        if twin not in self.intended.pods:
+            self.intended.pods[twin] = dataclasses.replace(self.intended.pods[ref], name=twin.name)
+        return twin
+
     def allowed(self, src: PodRef, dst: PodRef, port: PortProtocol, src_node: str, dst_node: str) -> bool:
         """Whether a connection from a pod like `src` on `src_node` to one like `dst` on `dst_node` gets through."""
+        if src == dst:
+            dst = self._twin(dst)
         egress = self._snapshots[src_node].verdict(src, dst, port).egress
         ingress = self._snapshots[dst_node].verdict(src, dst, port).ingress
         eg_fault, in_fault = self.faults[src_node], self.faults[dst_node]
@@ -145,7 +154,7 @@ class ClusterModel:
 
     def wrong(self, src: PodRef, dst: PodRef, port: PortProtocol, src_node: str, dst_node: str) -> bool:
         """The dataplane does otherwise than the policies say."""
-        intended = self.intended_verdict(src, dst, port).allowed
+        intended = self.intended_verdict(src, self._twin(dst) if src == dst else dst, port).allowed
         return intended is not None and intended != self.allowed(src, dst, port, src_node, dst_node)
 
 

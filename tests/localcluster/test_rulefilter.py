@@ -10,17 +10,18 @@ JUMP_IN = ('-A KUBE-ROUTER-FORWARD -d 10.244.2.2/32 -m comment --comment "rule t
 JUMP_OUT = ('-A KUBE-ROUTER-FORWARD -s 10.244.2.2/32 -m comment --comment "rule to jump traffic from POD name:dns '
             'namespace: pr-dns to chain KUBE-POD-FW-2J46EMUVNDL57XCV" -j KUBE-POD-FW-2J46EMUVNDL57XCV')
 RANGE = ('-A KUBE-NWPLCY-GH3BGPELBDVW3EMA -p tcp -m comment --comment "rule to ACCEPT traffic from source pods to dest '
-         'pods selected by policy name scrape-range namespace pr-tenant-a" -m set --match-set KUBE-SRC-OBTI7FLPWTF5AD3M '
-         'src -m set --match-set KUBE-DST-BQFJGU6X6MFBE5DU dst -m tcp --dport 9000:9060 -j MARK --set-xmark '
-         '0x10000/0x10000')
+         'pods selected by policy name scrape-range namespace pr-tenant-a" -m set --match-set '
+         'KUBE-SRC-OBTI7FLPWTF5AD3M src -m set --match-set KUBE-DST-BQFJGU6X6MFBE5DU dst -m tcp --dport 9000:9060 '
+         '-j MARK --set-xmark 0x10000/0x10000')
 # `web` ingress `[{ports: [{port: http}]}]`: its dst set is the named-port set of rule 0, named port 0
 NAMED = ('-A KUBE-NWPLCY-R63IPDVRMFDIEPFI -p tcp -m comment --comment "rule to ACCEPT traffic from all sources to dest '
          'pods selected by policy name: web namespace pr-shop" -m set --match-set KUBE-DST-J74USRAL6ZW3F3AN dst -m tcp '
          '--dport 8080 -j MARK --set-xmark 0x10000/0x10000')
 # `db` ingress on the numeric port 5432: the policy's target set, not a named-port set
 NUMERIC = ('-A KUBE-NWPLCY-2BT3V6IOVJ4PO6BV -p tcp -m comment --comment "rule to ACCEPT traffic from source pods to '
-           'dest pods selected by policy name db namespace pr-shop" -m set --match-set KUBE-SRC-ECRQQOZQEAJSJHVM src -m '
-           'set --match-set KUBE-DST-W4N7FS5IQGEFRDOF dst -m tcp --dport 5432 -j MARK --set-xmark 0x10000/0x10000')
+           'dest pods selected by policy name db namespace pr-shop" -m set --match-set KUBE-SRC-ECRQQOZQEAJSJHVM '
+           'src -m set --match-set KUBE-DST-W4N7FS5IQGEFRDOF dst -m tcp --dport 5432 -j MARK '
+           '--set-xmark 0x10000/0x10000')
 RULES = "\n".join(["*filter", JUMP_IN, JUMP_OUT, RANGE, NAMED, NUMERIC, "COMMIT"]) + "\n"
 
 
