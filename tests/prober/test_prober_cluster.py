@@ -45,7 +45,8 @@ SEED_NAMESPACES = ("pr-dns", "pr-shop", "pr-mon", "pr-tenant-a", "pr-tenant-b")
 def settings(**kw: Any) -> Settings:
     base: dict[str, Any] = dict(
         probe_enabled=True, probe_namespaces=("pr-*",), probe_interval_seconds=1.0, probe_max_pods=10,
-        probe_settle_seconds=3.0, probe_retry_seconds=6.0, events_enabled=True, events_dedup_seconds=3600.0,
+        probe_settle_seconds=3.0, probe_retry_seconds=6.0, probe_late_seconds=8.0, events_enabled=True,
+        events_dedup_seconds=3600.0,
     )
     base.update(kw)
     return Settings(**base)

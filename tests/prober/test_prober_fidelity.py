@@ -19,11 +19,11 @@ import pytest
 from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, scenario_objects
 
 from netpol_auditor.model import PodRef
-from netpol_auditor.prober.compare import MismatchKind
+from netpol_auditor.prober.compare import MismatchKind, Outcome
 from netpol_auditor.prober.plan import PathKey
 
 from .harness import apply, fault, install_crd, list_objects, pods_running, wait_for
-from .test_prober_cluster import feature_values, run_cycles
+from .test_prober_cluster import _samples, feature_values, run_cycles
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -105,3 +105,32 @@ def test_each_fault_is_flagged_on_exactly_its_paths_and_features(scenario: Any, 
         if prober is not None:
             prober.stop()
         fault(cluster, "heal", node)
+
+
+@pytest.mark.parametrize(("seconds", "late"), [(2, False), (12, True)], ids=["within-window", "slower-than-window"])
+def test_slow_programming_is_late_not_a_mismatch(scenario: Any, cluster: Any, seconds: int, late: bool) -> None:
+    """``slow-programming node-1 SECONDS``: rules reach node-1 late, so a fresh probe or responder pod there is
+    unfiltered for a while (up to twice SECONDS: syncs queue). Converging within the retry window (6 s here: the
+    re-probe waits that long) it is not flagged at all; slower, the late check's probe (waiting 30 s) agrees and
+    the path is *late*, counted apart, never a mismatch. Paths that touch only node-2 are judged as usual."""
+    fault(cluster, "slow-programming", "node-1", str(seconds))
+    prober = None
+    try:
+        prober = run_cycles(scenario, probe_namespaces=(NS,), probe_late_seconds=30.0)
+        prober.wait_cycles(prober.cycles() + 1, timeout=400)
+        assert not prober.mismatched(), [m.describe() for m in prober.loop.comparator.mismatches.values()]
+        late_paths = {k for k, (_, _, outcome) in prober.loop.observations.items() if outcome is Outcome.LATE}
+        late_count = sum(s.value for s in _samples(prober, "netpol_auditor_probes_late"))
+        if late:
+            assert late_paths and late_count >= len(late_paths)
+            assert all("node-1" in (k.src_node, k.dst_node) for k in late_paths), late_paths
+            states = prober.loop.planner.path_states()
+            assert any(state == ("late", "programming_late") for state in states) or late_count, states
+        else:
+            assert not late_paths and late_count == 0
+        judged = prober.judged()
+        assert any(k.src_node == k.dst_node == "node-2" for k in judged)
+    finally:
+        if prober is not None:
+            prober.stop()
+        fault(cluster, "heal", "node-1")

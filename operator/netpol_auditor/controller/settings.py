@@ -134,7 +134,7 @@ class Settings:
     probe_timeout_seconds: int = 2
     probe_settle_seconds: float = 5.0
     probe_retry_seconds: float = 10.0
-    probe_late_seconds: float = 30.0
+    probe_late_seconds: float = 20.0
     probe_namespaces: tuple[str, ...] = ()
     # ... where kube-system and the operator's own namespace are left out unless this is set
     probe_system_namespaces: bool = False

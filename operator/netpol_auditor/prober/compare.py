@@ -8,9 +8,11 @@ less than ``settle_seconds`` ago is not judged at all ("too fresh"). Only then i
 dropped). Results that prove nothing (tool errors, no result, a refusal from a real workload that may simply not
 listen) are *inconclusive*, counted apart.
 
-A CNI that programs rules late looks broken to a probe made too early. So before a disagreement that outlived
-the retry window becomes a mismatch, the path is probed once more by a pod that waits ``late_seconds`` before
-connecting (its own rules, and the responder's, have had that long to land). If that probe agrees, the path is
+A CNI that programs rules late looks broken to a probe made too early, and every probe pod is a fresh pod. So the
+first re-probe of a disagreeing path waits the retry window before connecting: agreeing then, the path converged
+within the window and is a plain match. Before a disagreement that outlived the window becomes a mismatch, the path
+is probed once more by a pod that waits ``late_seconds`` (its own rules, and the responder's, have had that long
+to land). If that probe agrees, the path is
 *late* (reason ``programming_late``): enforced, but slower than the window. If it still disagrees, or waiting is
 off (``late_seconds`` 0), it is a mismatch.
 """
@@ -97,7 +99,7 @@ class Comparator:
 
     retry_window_seconds: float = 10.0
     max_attempts: int = 10
-    late_seconds: float = 30.0
+    late_seconds: float = 20.0
     settle_seconds: float = 5.0
     mismatches: dict[PathKey, Mismatch] = field(default_factory=dict)
     _first_disagreement: dict[PathKey, float] = field(default_factory=dict)
@@ -170,7 +172,10 @@ class Comparator:
         if key not in self.mismatches and (
             now - first < self.retry_window_seconds and self._attempts[key] < self.max_attempts
         ):
-            return Judgement(Outcome.RETRY, "observed differs from predicted; re-probing")
+            # a fresh probe pod sees the rules as they are a moment after it started: the re-probe waits out the
+            # window first, so a CNI that programs within it is never flagged
+            wait = self.retry_window_seconds if waited < self.retry_window_seconds else 0.0
+            return Judgement(Outcome.RETRY, "observed differs from predicted; re-probing", wait=wait)
         if key not in self.mismatches and self.late_seconds > 0 and waited < self.late_seconds:
             self._late_check.add(key)
             return Judgement(Outcome.RETRY, "still differs; re-probing after the rules had time to land",

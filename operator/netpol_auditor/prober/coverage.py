@@ -259,6 +259,16 @@ def _same(a: Sequence[object], b: Sequence[object]) -> bool:
 MAX_ADDRESS_PLACEMENTS = 64
 
 
+def _telling(proves: frozenset[Obligation]) -> frozenset[Obligation]:
+    """What one probe tells apart: a feature exercised on both sides, on two nodes, is proven only if the probe
+    agrees; if it does not, nothing says which node failed. Those count for neither node (a placement with both
+    ends on one node does tell)."""
+    nodes: dict[tuple[str, bool], set[str]] = defaultdict(set)
+    for f, _, predicted, node in proves:
+        nodes[(f, predicted)].add(node)
+    return frozenset(o for o in proves if len(nodes[(o[0], o[2])]) == 1)
+
+
 def _stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "big")
 
@@ -413,13 +423,14 @@ class CoveragePlan:
             for sn, dn, proves in p.placements:
                 possible |= proves
                 if (sn, dn) == (p.key.src_node, p.key.dst_node):
-                    covered |= proves
+                    covered |= _telling(proves)
         missing = possible - covered
         out: dict[PathKey, PlannedPath] = {}
         if not missing:
             return out
         for p in sorted(self._base.values(), key=lambda p: p.key):
             for sn, dn, proves in p.placements:
+                proves = _telling(proves)
                 if proves & missing:
                     key = PathKey(p.key.src, p.key.dst, p.key.port, sn, dn)
                     if key in self._base or key in out:

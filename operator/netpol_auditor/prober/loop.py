@@ -123,7 +123,7 @@ class ProbeOptions:
     parallelism: int = 8
     settle_seconds: float = 5.0
     retry_window_seconds: float = 10.0
-    late_seconds: float = 30.0
+    late_seconds: float = 20.0
     max_attempts: int = 10
     pod_start_timeout_seconds: float = 60.0
     placements: str = "balanced"
