@@ -15,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # bench/ is scripts, not a package
 
 import soak
+import soak_churn
+import soak_observe
 
 #: About three minutes of churn, one change every 3 s, three base namespaces (a probe cycle takes 20 s to over two
 #: minutes on a shared 2-core machine under this churn), then a cycle of the final state and the canary: 7-8 minutes
@@ -30,21 +32,22 @@ def mismatch(kind: str = "unexpectedly_allowed", src_node: str = "node-1", dst_n
 
 
 def test_known_gaps_are_told_apart_by_the_policies_history() -> None:
-    world = soak.World()
+    world = soak_churn.World()
     world.policy_history[("soak-a", "egress-1")] = [{"policyTypes": ["Egress"], "egress": [
         {"to": [{"podSelector": {}}], "ports": [{"port": 5432}]}]}]
-    assert soak.known_gap(mismatch(), world) is None
+    assert soak_churn.known_gap(mismatch(), world) is None
     world.policy_history[("soak-a", "both-1")] = [{"policyTypes": ["Ingress", "Egress"]}]
-    assert soak.known_gap(mismatch(policies=("soak-a/both-1",)), world) == "same_node_egress"
-    assert soak.known_gap(mismatch(policies=("soak-a/both-1",), dst_node="node-2"), world) is None
+    assert soak_churn.known_gap(mismatch(policies=("soak-a/both-1",)), world) == "same_node_egress"
+    assert soak_churn.known_gap(mismatch(policies=("soak-a/both-1",), dst_node="node-2"), world) is None
     world.policy_history[("soak-a", "named-1")] = [{"policyTypes": ["Ingress"], "ingress": [
         {"from": [{"podSelector": {}}], "ports": [{"port": "http"}]}]}]
-    assert soak.known_gap(mismatch(policies=("soak-a/named-1",), dst_node="node-2"), world) == "unresolved_named_port"
-    assert soak.known_gap(mismatch("unexpectedly_denied", policies=("soak-a/named-1",)), world) is None
+    named = mismatch(policies=("soak-a/named-1",), dst_node="node-2")
+    assert soak_churn.known_gap(named, world) == "unresolved_named_port"
+    assert soak_churn.known_gap(mismatch("unexpectedly_denied", policies=("soak-a/named-1",)), world) is None
     world.policy_history[("soak-a", "egress-2")] = [{"policyTypes": ["Egress"],
                                                      "egress": [{"ports": [{"port": "db"}]}]}]
     for kind in ("unexpectedly_denied", "unexpectedly_allowed"):
-        assert soak.known_gap(mismatch(kind, policies=("soak-a/egress-2",), dst_node="node-2"),
+        assert soak_churn.known_gap(mismatch(kind, policies=("soak-a/egress-2",), dst_node="node-2"),
                               world) == "egress_named_port_without_peers"
 
 
@@ -53,13 +56,13 @@ def test_the_soaks_policies_stay_out_of_the_known_gaps() -> None:
 
     rng = random.Random(0)
     for _ in range(2000):
-        spec = soak.policy_spec(rng, rng.choice(("Ingress", "Egress")))
+        spec = soak_churn.policy_spec(rng, rng.choice(("Ingress", "Egress")))
         assert len(spec["policyTypes"]) == 1
         for rule in spec.get("ingress", []):
-            assert not (rule.get("from") and soak.named_only(rule.get("ports", []))), rule
+            assert not (rule.get("from") and soak_churn.named_only(rule.get("ports", []))), rule
         for rule in spec.get("egress", []):
             ports = rule.get("ports", [])
-            assert not (soak.named_only(ports) if rule.get("to") else soak.named_any(ports)), rule
+            assert not (soak_churn.named_only(ports) if rule.get("to") else soak_churn.named_any(ports)), rule
 
 
 def test_a_mismatch_fails_the_soak() -> None:
@@ -78,10 +81,10 @@ def test_a_mismatch_fails_the_soak() -> None:
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:
     buckets = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (float("inf"), 100.0)]
-    assert soak.histogram_quantile(0.5, buckets) == pytest.approx(0.1)
-    assert soak.histogram_quantile(0.7, buckets) == pytest.approx(0.3)
-    assert soak.histogram_quantile(0.99, buckets) == pytest.approx(0.95)
-    assert soak.histogram_quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+    assert soak_observe.histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert soak_observe.histogram_quantile(0.7, buckets) == pytest.approx(0.3)
+    assert soak_observe.histogram_quantile(0.99, buckets) == pytest.approx(0.95)
+    assert soak_observe.histogram_quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
 
 
 @pytest.mark.cluster
