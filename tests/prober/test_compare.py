@@ -255,3 +255,18 @@ def test_a_disagreement_that_agrees_after_waiting_is_late_not_a_mismatch() -> No
     assert j.outcome is Outcome.MISMATCH and j.new
     # a probe that agrees within the window is a plain match, whatever came before
     assert judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 150.0, waited=2).outcome is Outcome.MATCH
+
+
+def test_a_changed_prediction_starts_the_disagreement_over() -> None:
+    """A path disagreed, then its policies changed (or it left the plan and came back): the old disagreement says
+    nothing of the new prediction, so the next one is retried, not a mismatch at once (found by the churn soak)."""
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(late_seconds=0, retry_window_seconds=10, max_attempts=10)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0).outcome is Outcome.RETRY
+    c.restart([key(index, "80/TCP")])
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 60.0).outcome is Outcome.RETRY
+    assert not c.mismatches
+    # without the restart the same sequence is a mismatch
+    c = Comparator(late_seconds=0, retry_window_seconds=10, max_attempts=10)
+    judge(c, index, "80/TCP", ProbeResult.CONNECTED, 0.0)
+    assert judge(c, index, "80/TCP", ProbeResult.CONNECTED, 60.0).outcome is Outcome.MISMATCH

@@ -193,6 +193,15 @@ class Comparator:
         self.mismatches[key] = mismatch
         return Judgement(Outcome.MISMATCH, mismatch=mismatch, new=previous is None or previous.kind is not kind)
 
+    def restart(self, keys: Iterable[PathKey]) -> None:
+        """Forget the disagreement history of paths whose prediction (or what decides it) changed, or that left
+        the plan: a disagreement with the old prediction says nothing of the new one. Current mismatches stay
+        until their paths are judged again or are gone (`forget`)."""
+        for key in keys:
+            self._late_check.discard(key)
+            self._first_disagreement.pop(key, None)
+            self._attempts.pop(key, None)
+
     def forget(self, keys: Iterable[PathKey]) -> list[Mismatch]:
         """Drop state of paths that no longer exist (their pods or policies are gone); returns the mismatches
         that disappear with them."""

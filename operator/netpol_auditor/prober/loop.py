@@ -424,6 +424,9 @@ class ProbeLoop:
         first = self.planner.paths_plan.inputs is None
         delta, cpu = await asyncio.to_thread(update_plan, self.planner, inputs, self.clock(), first)
         self.metrics.plan_duration.observe(cpu)
+        self.comparator.restart(delta.changed | delta.removed)
+        for key in delta.changed | delta.removed:
+            self._waits.pop(key, None)
         if delta:
             logger.debug("planned paths updated to revision %d: %d changed, %d gone (%.3fs CPU, %d paths)",
                          inputs.revision, len(delta.changed), len(delta.removed), time.process_time() - started,
@@ -488,6 +491,9 @@ class ProbeLoop:
             self._stage = "wait"
             await self._wait_done(probes, pods)
             self._stage = "judge"
+            # judge by the policies as they are now, not as the round was planned: a change made while the pods
+            # ran (and applied by the CNI before they connected) must not pass for a mismatch; it is "too fresh"
+            await self._update_plan()
             out = self._judge(plan, responders, probes, pods)
             self._settle_unavailable(plan, out)
             return out
