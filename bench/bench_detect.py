@@ -29,11 +29,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, scenario_objects  # noqa: E402
+from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, fault_args, scenario_objects, stand_in  # noqa: E402
 
 from localcluster import cluster as lc  # noqa: E402
 from netpol_auditor.controller.settings import Settings  # noqa: E402
-from netpol_auditor.model import PodRef  # noqa: E402
 from netpol_auditor.prober.plan import PathKey  # noqa: E402
 from prober.harness import RunningProber, apply, install_crd, list_objects, pods_running, wait_for  # noqa: E402
 
@@ -41,14 +40,9 @@ NS = "pf-detect"
 
 
 def fault(state: Path, mode: str, node: str | None = None) -> None:
-    verb, _, direction = mode.partition(":")
-    args = [verb, *([node] if node else []), *(["--direction", direction] if direction else [])]
+    args = fault_args(mode, node) if node else [mode]
     subprocess.run([sys.executable, "-m", "localcluster", "--state", str(state), "fault", *args], check=True,
                    capture_output=True, cwd=ROOT, timeout=180)
-
-
-def stand_in(ref: PodRef, node: str) -> PodRef:
-    return PodRef(NS, f"{ref.name.rsplit('-', 1)[0]}-{node.rsplit('-', 1)[1]}")
 
 
 def percentile(values: list[float], q: float) -> float:

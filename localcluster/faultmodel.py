@@ -26,7 +26,7 @@ from netpol_auditor.model import (
     Protocol,
 )
 
-__all__ = ["ClusterModel", "NodeFault", "kube_router_gap"]
+__all__ = ["ClusterModel", "NodeFault", "fault_args", "kube_router_gap", "scenario_objects", "stand_in"]
 
 #: modes in which the node has no rules at all
 UNENFORCED = ("none", "stopped")
@@ -201,3 +201,16 @@ def scenario_objects(namespace: str) -> list[dict[str, object]]:
                   "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "server"}}}], "ports": ports},
                              {"to": [block], "ports": [{"port": 7000}]}]}},
     ]
+
+
+def fault_args(mode: str, node: str) -> list[str]:
+    """``python -m localcluster fault`` arguments that put `node` in `mode` ("ignore-udp:ingress" -> ``ignore-udp
+    NODE --direction ingress``)."""
+    verb, _, direction = mode.partition(":")
+    return [verb, node, *(["--direction", direction] if direction else [])]
+
+
+def stand_in(ref: PodRef, node: str) -> PodRef:
+    """The scenario's pod of the same kind as `ref` on `node` (a probe clone takes its node's pod CIDR, which the
+    ipBlock ``except`` looks at)."""
+    return PodRef(ref.namespace, f"{ref.name.rsplit('-', 1)[0]}-{node.rsplit('-', 1)[1]}")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, scenario_objects
+from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, fault_args, scenario_objects
 from netprobe import Target, apply, make_namespace, probe, probe_many, wait_pod
 
 from netpol_auditor.manifests import parse_object
@@ -26,11 +26,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 NS = "lc-fidelity"
 SOURCES = {"client-1": ("client", "node-1"), "client-2": ("client", "node-2"),
            "other-1": ("other", "node-1"), "other-2": ("other", "node-2")}
-
-
-def fault_args(mode: str, node: str) -> list[str]:
-    verb, _, direction = mode.partition(":")
-    return [verb, node, *(["--direction", direction] if direction else [])]
 
 
 class Scenario:

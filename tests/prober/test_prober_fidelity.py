@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, scenario_objects
+from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, fault_args, scenario_objects, stand_in
 
-from netpol_auditor.model import PodRef
 from netpol_auditor.prober.compare import MismatchKind, Outcome
 from netpol_auditor.prober.plan import PathKey
 
@@ -42,11 +41,6 @@ BROKEN: dict[str, tuple[set[str], MismatchKind]] = {
 }
 
 
-def fault_args(mode: str, node: str) -> list[str]:
-    verb, _, direction = mode.partition(":")
-    return [verb, node, *(["--direction", direction] if direction else [])]
-
-
 @pytest.fixture(scope="module")
 def scenario(cluster: Any) -> Iterator[Any]:
     install_crd(cluster)
@@ -56,12 +50,6 @@ def scenario(cluster: Any) -> Iterator[Any]:
     wait_for("scenario pods running", lambda: pods_running(cluster, [NS]), timeout=120)
     yield cluster.api_client()
     cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
-
-
-def stand_in(ref: PodRef, node: str) -> PodRef:
-    """The scenario's pod of the same kind on the probe's node (a probe clone takes its node's pod CIDR, which the
-    ipBlock ``except`` looks at)."""
-    return PodRef(NS, f"{ref.name.rsplit('-', 1)[0]}-{node.rsplit('-', 1)[1]}")
 
 
 @pytest.mark.parametrize(("mode", "node"), SCENARIO_FAULTS, ids=[f"{m}-{n}" for m, n in SCENARIO_FAULTS])
