@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +89,10 @@ def measure(prober: RunningProber, api: Any, state: Path, mode: str, node: str, 
     return out
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     faults = [tuple(f.split("@")) for f in args.faults.split(",")]
 
+    # a SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: the table of what was measured, then the cluster down
+    signal.signal(signal.SIGTERM, _interrupt)
     state = Path(tempfile.mkdtemp(prefix="bench-detect-"))
     cluster = lc.up(lc.ClusterConfig(state=state, api_port=0, nodes=2, enforcer="kube-router"))
     try:
@@ -112,18 +120,24 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(**kw)
         prober = RunningProber.start(api, settings)
         results: dict[str, list[dict[str, float]]] = {}
-        cpu0 = time.process_time()
+        cpu0, load0 = time.process_time(), os.getloadavg()
+        interrupted = False
         try:
             for run in range(args.runs):
                 for mode, node in faults:
                     r = measure(prober, api, state, mode, node, args.timeout)
                     results.setdefault(f"{mode}@{node}", []).append(r)
                     print(f"run {run + 1} {mode} on {node}: {r}", flush=True)
+        except KeyboardInterrupt:
+            interrupted = True  # report what was measured; the cluster still comes down below
+            print("interrupted: the table holds the runs completed so far", file=sys.stderr)
         finally:
             prober.stop()
         report = {"settings": {"interval": settings.probe_interval_seconds, "settle": settings.probe_settle_seconds,
-                               "retry": settings.probe_retry_seconds, "max_pods": settings.probe_max_pods},
-                  "runs": results, "cpu_seconds": time.process_time() - cpu0}
+                               "retry": settings.probe_retry_seconds, "late": settings.probe_late_seconds,
+                               "max_pods": settings.probe_max_pods},
+                  "runs": results, "cpu_seconds": time.process_time() - cpu0,
+                  "load_average": {"start": load0, "end": os.getloadavg()}, "interrupted": interrupted}
         print("\n| fault | detect p50 / p95 | all flagged p50 / p95 | clear p50 / p95 | runs |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for name, rs in results.items():
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{percentile(vals, 0.5):.0f} / {percentile(vals, 0.95):.0f} s" if len(vals) == len(rs)
                              else f"missing in {len(rs) - len(vals)} runs")
             print(f"| {name} | {' | '.join(cells)} | {len(rs)} |")
-        print(f"\nprober CPU (this process): {report['cpu_seconds']:.1f} s")
+        print(f"\nprober CPU (this process): {report['cpu_seconds']:.1f} s; load average {load0[0]:.1f} at the "
+              f"start, {os.getloadavg()[0]:.1f} at the end")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
     finally:

@@ -257,6 +257,25 @@ def test_a_disagreement_that_agrees_after_waiting_is_late_not_a_mismatch() -> No
     assert judge(c, index, "80/TCP", ProbeResult.TIMED_OUT, 150.0, waited=2).outcome is Outcome.MATCH
 
 
+def test_one_pod_re_checking_in_place_steps_through_retry_and_late_check() -> None:
+    """A probe pod that connects again at the retry window and at the late check (its attempts are judged together,
+    at one `now`) is judged as the re-probe pods that waited as long would be."""
+    index = cluster(DENY_ALL_Y)
+    c = Comparator(retry_window_seconds=10, late_seconds=20)
+    steps = [judge(c, index, "80/TCP", ProbeResult.CONNECTED, 50.0, waited=w) for w in (2, 10, 20)]
+    assert [(j.outcome, j.wait) for j in steps[:2]] == [(Outcome.RETRY, 10), (Outcome.RETRY, 20)]
+    assert steps[2].outcome is Outcome.MISMATCH
+    # converging by the retry window: a plain match; by the late check: late
+    for agree_at, outcome in ((10, Outcome.MATCH), (20, Outcome.LATE)):
+        c = Comparator(retry_window_seconds=10, late_seconds=20)
+        for w in (2, 10, 20):
+            j = judge(c, index, "80/TCP", ProbeResult.CONNECTED if w < agree_at else ProbeResult.TIMED_OUT, 50.0,
+                      waited=w)
+            if w == agree_at:
+                break
+        assert j.outcome is outcome and not c.mismatches
+
+
 def test_a_changed_prediction_starts_the_disagreement_over() -> None:
     """A path disagreed, then its policies changed (or it left the plan and came back): the old disagreement says
     nothing of the new prediction, so the next one is retried, not a mismatch at once (found by the churn soak)."""

@@ -54,6 +54,29 @@ def test_parse_report_classifies_and_tolerates_partial_and_garbage() -> None:
     assert not parse_report("0c\n#3\n", 1).complete
 
 
+def test_re_check_lines_are_attempts_in_the_order_they_ran() -> None:
+    # parallel writers can append a later target's first line after an earlier target's re-check
+    report = parse_report("0t\n1c\n0t@10\n2t\n0c@20\n2r@10\n#3\n", 3)
+    assert report.complete
+    assert report.attempts[0] == ((None, ProbeResult.TIMED_OUT), (10, ProbeResult.TIMED_OUT),
+                                  (20, ProbeResult.CONNECTED))
+    assert report.attempts[1] == ((None, ProbeResult.CONNECTED),)
+    assert report.results == (ProbeResult.CONNECTED, ProbeResult.CONNECTED, ProbeResult.REFUSED)
+    assert parse_report("0c@x\n", 1).results == (None,)
+
+
+def test_re_checked_reports_fit_the_termination_message() -> None:
+    n = max_targets(rechecks=2)
+    assert n >= 100  # the default of 40 targets per pod fits with room to spare
+    worst = "".join(f"{i}t\n{i}t@99999\n{i}t@99998\n" for i in range(n)) + f"#{n}\n"
+    assert len(worst.encode()) <= TERMINATION_MESSAGE_BYTES
+    targets = [ScriptTarget("10.0.0.1", 80, expect=True)] * (n + 1)
+    with pytest.raises(ValueError, match="exceed"):
+        probe_script(targets, recheck_at=(10, 20))
+    # without expectations nothing is re-checked: the plain limit holds
+    assert "pending" not in probe_script([ScriptTarget("10.0.0.1", 80)] * (n + 1), recheck_at=(10, 20))
+
+
 def test_responder_script_listens_on_each_port_once() -> None:
     script = responder_script([PortProtocol.parse(p) for p in ("80/TCP", "80/TCP", "53/UDP")])
     assert script.count("listen tcp 80\n") == 1

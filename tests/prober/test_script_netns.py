@@ -149,6 +149,66 @@ def test_script_classifies_each_target_as_the_network_behaved(
     assert elapsed < 3 * (2 * 2 + 1) + 4
 
 
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: " ".join(s))
+def test_a_target_that_disagrees_is_re_checked_in_place_until_it_agrees(
+    server: tuple[str, str], tmp_path: Path, shell: list[str]
+) -> None:
+    """A target whose result differs from its prediction is tried again by the same script at each re-check second
+    while it differs: 8081 is dropped at first and opened once its first result is written (rules programmed
+    late), so its re-check connects; 5354/UDP stays dropped and is tried at every re-check. Targets that agree, or
+    have no prediction, are tried once."""
+    client, srv = server
+    targets = [
+        ScriptTarget(SERVER_IP, 8080, Protocol.TCP, expect=True),    # connects, as predicted
+        ScriptTarget(SERVER_IP, 8081, Protocol.TCP, expect=True),    # dropped until opened below
+        ScriptTarget(SERVER_IP, 8082, Protocol.TCP, expect=False),   # rejected, as predicted
+        ScriptTarget(SERVER_IP, 5354, Protocol.UDP, expect=True),    # dropped throughout
+        ScriptTarget(SERVER_IP, 8083, Protocol.TCP),                 # no prediction: never re-checked
+    ]
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    script = probe_script(targets, timeout_seconds=1, parallelism=8, log_path=str(log), recheck_at=(8, 12))
+    proc = subprocess.Popen(["ip", "netns", "exec", client, *shell, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "1t" not in log.read_text().split():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        _sh("ip", "netns", "exec", srv, "iptables", "-D", "INPUT", "-p", "tcp", "--dport", "8081", "-j", "DROP")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    report = parse_report(log.read_text(), len(targets))
+    assert report.complete, log.read_text()
+    c, t, r = ProbeResult.CONNECTED, ProbeResult.TIMED_OUT, ProbeResult.REFUSED
+    assert report.attempts == (
+        ((None, c),),
+        ((None, t), (8, c)),
+        ((None, r),),
+        ((None, t), (8, t), (12, t)),
+        ((None, r),),
+    ), log.read_text()
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: " ".join(s))
+def test_a_script_whose_targets_all_agree_does_not_wait_for_its_re_checks(
+    server: tuple[str, str], tmp_path: Path, shell: list[str]
+) -> None:
+    client, _ = server
+    targets = [ScriptTarget(SERVER_IP, 8080, Protocol.TCP, expect=True),
+               ScriptTarget(SERVER_IP, 8082, Protocol.TCP, expect=False)]
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    script = probe_script(targets, timeout_seconds=1, log_path=str(log), recheck_at=(300,))
+    # re-checking at 300 s would overrun this timeout many times over
+    subprocess.run(["ip", "netns", "exec", client, *shell, "-c", script], check=True, timeout=60)
+    report = parse_report(log.read_text(), len(targets))
+    assert report.complete and report.results == (ProbeResult.CONNECTED, ProbeResult.REFUSED)
+
+
 def test_udp_without_a_reply_is_not_connected(netns_pair: tuple[str, str], tmp_path: Path) -> None:
     """A UDP listener that swallows datagrams (open, but no reply) cannot be told from a filter: not 'connected'."""
     client, srv = netns_pair

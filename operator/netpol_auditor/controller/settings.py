@@ -231,8 +231,8 @@ _OPTIONS: tuple[_Option, ...] = (
             "it is warned about (pods start after their policies)", parse=float, metavar="SECONDS"),
     _Option("--probe", "probe_enabled", "run live probes that check what the CNI enforces", parse=_bool,
             boolean=True),
-    _Option("--probe-interval", "probe_interval_seconds", "seconds between probe cycles", parse=float,
-            metavar="SECONDS"),
+    _Option("--probe-interval", "probe_interval_seconds", "a probe cycle starts every SECONDS (the next one at once "
+            "if a cycle takes longer)", parse=float, metavar="SECONDS"),
     _Option("--probe-image", "probe_image", "image of the probe pods", metavar="IMAGE"),
     _Option("--probe-max-pods", "probe_max_pods", "probe pods alive at once, at most", parse=int, metavar="N"),
     _Option("--probe-pair-groups", "probe_pair_groups", "up to this many probe groups every group pair is probed; "

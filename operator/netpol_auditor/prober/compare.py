@@ -8,13 +8,13 @@ less than ``settle_seconds`` ago is not judged at all ("too fresh"). Only then i
 dropped). Results that prove nothing (tool errors, no result, a refusal from a real workload that may simply not
 listen) are *inconclusive*, counted apart.
 
-A CNI that programs rules late looks broken to a probe made too early, and every probe pod is a fresh pod. So the
-first re-probe of a disagreeing path waits the retry window before connecting: agreeing then, the path converged
-within the window and is a plain match. Before a disagreement that outlived the window becomes a mismatch, the path
-is probed once more by a pod that waits ``late_seconds`` (its own rules, and the responder's, have had that long
-to land). If that probe agrees, the path is
-*late* (reason ``programming_late``): enforced, but slower than the window. If it still disagrees, or waiting is
-off (``late_seconds`` 0), it is a mismatch.
+A CNI that programs rules late looks broken to a probe made too early, and every probe pod is a fresh pod. So a
+disagreeing path is probed again once the retry window has passed since its pod started (the same pod connects
+again; prober/script.py), or by a new pod that waits that long: agreeing then, the path converged within the window
+and is a plain match. Before a disagreement that outlived the window becomes a mismatch, the path is probed once more
+``late_seconds`` after its pod started (its own rules, and the responder's, have had that long to land). If that
+probe agrees, the path is *late* (reason ``programming_late``): enforced, but slower than the window. If it still
+disagrees, or waiting is off (``late_seconds`` 0), it is a mismatch.
 """
 
 from __future__ import annotations
@@ -169,8 +169,11 @@ class Comparator:
         first = self._first_disagreement.setdefault(key, now)
         self._attempts[key] += 1
         self._unprove(key)
+        # how long the rules have had to land: since the first disagreement (re-probed by new pods), or since this
+        # pod started (a pod that re-checks in place)
+        landing = max(waited, now - first)
         if key not in self.mismatches and (
-            now - first < self.retry_window_seconds and self._attempts[key] < self.max_attempts
+            landing < self.retry_window_seconds and self._attempts[key] < self.max_attempts
         ):
             # a fresh probe pod sees the rules as they are a moment after it started: the re-probe waits out the
             # window first, so a CNI that programs within it is never flagged

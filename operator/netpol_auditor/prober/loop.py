@@ -3,8 +3,8 @@
 One run = one ProbeRun owner object (cluster-scoped); every pod of the run is its controlled dependent (without the
 ProbeRun CRD, the pod's Namespace is the controller and the pods are deleted by label). On start the loop sweeps
 leftovers of earlier runs of the same install; on stop it deletes its ProbeRun and pods. Rounds repeat until a cycle
-has covered every path, then the loop waits for the next cycle (``interval_seconds``) — waking early when retries
-are due or the index changed.
+has covered every path; a cycle starts every ``interval_seconds`` (or at once, when the previous one took longer),
+and between cycles the loop wakes early when retries are due or the index changed.
 
 The planned paths are kept up to date incrementally (prober/coverage.py) in a worker thread on a snapshot of the
 index, so the event loop is never held by planning; the run's pods, nodes, Services and PodDisruptionBudgets are
@@ -262,6 +262,7 @@ class ProbeLoop:
         )
         self._waits: dict[PathKey, float] = {}  # paths whose next probe waits longer before connecting
         self._pod_delay: dict[str, float] = {}  # probe pod name -> how long it waits before connecting
+        self._pod_span: dict[str, float] = {}  # probe pod name -> how long its script may run, at most
         self.metrics = ProbeMetrics.for_registry(registry if registry is not None else CollectorRegistry())
         self._own_events = events is None and self.options.events_enabled
         self.events = events
@@ -364,7 +365,10 @@ class ProbeLoop:
                     await self._self_check()
                     self.planner.finish_cycle()
                     self.last_cycle_completed = self.clock()
-                    next_cycle = self.clock() + self.options.interval_seconds
+                    # cycles start every interval (back to back when a cycle takes longer): a fault is found
+                    # within an interval and a path's confirmation, however long the cycle before it was
+                    started = self.planner.cycle_started_at
+                    next_cycle = (self.clock() if started is None else started) + self.options.interval_seconds
                     self._publish()
                     states = self.planner.path_states()
                     logger.info("probe cycle %d complete: coverage %.2f (%d paths judged, %d inconclusive), %d "
@@ -726,24 +730,25 @@ class ProbeLoop:
                 continue
             targets = [
                 ScriptTarget(
-                    responders[(path.key.dst, path.key.dst_node)].ip, path.key.port.port, path.key.port.protocol
+                    responders[(path.key.dst, path.key.dst_node)].ip, path.key.port.port, path.key.port.protocol,
+                    # a flagged path is re-confirmed by one disagreement: no re-check (nor its wait) for it
+                    expect=None if path.key in self.comparator.mismatches else path.predicted,
                 )
                 for path in paths
             ]
             delay = max([self.options.start_delay_seconds, *(self._waits.get(path.key, 0.0) for path in paths)])
+            recheck = self._recheck_at(delay)
             script = probe_script(
                 targets,
                 self.options.timeout_seconds,
                 self.options.parallelism,
                 start_delay_seconds=delay,
+                recheck_at=recheck,
             )
-            rounds = math.ceil(len(targets) / self.options.parallelism)
-            deadline = int(
-                self.options.pod_start_timeout_seconds
-                + delay
-                + rounds * (2 * self.options.timeout_seconds + 2)
-                + 10
-            )
+            passes = 1 + (len(recheck) if any(t.expect is not None for t in targets) else 0)
+            span = (max([delay, *recheck]) + passes * math.ceil(len(targets) / self.options.parallelism)
+                    * (2 * self.options.timeout_seconds + 2))
+            deadline = int(self.options.pod_start_timeout_seconds + span + 10)
             owner, seq = self.owner, self._next_seq()
 
             def build(uid: str, p: ProbePodPlan = p, owner: RunOwner = owner, seq: int = seq, script: str = script,
@@ -755,18 +760,21 @@ class ProbeLoop:
             if name is not None:
                 started[name] = (p, paths)
                 self._pod_delay[name] = delay
+                self._pod_span[name] = span
         return started
+
+    def _recheck_at(self, delay: float) -> list[int]:
+        """When a probe pod connects again to targets that disagreed with their prediction (seconds after its script
+        started): at the retry window, then at the late check, the waits the comparator asks of a re-probe; one pod
+        doing both saves a pod start per step."""
+        steps = {math.ceil(self.options.retry_window_seconds), math.ceil(self.options.late_seconds)}
+        return sorted(at for at in steps if at > delay)
 
     async def _wait_done(
         self, probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]], pods: dict[str, _PodRun]
     ) -> None:
-        longest = max((len(paths) for _, paths in probes.values()), default=0)
-        budget = (
-            self.options.pod_start_timeout_seconds
-            + max((self._pod_delay.get(name, 0.0) for name in probes), default=0.0)
-            + math.ceil(longest / self.options.parallelism) * (2 * self.options.timeout_seconds + 2)
-            + 15
-        )
+        budget = (self.options.pod_start_timeout_seconds
+                  + max((self._pod_span.get(name, 0.0) for name in probes), default=0.0) + 15)
         await self._wait(pods, set(probes), lambda p: p.failure is not None or p.phase in ("Succeeded", "Failed"),
                          budget)
         if self._stopped.is_set():
@@ -845,8 +853,9 @@ class ProbeLoop:
                 continue  # reported below with the pod's reason
             report = parse_report(run.message, len(paths))
             src_ip = run.ip
-            waited = self._pod_delay.pop(name, self.options.start_delay_seconds)
-            for path, result in zip(paths, report.results, strict=True):
+            delay = self._pod_delay.pop(name, self.options.start_delay_seconds)
+            self._pod_span.pop(name, None)
+            for path, attempts in zip(paths, report.attempts, strict=True):
                 self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
@@ -858,21 +867,25 @@ class ProbeLoop:
                 prediction = self.planner.verdict(path.key, (src_ip,) if src_ip else (), (dst.ip,))
                 if prediction is None:
                     continue
-                if result is not None:
-                    self.metrics.probes.labels(path.key.port.protocol.value, result.value).inc()
-                j = self.comparator.judge(
-                    path.key,
-                    prediction,
-                    result,
-                    now,
-                    source=path.source,
-                    destination=path.destination,
-                    policies=policies,
-                    changed_at=self.planner.changed_at.get(path.key),
-                    src_ips=(src_ip,) if src_ip else (),
-                    dst_ips=(dst.ip,),
-                    waited=waited,
-                )
+                # each attempt is judged in turn, with how long the pod had waited for it: the re-checks of the
+                # same pod take the comparator through its retry and late steps as re-probes would
+                result: ProbeResult | None = None
+                for at, result in attempts or ((None, None),):
+                    if result is not None:
+                        self.metrics.probes.labels(path.key.port.protocol.value, result.value).inc()
+                    j = self.comparator.judge(
+                        path.key,
+                        prediction,
+                        result,
+                        now,
+                        source=path.source,
+                        destination=path.destination,
+                        policies=policies,
+                        changed_at=self.planner.changed_at.get(path.key),
+                        src_ips=(src_ip,) if src_ip else (),
+                        dst_ips=(dst.ip,),
+                        waited=delay if at is None else float(at),
+                    )
                 self.observations[path.key] = (prediction, result, j.outcome)
                 self._account(path, j, out, now)
         # paths whose pods were refused, broken or late: inconclusive with the reason, never judged

@@ -119,6 +119,7 @@ class ProbePlanner:
         self.pending: set[PathKey] = set()
         self.cycles_completed = 0
         self.cycle_active = False
+        self.cycle_started_at: float | None = None
         self.retry: set[PathKey] = set()
         self.changed_at: dict[PathKey, float] = {}  # paths new or predicted otherwise since the first plan
         # the current cycle's outcome per path: ("judged" | "inconclusive", reason); absent = not settled yet
@@ -222,6 +223,7 @@ class ProbePlanner:
         paths = self._paths
         if new_cycle and not self.pending:
             self.cycle_active = True
+            self.cycle_started_at = now
             self.pending = set(paths)
             self.cycle_keys = set(paths)
             self.outcomes = {}

@@ -13,6 +13,12 @@ hosts ship: ``sh`` (busybox ash / dash), ``nc`` (netcat-openbsd) and ``socat`` â
 Line format: ``<index><code>`` with code ``c`` connected, ``t`` timed out, ``r`` refused (RST, ICMP unreachable or
 prohibited), ``e`` error (tool failure, unsupported protocol); the last line is ``#<count>`` when every target ran.
 The kubelet keeps at most 4096 bytes of the message, which bounds the targets per pod (`max_targets`).
+
+Re-checks: a target given the result it should show (its prediction) that showed otherwise is tried again by the
+same pod at each ``recheck_at`` second after the script started, while it still disagrees; those lines are
+``<index><code>@<second>``. A CNI programs a new pod's rules some time after the pod starts, so "this pod connected
+N seconds after it started" is what tells rules programmed late from rules never programmed (prober/compare.py); one
+pod that waits and connects again answers that a whole pod start sooner than a new pod would.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from netpol_auditor.model import PortProtocol, Protocol
 
 __all__ = [
     "TERMINATION_MESSAGE_BYTES",
+    "Attempt",
     "ProbeReport",
     "ProbeResult",
     "ScriptTarget",
@@ -72,6 +79,8 @@ class ScriptTarget:
     host: str
     port: int
     protocol: Protocol = Protocol.TCP
+    #: the prediction (True: connects, False: denied) that a re-check tests against; None: never re-checked
+    expect: bool | None = None
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # raises ValueError for anything but an IP literal
@@ -82,12 +91,17 @@ class ScriptTarget:
         return f"[{self.host}]" if ":" in self.host else self.host
 
 
-def max_targets(limit_bytes: int = TERMINATION_MESSAGE_BYTES) -> int:
-    """How many targets one pod can report within the termination message (worst-case line lengths)."""
+#: re-check seconds are written with at most this many digits (a wait of more than a day is refused)
+_RECHECK_DIGITS = 5
+
+
+def max_targets(limit_bytes: int = TERMINATION_MESSAGE_BYTES, rechecks: int = 0) -> int:
+    """How many targets one pod can report within the termination message (worst-case line lengths), each
+    re-checked at most ``rechecks`` times."""
     n = 0
     while True:
-        size = sum(len(str(i)) + 2 for i in range(n + 1)) + len(f"#{n + 1}\n")
-        if size > limit_bytes:
+        size = sum((len(str(i)) + 2) * (1 + rechecks) + rechecks * (1 + _RECHECK_DIGITS) for i in range(n + 1))
+        if size + len(f"#{n + 1}\n") > limit_bytes:
             return n
         n += 1
 
@@ -122,13 +136,38 @@ sctp() {
 probe() {
   r=$("$2" "$3" "$4")
   if [ "$r" = t ]; then sleep 1; r=$("$2" "$3" "$4"); fi
-  echo "$1$r" >>"$L"
+  echo "$1$r$5" >>"$L"
 }
 n=0
 run() {
   "$@" &
   n=$((n + 1))
   if [ "$n" -ge __PARALLEL__ ]; then wait; n=0; fi
+}
+"""
+
+# `differs INDEX EXPECT`: the target's latest line disagrees with EXPECT (c: should connect, d: should be denied); an
+# error proves nothing and is not re-tried. `again SECOND INDEX EXPECT PROTO HOST PORT` re-tries a target that still
+# differs. `pause SECOND` sleeps until at least SECOND whole seconds after the script started. `pending` says whether
+# any re-checked target (in X) still differs, so a pod whose targets all agree never waits.
+_RECHECK = r"""S=$(date +%s)
+differs() {
+  r=$(grep "^$1[ctre]" "$L" | tail -n 1); r=${r#"$1"}; r=${r%"${r#?}"}
+  case "$2$r" in ct|cr|dc) return 0 ;; esac
+  return 1
+}
+again() {
+  if differs "$2" "$3"; then probe "$2" "$4" "$5" "$6" "@$1"; fi
+}
+pause() {
+  d=$(($1 - $(date +%s) + S + 1))
+  if [ "$d" -gt 0 ]; then sleep "$d"; fi
+}
+pending() {
+  for x in $X; do
+    if differs "${x%?}" "${x#"${x%?}"}"; then return 0; fi
+  done
+  return 1
 }
 """
 
@@ -139,15 +178,24 @@ def probe_script(
     parallelism: int = 8,
     log_path: str = TERMINATION_LOG,
     start_delay_seconds: float = 0,
+    recheck_at: Sequence[int] = (),
 ) -> str:
     """The ``sh -c`` script that probes `targets`, at most `parallelism` at a time, each bounded by the timeout.
 
     ``start_delay_seconds``: wait before the first connection. The CNI programs a new pod's rules asynchronously
     after the pod starts (kube-router reacts to the pod's watch event), and a probe pod is always new: without the
     wait its first connections can race the programming of its own egress rules.
+
+    ``recheck_at``: seconds after the script started at which targets with an ``expect`` that still disagree with it
+    are tried again (none agree, no wait).
     """
-    if len(targets) > max_targets():
-        raise ValueError(f"{len(targets)} targets exceed the {max_targets()} a termination message can report")
+    checked = [(i, t) for i, t in enumerate(targets) if t.expect is not None]
+    rechecks = sorted(set(recheck_at)) if checked else []
+    if any(not 0 < at < 10**_RECHECK_DIGITS for at in rechecks):
+        raise ValueError(f"re-check seconds must be between 1 and {10**_RECHECK_DIGITS - 1}: {rechecks}")
+    limit = max_targets(rechecks=len(rechecks))
+    if len(targets) > limit:
+        raise ValueError(f"{len(targets)} targets exceed the {limit} a termination message can report")
     if timeout_seconds < 1 or parallelism < 1:
         raise ValueError("timeout_seconds and parallelism must be >= 1")
     if not re.fullmatch(r"[A-Za-z0-9_./-]+", log_path):
@@ -159,15 +207,27 @@ def probe_script(
         .replace("__PARALLEL__", str(parallelism))
     )
     lines = [head]
+    if rechecks:
+        lines.append(_RECHECK)
+        lines.append("X=\"" + " ".join(f"{i}{'c' if t.expect else 'd'}" for i, t in checked) + "\"")
     if start_delay_seconds > 0:
         lines.append(f"sleep {start_delay_seconds:g}")
     for i, t in enumerate(targets):
-        fn = t.protocol.value.lower()
-        host = t.socat_host if t.protocol is not Protocol.TCP else t.host
-        lines.append(f"run probe {i} {fn} {host} {t.port}")
-    lines.append("wait")
+        lines.append(f"run probe {i} {_call(t)}")
+    lines.append("wait; n=0")
+    for at in rechecks:
+        lines.append("if pending; then")
+        lines.append(f"  pause {at}")
+        lines += [f"  run again {at} {i} {'c' if t.expect else 'd'} {_call(t)}" for i, t in checked]
+        lines.append("  wait; n=0")
+        lines.append("fi")
     lines.append(f'echo "#{len(targets)}" >>"$L"')
     return "\n".join(lines) + "\n"
+
+
+def _call(t: ScriptTarget) -> str:
+    host = t.socat_host if t.protocol is not Protocol.TCP else t.host
+    return f"{t.protocol.value.lower()} {host} {t.port}"
 
 
 _RESPONDER_HEAD = r"""L=__LOG__
@@ -237,32 +297,45 @@ def responder_check_script(ports: Sequence[PortProtocol], timeout_seconds: int =
     )
 
 
+#: one connection of a target: the second after the script started it ran (None: the first, after the start
+#: delay) and its result
+Attempt = tuple[int | None, ProbeResult]
+
+
 @dataclass(frozen=True)
 class ProbeReport:
-    """What one probe pod reported: a result per target index (None = no line: the pod ended first)."""
+    """What one probe pod reported: every attempt per target index, in order (none: the pod ended first)."""
 
-    results: tuple[ProbeResult | None, ...]
+    attempts: tuple[tuple[Attempt, ...], ...]
     complete: bool
 
+    @property
+    def results(self) -> tuple[ProbeResult | None, ...]:
+        """The latest result per target (None = no line)."""
+        return tuple(a[-1][1] if a else None for a in self.attempts)
+
     def missing(self) -> int:
-        return sum(1 for r in self.results if r is None)
+        return sum(1 for a in self.attempts if not a)
+
+
+_LINE = re.compile(r"(\d+)([ctre])(?:@(\d+))?")
 
 
 def parse_report(message: str | None, count: int) -> ProbeReport:
     """Parse a termination message written by `probe_script` for `count` targets. Unknown lines are ignored."""
-    results: list[ProbeResult | None] = [None] * count
+    attempts: list[list[Attempt]] = [[] for _ in range(count)]
     complete = False
     for raw in (message or "").splitlines():
         line = raw.strip()
-        if not line:
-            continue
         if line.startswith("#"):
             complete = line[1:] == str(count)
             continue
-        index, code = line[:-1], line[-1:]
-        if not index.isdigit() or code not in _RESULT_BY_CODE:
+        m = _LINE.fullmatch(line)
+        if m is None:
             continue
-        i = int(index)
+        i = int(m[1])
         if 0 <= i < count:
-            results[i] = _RESULT_BY_CODE[code]
-    return ProbeReport(tuple(results), complete and all(r is not None for r in results))
+            attempts[i].append((int(m[3]) if m[3] else None, _RESULT_BY_CODE[m[2]]))
+    for a in attempts:
+        a.sort(key=lambda x: -1 if x[0] is None else x[0])  # parallel writers: order by when they ran
+    return ProbeReport(tuple(tuple(a) for a in attempts), complete and all(attempts))
