@@ -1,0 +1,124 @@
+"""Strict field validation of manifests: the fields an object has that its kind does not define.
+
+Modelled on the API server's strict field validation (``kubectl apply --validate=strict``, ``fieldValidation=Strict``,
+which answers ``strict decoding error: unknown field "spec.ingres"``): without it a misspelt ``ingres:`` is dropped
+and the policy silently becomes deny-all. Field names follow the networking.k8s.io/v1 and core/v1 API reference
+(staging/src/k8s.io/api/networking/v1/types.go, core/v1/types.go, apimachinery meta/v1 ObjectMeta).
+
+NetworkPolicy is checked in full. Pods and Namespaces are checked only where a misspelling changes a verdict (the
+top level, ``metadata``, container ports, pod IPs): the rest of a PodSpec is large, grows with every Kubernetes
+release and is never read here, so rejecting a field we do not know there would reject valid input. Type errors are
+left to the parser (`netpol_auditor.manifests`), which names them with the API server's wording.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["UnknownField", "unknown_fields"]
+
+
+@dataclass(frozen=True)
+class _Object:
+    """A JSON object with these fields; ``open``: other fields are allowed (and not looked into)."""
+
+    fields: Mapping[str, _Shape] = field(default_factory=dict)
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class _ListOf:
+    item: _Shape
+
+
+_Shape = _Object | _ListOf | None  # None: any value, not looked into (label maps, annotations, managedFields)
+
+
+def _closed(*names: str, **shaped: _Shape) -> _Object:
+    return _Object({**dict.fromkeys(names), **shaped})
+
+
+_OBJECT_META = _closed(
+    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "finalizers", "managedFields",
+    ownerReferences=_ListOf(_closed("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")),
+)  # fmt: skip
+
+_LABEL_SELECTOR = _closed("matchLabels", matchExpressions=_ListOf(_closed("key", "operator", "values")))
+_PEER = _closed(podSelector=_LABEL_SELECTOR, namespaceSelector=_LABEL_SELECTOR, ipBlock=_closed("cidr", "except"))
+_POLICY_PORT = _closed("protocol", "port", "endPort")
+
+_NETWORK_POLICY = _closed(
+    "apiVersion",
+    "kind",
+    "status",  # NetworkPolicyStatus (1.24-1.26): dumps of those clusters carry it
+    metadata=_OBJECT_META,
+    spec=_closed(
+        "policyTypes",
+        podSelector=_LABEL_SELECTOR,
+        ingress=_ListOf(_closed(**{"from": _ListOf(_PEER), "ports": _ListOf(_POLICY_PORT)})),
+        egress=_ListOf(_closed(to=_ListOf(_PEER), ports=_ListOf(_POLICY_PORT))),
+    ),
+)
+
+_POD = _closed(
+    "apiVersion",
+    "kind",
+    metadata=_OBJECT_META,
+    spec=_Object(
+        {
+            "containers": _ListOf(
+                _Object({"ports": _ListOf(_closed("name", "containerPort", "protocol", "hostPort", "hostIP"))}, True)
+            )
+        },
+        open=True,
+    ),
+    status=_Object({"podIPs": _ListOf(_closed("ip"))}, open=True),
+)
+
+_NAMESPACE = _closed("apiVersion", "kind", "spec", "status", metadata=_OBJECT_META)
+
+_SCHEMAS: Mapping[str, _Object] = {"NetworkPolicy": _NETWORK_POLICY, "Pod": _POD, "Namespace": _NAMESPACE}
+
+
+@dataclass(frozen=True)
+class UnknownField:
+    """A field the kind does not define: ``path`` as the API server writes it (``spec.ingress[0].form``)."""
+
+    path: str
+    suggestion: str | None = None  # the closest defined field name, when one is close
+
+    def __str__(self) -> str:
+        hint = f' (did you mean "{self.suggestion}"?)' if self.suggestion else ""
+        return f'unknown field "{self.path}"{hint}'
+
+
+def unknown_fields(obj: Mapping[str, Any]) -> list[UnknownField]:
+    """Unknown fields of a Pod, Namespace or networking.k8s.io/v1 NetworkPolicy, in document order.
+
+    Other kinds have none (they are not read)."""
+    schema = _SCHEMAS.get(str(obj.get("kind")))
+    found: list[UnknownField] = []
+    if schema is not None:
+        _walk(obj, schema, "", found)
+    return found
+
+
+def _walk(value: Any, shape: _Shape, path: str, found: list[UnknownField]) -> None:
+    if isinstance(shape, _ListOf):
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                _walk(item, shape.item, f"{path}[{i}]", found)
+        return
+    if shape is None or not isinstance(value, Mapping):
+        return
+    for key, child in value.items():
+        child_path = f"{path}.{key}" if path else str(key)
+        if key in shape.fields:
+            _walk(child, shape.fields[key], child_path, found)
+        elif not shape.open:
+            close = difflib.get_close_matches(str(key), list(shape.fields), n=1, cutoff=0.75)
+            found.append(UnknownField(child_path, close[0] if close else None))
