@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import generate
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.manifests import iter_objects
+from netpol_auditor.manifest_files import iter_objects
 from netpol_auditor.model import Namespace, NetworkPolicy, ObjectKind, Pod, PortProtocol
 
 
@@ -167,7 +167,7 @@ def bench_index(
     docs = list(generate(pods, namespaces, policies, seed))
     text = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     del docs
-    from netpol_auditor.manifests import load_text
+    from netpol_auditor.manifest_files import load_text
 
     gc.collect()
     rss_before = rss_mib()

@@ -18,7 +18,8 @@ from importlib import metadata
 from typing import TextIO
 
 from .index import ReachabilityIndex
-from .manifests import ManifestError, load_paths
+from .manifest_files import load_paths
+from .manifests import ManifestError
 from .model import Endpoint, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
 

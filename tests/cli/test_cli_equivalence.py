@@ -14,7 +14,7 @@ import yaml
 from cli_harness import Result
 
 from netpol_auditor.engine import Snapshot
-from netpol_auditor.manifests import load_paths
+from netpol_auditor.manifest_files import load_paths
 from netpol_auditor.model import PodRef, PortProtocol
 
 PORTS = ["80/TCP", "8080/TCP", "53/UDP"]

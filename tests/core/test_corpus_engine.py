@@ -17,7 +17,7 @@ from corpus_truthtable import Case, is_ip, load_case  # noqa: E402
 
 from netpol_auditor.engine import Snapshot  # noqa: E402
 from netpol_auditor.index import ReachabilityIndex  # noqa: E402
-from netpol_auditor.manifests import iter_objects  # noqa: E402
+from netpol_auditor.manifest_files import iter_objects  # noqa: E402
 from netpol_auditor.model import Endpoint, PodRef, PortProtocol  # noqa: E402
 
 E2E_MODEL = CORPUS / "e2e" / "model.yaml"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from core_builders import parse, pod_dict, policy_dict
 
-from netpol_auditor.manifests import ManifestError, load_paths, load_text, parse_object
+from netpol_auditor.manifest_files import load_paths, load_text
+from netpol_auditor.manifests import ManifestError, parse_object
 from netpol_auditor.model import (
     NAMESPACE_NAME_LABEL,
     Direction,

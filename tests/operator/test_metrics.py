@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from netpol_auditor.controller.feed import IndexFeed
 from netpol_auditor.exporters.metrics import IndexMetrics, choose_ports, compute_aggregates
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.manifests import load_paths
+from netpol_auditor.manifest_files import load_paths
 from netpol_auditor.model import ObjectKind, PortProtocol
 
 ROOT = Path(__file__).resolve().parents[2]
