@@ -1,8 +1,9 @@
 """The ``netpol-auditor`` command line: ``analyze`` and ``explain`` offline, ``run`` in the cluster.
 
-Argument parsing and output only: manifests are read by `netpol_auditor.manifests`, judged by the reachability
-index, and printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one message on
-stderr naming the file, object and field; never a traceback).
+Argument parsing and output only: manifests are read by `netpol_auditor.manifest_files`, judged by the reachability
+index, and printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one line per problem on
+stderr naming the file, object and field; never a traceback). Warnings about the input go to stderr too, as
+``netpol-auditor COMMAND: warning: ...``; with ``--strict`` they are errors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from importlib import metadata
 from typing import TextIO
 
 from .index import ReachabilityIndex
-from .manifest_files import load_paths
+from .manifest_files import read_manifests
 from .manifests import ManifestError
 from .model import Endpoint, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
@@ -30,6 +31,14 @@ PROG = "netpol-auditor"
 
 class UsageError(ValueError):
     """A request the input cannot answer (unknown pod, filter matching nothing, no ports)."""
+
+
+class _InvalidInput(Exception):
+    """The input has problems (errors, or warnings under --strict): each is printed on a line of its own."""
+
+    def __init__(self, errors: Sequence[ManifestError]) -> None:
+        super().__init__(f"{len(errors)} problems with the input")
+        self.errors = errors
 
 
 def _version() -> str:
@@ -63,6 +72,13 @@ def _add_input(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="manifest file, directory (recursive *.yaml, *.yml, *.json) or - for stdin; multi-document YAML, "
         "JSON and `kubectl get -o yaml` lists (kind: List) are read; repeatable",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="warnings about the input are errors (exit 2): policy kinds not analyzed (Cilium, Calico, Antrea, "
+        "AdminNetworkPolicy, old NetworkPolicy versions), documents that are not Kubernetes objects, named ports "
+        "no pod declares",
     )
 
 
@@ -145,8 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 # analyze
 
 
-def _load(files: Sequence[str]) -> ReachabilityIndex:
-    return ReachabilityIndex.from_objects(load_paths(files))
+def _load(args: argparse.Namespace) -> ReachabilityIndex:
+    manifests = read_manifests(args.files)
+    errors, warnings = manifests.errors, manifests.warnings
+    if args.strict:
+        errors, warnings = [*errors, *warnings], []
+    for warning in warnings:
+        print(f"{PROG} {args.command}: warning: {warning}", file=sys.stderr)
+    if errors:
+        raise _InvalidInput(errors)
+    return ReachabilityIndex.from_objects(manifests.objects)
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
@@ -286,7 +310,7 @@ def build_analysis(
 
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
-    index = _load(args.files)
+    index = _load(args)
     analysis = build_analysis(
         index,
         ports=list(dict.fromkeys(args.ports or [])),
@@ -316,7 +340,7 @@ def _endpoint(index: ReachabilityIndex, text: str, flag: str) -> Endpoint:
 
 
 def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
-    index = _load(args.files)
+    index = _load(args)
     src = _endpoint(index, args.source, "--from")
     dst = _endpoint(index, args.destination, "--to")
     ports = list(dict.fromkeys(args.ports or []))
@@ -354,8 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args, out)
         out.flush()
-    except (ManifestError, UsageError) as exc:
+    except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except _InvalidInput as exc:
+        for error in exc.errors:
+            print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error of ours; silence the flush at exit.
