@@ -39,7 +39,20 @@ _HELM_HINT = "render it first (helm template RELEASE CHART > rendered.yaml) and 
 
 class _Loader(_SafeLoader):
     """Safe YAML, except that unknown tags (``!Ref``, ``!!python/name:``) load as plain values: they only occur in
-    documents that are not Kubernetes objects, which are skipped with a warning rather than ending the run."""
+    documents that are not Kubernetes objects, which are skipped with a warning rather than ending the run. A key
+    given twice in one mapping is an error, as in strict decoding: otherwise the last one silently wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            # Merge keys (`<<: *defaults`) may be overridden on purpose; only keys written out are compared.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key "{key_node.value}"', key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
 
 def _untagged(loader: _Loader, node: yaml.Node) -> Any:

@@ -173,6 +173,19 @@ def test_every_problem_is_reported_one_line_each(cluster: Path, tmp_path: Path, 
     )  # fmt: skip
 
 
+def test_a_key_given_twice_is_an_error(cluster: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    policy = write(tmp_path, "db.yaml", DB_FROM_WEB + "  ingress: []\n")  # would silently replace the rule above
+    result = analyze(cli, "-f", str(cluster), "-f", str(policy))
+    assert_errors(result, f'{policy}: line 9: invalid YAML/JSON: duplicate key "ingress"')
+
+
+def test_yaml_merge_keys_may_be_overridden(cluster: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    policy = write(tmp_path, "db.yaml", "defaults: &meta {name: x, namespace: shop}\n---\n" + DB_FROM_WEB.replace(
+        "metadata: {name: db, namespace: shop}", "metadata:\n  <<: {name: x, namespace: shop}\n  name: db"))
+    result = analyze(cli, "-f", str(cluster), "-f", str(policy))
+    assert result.code == 0 and "document 1: not a Kubernetes object" in result.err
+
+
 def test_a_read_kind_without_api_version_is_an_error(cluster: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
     policy = write(tmp_path, "db.yaml", DB_FROM_WEB.replace("apiVersion: networking.k8s.io/v1\n", ""))
     result = analyze(cli, "-f", str(cluster), "-f", str(policy))
