@@ -41,10 +41,15 @@ def unresolved_named_ports(policies: Iterable[NetworkPolicy], pods: Iterable[Pod
     all_pods = list(pods)
     everywhere = {(p.name, p.protocol) for pod in all_pods for p in pod.container_ports if p.name}
     by_namespace: dict[str, list[Pod]] = {}
+    declaring: dict[tuple[str, str, Protocol], list[Pod]] = {}  # (namespace, name, protocol) -> pods declaring it
     for pod in all_pods:
         by_namespace.setdefault(pod.namespace, []).append(pod)
+        for p in pod.container_ports:
+            if p.name:
+                declaring.setdefault((pod.namespace, p.name, p.protocol), []).append(pod)
     found: list[UnresolvedNamedPort] = []
     for policy in policies:
+        selects = compile_selector(policy.pod_selector).matches
         for direction, key in ((Direction.INGRESS, "spec.ingress"), (Direction.EGRESS, "spec.egress")):
             named = [
                 (f"{key}[{i}].ports[{j}].port", port.port, port.protocol)
@@ -52,20 +57,17 @@ def unresolved_named_ports(policies: Iterable[NetworkPolicy], pods: Iterable[Pod
                 for j, port in enumerate(rule.ports)
                 if isinstance(port.port, str)
             ]
-            if not named:
-                continue
             if direction is Direction.INGRESS:
-                matcher = compile_selector(policy.pod_selector)
-                selected = [p for p in by_namespace.get(policy.namespace, ()) if matcher.matches(p.labels)]
-                declared = {(p.name, p.protocol) for pod in selected for p in pod.container_ports if p.name}
-                among, candidates = "the pods the policy selects", bool(selected)
+                among = "the pods the policy selects"
+                unresolved = [
+                    (path, name, protocol)
+                    for path, name, protocol in named
+                    if not any(selects(p.labels) for p in declaring.get((policy.namespace, name, protocol), ()))
+                ]
+                if unresolved and not any(selects(p.labels) for p in by_namespace.get(policy.namespace, ())):
+                    continue
             else:
-                declared, among, candidates = everywhere, "any pod in the input", bool(all_pods)
-            if not candidates:
-                continue
-            found.extend(
-                UnresolvedNamedPort(policy, path, name, protocol, among)
-                for path, name, protocol in named
-                if (name, protocol) not in declared
-            )
+                among = "any pod in the input"
+                unresolved = [n for n in named if (n[1], n[2]) not in everywhere] if all_pods else []
+            found.extend(UnresolvedNamedPort(policy, *n, among) for n in unresolved)
     return found

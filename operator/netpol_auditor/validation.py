@@ -115,10 +115,12 @@ def _walk(value: Any, shape: _Shape, path: str, found: list[UnknownField]) -> No
         return
     if shape is None or not isinstance(value, Mapping):
         return
+    fields = shape.fields
     for key, child in value.items():
-        child_path = f"{path}.{key}" if path else str(key)
-        if key in shape.fields:
-            _walk(child, shape.fields[key], child_path, found)
+        if key in fields:
+            child_shape = fields[key]
+            if child_shape is not None:  # most fields are leaves: no call for them (large dumps)
+                _walk(child, child_shape, f"{path}.{key}" if path else str(key), found)
         elif not shape.open:
-            close = difflib.get_close_matches(str(key), list(shape.fields), n=1, cutoff=0.75)
-            found.append(UnknownField(child_path, close[0] if close else None))
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.75)
+            found.append(UnknownField(f"{path}.{key}" if path else str(key), close[0] if close else None))
