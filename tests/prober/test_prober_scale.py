@@ -1,5 +1,7 @@
 """The real operator, probing on, watching a few thousand pods: planning never holds its event loop, so /healthz
-(kopf's liveness endpoint, what the kubelet restarts the pod on) and /metrics keep answering within a second.
+(kopf's liveness endpoint, what the kubelet restarts the pod on) and /metrics keep answering within the chart's
+liveness timeout. (How long the loop is held, in milliseconds, is measured in bench/bench_operator.py: a wall-clock
+bound of a second here failed on a machine loaded 9 times over, where any process answers late.)
 
 The pods are status-only, as in bench/bench_operator.py: created with a scheduler nobody serves and given a Running
 status with an IP through the status subresource, so they are endpoints of the index without network namespaces.
@@ -9,6 +11,7 @@ waits) but probes nothing, which is the part under test here."""
 from __future__ import annotations
 
 import math
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -82,7 +85,17 @@ def _timed_get(url: str) -> float:
     return time.monotonic() - started
 
 
-def test_health_and_metrics_answer_within_a_second_while_the_prober_plans(many_pods: Any, tmp_path: Path) -> None:
+def _liveness_timeout() -> float:
+    """The chart's livenessProbe timeoutSeconds: slower than that, the kubelet counts a failure."""
+    template = (Path(__file__).resolve().parents[2] / "charts/netpol-auditor/templates/deployment.yaml").read_text()
+    probe = template.split("livenessProbe:", 1)[1].split("readinessProbe:", 1)[0]
+    found = re.search(r"timeoutSeconds: (\d+)", probe)
+    assert found, "the chart's livenessProbe sets timeoutSeconds"
+    return float(found[1])
+
+
+def test_health_and_metrics_answer_within_the_liveness_timeout_while_the_prober_plans(many_pods: Any,
+                                                                                        tmp_path: Path) -> None:
     cluster = many_pods
     op = OperatorProcess(cluster.kubeconfig, tmp_path / "scale.log", "--probe", "--probe-max-pods", "0",
                          "--probe-namespaces", "pr-scale-*", "--probe-interval", "5")
@@ -118,5 +131,6 @@ def test_health_and_metrics_answer_within_a_second_while_the_prober_plans(many_p
         assert 0 < updates < 3 * (time.monotonic() - started), updates
     finally:
         op.stop()
-    assert slowest["healthz"] < 1.0 and slowest["metrics"] < 1.0, slowest
+    limit = _liveness_timeout()
+    assert slowest["healthz"] < limit and slowest["metrics"] < limit, (limit, slowest)
     assert "Traceback" not in op.log.read_text(), op.log.read_text()[-3000:]
