@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from localcluster.faultmodel import SCENARIO_FAULTS, ClusterModel, fault_args, scenario_objects
-from netprobe import Target, apply, make_namespace, probe, probe_many, wait_pod
+from netprobe import Target, apply, make_namespace, observe_until, probe, probe_many, wait_pod
 
 from netpol_auditor.manifests import parse_object
 from netpol_auditor.model import PodRef, PortProtocol, Protocol
@@ -82,15 +82,8 @@ class Scenario:
     def _pairs(self) -> set[tuple[str, str]]:
         return {(s, k) for s in SOURCES for k, (dst, _) in self.targets.items() if s != dst}
 
-    def observe_until(self, expected: dict[tuple[str, str], bool], tries: int = 3) -> dict[tuple[str, str], bool]:
-        """Bounded re-observation, as upstream e2e re-probes its truth tables (test_helper.go ValidateOrFail): right
-        after a fault the node may still be reprogramming."""
-        got = self.observe()
-        for _ in range(tries - 1):
-            if got == expected:
-                break
-            got = self.observe()
-        return got
+    def observe_until(self, expected: Any, tries: int = 3) -> Any:
+        return observe_until(self.observe, expected, tries)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netprobe import Target, apply, make_namespace, probe_many, run_servers, server_pod
+from netprobe import Target, apply, make_namespace, observe_until, probe_many, run_servers, server_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -56,19 +56,8 @@ class Scenario:
                         "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.10/32"}}], "ports": [{"port": 80}]}]}})
         self.round = 0
 
-    def observe_until(self, expected: dict[str, set[str]], tries: int = 3) -> dict[str, set[str]]:
-        """Observe until the expected table shows, at most *tries* times (upstream e2e re-probes its truth tables
-        the same way, test_helper.go ValidateOrFail): right after a fault the enforcer may still be reprogramming
-        the node, and after kube-router is stopped on a node, fresh pods there can see routed connections (to the
-        other node, to the external host) time out for seconds although no rule is left — reproduced with plain
-        probe pods, 3 of 56 after `fault set-none`, none of 600 where kube-router never ran. A table that shows
-        once is what the node's rules do."""
-        got = self.observe()
-        for _ in range(tries - 1):
-            if got == expected:
-                break
-            got = self.observe()
-        return got
+    def observe_until(self, expected: Any, tries: int = 3) -> Any:
+        return observe_until(self.observe, expected, tries)
 
     def observe(self) -> dict[str, set[str]]:
         self.round += 1
