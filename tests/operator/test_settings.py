@@ -57,6 +57,9 @@ def test_prober_options_share_the_settings_object() -> None:
     ((), {"NETPOL_AUDITOR_LOG_FORMAT": "xml"}, "NETPOL_AUDITOR_LOG_FORMAT"),
     (("--namespace-selector", "team>3"), {}, "--namespace-selector: label selector 'team>3': cannot parse"),
     ((), {"NETPOL_AUDITOR_NAMESPACE_SELECTOR": "env in (a"}, "NETPOL_AUDITOR_NAMESPACE_SELECTOR"),
+    # a probe pod would fail every round: re-check seconds have five digits, and its report fits 4 KiB
+    (("--probe-late", "100000"), {}, "--probe-late: a probe pod waits at most 3600 s"),
+    (("--probe-targets-per-pod", "5000"), {}, "--probe-targets-per-pod: at most"),
 ])
 def test_bad_values_name_their_source(argv: tuple[str, ...], env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -67,3 +70,17 @@ def test_run_command_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str])
     args = parse("--ports", "nope")
     assert args.func(args) == 2
     assert "--ports" in capsys.readouterr().err
+
+
+def test_the_charts_schema_bounds_the_probe_waits_and_targets_as_the_operator_does() -> None:
+    """helm refuses at install what the operator would refuse at start (a crash loop after a successful install)."""
+    import json
+    from pathlib import Path
+
+    from netpol_auditor.controller.settings import MAX_PROBE_WAIT_SECONDS
+    from netpol_auditor.prober.script import max_targets
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "charts/netpol-auditor/values.schema.json").read_text())
+    probe = schema["properties"]["probe"]["properties"]
+    assert probe["retrySeconds"]["maximum"] == probe["lateSeconds"]["maximum"] == MAX_PROBE_WAIT_SECONDS
+    assert probe["targetsPerPod"]["maximum"] == max_targets(rechecks=2)

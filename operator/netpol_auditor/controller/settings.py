@@ -16,11 +16,14 @@ from typing import Any
 
 from netpol_auditor.model import PortProtocol
 from netpol_auditor.prober.podspec import DEFAULT_NODE_SELECTOR, DEFAULT_RESOURCES
+from netpol_auditor.prober.script import max_targets
 from netpol_auditor.selectors import parse_label_selector
 
 __all__ = ["ENV_PREFIX", "Settings", "add_arguments", "settings_from_args"]
 
 ENV_PREFIX = "NETPOL_AUDITOR_"
+#: --probe-retry and --probe-late make a probe pod wait this long at most (re-check seconds have five digits)
+MAX_PROBE_WAIT_SECONDS = 3600
 
 
 def _env_name(option: str) -> str:
@@ -349,5 +352,12 @@ def _validate(settings: Settings) -> None:
                  "probe_backoff_max_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")
+    for name in ("probe_retry_seconds", "probe_late_seconds"):
+        if getattr(settings, name) > MAX_PROBE_WAIT_SECONDS:
+            raise ValueError(f"--{name.removesuffix('_seconds').replace('_', '-')}: a probe pod waits at most "
+                             f"{MAX_PROBE_WAIT_SECONDS} s")
+    # a probe pod reports through its termination message: its targets, each re-checked up to twice, must fit
+    if settings.probe_targets_per_pod > max_targets(rechecks=2):
+        raise ValueError(f"--probe-targets-per-pod: at most {max_targets(rechecks=2)} (what one pod can report)")
     if settings.probe_backoff_max_seconds < settings.probe_backoff_seconds:
         raise ValueError("--probe-backoff-max: must not be below --probe-backoff")

@@ -671,7 +671,9 @@ class ProbeLoop:
             def build(uid: str, r: ResponderPlan = r, owner: RunOwner = owner, seq: int = seq) -> dict[str, Any]:
                 return responder_pod(
                     owner, r.group, r.node, seq, sorted(r.ports), self.options.pod,
-                    deadline_seconds=int(self.options.pod_start_timeout_seconds * 3),
+                    # alive while the round's probe pods connect, re-checks included
+                    deadline_seconds=int(self.options.pod_start_timeout_seconds * 3 + max(
+                        self.options.retry_window_seconds, self.options.late_seconds)),
                     stands_in_for=str(r.group.member_on(r.node)), namespace_uid=uid,
                 )
 
