@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import pytest
 
 from netpol_auditor.controller.command import add_run_parser
-from netpol_auditor.controller.settings import Settings, settings_from_args
+from netpol_auditor.controller.settings import MAX_PROBE_WAIT_SECONDS, Settings, settings_from_args
 from netpol_auditor.model import PortProtocol
+from netpol_auditor.prober.script import max_targets
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -74,12 +77,6 @@ def test_run_command_exits_2_on_bad_settings(capsys: pytest.CaptureFixture[str])
 
 def test_the_charts_schema_bounds_the_probe_waits_and_targets_as_the_operator_does() -> None:
     """helm refuses at install what the operator would refuse at start (a crash loop after a successful install)."""
-    import json
-    from pathlib import Path
-
-    from netpol_auditor.controller.settings import MAX_PROBE_WAIT_SECONDS
-    from netpol_auditor.prober.script import max_targets
-
     schema = json.loads((Path(__file__).resolve().parents[2] / "charts/netpol-auditor/values.schema.json").read_text())
     probe = schema["properties"]["probe"]["properties"]
     assert probe["retrySeconds"]["maximum"] == probe["lateSeconds"]["maximum"] == MAX_PROBE_WAIT_SECONDS
