@@ -205,8 +205,9 @@ def _load(args: argparse.Namespace) -> _Input:
     if blind:
         names = ", ".join(f"{p.namespace}/{p.name}" for p in blind)
         print(
-            f"{PROG} {args.command}: note: workloads and Pods without status have no IP, so no ipBlock peer "
-            f"matches them: the verdicts of {names} hold if no pod address falls in their ipBlocks",
+            f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no ipBlock peer "
+            f"matches them: traffic between pods that only an ipBlock admits is reported denied (ipBlock peers in "
+            f"{names})",
             file=sys.stderr,
         )
     return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded)

@@ -1,4 +1,5 @@
-"""Golden-file tests of every output format, on a real ``kubectl get ns,pods,networkpolicies -A -o yaml`` dump.
+"""Golden-file tests of every output format, on a real ``kubectl get ns,pods,networkpolicies -A -o yaml`` dump
+(per pod, ``--per-pod``), and of the workload view of ``helm template`` output.
 
 The fixture has what such dumps carry (``kind: List``, managedFields, ownerReferences, status, resourceVersion,
 last-applied annotations) and the pods that are not endpoints: a Succeeded Job pod still reporting the IP that
@@ -13,6 +14,7 @@ import pytest
 from cli_harness import FIXTURES, Result
 
 DUMP = str(FIXTURES / "kubectl-get-all.yaml")
+HELM = str(FIXTURES / "helm-template-three-tier.yaml")
 E2E = FIXTURES.parent.parent / "corpus" / "e2e"
 WEB = "shop/web-6f9c8b7d5c-h4k2m"
 API = "shop/api-85d4c6f9b7-x2c4z"
@@ -41,6 +43,9 @@ CASES = {
         "analyze", "--per-pod", "-f", str(E2E / "model.yaml"), "-f", str(E2E / "default-deny-all.yaml"),
         "--port", "80/TCP", "--port", "81/UDP",
     ],
+    "workloads-table.txt": ["analyze", "-f", HELM, "--external", "203.0.113.10"],
+    "workloads.json": ["analyze", "-f", HELM, "-o", "json", "--port", "5432/TCP", "--port", "9000/TCP"],
+    "workloads-explain.txt": ["explain", "-f", HELM, "--from", "shop/shop-frontend", "--to", "shop/shop-api"],
     "explain.txt": ["explain", "--per-pod", "-f", DUMP, "--from", WEB, "--to", API],
     "explain-external.json": ["explain", "--per-pod", "-f", DUMP, "--from", "203.0.113.10", "--to", "shop/db-0",
                               "--port", "5432", "-o", "json"],
