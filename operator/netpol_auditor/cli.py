@@ -1,7 +1,8 @@
 """The ``netpol-auditor`` command line: ``analyze`` and ``explain`` offline, ``run`` in the cluster.
 
-Argument parsing and output only: manifests are read by `netpol_auditor.manifest_files`, judged by the reachability
-index, and printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one line per problem on
+Argument parsing and output only: manifests are read by `netpol_auditor.manifest_files`, turned into endpoints (one
+per workload, or with ``--per-pod`` one per Pod) by `netpol_auditor.workloads`, judged by the reachability index, and
+printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one line per problem on
 stderr naming the file, object and field; never a traceback). Warnings about the input go to stderr too, as
 ``netpol-auditor COMMAND: warning: ...``; with ``--strict`` they are errors.
 """
@@ -14,15 +15,17 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from typing import TextIO
 
 from .index import ReachabilityIndex
 from .manifest_files import read_manifests
 from .manifests import ManifestError
-from .model import Endpoint, PodRef, PortProtocol
+from .model import WORKLOAD_KINDS, Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
+from .workloads import endpoint_name, endpoints, ip_block_policies
 
 __all__ = ["UsageError", "build_analysis", "build_parser", "main"]
 
@@ -80,6 +83,13 @@ def _add_input(parser: argparse.ArgumentParser) -> None:
         "AdminNetworkPolicy, old NetworkPolicy versions), documents that are not Kubernetes objects, named ports "
         "no pod declares",
     )
+    parser.add_argument(
+        "--per-pod",
+        action="store_true",
+        help="one endpoint per Pod of the input (NAMESPACE/POD), workloads left out; default: one endpoint per "
+        "workload (NAMESPACE/NAME[Kind]: Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, "
+        "CronJob) with the Pods it made folded in, and one per other Pod (NAMESPACE/NAME[Pod])",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser(
         "analyze",
-        help="what the NetworkPolicies allow between every pair of pods (offline, from manifests)",
-        description="Judge every ordered pair of distinct running pods (and --external addresses to and from "
-        "pods) on every requested port, as networking.k8s.io/v1 NetworkPolicy semantics decide.",
+        help="what the NetworkPolicies allow between every pair of workloads or pods (offline, from manifests)",
+        description="Judge every ordered pair of distinct endpoints -- workloads, and pods running or written "
+        "without status (with --per-pod: pods only) -- and --external addresses to and from them, on every "
+        "requested port, as networking.k8s.io/v1 NetworkPolicy semantics decide.",
     )
     _add_input(analyze)
     analyze.add_argument(
@@ -104,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         metavar="PORT[/PROTOCOL]",
         help="destination port to judge, e.g. 80/TCP, 53/UDP, 3868/SCTP (protocol defaults to TCP); repeatable; "
-        "default: every port the pods declare in containerPorts",
+        "default: every port the endpoints declare in containerPorts",
     )
     analyze.add_argument(
         "--external",
@@ -123,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="only these sources: ns/pod, ns (every pod of it), a glob such as 'prod/web-*', or an --external IP; "
-        "repeatable",
+        help="only these sources: ns/name[Kind], ns/name (any kind; a Pod folded into a workload selects the "
+        "workload), ns (all of it), a glob such as 'prod/web-*', or an --external IP; repeatable",
     )
     analyze.add_argument(
         "--to", dest="destinations", action="append", default=[], metavar="PATTERN", help="only these destinations"
@@ -138,15 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
         "and which rule (policy, direction, rule, peer, port) admits the connection, or that none does.",
     )
     _add_input(explain)
-    explain.add_argument("--from", dest="source", required=True, metavar="NS/POD|IP", help="the source")
-    explain.add_argument("--to", dest="destination", required=True, metavar="NS/POD|IP", help="the destination")
+    explain.add_argument(
+        "--from", dest="source", required=True, metavar="NS/NAME[Kind]|IP", help="the source ([Kind] may be left out)"
+    )
+    explain.add_argument("--to", dest="destination", required=True, metavar="NS/NAME[Kind]|IP", help="the destination")
     explain.add_argument(
         "--port",
         dest="ports",
         action="append",
         type=_port,
         metavar="PORT[/PROTOCOL]",
-        help="repeatable; default: the ports the destination pod declares",
+        help="repeatable; default: the ports the destination declares",
     )
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     explain.set_defaults(func=_explain_command)
@@ -161,7 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
 # analyze
 
 
-def _load(args: argparse.Namespace) -> ReachabilityIndex:
+@dataclass(frozen=True)
+class _Input:
+    """The input, judged: the index over its endpoints, and each Pod folded into a workload, to its endpoint."""
+
+    index: ReachabilityIndex
+    folded: Mapping[PodRef, PodRef]
+
+
+def _load(args: argparse.Namespace) -> _Input:
     manifests = read_manifests(args.files)
     errors, warnings = manifests.errors, manifests.warnings
     if args.strict:
@@ -170,12 +191,32 @@ def _load(args: argparse.Namespace) -> ReachabilityIndex:
         print(f"{PROG} {args.command}: warning: {warning}", file=sys.stderr)
     if errors:
         raise _InvalidInput(errors)
-    return ReachabilityIndex.from_objects(manifests.objects)
+    pods = [o for o in manifests.objects if isinstance(o, Pod)]
+    others = [o for o in manifests.objects if not isinstance(o, Pod)]
+    folded: Mapping[PodRef, PodRef] = {}
+    if args.per_pod:
+        if not pods and manifests.workloads:
+            raise UsageError("--per-pod: the input has workloads but no Pods; leave out --per-pod to judge them")
+        judged = pods
+    else:
+        found = endpoints(manifests.workloads, pods)
+        judged, folded = list(found.pods), found.folded
+    blind = ip_block_policies(judged, [o for o in others if isinstance(o, NetworkPolicy)])
+    if blind:
+        names = ", ".join(f"{p.namespace}/{p.name}" for p in blind)
+        print(
+            f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no ipBlock peer "
+            f"matches them: traffic between pods that only an ipBlock admits is reported denied (ipBlock peers in "
+            f"{names})",
+            file=sys.stderr,
+        )
+    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded)
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
-    """Running pods with an IP: the endpoints, plus hostNetwork pods (reported as not judged)."""
-    return [p.ref for p in index.pods() if p.phase == "Running" and p.pod_ips]
+    """Endpoints: running pods with an IP and planned ones (workloads, Pods without status), plus hostNetwork ones
+    (reported as not judged)."""
+    return [p.ref for p in index.pods() if (p.phase == "Running" and p.pod_ips) or p.planned]
 
 
 def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[PortProtocol]:
@@ -187,17 +228,42 @@ def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[Po
     return sorted(ports)
 
 
-def _select(endpoints: Sequence[str], patterns: Sequence[str], flag: str) -> list[str]:
+_KINDS = ("Pod", *WORKLOAD_KINDS)
+
+
+def _split_kind(text: str) -> tuple[str, str | None]:
+    """``ns/name[Kind]`` -> (``ns/name``, ``Kind``); (text, None) without a known kind."""
+    base, sep, kind = text.removesuffix("]").rpartition("[")
+    if text.endswith("]") and sep and kind in _KINDS:
+        return base, kind
+    return text, None
+
+
+def _matches(endpoint: str, pattern: str) -> bool:
+    if endpoint == pattern:
+        return True
+    base, kind = _split_kind(endpoint)
+    pattern_base, pattern_kind = _split_kind(pattern)
+    if pattern_kind is not None and pattern_kind != kind:
+        return False
+    glob = pattern_base if "/" in pattern_base or _is_ip(pattern_base) else f"{pattern_base}/*"
+    return fnmatch.fnmatchcase(base, glob)
+
+
+def _select(
+    endpoints: Sequence[str], patterns: Sequence[str], flag: str, folded: Mapping[PodRef, PodRef] | None = None
+) -> list[str]:
+    """The endpoints the patterns match; a pattern matching a Pod folded into a workload selects the workload."""
     if not patterns:
         return list(endpoints)
     chosen: set[str] = set()
     for pattern in patterns:
         if _is_ip(pattern):
             pattern = str(ipaddress.ip_address(pattern))
-        glob = pattern if "/" in pattern or _is_ip(pattern) else f"{pattern}/*"
-        matched = [e for e in endpoints if e == pattern or fnmatch.fnmatchcase(e, glob)]
+        matched = [e for e in endpoints if _matches(e, pattern)]
+        matched += [str(workload) for pod, workload in (folded or {}).items() if _matches(str(pod), pattern)]
         if not matched:
-            raise UsageError(f"{flag} {pattern!r} matches no endpoint (running pods and --external addresses)")
+            raise UsageError(f"{flag} {pattern!r} matches no endpoint (workloads, pods and --external addresses)")
         chosen.update(matched)
     return [e for e in endpoints if e in chosen]
 
@@ -217,8 +283,10 @@ def build_analysis(
     sources: Sequence[str] = (),
     destinations: Sequence[str] = (),
     explain: bool = False,
+    folded: Mapping[PodRef, PodRef] | None = None,
 ) -> Analysis:
     """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
+    ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name.
 
     Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
     index guarantees that members of a class are judged alike.
@@ -227,11 +295,11 @@ def build_analysis(
     if not ports:
         ports = _declared_ports(index, pods)
         if not ports:
-            raise UsageError("no ports to judge: the pods declare no containerPorts; pass --port PORT/PROTOCOL")
+            raise UsageError("no ports to judge: the endpoints declare no containerPorts; pass --port PORT/PROTOCOL")
     address_list = list(dict.fromkeys(externals))
     everything = [str(p) for p in pods] + address_list
-    rows = _select(everything, sources, "--from")
-    columns = _select(everything, destinations, "--to")
+    rows = _select(everything, sources, "--from", folded)
+    columns = _select(everything, destinations, "--to", folded)
 
     # Endpoints the policies cannot tell apart share a group: a pod's equivalence class; each hostNetwork pod and
     # each address is a group of its own. Cells are computed once per (group, group, port).
@@ -310,14 +378,15 @@ def build_analysis(
 
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
-    index = _load(args)
+    loaded = _load(args)
     analysis = build_analysis(
-        index,
+        loaded.index,
         ports=list(dict.fromkeys(args.ports or [])),
         externals=args.externals,
         sources=args.sources,
         destinations=args.destinations,
         explain=args.explain,
+        folded=loaded.folded,
     )
     render(analysis, args.output, out)
     return 0
@@ -327,22 +396,34 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
 # explain
 
 
-def _endpoint(index: ReachabilityIndex, text: str, flag: str) -> Endpoint:
+def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
+    """An IP, or the endpoint ``ns/name[Kind]`` names; ``ns/name`` names the one endpoint of that name of any kind,
+    or the workload a Pod of that name was folded into."""
     if _is_ip(text):
         return str(ipaddress.ip_address(text))
     try:
         ref = PodRef.parse(text)
     except ValueError as exc:
         raise UsageError(f"{flag} {text!r}: {exc} or an IP address") from None
-    if index.get_pod(ref) is None:
-        raise UsageError(f"{flag} {text!r}: no such pod in the input")
-    return ref
+    index = loaded.index
+    if index.get_pod(ref) is not None:
+        return ref
+    if ref in loaded.folded:
+        return loaded.folded[ref]
+    candidates = [PodRef(ref.namespace, endpoint_name(ref.name, kind)) for kind in _KINDS]
+    found = [c for c in candidates if index.get_pod(c) is not None]
+    if len(found) > 1:
+        raise UsageError(f"{flag} {text!r} is ambiguous: {', '.join(map(str, found))}")
+    if not found:
+        raise UsageError(f"{flag} {text!r}: no such pod or workload in the input")
+    return found[0]
 
 
 def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
-    index = _load(args)
-    src = _endpoint(index, args.source, "--from")
-    dst = _endpoint(index, args.destination, "--to")
+    loaded = _load(args)
+    index = loaded.index
+    src = _endpoint(loaded, args.source, "--from")
+    dst = _endpoint(loaded, args.destination, "--to")
     ports = list(dict.fromkeys(args.ports or []))
     if not ports:
         ports = _declared_ports(index, [dst]) if isinstance(dst, PodRef) else []

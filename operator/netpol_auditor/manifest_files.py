@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
-from .manifests import KubeObject, ManifestError, parse_object
-from .model import Namespace, NetworkPolicy, Pod
+from .manifests import KubeObject, ManifestError, parse_object, parse_workload
+from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
+from .workloads import template_pod
 
 try:
     from yaml import CSafeLoader as _SafeLoader
@@ -33,7 +34,7 @@ __all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_manifes
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _NETWORK_POLICY_V1 = "networking.k8s.io/v1"
-_READ_KINDS = ("Pod", "Namespace", "NetworkPolicy")
+_READ_KINDS = ("Pod", "Namespace", "NetworkPolicy", *WORKLOAD_KINDS)
 _HELM_HINT = "render it first (helm template RELEASE CHART > rendered.yaml) and analyze the output"
 
 
@@ -68,9 +69,11 @@ _Loader.add_constructor(None, _untagged)
 
 @dataclass
 class Manifests:
-    """What the input holds: the objects read, and the problems found (``str()`` of each: one line)."""
+    """What the input holds: the objects read, the workloads (`WORKLOAD_KINDS`) read, and the problems found
+    (``str()`` of each: one line)."""
 
     objects: list[KubeObject] = field(default_factory=list)
+    workloads: list[Workload] = field(default_factory=list)
     errors: list[ManifestError] = field(default_factory=list)
     warnings: list[ManifestError] = field(default_factory=list)
 
@@ -129,7 +132,7 @@ def _objects(manifests: Manifests) -> list[KubeObject]:
 class _Reader:
     def __init__(self) -> None:
         self.out = Manifests()
-        self._sources: list[str] = []  # parallel to out.objects
+        self._sources: dict[int, str] = {}  # id() of each object and workload read -> its source
         self._seen: dict[tuple[str, str | None, str], str] = {}  # (kind, namespace, name) -> source
 
     def error(self, problem: ManifestError) -> None:
@@ -207,7 +210,7 @@ class _Reader:
             )
         elif kind.lower() in ("pod", "pods", "namespace", "namespaces"):
             self.warn(ManifestError(source, f"{kind} {_display_name(doc)}", "kind", f'unknown kind "{kind}": skipped'))
-        # Any other kind (Service, ConfigMap, Deployment, ...) does not change a verdict: ignored.
+        # Any other kind (Service, ConfigMap, Ingress, ...) does not change a verdict: ignored.
 
     def _list(self, doc: Mapping[str, Any], kind: str, api_version: Any, source: str, where: str) -> None:
         items = doc.get("items") or []
@@ -231,7 +234,7 @@ class _Reader:
             self.out.errors.extend(ManifestError(source, name, "", str(u)) for u in unknown)
             return
         try:
-            obj = parse_object(doc, source)
+            obj = parse_workload(doc, source) if kind in WORKLOAD_KINDS else parse_object(doc, source)
         except ManifestError as exc:
             self.error(exc)
             return
@@ -245,8 +248,11 @@ class _Reader:
             self.error(ManifestError(source, name, "", problem))
             return
         self._seen[key] = source
-        self.out.objects.append(obj)
-        self._sources.append(source)
+        if isinstance(obj, Workload):
+            self.out.workloads.append(obj)
+        else:
+            self.out.objects.append(obj)
+        self._sources[id(obj)] = source
 
 
 def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> ManifestError:
@@ -265,27 +271,35 @@ def _display_name(doc: Mapping[str, Any]) -> str:
     meta = doc.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
     name = str(meta.get("name") or "<unnamed>")
-    if doc.get("kind") in ("Pod", "NetworkPolicy"):  # namespaced: the namespace defaults as the parser does
+    if doc.get("kind") in ("Pod", "NetworkPolicy", *WORKLOAD_KINDS):  # namespaced: defaulted as the parser does
         return f"{meta.get('namespace') or 'default'}/{name}"
     return f"{meta['namespace']}/{name}" if meta.get("namespace") else name
 
 
 def _templated(doc: Mapping[str, Any]) -> bool:
-    """`{{` where an object we read never has it: its name, namespace, labels, or a policy's spec (a Pod's spec may
-    hold Go templates legitimately, e.g. in a command line)."""
+    """`{{` where an object we read never has it: its name, namespace, labels, a workload's selector and template
+    labels, or a policy's spec (a Pod's spec may hold Go templates legitimately, e.g. in a command line)."""
     meta = doc.get("metadata")
     parts: list[Any] = []
     if isinstance(meta, Mapping):
         parts += [meta.get("name"), meta.get("namespace"), meta.get("labels")]
+    spec = doc.get("spec")
     if doc.get("kind") == "NetworkPolicy":
-        parts.append(doc.get("spec"))
+        parts.append(spec)
+    elif doc.get("kind") in WORKLOAD_KINDS:
+        if doc.get("kind") == "CronJob":
+            spec = _field(_field(spec, "jobTemplate"), "spec")
+        parts += [_field(spec, "selector"), _field(_field(_field(spec, "template"), "metadata"), "labels")]
     return "{{" in json.dumps(parts, default=str)
 
 
-def _check_named_ports(out: Manifests, sources_in_order: list[str]) -> None:
-    sources = {id(obj): src for obj, src in zip(out.objects, sources_in_order, strict=True)}
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else None
+
+
+def _check_named_ports(out: Manifests, sources: dict[int, str]) -> None:
     policies = [o for o in out.objects if isinstance(o, NetworkPolicy)]
-    pods = [o for o in out.objects if isinstance(o, Pod)]
+    pods = [o for o in out.objects if isinstance(o, Pod)] + [template_pod(w) for w in out.workloads]
     for found in unresolved_named_ports(policies, pods):
         policy = found.policy
         obj = f"NetworkPolicy {policy.namespace}/{policy.name}"

@@ -1,5 +1,5 @@
-"""Parse Pods, Namespaces and NetworkPolicies from API dicts (read from the API server or from manifest files by
-`netpol_auditor.manifest_files`).
+"""Parse Pods, Namespaces, NetworkPolicies and workloads (their pod templates) from API dicts (read from the API
+server or from manifest files by `netpol_auditor.manifest_files`).
 
 Validation mirrors what the API server rejects (kubernetes/kubernetes pkg/apis/networking/validation/validation.go,
 ValidateNetworkPolicySpec / ValidateNetworkPolicyPort / ValidateNetworkPolicyPeer / ValidateIPBlock, and
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from .model import (
+    WORKLOAD_KINDS,
     ContainerPort,
     Direction,
     IPBlock,
@@ -31,9 +32,10 @@ from .model import (
     Protocol,
     SelectorOperator,
     SelectorRequirement,
+    Workload,
 )
 
-__all__ = ["KubeObject", "ManifestError", "parse_object"]
+__all__ = ["KubeObject", "ManifestError", "parse_object", "parse_workload"]
 
 KubeObject = Namespace | Pod | NetworkPolicy
 
@@ -323,12 +325,11 @@ def _network_policy(ctx: _Ctx, obj: Mapping[str, Any], namespace: str, name: str
     return NetworkPolicy(namespace, name, pod_selector, frozenset(types), ingress, egress, uid)
 
 
-def _pod(ctx: _Ctx, obj: Mapping[str, Any], meta: Mapping[str, Any], namespace: str, name: str, uid: str) -> Pod:
-    spec = ctx.mapping(obj.get("spec"), "spec")
-    status = ctx.mapping(obj.get("status"), "status")
+def _container_ports(ctx: _Ctx, spec: Mapping[str, Any], path: str) -> tuple[ContainerPort, ...]:
+    """The ports a PodSpec's containers declare; ``path``: where the PodSpec is (``spec``, ``spec.template.spec``)."""
     ports: list[ContainerPort] = []
-    for ci, container in enumerate(ctx.sequence(spec.get("containers"), "spec.containers")):
-        cpath = f"spec.containers[{ci}]"
+    for ci, container in enumerate(ctx.sequence(spec.get("containers"), f"{path}.containers")):
+        cpath = f"{path}.containers[{ci}]"
         craw = ctx.mapping(container, cpath)
         for pi, port in enumerate(ctx.sequence(craw.get("ports"), f"{cpath}.ports")):
             ppath = f"{cpath}.ports[{pi}]"
@@ -342,6 +343,30 @@ def _pod(ctx: _Ctx, obj: Mapping[str, Any], meta: Mapping[str, Any], namespace: 
             ports.append(
                 ContainerPort(number, _protocol(ctx, praw.get("protocol"), f"{ppath}.protocol"), pname or None)
             )
+    return tuple(ports)
+
+
+def _host_network(ctx: _Ctx, spec: Mapping[str, Any], path: str) -> bool:
+    host_network = spec.get("hostNetwork", False)
+    if not isinstance(host_network, bool):
+        ctx.invalid(f"{path}.hostNetwork", host_network, "must be a boolean")
+    return host_network
+
+
+def _controller(ctx: _Ctx, meta: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, name) of the controlling owner reference (else the first one), or empty strings."""
+    owner_kind = owner_name = ""
+    for i, ref in enumerate(ctx.sequence(meta.get("ownerReferences"), "metadata.ownerReferences")):
+        raw = ctx.mapping(ref, f"metadata.ownerReferences[{i}]")
+        if raw.get("controller") or not owner_kind:
+            owner_kind, owner_name = str(raw.get("kind", "")), str(raw.get("name", ""))
+    return owner_kind, owner_name
+
+
+def _pod(ctx: _Ctx, obj: Mapping[str, Any], meta: Mapping[str, Any], namespace: str, name: str, uid: str) -> Pod:
+    spec = ctx.mapping(obj.get("spec"), "spec")
+    status = ctx.mapping(obj.get("status"), "status")
+    ports = _container_ports(ctx, spec, "spec")
     ips: list[str] = []
     for i, entry in enumerate(ctx.sequence(status.get("podIPs"), "status.podIPs")):
         ip = ctx.mapping(entry, f"status.podIPs[{i}]").get("ip")
@@ -349,14 +374,8 @@ def _pod(ctx: _Ctx, obj: Mapping[str, Any], meta: Mapping[str, Any], namespace: 
             ips.append(_ip(ctx, ip, f"status.podIPs[{i}].ip"))
     if not ips and status.get("podIP"):
         ips.append(_ip(ctx, status.get("podIP"), "status.podIP"))
-    owner_kind = owner_name = ""
-    for i, ref in enumerate(ctx.sequence(meta.get("ownerReferences"), "metadata.ownerReferences")):
-        raw = ctx.mapping(ref, f"metadata.ownerReferences[{i}]")
-        if raw.get("controller") or not owner_kind:
-            owner_kind, owner_name = str(raw.get("kind", "")), str(raw.get("name", ""))
-    host_network = spec.get("hostNetwork", False)
-    if not isinstance(host_network, bool):
-        ctx.invalid("spec.hostNetwork", host_network, "must be a boolean")
+    owner_kind, owner_name = _controller(ctx, meta)
+    host_network = _host_network(ctx, spec, "spec")
     phase = status.get("phase") or "Pending"
     return Pod(
         namespace=namespace,
@@ -367,11 +386,13 @@ def _pod(ctx: _Ctx, obj: Mapping[str, Any], meta: Mapping[str, Any], namespace: 
         pod_ips=tuple(ips),
         node_name=str(spec.get("nodeName") or ""),
         host_network=host_network,
-        container_ports=tuple(ports),
+        container_ports=ports,
         owner_kind=owner_kind,
         owner_name=owner_name,
         creation_timestamp=str(meta.get("creationTimestamp") or ""),
         deleting=meta.get("deletionTimestamp") is not None,
+        # As written in a manifest (`status: {}` is how `kubectl create --dry-run=client -o yaml` writes it).
+        planned=not status,
     )
 
 
@@ -393,16 +414,7 @@ def parse_object(obj: Mapping[str, Any], source: str = "<input>") -> KubeObject 
     api_version = obj.get("apiVersion")
     if kind == "NetworkPolicy" and api_version not in (None, "networking.k8s.io/v1"):
         return None
-    meta_raw = obj.get("metadata")
-    meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
-    name = meta.get("name")
-    cluster_scoped = kind == "Namespace"
-    namespace = None if cluster_scoped else str(meta.get("namespace") or "default")
-    ctx = _Ctx(source, kind, namespace, str(name) if name else "<unnamed>")
-    if not isinstance(meta_raw, Mapping):
-        ctx.required("metadata")
-    if not isinstance(name, str) or not name:
-        ctx.required("metadata.name", "name or generateName is required")
+    ctx, meta, namespace, name = _object_ctx(obj, kind, source)
     uid = str(meta.get("uid") or "")
     if kind == "Namespace":
         return Namespace(name, ctx.labels(meta.get("labels"), "metadata.labels"), uid)
@@ -410,3 +422,64 @@ def parse_object(obj: Mapping[str, Any], source: str = "<input>") -> KubeObject 
     if kind == "Pod":
         return _pod(ctx, obj, meta, namespace, name, uid)
     return _network_policy(ctx, obj, namespace, name, uid)
+
+
+def _object_ctx(obj: Mapping[str, Any], kind: str, source: str) -> tuple[_Ctx, Mapping[str, Any], str | None, str]:
+    """The parsing context, metadata, namespace (None if cluster-scoped) and name of a namespaced or cluster object."""
+    meta_raw = obj.get("metadata")
+    meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
+    name = meta.get("name")
+    namespace = None if kind == "Namespace" else str(meta.get("namespace") or "default")
+    ctx = _Ctx(source, kind, namespace, str(name) if name else "<unnamed>")
+    if not isinstance(meta_raw, Mapping):
+        ctx.required("metadata")
+    if not isinstance(name, str) or not name:
+        ctx.required("metadata.name", "name or generateName is required")
+    return ctx, meta, namespace, name
+
+
+def parse_workload(obj: Mapping[str, Any], source: str = "<input>") -> Workload | None:
+    """Parse a Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job or CronJob into what its
+    pod template gives its pods. Returns None for other kinds. The template's own ``metadata.namespace`` is not read:
+    the controller creates its pods in its own namespace."""
+    if not isinstance(obj, Mapping):
+        raise ManifestError(source, "", "", f"expected a Kubernetes object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if kind not in WORKLOAD_KINDS:
+        return None
+    ctx, meta, namespace, name = _object_ctx(obj, kind, source)
+    assert namespace is not None
+    spec = ctx.mapping(obj.get("spec"), "spec")
+    selector: LabelSelector | None = None
+    if kind == "CronJob":
+        job_spec = ctx.mapping(ctx.mapping(spec.get("jobTemplate"), "spec.jobTemplate").get("spec"),
+                               "spec.jobTemplate.spec")
+        path, template_raw = "spec.jobTemplate.spec.template", job_spec.get("template")
+    else:
+        path, template_raw = "spec.template", spec.get("template")
+        if kind == "ReplicationController":  # a plain label map, not a LabelSelector
+            selector = LabelSelector(ctx.labels(spec.get("selector"), "spec.selector"))
+        elif spec.get("selector") is not None:
+            selector = _selector(ctx, spec.get("selector"), "spec.selector")
+    if template_raw is None:
+        ctx.required(path)
+    template = ctx.mapping(template_raw, path)
+    template_meta = ctx.mapping(template.get("metadata"), f"{path}.metadata")
+    labels = ctx.labels(template_meta.get("labels"), f"{path}.metadata.labels")
+    for key, value in labels.items():
+        _check_label_key(ctx, key, f"{path}.metadata.labels")
+        _check_label_value(ctx, value, f"{path}.metadata.labels")
+    pod_spec = ctx.mapping(template.get("spec"), f"{path}.spec")
+    owner_kind, owner_name = _controller(ctx, meta)
+    return Workload(
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        uid=str(meta.get("uid") or ""),
+        labels=labels,
+        selector=selector,
+        container_ports=_container_ports(ctx, pod_spec, f"{path}.spec"),
+        host_network=_host_network(ctx, pod_spec, f"{path}.spec"),
+        owner_kind=owner_kind,
+        owner_name=owner_name,
+    )

@@ -1,4 +1,4 @@
-"""The object model: immutable, hashable views of Pods, Namespaces and NetworkPolicies.
+"""The object model: immutable, hashable views of Pods, Namespaces, NetworkPolicies and workloads.
 
 Only the fields NetworkPolicy semantics (and the operator around it) need are kept. Objects are built by
 `netpol_auditor.manifests` from API dicts, with the API server's defaulting already applied, so the engine never
@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "NAMESPACE_NAME_LABEL",
+    "WORKLOAD_KINDS",
     "ContainerPort",
     "Direction",
     "Endpoint",
@@ -32,6 +33,7 @@ __all__ = [
     "Protocol",
     "SelectorOperator",
     "SelectorRequirement",
+    "Workload",
 ]
 
 #: Every namespace carries this label, set by the API server since Kubernetes 1.22 (NamespaceDefaultLabelName).
@@ -267,6 +269,9 @@ class Pod:
     owner_name: str = ""
     creation_timestamp: str = ""
     deleting: bool = False
+    #: Written in a manifest, not yet created (no ``status``): stands for the pod it will be, so it is judged,
+    #: but having no IP yet, no ipBlock peer matches it.
+    planned: bool = False
 
     @property
     def ref(self) -> PodRef:
@@ -274,8 +279,10 @@ class Pod:
 
     @property
     def is_endpoint(self) -> bool:
-        """Running, has an IP, not host-networked: traffic to/from it is judged by NetworkPolicy."""
-        return self.phase == "Running" and bool(self.pod_ips) and not self.host_network
+        """Not host-networked, and running with an IP or planned: traffic to/from it is judged by NetworkPolicy."""
+        if self.host_network:
+            return False
+        return self.planned or (self.phase == "Running" and bool(self.pod_ips))
 
     def named_ports(self) -> Labels:
         """Named container ports as ``{"name/PROTO": "number"}``, the key named ports are resolved by."""
@@ -312,3 +319,27 @@ class NetworkPolicy:
             "podSelector": str(self.pod_selector),
             "policyTypes": sorted(t.value for t in self.policy_types),
         }
+
+
+#: Kinds whose pod template makes pods, and where the template is: ``spec.template`` except for CronJob.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job", "CronJob")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A controller of pods (`WORKLOAD_KINDS`): what its pod template gives every pod it makes.
+
+    ``selector`` is the controller's pod selector (None for CronJob, whose Jobs have their own); ``owner_kind`` and
+    ``owner_name`` its controlling owner (a ReplicaSet's Deployment, a Job's CronJob), empty if none.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str = ""
+    labels: Labels = field(default_factory=Labels)  # of the pod template
+    selector: LabelSelector | None = None
+    container_ports: tuple[ContainerPort, ...] = ()
+    host_network: bool = False
+    owner_kind: str = ""
+    owner_name: str = ""

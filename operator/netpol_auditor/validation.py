@@ -5,10 +5,11 @@ which answers ``strict decoding error: unknown field "spec.ingres"``): without i
 and the policy silently becomes deny-all. Field names follow the networking.k8s.io/v1 and core/v1 API reference
 (staging/src/k8s.io/api/networking/v1/types.go, core/v1/types.go, apimachinery meta/v1 ObjectMeta).
 
-NetworkPolicy is checked in full. Pods and Namespaces are checked only where a misspelling changes a verdict (the
-top level, ``metadata``, container ports, pod IPs): the rest of a PodSpec is large, grows with every Kubernetes
-release and is never read here, so rejecting a field we do not know there would reject valid input. Type errors are
-left to the parser (`netpol_auditor.manifests`), which names them with the API server's wording.
+NetworkPolicy is checked in full. Pods, Namespaces and workloads are checked only where a misspelling changes a
+verdict (the top level, ``metadata``, a workload's pod template, container ports, pod IPs): the rest of a PodSpec is
+large, grows with every Kubernetes release and is never read here, so rejecting a field we do not know there would
+reject valid input. Type errors are left to the parser (`netpol_auditor.manifests`), which names them with the API
+server's wording.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .model import WORKLOAD_KINDS
 
 __all__ = ["UnknownField", "unknown_fields"]
 
@@ -64,24 +67,44 @@ _NETWORK_POLICY = _closed(
     ),
 )
 
+_POD_SPEC = _Object(
+    {
+        "containers": _ListOf(
+            _Object({"ports": _ListOf(_closed("name", "containerPort", "protocol", "hostPort", "hostIP"))}, True)
+        )
+    },
+    open=True,
+)
+
 _POD = _closed(
     "apiVersion",
     "kind",
     metadata=_OBJECT_META,
-    spec=_Object(
-        {
-            "containers": _ListOf(
-                _Object({"ports": _ListOf(_closed("name", "containerPort", "protocol", "hostPort", "hostIP"))}, True)
-            )
-        },
-        open=True,
-    ),
+    spec=_POD_SPEC,
     status=_Object({"podIPs": _ListOf(_closed("ip"))}, open=True),
 )
 
 _NAMESPACE = _closed("apiVersion", "kind", "spec", "status", metadata=_OBJECT_META)
 
-_SCHEMAS: Mapping[str, _Object] = {"NetworkPolicy": _NETWORK_POLICY, "Pod": _POD, "Namespace": _NAMESPACE}
+# Workloads: the pod template as a Pod (its metadata and container ports); the rest of their spec is not read.
+_POD_TEMPLATE = _closed(metadata=_OBJECT_META, spec=_POD_SPEC)
+_WORKLOAD_SPEC = _Object({"template": _POD_TEMPLATE}, open=True)
+_WORKLOAD = _closed("apiVersion", "kind", "status", metadata=_OBJECT_META, spec=_WORKLOAD_SPEC)
+_CRON_JOB = _closed(
+    "apiVersion",
+    "kind",
+    "status",
+    metadata=_OBJECT_META,
+    spec=_Object({"jobTemplate": _closed(metadata=_OBJECT_META, spec=_WORKLOAD_SPEC)}, open=True),
+)
+
+_SCHEMAS: Mapping[str, _Object] = {
+    "NetworkPolicy": _NETWORK_POLICY,
+    "Pod": _POD,
+    "Namespace": _NAMESPACE,
+    **{kind: _WORKLOAD for kind in WORKLOAD_KINDS},
+    "CronJob": _CRON_JOB,
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,7 @@ class UnknownField:
 
 
 def unknown_fields(obj: Mapping[str, Any]) -> list[UnknownField]:
-    """Unknown fields of a Pod, Namespace or networking.k8s.io/v1 NetworkPolicy, in document order.
+    """Unknown fields of a Pod, Namespace, workload or networking.k8s.io/v1 NetworkPolicy, in document order.
 
     Other kinds have none (they are not read)."""
     schema = _SCHEMAS.get(str(obj.get("kind")))

@@ -1,5 +1,6 @@
 """The stable ``analyze -o json`` contract and the inputs it must accept (kubectl dumps as YAML or JSON, stdin,
-directories), independent of object order."""
+directories), independent of object order. Per pod (``--per-pod``): the dump has Pods and no workloads; the
+workload view of the same input is checked against this one in test_cli_equivalence.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ EXTERNALS = ["203.0.113.10", "2001:db8::7"]
 
 
 def _json(cli: Callable[..., Result], *argv: str, stdin: str | None = None) -> dict[str, Any]:
-    result = cli(["analyze", *argv, "-o", "json"], stdin=stdin)
+    result = cli(["analyze", "--per-pod", *argv, "-o", "json"], stdin=stdin)
     assert result.code == 0, result.err
     data: dict[str, Any] = json.loads(result.out)
     return data

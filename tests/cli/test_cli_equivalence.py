@@ -1,5 +1,6 @@
 """``analyze`` judges once per equivalence class pair and shares the cell with every member pair; check that this
-sharing never changes an answer, against the engine's pod-by-pod reference evaluator (`engine.Snapshot`)."""
+sharing never changes an answer, against the engine's pod-by-pod reference evaluator (`engine.Snapshot`); and that
+the default (workload) view of an input of Pods alone has the same rows as ``--per-pod``, named ``ns/name[Pod]``."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def _cluster(seed: int) -> list[dict[str, Any]]:
 def test_shared_cells_equal_pod_by_pod_verdicts(seed: int, tmp_path: Path, cli: Callable[..., Result]) -> None:
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(_cluster(seed)))
-    argv = ["analyze", "-f", str(path), "-o", "json"]
+    argv = ["analyze", "--per-pod", "-f", str(path), "-o", "json"]
     for port in PORTS:
         argv += ["--port", port]
     for address in EXTERNALS:
@@ -132,3 +133,24 @@ def test_shared_cells_equal_pod_by_pod_verdicts(seed: int, tmp_path: Path, cli: 
         checked += 1
     pods = len(data["pods"])
     assert checked == len(PORTS) * (pods * (pods - 1) + 2 * pods * len(EXTERNALS))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pods_alone_give_the_per_pod_rows_named_as_pods(
+    seed: int, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(_cluster(seed)))
+    argv = ["analyze", "-f", str(path), "-o", "json", "--explain", "--external", EXTERNALS[0]]
+    for port in PORTS:
+        argv += ["--port", port]
+    per_pod, per_endpoint = cli([*argv, "--per-pod"]), cli(argv)
+    assert (per_pod.code, per_endpoint.code) == (0, 0), per_endpoint.err
+    expected, got = json.loads(per_pod.out), json.loads(per_endpoint.out)
+    assert all(p.endswith("[Pod]") for p in got["pods"])
+    assert [p.removesuffix("[Pod]") for p in got["pods"]] == expected["pods"]
+    assert got["summary"] == expected["summary"]
+    assert len(got["verdicts"]) == len(expected["verdicts"])
+    for mine, theirs in zip(got["verdicts"], expected["verdicts"], strict=True):
+        assert mine["from"].endswith("[Pod]") or mine["to"].endswith("[Pod]")
+        assert json.loads(json.dumps(mine).replace("[Pod]", "")) == theirs  # names, reasons and explanations

@@ -1,4 +1,5 @@
-"""Golden-file tests of every output format, on a real ``kubectl get ns,pods,networkpolicies -A -o yaml`` dump.
+"""Golden-file tests of every output format, on a real ``kubectl get ns,pods,networkpolicies -A -o yaml`` dump
+(per pod, ``--per-pod``), and of the workload view of ``helm template`` output.
 
 The fixture has what such dumps carry (``kind: List``, managedFields, ownerReferences, status, resourceVersion,
 last-applied annotations) and the pods that are not endpoints: a Succeeded Job pod still reporting the IP that
@@ -13,35 +14,41 @@ import pytest
 from cli_harness import FIXTURES, Result
 
 DUMP = str(FIXTURES / "kubectl-get-all.yaml")
+HELM = str(FIXTURES / "helm-template-three-tier.yaml")
 E2E = FIXTURES.parent.parent / "corpus" / "e2e"
 WEB = "shop/web-6f9c8b7d5c-h4k2m"
 API = "shop/api-85d4c6f9b7-x2c4z"
 
 CASES = {
-    "analyze-table.txt": ["analyze", "-f", DUMP, "--external", "203.0.113.10"],
+    "analyze-table.txt": ["analyze", "--per-pod", "-f", DUMP, "--external", "203.0.113.10"],
     "analyze.json": [
-        "analyze", "-f", DUMP, "-o", "json", "--port", "8080/TCP", "--port", "9000", "--port", "53/UDP",
+        "analyze", "--per-pod", "-f", DUMP, "-o", "json", "--port", "8080/TCP", "--port", "9000", "--port", "53/UDP",
         "--external", "203.0.113.10",
     ],
     "analyze-filtered.yaml": [
-        "analyze", "-f", DUMP, "-o", "yaml", "--port", "9000/TCP", "--from", "shop", "--to", "shop",
+        "analyze", "--per-pod", "-f", DUMP, "-o", "yaml", "--port", "9000/TCP", "--from", "shop", "--to", "shop",
     ],
-    "analyze-explain.csv": ["analyze", "-f", DUMP, "-o", "csv", "--port", "5432/TCP", "--explain", "--to", "shop/db-0"],
+    "analyze-explain.csv": ["analyze", "--per-pod", "-f", DUMP, "-o", "csv", "--port", "5432/TCP", "--explain",
+                            "--to", "shop/db-0"],
     "analyze-explain.md": [
-        "analyze", "-f", DUMP, "-o", "md", "--port", "9102/TCP", "--to", "shop/api-*", "--explain",
+        "analyze", "--per-pod", "-f", DUMP, "-o", "md", "--port", "9102/TCP", "--to", "shop/api-*", "--explain",
         "--external", "203.0.113.10",
     ],
-    "analyze.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "53/UDP", "--port", "8080/TCP", "--port", "9000/TCP"],
-    "analyze-explain.dot": ["analyze", "-f", DUMP, "-o", "dot", "--port", "9000/TCP", "--to", "shop/api-*",
+    "analyze.dot": ["analyze", "--per-pod", "-f", DUMP, "-o", "dot", "--port", "53/UDP", "--port", "8080/TCP",
+                    "--port", "9000/TCP"],
+    "analyze-explain.dot": ["analyze", "--per-pod", "-f", DUMP, "-o", "dot", "--port", "9000/TCP", "--to", "shop/api-*",
                             "--explain"],
-    "analyze-explain-table.txt": ["analyze", "-f", DUMP, "--port", "5432/TCP", "--from", API, "--explain"],
+    "analyze-explain-table.txt": ["analyze", "--per-pod", "-f", DUMP, "--port", "5432/TCP", "--from", API, "--explain"],
     "e2e-model-deny-all-table.txt": [
-        "analyze", "-f", str(E2E / "model.yaml"), "-f", str(E2E / "default-deny-all.yaml"), "--port", "80/TCP",
-        "--port", "81/UDP",
+        "analyze", "--per-pod", "-f", str(E2E / "model.yaml"), "-f", str(E2E / "default-deny-all.yaml"),
+        "--port", "80/TCP", "--port", "81/UDP",
     ],
-    "explain.txt": ["explain", "-f", DUMP, "--from", WEB, "--to", API],
-    "explain-external.json": ["explain", "-f", DUMP, "--from", "203.0.113.10", "--to", "shop/db-0", "--port", "5432",
-                              "-o", "json"],
+    "workloads-table.txt": ["analyze", "-f", HELM, "--external", "203.0.113.10"],
+    "workloads.json": ["analyze", "-f", HELM, "-o", "json", "--port", "5432/TCP", "--port", "9000/TCP"],
+    "workloads-explain.txt": ["explain", "-f", HELM, "--from", "shop/shop-frontend", "--to", "shop/shop-api"],
+    "explain.txt": ["explain", "--per-pod", "-f", DUMP, "--from", WEB, "--to", API],
+    "explain-external.json": ["explain", "--per-pod", "-f", DUMP, "--from", "203.0.113.10", "--to", "shop/db-0",
+                              "--port", "5432", "-o", "json"],
 }  # fmt: skip
 
 
