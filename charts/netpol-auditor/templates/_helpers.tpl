@@ -146,3 +146,29 @@ init container and ephemeral container of the pod `object`.
 {{- end -}}
 {{- join " && " $clauses -}}
 {{- end -}}
+
+{{/*
+Topology spread constraints of the operator pods, as a YAML list: topologySpreadConstraints when set (a constraint
+without labelSelector selects this release's operator pods), else with more than one replica the chart's spread over
+nodes and, optionally, zones (topologySpread).
+*/}}
+{{- define "netpol-auditor.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "netpol-auditor.selectorLabels" . | fromYaml) -}}
+{{- $out := list -}}
+{{- if .Values.topologySpreadConstraints -}}
+{{- range .Values.topologySpreadConstraints -}}
+{{- $constraint := deepCopy . -}}
+{{- if not $constraint.labelSelector -}}
+{{- $_ := set $constraint "labelSelector" $selector -}}
+{{- end -}}
+{{- $out = append $out $constraint -}}
+{{- end -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+{{- range $key, $when := dict "kubernetes.io/hostname" .Values.topologySpread.hostname "topology.kubernetes.io/zone" .Values.topologySpread.zone -}}
+{{- if $when -}}
+{{- $out = append $out (dict "maxSkew" 1 "topologyKey" $key "whenUnsatisfiable" $when "labelSelector" $selector) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
