@@ -176,7 +176,6 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
     assert settings.probe_enabled and settings.probe_interval_seconds == 120 and settings.probe_max_pods == 4
     assert settings.probe_pair_groups == 50
     assert settings.probe_image == "nicolaka/netshoot:v0.13"
-    assert settings.probe_namespace == NAMESPACE
     assert settings.probe_namespaces == ()
     assert (settings.probe_targets_per_pod, settings.probe_timeout_seconds) == (40, 2)
     assert (settings.probe_settle_seconds, settings.probe_retry_seconds) == (5, 10)

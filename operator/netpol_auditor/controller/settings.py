@@ -138,6 +138,10 @@ class Settings:
     probe_settle_seconds: float = 5.0
     probe_retry_seconds: float = 10.0
     probe_late_seconds: float = 20.0
+    # a probe pod waits this long before its first connection (the CNI programs a new pod's rules asynchronously)
+    probe_start_delay_seconds: float = 2.0
+    # a probe or responder pod not running this long after creation is given up (its paths: inconclusive)
+    probe_pod_start_timeout_seconds: float = 60.0
     probe_namespaces: tuple[str, ...] = ()
     # ... where kube-system and the operator's own namespace are left out unless this is set
     probe_system_namespaces: bool = False
@@ -252,6 +256,11 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--probe-late", "probe_late_seconds", "before a path counts as a mismatch, one more probe waits this long "
             "before connecting; if it then agrees, the path is 'late' (enforced, rules programmed slowly), not a "
             "mismatch (0: off)", parse=float, metavar="SECONDS"),
+    _Option("--probe-start-delay", "probe_start_delay_seconds", "a probe pod waits this long before its first "
+            "connection (the CNI programs a new pod's rules asynchronously)", parse=float, metavar="SECONDS"),
+    _Option("--probe-pod-start-timeout", "probe_pod_start_timeout_seconds", "a probe or responder pod that is not "
+            "running this long after its creation is given up and its paths are inconclusive (pod_timeout)",
+            parse=float, metavar="SECONDS"),
     _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
             "'!glob' excludes (default: every audited namespace but kube-system and the operator's own)",
             parse=_pattern, metavar="PATTERNS"),
@@ -348,10 +357,12 @@ def _validate(settings: Settings) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
     for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds", "events_grace_seconds",
                  "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds", "probe_late_seconds",
-                 "probe_backoff_seconds",
+                 "probe_backoff_seconds", "probe_start_delay_seconds",
                  "probe_backoff_max_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")
+    if settings.probe_pod_start_timeout_seconds <= 0:
+        raise ValueError("--probe-pod-start-timeout: must be positive")
     for name in ("probe_retry_seconds", "probe_late_seconds"):
         if getattr(settings, name) > MAX_PROBE_WAIT_SECONDS:
             raise ValueError(f"--{name.removesuffix('_seconds').replace('_', '-')}: a probe pod waits at most "
