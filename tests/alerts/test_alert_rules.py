@@ -94,3 +94,37 @@ def test_readme_alerts_reference_lists_exactly_the_alerts() -> None:
     """README.md's alerts table and the rules file name the same alerts, with the same severities."""
     rows = re.findall(r"^\| `(NetpolAuditor[A-Za-z]+)` \| ([a-z]+) \|", (ROOT / "README.md").read_text(), re.M)
     assert dict(rows) == {a["alert"]: a["labels"]["severity"] for a in _alerts()}
+
+
+RUNBOOK_BASE = "https://github.com/netpol-auditor/netpol-auditor/blob/main/README.md"
+#: The placeholder selector of one install's metrics; the chart replaces it with the release's own.
+INSTALL_SELECTOR = 'job="netpol-auditor"'
+
+
+def _readme_sections() -> dict[str, str]:
+    """`#### <heading>` of README.md -> its text, whitespace collapsed and list numbers kept."""
+    text = (ROOT / "README.md").read_text()
+    out = {}
+    for match in re.finditer(r"^#### (\S+)\n(.*?)(?=^#{1,4} |\Z)", text, re.M | re.S):
+        out[match.group(1)] = " ".join(match.group(2).split())
+    return out
+
+
+@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])
+def test_alert_runbook_url_points_at_its_steps_in_the_readme(alert: dict[str, Any]) -> None:
+    """`runbook_url` is the README heading of the alert (GitHub's anchor: the heading in lower case), and that
+    section gives the same steps as the `runbook` annotation."""
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{alert['alert'].lower()}"
+    sections = _readme_sections()
+    assert alert["alert"] in sections, f"README.md has no '#### {alert['alert']}' runbook"
+    assert sections[alert["alert"]] == " ".join(alert["annotations"]["runbook"].split())
+
+
+@pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])
+def test_every_selector_picks_one_installs_metrics(alert: dict[str, Any]) -> None:
+    """Each metric in an expression carries the install selector: with two installs in one Prometheus, an absent()
+    or a count() over both would let one hide the other's state."""
+    selectors = re.findall(r"(netpol_auditor_\w+)(\{[^}]*\})?", alert["expr"])
+    assert selectors
+    unscoped = [name for name, labels in selectors if INSTALL_SELECTOR not in labels]
+    assert not unscoped, f"metrics without {INSTALL_SELECTOR}: {unscoped}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from chart_helpers import CHART, RELEASE, Render, one, run_helm, set_args
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
@@ -49,6 +52,65 @@ def test_service_monitor_defaults_and_empty_options(render: Render) -> None:
     ({"serviceMonitor.metricRelabelings": ["drop"]}, "/serviceMonitor/metricRelabelings"),
 ])
 def test_schema_rejects_wrong_service_monitor_values(helm: Path, values: dict[str, Any], complaint: str) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args(values), check=False)
+    assert proc.returncode != 0
+    assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr
+
+
+RULES = CHART / "files" / "prometheus-rules.yaml"
+PLACEHOLDER = 'job="netpol-auditor"'
+RUNBOOK_BASE = "https://github.com/netpol-auditor/netpol-auditor/blob/main/README.md"
+
+
+def _alerts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    spec = one(docs, "PrometheusRule", FULLNAME)["spec"]
+    return [r for g in spec["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_alerts_select_this_releases_metrics(render: Render) -> None:
+    """The job the ServiceMonitor gives the metrics is the Service's name; the namespace label is the Service's."""
+    docs = render({"prometheusRule.enabled": True, "serviceMonitor.enabled": True}, namespace="monitoring-a")
+    service = one(docs, "Service", f"{FULLNAME}-metrics")
+    release_selector = f'job="{service["metadata"]["name"]}",namespace="monitoring-a"'
+    plain = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    for alert in _alerts(docs):
+        assert PLACEHOLDER not in alert["expr"]
+        assert alert["expr"] == plain[alert["alert"]]["expr"].replace(PLACEHOLDER, release_selector)
+        assert release_selector in alert["expr"]
+    other = render({"prometheusRule.enabled": True}, namespace="monitoring-b")
+    assert {a["expr"] for a in _alerts(other)}.isdisjoint({a["expr"] for a in _alerts(docs)})
+
+
+def test_alerts_take_an_own_selector_and_runbook_base(render: Render) -> None:
+    docs = render({"prometheusRule.enabled": True, "prometheusRule.selector": 'job="kubernetes-pods",app="auditor"',
+                   "prometheusRule.runbookBaseUrl": "https://wiki.example.com/netpol-auditor"})
+    for alert in _alerts(docs):
+        assert 'job="kubernetes-pods",app="auditor"' in alert["expr"] and PLACEHOLDER not in alert["expr"]
+        assert alert["annotations"]["runbook_url"] == \
+            f"https://wiki.example.com/netpol-auditor#{alert['alert'].lower()}"
+    default = _alerts(render({"prometheusRule.enabled": True}))
+    assert all(a["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{a['alert'].lower()}" for a in default)
+
+
+def test_rendered_rules_are_valid_for_promtool(render: Render, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: localcluster/setup.sh installs the Debian package prometheus")
+    for i, values in enumerate([{}, {"prometheusRule.selector": 'job=~"netpol.*",cluster!="dev"'}]):
+        spec = one(render({"prometheusRule.enabled": True, **values}), "PrometheusRule")["spec"]
+        path = tmp_path / f"rules-{i}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    ({"prometheusRule.selector": "job=netpol"}, "/prometheusRule/selector"),
+    ({"prometheusRule.selector": '{job="netpol"}'}, "/prometheusRule/selector"),
+    ({"prometheusRule.runbookBaseUrl": "README.md"}, "/prometheusRule/runbookBaseUrl"),
+    ({"prometheusRule.runbookBaseUrl": "https://example.com/x#alerts"}, "/prometheusRule/runbookBaseUrl"),
+])
+def test_schema_rejects_wrong_prometheus_rule_values(helm: Path, values: dict[str, Any], complaint: str) -> None:
     proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args(values), check=False)
     assert proc.returncode != 0
     assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr

@@ -389,7 +389,9 @@ def test_schema_accepts_what_the_values_file_documents(render: Render) -> None:
 
 
 def test_prometheus_rule_is_the_plain_rules_file(render: Render) -> None:
-    docs = render({"prometheusRule.enabled": True, "prometheusRule.labels": {"release": "prom"}})
+    """The rules file, but for the install selector (test_chart_monitoring checks what replaces it)."""
+    docs = render({"prometheusRule.enabled": True, "prometheusRule.labels": {"release": "prom"},
+                   "prometheusRule.selector": 'job="netpol-auditor"'})
     rule = one(docs, "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "prom"
