@@ -17,7 +17,7 @@ from chart_helpers import CHART, NAMESPACE, RELEASE, Render, one, run_helm
 from netpol_auditor.controller.settings import settings_from_args
 
 PREVIOUS = Path(__file__).resolve().parent / "previous_values"
-#: values.yaml of the last commit on main before this chart version's changes, and of the chart's first commit.
+#: values.yaml of chart 0.1.0 as last changed (bf06f90); values-4b459bd.yaml is the chart's first commit.
 LATEST_PREVIOUS = PREVIOUS / "values-bf06f90.yaml"
 FULLNAME = f"{RELEASE}-netpol-auditor"
 
