@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from netpol_auditor.controller.settings import ENV_PREFIX, add_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "netpol-auditor"
@@ -72,3 +75,16 @@ def copy_chart(tmp_path: Path) -> Path:
     dest = tmp_path / "netpol-auditor"
     shutil.copytree(CHART, dest)
     return dest
+
+
+def operator_options() -> dict[str, str]:
+    """NETPOL_AUDITOR_* variable -> `--option`, for every option `netpol-auditor run` has."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = {}
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and not flag.startswith("--no-") and flag != "--help":
+                out[ENV_PREFIX + flag[2:].upper().replace("-", "_")] = flag
+    return out
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -20,11 +19,12 @@ from chart_helpers import (
     copy_chart,
     find,
     one,
+    operator_options,
     run_helm,
     set_args,
 )
 
-from netpol_auditor.controller.settings import ENV_PREFIX, Settings, add_arguments, settings_from_args
+from netpol_auditor.controller.settings import Settings, settings_from_args
 from netpol_auditor.model import PortProtocol
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
@@ -142,16 +142,6 @@ def test_service_monitor_without_service_is_refused(helm: Path) -> None:
     assert "metrics.service.enabled" in proc.stderr
 
 
-def _operator_options() -> dict[str, str]:
-    """NETPOL_AUDITOR_* variable -> option, for every option `netpol-auditor run` has."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out = {}
-    for action in parser._actions:
-        for flag in action.option_strings:
-            if flag.startswith("--") and not flag.startswith("--no-") and flag != "--help":
-                out[ENV_PREFIX + flag[2:].upper().replace("-", "_")] = flag
-    return out
 
 
 def test_deployment_configures_the_operator_through_its_real_options(render: Render) -> None:
@@ -161,7 +151,7 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
                    "namespaces": ["shop", "team-*"], "log.level": "DEBUG", "peering.enabled": False,
                    "namespaceSelector": "env!=dev"})
     env = _env(docs)
-    options = _operator_options()
+    options = operator_options()
     unknown = sorted(set(env) - set(options))
     assert not unknown, f"the chart sets variables the operator does not read: {unknown}"
     settings = settings_from_args(None, env=env)
@@ -453,7 +443,7 @@ def test_probe_pod_values_reach_the_operator_settings(render: Render) -> None:
     """Every probe.* value that shapes probe pods arrives, parsed by the operator's own settings code."""
     docs = render(PROBE_POD_VALUES)
     env = _env(docs)
-    assert not sorted(set(env) - set(_operator_options()))
+    assert not sorted(set(env) - set(operator_options()))
     settings = settings_from_args(None, env=env)
     assert settings.probe_system_namespaces is True
     assert settings.probe_node_selector == {"node-role.example.com/probe": "yes"}
@@ -490,7 +480,7 @@ def test_probe_pod_defaults_of_chart_and_operator_agree(render: Render) -> None:
 def test_operator_namespace_comes_from_the_downward_api(render: Render) -> None:
     docs = render()
     entry = _env_entry(docs, "NETPOL_AUDITOR_OPERATOR_NAMESPACE")
-    assert entry["name"] in _operator_options()
+    assert entry["name"] in operator_options()
     assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 

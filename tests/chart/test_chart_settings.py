@@ -7,9 +7,9 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from chart_helpers import RELEASE, Render, one
+from chart_helpers import RELEASE, Render, one, operator_options
 
-from netpol_auditor.controller.settings import ENV_PREFIX, Settings, add_arguments, settings_from_args
+from netpol_auditor.controller.settings import Settings, add_arguments, settings_from_args
 from netpol_auditor.prober.loop import ProbeOptions
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
@@ -36,16 +36,6 @@ READ_BUT_NOT_SETTINGS = {
 }
 
 
-def _options() -> dict[str, str]:
-    """NETPOL_AUDITOR_* variable -> `--option`, for every option `netpol-auditor run` has."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    out = {}
-    for action in parser._actions:
-        for flag in action.option_strings:
-            if flag.startswith("--") and not flag.startswith("--no-") and flag != "--help":
-                out[ENV_PREFIX + flag[2:].upper().replace("-", "_")] = flag
-    return out
 
 
 def _env_names(docs: list[dict[str, Any]]) -> set[str]:
@@ -54,12 +44,12 @@ def _env_names(docs: list[dict[str, Any]]) -> set[str]:
 
 
 def test_every_variable_the_chart_sets_is_an_option_the_operator_reads(render: Render) -> None:
-    unknown = sorted(_env_names(render(EVERYTHING)) - set(_options()))
+    unknown = sorted(_env_names(render(EVERYTHING)) - set(operator_options()))
     assert not unknown, f"the chart sets variables `netpol-auditor run` does not read: {unknown}"
 
 
 def test_every_option_is_set_by_the_chart_or_deliberately_not(render: Render) -> None:
-    options = _options()
+    options = operator_options()
     set_by_chart = {options[name] for name in _env_names(render()) if name in options}
     missing = sorted(set(options.values()) - set_by_chart - set(NOT_EXPOSED))
     assert not missing, f"options neither set by the chart nor listed in NOT_EXPOSED: {missing}"
