@@ -433,7 +433,9 @@ def test_alerts_on_the_live_metrics(chart_cluster: Any, prober_scrape: tuple[dic
     for name in ("netpol_auditor_mismatches", "netpol_auditor_policy_enforced", "netpol_auditor_cni_feature_enforced",
                  "netpol_auditor_build_info"):
         for sample in families[name].samples if name in families else []:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            # the target labels of a scrape job named as the rules file expects (the chart substitutes its own)
+            scraped = {**sample.labels, "job": "netpol-auditor", "instance": "netpol-auditor:8080"}
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(scraped.items()))
             series.append({"series": f"{sample.name}{{{labels}}}", "values": f"{sample.value:g}x40"})
     assert any("policy_enforced" in s["series"] for s in series)
     enforcing = chart_cluster.enforcer == "kube-router"
