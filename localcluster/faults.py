@@ -70,6 +70,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ __all__ = ["REWRITES", "VERBS", "FaultRefused", "freeze_enforcer", "heal", "main
            "stop_enforcer"]
 
 #: faults that keep kube-router running and rewrite what it programs (rulefilter.py)
+#: how long `rewrite` keeps re-applying a fault while a kube-router sync in flight undoes it
+REWRITE_SETTLE_SECONDS = 10.0
 REWRITES = ("ignore-egress", "ignore-ingress", "ignore-udp", "ignore-sctp", "ignore-end-port", "ignore-named-ports",
             "ignore-ipblock-except", "slow-programming")
 DIRECTIONAL = ("ignore-udp", "ignore-sctp")
@@ -159,6 +162,8 @@ def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("i
     enforcer.fault_spec(state, node).write_text(json.dumps(spec))
     saved = enforcer.iptables_save(n.netns)
     network.run(["iptables-restore"], netns=n.netns, input=rulefilter.filter_iptables(saved, spec))
+    if verb in ("ignore-egress", "ignore-ingress"):
+        _settle(n, spec)
     if verb == "ignore-ipblock-except":
         listed = network.run(["ipset", "save"], netns=n.netns)
         for line in listed.splitlines():
@@ -168,6 +173,23 @@ def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("i
                                capture_output=True, check=False)
     _set_mode(state, node, fault_mode(verb, directions, seconds))
 
+
+
+def _settle(n: Any, spec: dict[str, Any]) -> None:
+    """A kube-router sync already under way when the fault file appeared restores its rules unfiltered after ours:
+    drop the lines again until the installed rules stay as the fault makes them (for the verbs that only drop lines,
+    whose filter is idempotent)."""
+    steady = 0
+    deadline = time.monotonic() + REWRITE_SETTLE_SECONDS
+    while steady < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        saved = enforcer.iptables_save(n.netns)
+        filtered = rulefilter.filter_iptables(saved, spec)
+        if filtered != saved:
+            network.run(["iptables-restore"], netns=n.netns, input=filtered)
+            steady = 0
+        else:
+            steady += 1
 
 
 def heal(state: Path, node: str | None = None) -> None:
