@@ -82,9 +82,9 @@ from localcluster.responder import SCTP_UNSUPPORTED_REASON, sctp_supported
 __all__ = ["REWRITES", "VERBS", "FaultRefused", "freeze_enforcer", "heal", "main", "modes", "rewrite", "set_none",
            "stop_enforcer"]
 
-#: faults that keep kube-router running and rewrite what it programs (rulefilter.py)
 #: how long `rewrite` keeps re-applying a fault while a kube-router sync in flight undoes it
 REWRITE_SETTLE_SECONDS = 10.0
+#: faults that keep kube-router running and rewrite what it programs (rulefilter.py)
 REWRITES = ("ignore-egress", "ignore-ingress", "ignore-udp", "ignore-sctp", "ignore-end-port", "ignore-named-ports",
             "ignore-ipblock-except", "slow-programming")
 DIRECTIONAL = ("ignore-udp", "ignore-sctp")
@@ -160,10 +160,7 @@ def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("i
         heal(state, node)
     spec: dict[str, Any] = {"verb": verb, "directions": list(directions), "seconds": seconds}
     enforcer.fault_spec(state, node).write_text(json.dumps(spec))
-    saved = enforcer.iptables_save(n.netns)
-    network.run(["iptables-restore"], netns=n.netns, input=rulefilter.filter_iptables(saved, spec))
-    if verb in ("ignore-egress", "ignore-ingress"):
-        _settle(n, spec)
+    _rewrite_rules(n, spec, settle=verb in ("ignore-egress", "ignore-ingress"))
     if verb == "ignore-ipblock-except":
         listed = network.run(["ipset", "save"], netns=n.netns)
         for line in listed.splitlines():
@@ -175,14 +172,13 @@ def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("i
 
 
 
-def _settle(n: Any, spec: dict[str, Any]) -> None:
-    """A kube-router sync already under way when the fault file appeared restores its rules unfiltered after ours:
-    drop the lines again until the installed rules stay as the fault makes them (for the verbs that only drop lines,
-    whose filter is idempotent)."""
+def _rewrite_rules(n: network.NodeNet, spec: dict[str, Any], settle: bool) -> None:
+    """Rewrite the rules installed on the node as the fault makes them. With ``settle`` (the verbs that only drop
+    lines, whose filter is idempotent), again while they do not stay so: a kube-router sync already under way when
+    the fault file appeared restores its rules unfiltered after ours."""
     steady = 0
     deadline = time.monotonic() + REWRITE_SETTLE_SECONDS
-    while steady < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while True:
         saved = enforcer.iptables_save(n.netns)
         filtered = rulefilter.filter_iptables(saved, spec)
         if filtered != saved:
@@ -190,6 +186,9 @@ def _settle(n: Any, spec: dict[str, Any]) -> None:
             steady = 0
         else:
             steady += 1
+        if not settle or steady >= 3 or time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)
 
 
 def heal(state: Path, node: str | None = None) -> None:

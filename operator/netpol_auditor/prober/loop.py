@@ -261,8 +261,8 @@ class ProbeLoop:
             late_seconds=self.options.late_seconds,
         )
         self._waits: dict[PathKey, float] = {}  # paths whose next probe waits longer before connecting
-        self._pod_delay: dict[str, float] = {}  # probe pod name -> how long it waits before connecting
-        self._pod_span: dict[str, float] = {}  # probe pod name -> how long its script may run, at most
+        #: probe pod name -> (how long it waits before connecting, how long its script may run at most)
+        self._pod_timing: dict[str, tuple[float, float]] = {}
         self.metrics = ProbeMetrics.for_registry(registry if registry is not None else CollectorRegistry())
         self._own_events = events is None and self.options.events_enabled
         self.events = events
@@ -761,8 +761,7 @@ class ProbeLoop:
             name = await self._create(p, pods, build)
             if name is not None:
                 started[name] = (p, paths)
-                self._pod_delay[name] = delay
-                self._pod_span[name] = span
+                self._pod_timing[name] = (delay, span)
         return started
 
     def _recheck_at(self, delay: float) -> list[int]:
@@ -776,7 +775,7 @@ class ProbeLoop:
         self, probes: dict[str, tuple[ProbePodPlan, list[PlannedPath]]], pods: dict[str, _PodRun]
     ) -> None:
         budget = (self.options.pod_start_timeout_seconds
-                  + max((self._pod_span.get(name, 0.0) for name in probes), default=0.0) + 15)
+                  + max((self._pod_timing.get(name, (0.0, 0.0))[1] for name in probes), default=0.0) + 15)
         await self._wait(pods, set(probes), lambda p: p.failure is not None or p.phase in ("Succeeded", "Failed"),
                          budget)
         if self._stopped.is_set():
@@ -855,8 +854,7 @@ class ProbeLoop:
                 continue  # reported below with the pod's reason
             report = parse_report(run.message, len(paths))
             src_ip = run.ip
-            delay = self._pod_delay.pop(name, self.options.start_delay_seconds)
-            self._pod_span.pop(name, None)
+            delay, _ = self._pod_timing.pop(name, (self.options.start_delay_seconds, 0.0))
             for path, attempts in zip(paths, report.attempts, strict=True):
                 self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
