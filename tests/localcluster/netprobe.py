@@ -134,9 +134,10 @@ def probe_many(k: Kubectl, namespace: str, probes: dict[str, dict[str, Any]], ta
                ) -> dict[str, dict[str, str | None]]:
     """Run several probe pods at once ({name: probe_pod kwargs}); {probe name: {target key: answer or None}}."""
     apply(k, *(probe_pod(name, namespace, targets, **kw) for name, kw in probes.items()))
+    waits = max((kw.get("delay", 0) for kw in probes.values()), default=0)
     out: dict[str, dict[str, str | None]] = {}
     for name in probes:
-        pod = wait_pod(k, namespace, name, finished, timeout=30 + 3 * len(targets) * 2)
+        pod = wait_pod(k, namespace, name, finished, timeout=30 + waits + 3 * len(targets) * 2)
         term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
         res: dict[str, str | None] = {}
         for line in (term.get("message") or "").splitlines():
