@@ -4,6 +4,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY ?= python3
 VENV := .venv
+# pytest workers: each runs whole test files and starts its own local cluster.
+TEST_WORKERS ?= 2
 VPY := $(VENV)/bin/python
 # Re-install the virtualenv only when the dependency list changes.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
@@ -35,7 +37,7 @@ lint: venv
 
 .PHONY: test
 test: system-deps venv lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: system-deps venv

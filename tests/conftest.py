@@ -81,3 +81,18 @@ def cluster() -> Iterator[lc.Cluster]:
         yield c
     finally:
         lc.down(cfg.state)
+
+
+#: Test directories, longest-running first: `make test` hands whole files to two workers (pytest-xdist
+#: --dist loadfile) in collection order, so the files that wait on the cluster for minutes start first and the
+#: quick ones fill the gaps at the end.
+LONGEST_FIRST = ("prober", "localcluster", "operator", "demo", "chart", "alerts", "image")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.relative_to(ROOT / "tests").parts
+        return LONGEST_FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
