@@ -1,16 +1,19 @@
 # The netpol-auditor operator image: `netpol-auditor run` on a slim Python base, as a non-root user.
-# Stage 1 builds the project's wheel (the same `pip wheel --no-deps .` the tests check) and installs that wheel,
-# with its dependencies, into a virtualenv; stage 2 is the base image plus that virtualenv, nothing else.
+# Stage 1 builds the project's wheel (the same `pip wheel --no-deps .` the tests check) and installs it into a
+# virtualenv beside its dependencies, which come from requirements.lock only, each checked against its hashes;
+# `pip check` proves the lock satisfies the wheel. Stage 2 is the base image plus that virtualenv, nothing else.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY operator/ operator/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/netpol-auditor \
-    && /opt/netpol-auditor/bin/pip install /wheels/netpol_auditor-*.whl \
+    && /opt/netpol-auditor/bin/pip install --require-hashes --no-deps -r requirements.lock \
+    && /opt/netpol-auditor/bin/pip install --no-deps /wheels/netpol_auditor-*.whl \
+    && /opt/netpol-auditor/bin/pip check \
     && /opt/netpol-auditor/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}

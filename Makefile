@@ -15,6 +15,7 @@ help:
 	@echo "make demo   - start the local cluster, the operator, and show predictions, probes and mismatches"
 	@echo "make test   - install everything the tests need, lint, type-check and run the whole test suite"
 	@echo "make lint   - ruff and mypy only"
+	@echo "make lock   - pin the image's Python dependencies with hashes (requirements.lock) after editing pyproject.toml"
 
 $(VENV_STAMP):
 	$(PY) -m venv $(VENV)
@@ -29,6 +30,13 @@ venv: $(VENV_STAMP)
 .PHONY: system-deps
 system-deps:
 	bash localcluster/setup.sh
+
+# The image's dependency lock (requirements.lock, hashes included) from pyproject.toml's dependencies.
+.PHONY: lock
+lock: venv
+	$(VPY) -m pip install -q 'pip-tools>=7.4'
+	PIP_FIND_LINKS= $(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file=requirements.lock pyproject.toml
 
 .PHONY: lint
 lint: venv

@@ -26,6 +26,7 @@ import netpol_auditor
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+LOCK = ROOT / "requirements.lock"
 HADOLINT = Path(sys.executable).parent / "hadolint"
 
 
@@ -147,7 +148,7 @@ def test_image_runs_the_chart_uid() -> None:
 def test_build_context_holds_only_the_wheel_sources(tmp_path: Path) -> None:
     ctx = build_context(tmp_path)
     top = {p.name for p in ctx.iterdir()}
-    assert top == {"pyproject.toml", "README.md", "operator"}
+    assert top == {"pyproject.toml", "README.md", "requirements.lock", "operator"}
     assert not list(ctx.rglob("__pycache__")) and not list(ctx.rglob("*.egg-info"))
 
 
@@ -188,3 +189,41 @@ def test_entrypoint_command_exists() -> None:
     proc = subprocess.run([str(exe), "run", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--metrics-port" in proc.stdout
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """requirements.lock as {normalised name: (version, number of hashes)}."""
+    pins: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text()):
+        pin = re.match(r"([A-Za-z0-9._-]+)==(\S+)", block)
+        if pin:
+            pins[re.sub(r"[-_.]+", "-", pin.group(1)).lower()] = (pin.group(2), block.count("--hash=sha256:"))
+    return pins
+
+
+def test_image_dependencies_come_from_the_lock_checked_by_hash() -> None:
+    runs = " ".join(rest for word, rest in _stages()[0] if word == "RUN")
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in runs, runs
+    assert re.search(r"pip install --no-deps /wheels/netpol_auditor-\*\.whl", runs), "the wheel must not resolve deps"
+    assert "pip check" in runs, "the lock must be proven to satisfy the wheel"
+    pins = _locked()
+    unhashed = [name for name, (_, hashes) in pins.items() if not hashes]
+    assert pins and not unhashed, unhashed
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", d).group()).lower() for d in declared}  # type: ignore[union-attr]
+    assert names <= pins.keys(), f"not in requirements.lock (run `make lock`): {sorted(names - pins.keys())}"
+
+
+def test_the_lock_installs_by_hash_and_satisfies_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    """The build stage's install, replayed: the locked files download and match their hashes, the wheel goes in
+    without resolving anything, `pip check` finds every requirement met, and the entry point runs."""
+    venv = tmp_path / "image-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    for args in (["install", "-q", "--require-hashes", "--no-deps", "-r", str(LOCK)],
+                 ["install", "-q", "--no-deps", str(wheel)], ["check"]):
+        proc = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"pip {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+    proc = subprocess.run([str(venv / "bin" / "netpol-auditor"), "run", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "--metrics-port" in proc.stdout, proc.stderr
