@@ -2,7 +2,8 @@
 # Stage 1 builds the project's wheel (the same `pip wheel --no-deps .` the tests check) and installs it into a
 # virtualenv beside its dependencies, which come from requirements.lock only, each checked against its hashes;
 # `pip check` proves the lock satisfies the wheel. Stage 2 is the base image plus that virtualenv, nothing else.
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Pinned by tag for people and by digest (the multi-architecture index) for the builder: a rebuilt tag cannot slip in.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1

@@ -122,7 +122,8 @@ def test_multi_stage_pinned_slim_base_non_root_entrypoint() -> None:
     stages = _stages()
     assert len(stages) >= 2, "multi-stage: the wheel is built apart from the runtime image"
     base = _global_args()["PYTHON_IMAGE"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", base), f"base not pinned to a slim version: {base}"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?@sha256:[0-9a-f]{64}", base), \
+        f"base not pinned to a slim version and its digest: {base}"
     final = stages[-1]
     assert final[0] == ("FROM", "${PYTHON_IMAGE}")
     assert not any(word == "RUN" for word, _ in final), "the runtime stage runs nothing: no shell needed"
