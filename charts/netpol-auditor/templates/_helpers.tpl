@@ -172,3 +172,46 @@ nodes and, optionally, zones (topologySpread).
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
+
+{{/*
+Values keys this chart version reads that earlier chart versions' values lack, one dotted path a line.
+`helm upgrade --reuse-values` renders with the previous release's chart defaults, not this chart's, so these keys
+would be missing: a nil map fails deep in a template and a missing number silently becomes an empty setting.
+tests/chart/test_chart_upgrade.py keeps this list complete.
+*/}}
+{{- define "netpol-auditor.keysNewSince010" -}}
+peering.lifetimeSeconds
+events.graceSeconds
+probe.startDelaySeconds
+probe.podStartTimeoutSeconds
+topologySpread
+topologySpreadConstraints
+podDisruptionBudget
+serviceMonitor.annotations
+serviceMonitor.relabelings
+serviceMonitor.metricRelabelings
+prometheusRule.selector
+prometheusRule.runbookBaseUrl
+{{- end -}}
+
+{{/* Fails the render, naming the missing keys and the fix, when the values come from an earlier chart version. */}}
+{{- define "netpol-auditor.checkValues" -}}
+{{- $missing := list -}}
+{{- range $path := splitList "\n" (include "netpol-auditor.keysNewSince010" $) -}}
+{{- $node := $.Values -}}
+{{- $found := true -}}
+{{- range $key := splitList "." (trim $path) -}}
+{{- if and $found (kindIs "map" $node) (hasKey $node $key) -}}
+{{- $node = index $node $key -}}
+{{- else -}}
+{{- $found = false -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- $missing = append $missing (trim $path) -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "values lack keys this chart version reads (%s): they are an earlier chart version's values, as `helm upgrade --reuse-values` keeps them. Upgrade with `--reset-then-reuse-values` (helm >= 3.14) or pass your values file with -f." (join ", " $missing)) -}}
+{{- end -}}
+{{- end -}}
