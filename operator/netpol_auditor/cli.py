@@ -10,7 +10,6 @@ stderr naming the file, object and field; never a traceback). Warnings about the
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import ipaddress
 import json
 import os
@@ -20,10 +19,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TextIO
 
+from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .index import ReachabilityIndex
 from .manifest_files import read_manifests
 from .manifests import ManifestError
-from .model import WORKLOAD_KINDS, Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
+from .model import Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
 
@@ -228,28 +228,6 @@ def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[Po
     return sorted(ports)
 
 
-_KINDS = ("Pod", *WORKLOAD_KINDS)
-
-
-def _split_kind(text: str) -> tuple[str, str | None]:
-    """``ns/name[Kind]`` -> (``ns/name``, ``Kind``); (text, None) without a known kind."""
-    base, sep, kind = text.removesuffix("]").rpartition("[")
-    if text.endswith("]") and sep and kind in _KINDS:
-        return base, kind
-    return text, None
-
-
-def _matches(endpoint: str, pattern: str) -> bool:
-    if endpoint == pattern:
-        return True
-    base, kind = _split_kind(endpoint)
-    pattern_base, pattern_kind = _split_kind(pattern)
-    if pattern_kind is not None and pattern_kind != kind:
-        return False
-    glob = pattern_base if "/" in pattern_base or _is_ip(pattern_base) else f"{pattern_base}/*"
-    return fnmatch.fnmatchcase(base, glob)
-
-
 def _select(
     endpoints: Sequence[str], patterns: Sequence[str], flag: str, folded: Mapping[PodRef, PodRef] | None = None
 ) -> list[str]:
@@ -258,22 +236,11 @@ def _select(
         return list(endpoints)
     chosen: set[str] = set()
     for pattern in patterns:
-        if _is_ip(pattern):
-            pattern = str(ipaddress.ip_address(pattern))
-        matched = [e for e in endpoints if _matches(e, pattern)]
-        matched += [str(workload) for pod, workload in (folded or {}).items() if _matches(str(pod), pattern)]
+        matched = select(endpoints, pattern, folded)
         if not matched:
             raise UsageError(f"{flag} {pattern!r} matches no endpoint (workloads, pods and --external addresses)")
         chosen.update(matched)
     return [e for e in endpoints if e in chosen]
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def build_analysis(
@@ -399,7 +366,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
 def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
     """An IP, or the endpoint ``ns/name[Kind]`` names; ``ns/name`` names the one endpoint of that name of any kind,
     or the workload a Pod of that name was folded into."""
-    if _is_ip(text):
+    if is_ip(text):
         return str(ipaddress.ip_address(text))
     try:
         ref = PodRef.parse(text)
@@ -410,7 +377,7 @@ def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
         return ref
     if ref in loaded.folded:
         return loaded.folded[ref]
-    candidates = [PodRef(ref.namespace, endpoint_name(ref.name, kind)) for kind in _KINDS]
+    candidates = [PodRef(ref.namespace, endpoint_name(ref.name, kind)) for kind in ENDPOINT_KINDS]
     found = [c for c in candidates if index.get_pod(c) is not None]
     if len(found) > 1:
         raise UsageError(f"{flag} {text!r} is ambiguous: {', '.join(map(str, found))}")
