@@ -50,7 +50,7 @@ class InvalidExpectations(ValueError):
     """An expectations file that cannot be checked: each problem names the file, line, expectation and field."""
 
     def __init__(self, problems: Sequence[ManifestError]) -> None:
-        super().__init__(f"{len(problems)} problems with the expectations")
+        super().__init__("\n".join(map(str, problems)))
         self.problems = list(problems)
 
 
