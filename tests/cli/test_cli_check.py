@@ -297,3 +297,26 @@ def test_text_report_of_a_violated_run(cli: Cli, golden: Callable[[str, str], No
     result = cli(["check", "-f", "-", "--expect", EXPECTATIONS.name], stdin=HELM.read_text() + DEBUG_POLICY)
     assert result.code == 1
     golden("check-violated.txt", result.out)
+
+
+def _readme_section() -> str:
+    return (FIXTURES.parents[2] / "README.md").read_text().split("### `check`", 1)[1]
+
+
+def _readme_example() -> str:
+    return _readme_section().split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_holds_on_the_three_tier_chart_and_its_error_is_the_one_printed(cli: Cli, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("netpol-expectations.yaml").write_text(_readme_example())
+    result = cli(["check", "-f", str(HELM), "--expect", "netpol-expectations.yaml"])
+    assert result.code == 0, result.out + result.err
+    assert result.out.endswith("3 expectations: 3 held, 0 violated\n")
+
+    Path("netpol-expectations.yaml").write_text(_readme_example().replace("- shop/shop-api\n", "- shop/shop-apu\n"))
+    result = cli(["check", "-f", str(HELM), "--expect", "netpol-expectations.yaml"])
+    assert result.code == 2
+    quoted = " ".join(_readme_section().split("(`error: ", 1)[1].split("`)")[0].split())
+    assert result.err == f"netpol-auditor check: error: {quoted}\n"
