@@ -213,8 +213,11 @@ def _check_one(expectation: Expectation, resolver: _Resolver) -> Outcome:
     left_out: dict[str, None] = {}
     judged = 0
     index = resolver.index
+    ports: dict[Endpoint, PortProtocol | str] = {}
     for source, destination, expected, named in pairs:
-        port = resolver.port(destination, e)
+        port = ports.get(destination)
+        if port is None:
+            port = ports[destination] = resolver.port(destination, e)
         if isinstance(port, str):
             # Under onlyTo, an unlisted destination without that named port has nothing to reach on it.
             if not named and e.form is Form.ONLY_TO:

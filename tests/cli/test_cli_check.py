@@ -320,3 +320,10 @@ def test_the_readme_example_holds_on_the_three_tier_chart_and_its_error_is_the_o
     assert result.code == 2
     quoted = " ".join(_readme_section().split("(`error: ", 1)[1].split("`)")[0].split())
     assert result.err == f"netpol-auditor check: error: {quoted}\n"
+
+
+def test_per_pod_endpoints_of_a_cluster_dump(cli: Cli, tmp_path: Path) -> None:
+    expect = _expect(tmp_path, "- to: shop/db-0\n  port: 5432\n  onlyFrom: ['shop/api-*']\n")
+    result = cli(["check", "--per-pod", "-f", str(FIXTURES / "kubectl-get-all.yaml"), "--expect", expect])
+    assert result.code == 0, result.out + result.err
+    assert "(5 pairs judged; left out: kube-system/kube-proxy-q7w2r uses the host network" in result.out
