@@ -149,8 +149,7 @@ def parse_expectations(text: str, source: str) -> list[Expectation]:
     finally:
         loader.dispose()
     if not isinstance(data, list) or not isinstance(root, yaml.SequenceNode):
-        what = "empty" if data is None else f"a {type(data).__name__}"
-        raise InvalidExpectations([ManifestError(source, "", "", f"must be {_SHAPE}, not {what}")])
+        raise InvalidExpectations([ManifestError(source, "", "", f"must be {_SHAPE}, not {_type(data)}")])
     if not data:
         raise InvalidExpectations([ManifestError(source, "", "", "holds no expectations: there is nothing to check")])
     problems: list[ManifestError] = []
