@@ -1,8 +1,10 @@
-"""The ``netpol-auditor`` command line: ``analyze`` and ``explain`` offline, ``run`` in the cluster.
+"""The ``netpol-auditor`` command line: ``analyze``, ``explain`` and ``check`` offline, ``run`` in the cluster.
 
 Argument parsing and output only: manifests are read by `netpol_auditor.manifest_files`, turned into endpoints (one
 per workload, or with ``--per-pod`` one per Pod) by `netpol_auditor.workloads`, judged by the reachability index, and
-printed by `netpol_auditor.render`. Exit status: 0 done, 2 invalid input or usage (one line per problem on
+printed by `netpol_auditor.render`; ``check`` reads expectations (`netpol_auditor.expectations`), checks them
+(`netpol_auditor.expectation_check`) and reports with `netpol_auditor.check_report` and `netpol_auditor.junit`.
+Exit status: 0 done, 1 (``check``) an expectation is violated, 2 invalid input or usage (one line per problem on
 stderr naming the file, object and field; never a traceback). Warnings about the input go to stderr too, as
 ``netpol-auditor COMMAND: warning: ...``; with ``--strict`` they are errors.
 """
@@ -10,7 +12,6 @@ stderr naming the file, object and field; never a traceback). Warnings about the
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import ipaddress
 import json
 import os
@@ -20,10 +21,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TextIO
 
+from .check_report import FORMATS as CHECK_FORMATS
+from .check_report import SUITE, junit_cases, render_check
+from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
+from .expectation_check import Subject, check
+from .expectations import Expectation, InvalidExpectations, parse_expectations
 from .index import ReachabilityIndex
+from .junit import junit_xml
 from .manifest_files import read_manifests
 from .manifests import ManifestError
-from .model import WORKLOAD_KINDS, Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
+from .model import Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
 
@@ -164,6 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     explain.set_defaults(func=_explain_command)
 
+    check_parser = sub.add_parser(
+        "check",
+        help="whether the NetworkPolicies meet an expectations file: exit 1 when one is violated (for CI)",
+        description="Check reachability expectations -- from, to, port and allowed: true|false; or onlyFrom / "
+        "onlyTo: these are allowed, every other endpoint of the input denied -- against the analysis of the "
+        "manifests. Exit 0 when every expectation holds, 1 when one is violated (each reported with what was "
+        "expected, what the analysis says, and the deciding policies and rules), 2 for invalid input.",
+    )
+    _add_input(check_parser)
+    check_parser.add_argument(
+        "--expect",
+        required=True,
+        metavar="FILE",
+        help="the expectations: a YAML list of {name, description, from, to, port, protocol, allowed} or "
+        "{to, port, onlyFrom: [...]} or {from, port, onlyTo: [...]}; endpoints as analyze names them "
+        "(ns/name[Kind], ns/name, a namespace, a glob, an IP) or selectors ({namespace: NS, podSelector: {...}}, "
+        "{namespaceSelector: {...}, podSelector: {...}})",
+    )
+    check_parser.add_argument(
+        "--junit", metavar="FILE", help="also write a JUnit XML report there: one test case per expectation"
+    )
+    check_parser.add_argument(
+        "--format",
+        choices=CHECK_FORMATS,
+        default="text",
+        help="text (default), or github: an ::error workflow command (annotation) per violated expectation",
+    )
+    check_parser.set_defaults(func=_check_command)
+
     from .controller.command import add_run_parser
 
     add_run_parser(sub)
@@ -228,28 +264,6 @@ def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[Po
     return sorted(ports)
 
 
-_KINDS = ("Pod", *WORKLOAD_KINDS)
-
-
-def _split_kind(text: str) -> tuple[str, str | None]:
-    """``ns/name[Kind]`` -> (``ns/name``, ``Kind``); (text, None) without a known kind."""
-    base, sep, kind = text.removesuffix("]").rpartition("[")
-    if text.endswith("]") and sep and kind in _KINDS:
-        return base, kind
-    return text, None
-
-
-def _matches(endpoint: str, pattern: str) -> bool:
-    if endpoint == pattern:
-        return True
-    base, kind = _split_kind(endpoint)
-    pattern_base, pattern_kind = _split_kind(pattern)
-    if pattern_kind is not None and pattern_kind != kind:
-        return False
-    glob = pattern_base if "/" in pattern_base or _is_ip(pattern_base) else f"{pattern_base}/*"
-    return fnmatch.fnmatchcase(base, glob)
-
-
 def _select(
     endpoints: Sequence[str], patterns: Sequence[str], flag: str, folded: Mapping[PodRef, PodRef] | None = None
 ) -> list[str]:
@@ -258,22 +272,11 @@ def _select(
         return list(endpoints)
     chosen: set[str] = set()
     for pattern in patterns:
-        if _is_ip(pattern):
-            pattern = str(ipaddress.ip_address(pattern))
-        matched = [e for e in endpoints if _matches(e, pattern)]
-        matched += [str(workload) for pod, workload in (folded or {}).items() if _matches(str(pod), pattern)]
+        matched = select(endpoints, pattern, folded)
         if not matched:
             raise UsageError(f"{flag} {pattern!r} matches no endpoint (workloads, pods and --external addresses)")
         chosen.update(matched)
     return [e for e in endpoints if e in chosen]
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def build_analysis(
@@ -399,7 +402,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
 def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
     """An IP, or the endpoint ``ns/name[Kind]`` names; ``ns/name`` names the one endpoint of that name of any kind,
     or the workload a Pod of that name was folded into."""
-    if _is_ip(text):
+    if is_ip(text):
         return str(ipaddress.ip_address(text))
     try:
         ref = PodRef.parse(text)
@@ -410,7 +413,7 @@ def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
         return ref
     if ref in loaded.folded:
         return loaded.folded[ref]
-    candidates = [PodRef(ref.namespace, endpoint_name(ref.name, kind)) for kind in _KINDS]
+    candidates = [PodRef(ref.namespace, endpoint_name(ref.name, kind)) for kind in ENDPOINT_KINDS]
     found = [c for c in candidates if index.get_pod(c) is not None]
     if len(found) > 1:
         raise UsageError(f"{flag} {text!r} is ambiguous: {', '.join(map(str, found))}")
@@ -437,6 +440,41 @@ def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write("\n\n".join(v.explain() for v in verdicts) + "\n")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# check
+
+
+def _read_expectations(path: str) -> list[Expectation]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _InvalidInput([ManifestError(path, "", "", f"cannot read: {why}")]) from None
+    try:
+        return parse_expectations(text, path)
+    except InvalidExpectations as exc:
+        raise _InvalidInput(exc.problems) from None
+
+
+def _check_command(args: argparse.Namespace, out: TextIO) -> int:
+    expectations = _read_expectations(args.expect)
+    loaded = _load(args)
+    try:
+        outcomes = check(expectations, Subject(loaded.index, _live_pods(loaded.index), loaded.folded))
+    except InvalidExpectations as exc:
+        raise _InvalidInput(exc.problems) from None
+    if args.junit:
+        report = junit_xml(SUITE, junit_cases(outcomes))
+        try:
+            with open(args.junit, "wb") as fh:
+                fh.write(report)
+        except OSError as exc:
+            raise UsageError(f"--junit {args.junit}: cannot write: {exc.strerror or exc}") from None
+    render_check(outcomes, args.format, out)
+    return 0 if all(o.held for o in outcomes) else 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -24,11 +24,7 @@ from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
 from .workloads import template_pod
-
-try:
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+from .yaml_loader import StrictLoader
 
 __all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_manifests"]
 
@@ -36,35 +32,6 @@ _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _NETWORK_POLICY_V1 = "networking.k8s.io/v1"
 _READ_KINDS = ("Pod", "Namespace", "NetworkPolicy", *WORKLOAD_KINDS)
 _HELM_HINT = "render it first (helm template RELEASE CHART > rendered.yaml) and analyze the output"
-
-
-class _Loader(_SafeLoader):
-    """Safe YAML, except that unknown tags (``!Ref``, ``!!python/name:``) load as plain values: they only occur in
-    documents that are not Kubernetes objects, which are skipped with a warning rather than ending the run. A key
-    given twice in one mapping is an error, as in strict decoding: otherwise the last one silently wins."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            # Merge keys (`<<: *defaults`) may be overridden on purpose; only keys written out are compared.
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f'duplicate key "{key_node.value}"', key_node.start_mark
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep)
-
-
-def _untagged(loader: _Loader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
-
-
-_Loader.add_constructor(None, _untagged)
 
 
 @dataclass
@@ -171,7 +138,7 @@ class _Reader:
                 docs = loaded if isinstance(loaded, list) else [loaded]
         if docs is None:
             try:
-                docs = list(yaml.load_all(text, Loader=_Loader))
+                docs = list(yaml.load_all(text, Loader=StrictLoader))
             except yaml.YAMLError as exc:
                 self.error(_yaml_error(exc, text, source))
                 return

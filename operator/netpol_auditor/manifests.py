@@ -35,7 +35,7 @@ from .model import (
     Workload,
 )
 
-__all__ = ["KubeObject", "ManifestError", "parse_object", "parse_workload"]
+__all__ = ["KubeObject", "ManifestError", "parse_label_selector", "parse_object", "parse_workload"]
 
 KubeObject = Namespace | Pod | NetworkPolicy
 
@@ -71,9 +71,9 @@ def _quote(value: Any) -> str:
 class _Ctx:
     """Where we are while parsing one object: raises ManifestError naming file, object and field."""
 
-    def __init__(self, source: str, kind: str, namespace: str | None, name: str) -> None:
+    def __init__(self, source: str, obj: str) -> None:
         self.source = source
-        self.obj = f"{kind} {namespace}/{name}" if namespace is not None else f"{kind} {name}"
+        self.obj = obj
 
     def fail(self, path: str, problem: str) -> NoReturn:
         raise ManifestError(self.source, self.obj, path, problem)
@@ -212,6 +212,12 @@ def _selector(ctx: _Ctx, value: Any, path: str) -> LabelSelector:
             _check_label_value(ctx, v, f"{rpath}.values[{j}]")
         requirements.append(SelectorRequirement(key, op, tuple(sorted(set(values)))))
     return LabelSelector(match_labels, tuple(requirements))
+
+
+def parse_label_selector(value: Any, source: str, obj: str, path: str) -> LabelSelector:
+    """A metav1.LabelSelector written outside a manifest (an expectation's podSelector), validated as the API server
+    validates one; a problem raises `ManifestError` naming ``source``, ``obj`` and the field ``path``."""
+    return _selector(_Ctx(source, obj), value, path)
 
 
 def _ip_block(ctx: _Ctx, value: Any, path: str) -> IPBlock:
@@ -430,7 +436,8 @@ def _object_ctx(obj: Mapping[str, Any], kind: str, source: str) -> tuple[_Ctx, M
     meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
     name = meta.get("name")
     namespace = None if kind == "Namespace" else str(meta.get("namespace") or "default")
-    ctx = _Ctx(source, kind, namespace, str(name) if name else "<unnamed>")
+    shown = str(name) if name else "<unnamed>"
+    ctx = _Ctx(source, f"{kind} {namespace}/{shown}" if namespace is not None else f"{kind} {shown}")
     if not isinstance(meta_raw, Mapping):
         ctx.required("metadata")
     if not isinstance(name, str) or not name:
