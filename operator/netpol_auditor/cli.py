@@ -28,7 +28,7 @@ from .expectation_check import Subject, check
 from .expectations import Expectation, InvalidExpectations, parse_expectations
 from .index import ReachabilityIndex
 from .junit import junit_xml
-from .manifest_files import read_manifests
+from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
 from .model import Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, render
@@ -78,10 +78,27 @@ def _add_input(parser: argparse.ArgumentParser) -> None:
         "--filename",
         dest="files",
         action="append",
-        required=True,
         metavar="PATH",
         help="manifest file, directory (recursive *.yaml, *.yml, *.json) or - for stdin; multi-document YAML, "
-        "JSON and `kubectl get -o yaml` lists (kind: List) are read; repeatable",
+        "JSON and `kubectl get -o yaml` lists (kind: List) are read; repeatable. Without -f, the cluster of "
+        "--kubeconfig is read",
+    )
+    live = parser.add_argument_group("reading a live cluster instead of files (read-only: list, get)")
+    live.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        help="read the cluster's Namespaces, Pods, NetworkPolicies and workloads through this kubeconfig "
+        "(paginated lists, as kubectl); as `kubectl netpol-auditor`, the current kubeconfig is the default",
+    )
+    live.add_argument("--context", metavar="NAME", help="the kubeconfig context to use (default: its current one)")
+    live.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="read only these namespaces of the cluster (repeatable); peers elsewhere are then unknown",
     )
     parser.add_argument(
         "--strict",
@@ -218,8 +235,21 @@ class _Input:
     folded: Mapping[PodRef, PodRef]
 
 
+def _read_input(args: argparse.Namespace) -> Manifests:
+    live = args.kubeconfig is not None or args.context is not None or bool(args.namespaces)
+    if args.files and live:
+        raise UsageError("-f reads files, --kubeconfig/--context/--namespace a cluster: give one or the other")
+    if args.files:
+        return read_manifests(args.files)
+    if not (live or getattr(args, "live_default", False)):
+        raise UsageError("no input: pass -f PATH (files, - for stdin) or --kubeconfig PATH (a live cluster)")
+    from .live_cluster import read_cluster  # the Kubernetes client is imported only to read a cluster
+
+    return read_cluster(args.kubeconfig, args.context, args.namespaces)
+
+
 def _load(args: argparse.Namespace) -> _Input:
-    manifests = read_manifests(args.files)
+    manifests = _read_input(args)
     errors, warnings = manifests.errors, manifests.warnings
     if args.strict:
         errors, warnings = [*errors, *warnings], []
@@ -480,9 +510,16 @@ def _check_command(args: argparse.Namespace, out: TextIO) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def kubectl_plugin(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kubectl-netpol_auditor``, so that ``kubectl netpol-auditor analyze`` works: as kubectl
+    does, it reads the cluster of the current kubeconfig context when no -f is given."""
+    return main(argv, live_default=True)
+
+
+def main(argv: Sequence[str] | None = None, *, live_default: bool = False) -> int:
     """Entry point of the ``netpol-auditor`` console script; returns the exit status."""
     parser = build_parser()
+    parser.set_defaults(live_default=live_default)
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), message already printed

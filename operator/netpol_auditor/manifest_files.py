@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from .validation import unknown_fields
 from .workloads import template_pod
 from .yaml_loader import StrictLoader
 
-__all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_manifests"]
+__all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_documents", "read_manifests"]
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _NETWORK_POLICY_V1 = "networking.k8s.io/v1"
@@ -71,6 +71,17 @@ def read_manifests(paths: Sequence[str]) -> Manifests:
     return reader.finish()
 
 
+def read_documents(documents: Iterable[tuple[Any, str]], *, server_validated: bool = False) -> Manifests:
+    """Read decoded documents (objects or lists), each with its source, as files are read.
+
+    ``server_validated``: the documents come from an API server, which validated them against its own (possibly
+    newer) schema, so a field this version does not know is a warning (its effect is left out), not an error."""
+    reader = _Reader(server_validated=server_validated)
+    for i, (doc, source) in enumerate(documents):
+        reader.document(doc, source, f"document {i + 1}")
+    return reader.finish()
+
+
 def load_paths(paths: Sequence[str]) -> list[KubeObject]:
     """The objects of `read_manifests`; raises the first error (warnings are dropped)."""
     return _objects(read_manifests(paths))
@@ -97,7 +108,8 @@ def _objects(manifests: Manifests) -> list[KubeObject]:
 
 
 class _Reader:
-    def __init__(self) -> None:
+    def __init__(self, *, server_validated: bool = False) -> None:
+        self.server_validated = server_validated
         self.out = Manifests()
         self._sources: dict[int, str] = {}  # id() of each object and workload read -> its source
         self._seen: dict[tuple[str, str | None, str], str] = {}  # (kind, namespace, name) -> source
@@ -197,7 +209,11 @@ class _Reader:
             self.error(ManifestError(source, name, "", f'a Helm template ("{{{{" in it): {_HELM_HINT}'))
             return
         unknown = unknown_fields(doc)
-        if unknown:
+        if unknown and self.server_validated:
+            self.out.warnings.extend(
+                ManifestError(source, name, "", f"{u}: a field of a newer Kubernetes, left out of the verdicts")
+                for u in unknown)
+        elif unknown:
             self.out.errors.extend(ManifestError(source, name, "", str(u)) for u in unknown)
             return
         try:

@@ -157,7 +157,7 @@ def test_error_on_stdin_is_named_stdin(cli: Callable[..., Result]) -> None:
         (["analyze", "-f", DUMP, "--port", "80/ICMP"], "argument --port: invalid protocol"),
         (["analyze", "-f", DUMP, "--external", "example.com"], "argument --external: invalid IP address"),
         (["analyze", "-f", DUMP, "-o", "xml"], "argument -o/--output: invalid choice: 'xml'"),
-        (["analyze", "--port", "80"], "the following arguments are required: -f/--filename"),
+        (["analyze", "--port", "80"], "no input: pass -f PATH (files, - for stdin) or --kubeconfig PATH"),
         (["analyze", "-f", DUMP, "--from", "billing"], "--from 'billing' matches no endpoint"),
         (["analyze", "-f", DUMP, "--to", "shop/cart-*"], "--to 'shop/cart-*' matches no endpoint"),
         (["explain", "-f", DUMP, "--from", "shop/nope", "--to", "shop/db-0"], "--from 'shop/nope': no such pod"),
@@ -197,3 +197,27 @@ def test_console_script_reports_malformed_input_without_traceback(tmp_path: Path
         f"netpol-auditor analyze: error: {path}: NetworkPolicy shop/p: spec.egress[0].to[0].ipBlock.cidr: "
         'Invalid value: "10.0.0.0/33": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)\n'
     )
+
+
+def test_input_is_files_or_a_cluster_never_both_nor_none(cli: Callable[[list[str]], Result], tmp_path: Path) -> None:
+    result = cli(["analyze"])
+    assert result.code == 2 and "no input: pass -f PATH" in result.err and "--kubeconfig" in result.err
+    result = cli(["analyze", "-f", str(FIXTURES), "--kubeconfig", str(tmp_path / "kubeconfig")])
+    assert result.code == 2 and "give one or the other" in result.err
+    result = cli(["analyze", "-f", str(FIXTURES), "-n", "shop"])
+    assert result.code == 2 and "give one or the other" in result.err
+
+
+def test_an_unreadable_kubeconfig_and_an_unreachable_cluster_are_errors(cli: Callable[[list[str]], Result],
+                                                                        tmp_path: Path) -> None:
+    result = cli(["analyze", "--kubeconfig", str(tmp_path / "missing")])
+    assert result.code == 2 and f"{tmp_path / 'missing'}: cannot load" in result.err, result.err
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    result = cli(["analyze", "--kubeconfig", str(config)])
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "cannot reach the API server at https://127.0.0.1:1" in result.err, result.err
+    assert result.err.count("error:") == 1, "one line for an unreachable server, not one per resource"
