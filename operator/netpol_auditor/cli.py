@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_parser.set_defaults(func=_check_command)
 
+    from .diff_command import add_diff_parser
+
+    add_diff_parser(sub)
+
     from .controller.command import add_run_parser
 
     add_run_parser(sub)
