@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core_builders import pod, policy
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_index_properties import EXTERNALS, PORTS, object_st, parsed
 
@@ -42,6 +42,7 @@ def _naive(before: list[KubeObject], after: list[KubeObject]) -> list[tuple[Endp
     return found
 
 
+@settings(max_examples=150)  # two reference evaluations of every pair per example: half the profile's budget
 @given(st.lists(object_st, max_size=8), st.lists(object_st, max_size=8))
 def test_diff_equals_a_pair_by_pair_comparison(
     raw_before: list[dict[str, Any]], raw_after: list[dict[str, Any]]
