@@ -37,12 +37,14 @@ _HELM_HINT = "render it first (helm template RELEASE CHART > rendered.yaml) and 
 @dataclass
 class Manifests:
     """What the input holds: the objects read, the workloads (`WORKLOAD_KINDS`) read, and the problems found
-    (``str()`` of each: one line)."""
+    (``str()`` of each: one line). ``sources``: the file each object and workload was read from, by (kind,
+    namespace, name); the namespace is None for a Namespace."""
 
     objects: list[KubeObject] = field(default_factory=list)
     workloads: list[Workload] = field(default_factory=list)
     errors: list[ManifestError] = field(default_factory=list)
     warnings: list[ManifestError] = field(default_factory=list)
+    sources: dict[tuple[str, str | None, str], str] = field(default_factory=dict)
 
 
 def read_manifests(paths: Sequence[str]) -> Manifests:
@@ -112,7 +114,7 @@ class _Reader:
         self.server_validated = server_validated
         self.out = Manifests()
         self._sources: dict[int, str] = {}  # id() of each object and workload read -> its source
-        self._seen: dict[tuple[str, str | None, str], str] = {}  # (kind, namespace, name) -> source
+        self._seen = self.out.sources  # (kind, namespace, name) -> source
 
     def error(self, problem: ManifestError) -> None:
         self.out.errors.append(problem)

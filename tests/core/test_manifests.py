@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from core_builders import parse, pod_dict, policy_dict
 
-from netpol_auditor.manifest_files import load_paths, load_text
+from netpol_auditor.manifest_files import load_paths, load_text, read_manifests
 from netpol_auditor.manifests import ManifestError, parse_object
 from netpol_auditor.model import (
     NAMESPACE_NAME_LABEL,
@@ -170,6 +170,17 @@ def test_kubectl_list_multi_document_and_json(tmp_path: Path) -> None:
         ("NetworkPolicy", "p1"),
         ("NetworkPolicy", "p2"),
     ]
+
+
+def test_the_file_of_each_object_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "dump.yaml").write_text(KUBECTL_LIST)
+    (tmp_path / "p.json").write_text(json.dumps(policy_dict("x", "deny", {"podSelector": {}})))
+    sources = read_manifests([str(tmp_path)]).sources
+    assert sources == {
+        ("Namespace", None, "x"): str(tmp_path / "dump.yaml"),
+        ("Pod", "x", "a"): str(tmp_path / "dump.yaml"),
+        ("NetworkPolicy", "x", "deny"): str(tmp_path / "p.json"),
+    }
 
 
 def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
