@@ -218,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.set_defaults(func=_check_command)
 
     from .diff_command import add_diff_parser
+    from .lint_command import add_lint_parser
 
     add_diff_parser(sub)
+    add_lint_parser(sub)
 
     from .controller.command import add_run_parser
 
