@@ -556,4 +556,8 @@ def main(argv: Sequence[str] | None = None, *, live_default: bool = False) -> in
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As `python -m netpol_auditor.cli`: run the package's module, whose exceptions the subcommands defined in
+    # other modules (diff, lint) raise; this copy, __main__, has classes of its own.
+    from netpol_auditor.cli import main as package_main
+
+    sys.exit(package_main())

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,3 +105,15 @@ def test_usage_and_invalid_input_exit_2(cli: Callable[..., Result], tmp_path: Pa
     assert result.code == 2
     assert 'NetworkPolicy shop/default-deny: unknown field "spec.podSelectr"' in result.err
     assert _lint(cli, "-f", str(tmp_path / "missing.yaml")).code == 2
+
+
+@pytest.mark.parametrize("command", ["lint", "diff"])
+def test_run_as_a_module_invalid_input_exits_2_without_traceback(command: str, tmp_path: Path) -> None:
+    """``python -m netpol_auditor.cli``: the subcommands defined outside cli.py raise the errors its main handles."""
+    missing = str(tmp_path / "missing.yaml")
+    argv = ["-f", missing] if command == "lint" else ["-f", missing, "-f", missing]
+    proc = subprocess.run(
+        [sys.executable, "-m", "netpol_auditor.cli", command, *argv], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"netpol-auditor {command}: error: {missing}: no such file or directory\n"
