@@ -143,7 +143,7 @@ class _Context:
 def _peers(policy: NetworkPolicy) -> list[tuple[str, NetworkPolicyPeer]]:
     """(field path, peer) of every peer of the directions the policy isolates."""
     out = []
-    for direction in sorted(policy.policy_types):
+    for direction in (d for d in (Direction.INGRESS, Direction.EGRESS) if d in policy.policy_types):
         key, peers_key = ("ingress", "from") if direction is Direction.INGRESS else ("egress", "to")
         for i, rule in enumerate(policy.rules(direction)):
             out += [(f"spec.{key}[{i}].{peers_key}[{j}]", peer) for j, peer in enumerate(rule.peers)]

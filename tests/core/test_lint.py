@@ -60,6 +60,14 @@ def test_npa002_peer_matching_nothing() -> None:
         "web spec.ingress[2].from[0].podSelector: podSelector app=x matches no pod of the input in namespace x",
     ]
     assert _run("NPA002", peers, pods=[]) == []
+    # In document order: ingress, then egress; rules of a direction the policy does not isolate are ignored.
+    both = _web("both", {"policyTypes": ["Egress", "Ingress"], "egress": [{"to": [{"podSelector": labels(app="e")}]}],
+                         "ingress": [{"from": [{"podSelector": labels(app="i")}]}]})  # fmt: skip
+    assert [f.split(":")[0] for f in _run("NPA002", both)] == [
+        "both spec.ingress[0].from[0].podSelector", "both spec.egress[0].to[0].podSelector",
+    ]  # fmt: skip
+    ignored = _web("ignored", {"policyTypes": ["Ingress"], "egress": [{"to": [{"podSelector": labels(app="e")}]}]})
+    assert _run("NPA002", ignored) == []
     # A namespace of the input without pods.
     empty = ns("y", team="b")
     data = LintInput([peers], _pods(), [ns("x", team="a"), empty])
