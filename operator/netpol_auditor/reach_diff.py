@@ -7,7 +7,11 @@ closed. Each changed path carries the decision on both sides (`Decision`): the r
 policies that isolate a side and admit nothing.
 
 Endpoints that both indexes put in the same equivalence classes are judged alike on both sides, so pairs are
-compared once per (class before, class after) pair and only the pairs whose verdict changed are expanded.
+compared once per (class before, class after) pair and only the pairs whose verdict changed are expanded. And only
+the pairs the change can have touched are compared: the "before" objects are indexed again and changed into the
+"after" ones, and that index's change log (`ReachabilityIndex.changed_classes`) names the classes whose verdicts as
+source or as destination may have changed; a pair of endpoints that stay in their classes, neither of them named,
+is judged alike on both sides. A small change to a large input costs a rebuild, not every pair.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from .engine import DirectionVerdict, RuleRef, Verdict
 from .index import ReachabilityIndex
-from .model import Endpoint, PodRef, PortProtocol
+from .model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
 
 __all__ = ["Change", "Decision", "PathChange", "ReachDiff", "diff_reachability", "explain_change"]
 
@@ -144,24 +148,31 @@ def diff_reachability(
     added = tuple(e for e in endpoints_after if e not in in_before)
     removed = tuple(e for e in endpoints_before if e not in in_after)
 
-    # Group the shared endpoints that are alike on both sides; a pod outside any class (host network) and an address
-    # are groups of their own. Pairs are judged once per (group, group, port); a group judged against itself is
-    # judged on two distinct members.
+    after, since = _replayed(before, after)
+    srcs, dsts = after.changed_classes(since)
+
+    # Group the shared endpoints that are alike on both sides: (class before, class after), or the endpoint itself
+    # for a pod outside any class (host network) and an address. Pairs are judged once per (group, group, port); a
+    # group judged against itself is judged on two distinct members.
     groups: dict[tuple[str, str], list[Endpoint]] = {}
     for endpoint in common:
         groups.setdefault((_class_key(before, endpoint), _class_key(after, endpoint)), []).append(endpoint)
+    moved = {g for g in groups if g[0] != g[1]}
+    as_source = [g for g in groups if g in moved or g[1] in srcs]
+    as_destination = [g for g in groups if g in moved or g[1] in dsts]
+    touched = {(gs, gd) for gs in as_source for gd in groups} | {(gs, gd) for gs in groups for gd in as_destination}
     found: dict[tuple[tuple[str, str], tuple[str, str]], list[tuple[PortProtocol, Change, Decision, Decision]]] = {}
-    for gs, sources in groups.items():
-        for gd, destinations in groups.items():
-            src = sources[0]
-            dst = destinations[1] if gs == gd and len(destinations) > 1 else destinations[0]
-            if src == dst or not (isinstance(src, PodRef) or isinstance(dst, PodRef)):
-                continue
-            for port in ports:
-                old, new = before.verdict(src, dst, port), after.verdict(src, dst, port)
-                kind = _change(old.allowed, new.allowed)
-                if kind is not None:
-                    found.setdefault((gs, gd), []).append((port, kind, Decision.of(old), Decision.of(new)))
+    for gs, gd in touched:
+        sources, destinations = groups[gs], groups[gd]
+        src = sources[0]
+        dst = destinations[1] if gs == gd and len(destinations) > 1 else destinations[0]
+        if src == dst or not (isinstance(src, PodRef) or isinstance(dst, PodRef)):
+            continue
+        for port in ports:
+            old, new = before.verdict(src, dst, port), after.verdict(src, dst, port)
+            kind = _change(old.allowed, new.allowed)
+            if kind is not None:
+                found.setdefault((gs, gd), []).append((port, kind, Decision.of(old), Decision.of(new)))
 
     position = {endpoint: i for i, endpoint in enumerate(common)}
     port_position = {port: i for i, port in enumerate(ports)}
@@ -176,8 +187,38 @@ def diff_reachability(
 
 
 def _class_key(index: ReachabilityIndex, endpoint: Endpoint) -> str:
+    """The endpoint's class id, or ``one:`` and the endpoint (class ids are hex digests: never alike)."""
     cls = index.class_of(endpoint) if isinstance(endpoint, PodRef) else None
-    return f"class:{cls.id}" if cls is not None else f"one:{endpoint}"
+    return cls.id if cls is not None else f"one:{endpoint}"
+
+
+def _objects(index: ReachabilityIndex) -> list[Namespace | NetworkPolicy | Pod]:
+    namespaces = [Namespace(name, labels) for name, labels in index.namespace_label_map().items()]
+    return [*namespaces, *index.policies(), *index.pods()]
+
+
+def _replayed(before: ReachabilityIndex, after: ReachabilityIndex) -> tuple[ReachabilityIndex, int]:
+    """An index of the objects of ``after``, reached from those of ``before`` by deleting and upserting them, and
+    its revision before the first of those: what its change log has since is what the change touched. Its
+    verdicts are those of ``after`` (the incremental index equals a rebuild)."""
+    replay = ReachabilityIndex.from_objects(_objects(before))
+    since = replay.revision
+    head = _objects(after)
+    kept = {_key(o) for o in head}
+    for obj in _objects(before):
+        if _key(obj) not in kept:
+            replay.delete(*_key(obj))
+    for obj in head:
+        replay.upsert(obj)
+    return replay, since
+
+
+def _key(obj: Namespace | NetworkPolicy | Pod) -> tuple[ObjectKind, str | None, str]:
+    if isinstance(obj, Namespace):
+        return (ObjectKind.NAMESPACE, None, obj.name)
+    if isinstance(obj, Pod):
+        return (ObjectKind.POD, obj.namespace, obj.name)
+    return (ObjectKind.NETWORK_POLICY, obj.namespace, obj.name)
 
 
 def explain_change(before: ReachabilityIndex, after: ReachabilityIndex, change: PathChange) -> tuple[str, str]:
