@@ -20,7 +20,7 @@ from corpus_truthtable import Case, TruthTable, format_side_by_side, load_case
 
 CORPUS = Path(__file__).parent
 E2E_MODEL = CORPUS / "e2e" / "model.yaml"
-CASE_FILES = sorted(p for p in CORPUS.glob("*/*.yaml") if p != E2E_MODEL)
+CASE_FILES = sorted(p for d in ("e2e", "guides") for p in (CORPUS / d).glob("*.yaml") if p != E2E_MODEL)
 
 
 def _case_id(path: Path) -> str:
