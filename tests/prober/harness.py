@@ -139,6 +139,48 @@ def probe_pods(cluster: Any) -> list[dict[str, Any]]:
     return items
 
 
+class ProbePodWatch:
+    """Every version of every probe pod, through a watch: on a loaded machine a probe pod can start, connect and be
+    deleted between two polls (`probe_pods`), so a test that must see each one watches instead."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.versions: list[dict[str, Any]] = []
+        self._api = api_client
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="probe-pod-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        core = client.CoreV1Api(self._api)
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    listed = core.list_pod_for_all_namespaces(label_selector=selector)
+                    self.versions += [self._api.sanitize_for_serialization(p) for p in listed.items]
+                    version = listed.metadata.resource_version
+                for event in watch.Watch().stream(core.list_pod_for_all_namespaces, label_selector=selector,
+                                                  resource_version=version, timeout_seconds=1):
+                    obj = event["object"]
+                    version = obj.metadata.resource_version
+                    self.versions.append(self._api.sanitize_for_serialization(obj))
+            except ApiException as exc:
+                if exc.status == 410:
+                    version = ""  # expired: list again (a pod that came and went meanwhile is lost: rare)
+                else:
+                    time.sleep(0.2)
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        """Stop watching; the last version seen of each probe pod, by name."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return {v["metadata"]["name"]: v for v in self.versions}
+
+
 def fault(cluster: Any, *args: str) -> None:
     subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "localcluster", "--state", str(cluster.state),
                     "fault", *args], check=True, capture_output=True, cwd=ROOT, timeout=180)

@@ -27,6 +27,7 @@ from netpol_auditor.prober.podspec import RunOwner, new_run_id, probe_run_object
 
 from .harness import (
     MANIFESTS,
+    ProbePodWatch,
     RunningProber,
     apply,
     client_server,
@@ -352,15 +353,13 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
         return int((pdb.get("status") or {}).get("disruptionsAllowed", -1))
 
     wait_for("the PodDisruptionBudget's status", lambda: disruptions_allowed() == 1, timeout=60)
+    watch = ProbePodWatch(seeds)
     prober = RunningProber.start(seeds, settings(probe_namespaces=(SAFETY_NS,)))
-    seen: dict[str, dict[str, Any]] = {}
     endpoints: list[dict[str, Any]] = []
     allowed_during: set[int] = set()
     try:
         deadline = time.monotonic() + 120
         while prober.cycles() < 1 and time.monotonic() < deadline:
-            for p in probe_pods(cluster):
-                seen[p["metadata"]["name"]] = p
             slices = json.loads(cluster.kubectl("get", "endpointslices", "-n", SAFETY_NS, "-o", "json"))["items"]
             endpoints.extend(e for s in slices for e in s.get("endpoints") or [])
             allowed_during.add(disruptions_allowed())
@@ -372,12 +371,13 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
         assert prober.judged() and not prober.mismatched()
     finally:
         prober.stop()
+        seen = watch.stop()
     assert {p["metadata"]["labels"]["netpol-auditor.io/role"] for p in seen.values()} == {"probe", "responder"}
     assert not {p["metadata"]["labels"].get("app") for p in seen.values()} & {"guarded", "published"}
     assert allowed_during == {1}, "a clone changed what the PodDisruptionBudget allows"
     sysctls = [s for p in seen.values() for s in (p["spec"].get("securityContext") or {}).get("sysctls") or []]
     assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in sysctls, "no responder on port 80"
-    for p in seen.values():
+    for p in watch.versions:  # every version the API server held, not only the last
         (owner,) = p["metadata"]["ownerReferences"]
         assert owner["kind"] == "ProbeRun", "adopted by another controller"
         spec = p["spec"]
@@ -386,7 +386,7 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
         for cond in (p.get("status") or {}).get("conditions") or []:
             if cond["type"] == "Ready":
                 assert cond["status"] == "False"
-    probe_ips = {p["status"].get("podIP") for p in seen.values() if p.get("status", {}).get("podIP")}
+    probe_ips = {p["status"].get("podIP") for p in watch.versions if (p.get("status") or {}).get("podIP")}
     listed = [e for e in endpoints if set(e.get("addresses") or []) & probe_ips]
     # listed at most as not ready and not serving: kube-proxy, DNS and Ingress controllers never use it
     assert all(e["conditions"].get("ready") is False and e["conditions"].get("serving") is False for e in listed)
