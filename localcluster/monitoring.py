@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["MonitoringStack", "WebhookReceiver", "helm_binary", "render_chart", "service_monitor_scrape_config"]
+__all__ = ["MonitoringStack", "WebhookReceiver", "helm_binary", "render_chart", "service_monitor_scrape_config",
+           "start_for_chart"]
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,23 @@ def service_monitor_scrape_config(service_monitor: Mapping[str, Any], service: M
     return config
 
 
+def _one(docs: Sequence[Mapping[str, Any]], kind: str) -> Mapping[str, Any]:
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def start_for_chart(docs: Sequence[Mapping[str, Any]], directory: Path, *, address: str, pod: str,
+                    **options: Any) -> MonitoringStack:
+    """The stack a chart rendered with its ServiceMonitor and PrometheusRule (``docs``) asks for: the
+    ServiceMonitor's scrape of the operator at ``address`` (standing for the pod ``pod`` of the chart's
+    Deployment), the PrometheusRule's alerts. ``options`` go to `MonitoringStack.start`."""
+    (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    scrape = service_monitor_scrape_config(_one(docs, "ServiceMonitor"), _one(docs, "Service"), address=address,
+                                           pod=pod, container=container["name"])
+    return MonitoringStack.start(directory, scrape_configs=[scrape], rules=_one(docs, "PrometheusRule")["spec"],
+                                 **options)
+
+
 # -- the receiver ----------------------------------------------------------------------------------------------
 
 
@@ -215,16 +233,19 @@ class MonitoringStack:
     prometheus_url: str
     alertmanager_url: str
     receiver: WebhookReceiver
+    detach: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, directory: Path, *, scrape_configs: Sequence[Mapping[str, Any]], rules: Mapping[str, Any],
               evaluation_interval: str = "1s", group_wait: str = "1s", group_interval: str = "2s",
-              repeat_interval: str = "1h", timeout: float = 60.0) -> MonitoringStack:
+              repeat_interval: str = "1h", timeout: float = 60.0, detach: bool = False) -> MonitoringStack:
         """Start the stack: ``rules`` is a rules file's content (``{"groups": [...]}``, a PrometheusRule's spec).
 
         Alertmanager sends every alert to the receiver, grouped by alert name, ``group_wait`` after the first,
-        ``group_interval`` after a change (a new or resolved alert), again after ``repeat_interval``."""
+        ``group_interval`` after a change (a new or resolved alert), again after ``repeat_interval``. ``detach``
+        starts Prometheus and Alertmanager in their own session, so that they outlive the caller (the receiver
+        does not)."""
         directory.mkdir(parents=True, exist_ok=True)
         receiver = WebhookReceiver(directory / "notifications.jsonl")
         prom_port, am_port = free_port(), free_port()
@@ -244,7 +265,7 @@ class MonitoringStack:
         (directory / "rules.yaml").write_text(yaml.safe_dump(dict(rules), sort_keys=False))
         (directory / "alertmanager.yaml").write_text(yaml.safe_dump(am_config, sort_keys=False))
         (directory / "prometheus.yaml").write_text(yaml.safe_dump(prom_config, sort_keys=False))
-        stack = cls(directory, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}", receiver)
+        stack = cls(directory, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}", receiver, detach)
         try:
             stack._spawn("alertmanager", [
                 ALERTMANAGER, f"--config.file={directory / 'alertmanager.yaml'}",
@@ -264,7 +285,7 @@ class MonitoringStack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         with open(self.directory / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL)
+                                                    stdin=subprocess.DEVNULL, start_new_session=self.detach)
 
     def _wait(self, what: str, check: Callable[[], T | None], timeout: float) -> T:
         deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from localcluster.monitoring import MonitoringStack, render_chart, service_monitor_scrape_config
+from localcluster.monitoring import MonitoringStack, render_chart, start_for_chart
 from tests.prober.harness import OperatorProcess, apply, install_crd, pods_running, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -94,11 +94,6 @@ spec:
 POLICIES = {"mon-back/api-from-front", "mon-back/db-from-api"}
 
 
-def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (doc,) = [d for d in docs if d["kind"] == kind]
-    return doc
-
-
 @pytest.fixture(scope="module")
 def chart() -> list[dict[str, Any]]:
     """The chart's documents for VALUES, rendered by the real ``helm template``."""
@@ -141,13 +136,8 @@ def monitored(cluster: Any, chart: list[dict[str, Any]], tmp_path_factory: pytes
                                "--probe-interval", "5", "--log-format", "text")
     try:
         wait_for("the operator's /metrics", lambda: operator.value("netpol_auditor_build_info") == 1, timeout=60)
-        (container,) = _one(chart, "Deployment")["spec"]["template"]["spec"]["containers"]
-        scrape = service_monitor_scrape_config(_one(chart, "ServiceMonitor"), _one(chart, "Service"),
-                                               address=f"127.0.0.1:{operator.metrics_port}",
-                                               pod=POD, container=container["name"])
         started = time.time()
-        stack = MonitoringStack.start(tmp / "stack", scrape_configs=[scrape],
-                                      rules=_one(chart, "PrometheusRule")["spec"])
+        stack = start_for_chart(chart, tmp / "stack", address=f"127.0.0.1:{operator.metrics_port}", pod=POD)
     except BaseException:
         operator.stop()
         raise
