@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from localcluster.monitoring import MonitoringStack, render_chart, start_for_chart
 from tests.prober.harness import OperatorProcess, apply, install_crd, pods_running, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+T = TypeVar("T")
 
 RELEASE = "audit"
 INSTALL_NS = "netpol-auditor"  # the namespace the rendered release (and so its scrape target) is in
@@ -161,19 +163,29 @@ def monitored(cluster: Any, chart: list[dict[str, Any]], tmp_path_factory: pytes
 class Episode:
     """What the receiver got while the cluster enforced nothing, and after it was healed."""
 
-    fired: list[dict[str, Any]]  # alerts received firing
+    fired: list[dict[str, Any]]  # alerts firing at the receiver once both enforcement alerts were, for each policy
     alertmanager: list[dict[str, Any]]  # Alertmanager's active alerts then
-    at: float  # a moment when both alerts were firing
-    resolved: list[dict[str, Any]] | None  # alerts received resolved after the heal (None: nothing to heal to)
+    at: float  # that moment
+    after_heal: list[dict[str, Any]] | None  # every alert received since the fault, in its latest state, once all
+    # were resolved or the wait ended (None: a cluster with no enforcer to heal to)
 
 
 ENFORCEMENT_ALERTS = ("NetpolAuditorCNINotEnforcing", "NetpolAuditorPoliciesNotEnforced")
 
 
+def _poll(check: Callable[[], T], timeout: float) -> T:
+    """Call *check* until its result is truthy or *timeout* seconds passed; its last result."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return result
+
+
 @pytest.fixture(scope="module")
 def flannel_episode(monitored: Monitored, cluster: Any) -> Episode:
-    """Every node switched to the Flannel case until both enforcement alerts reach the receiver firing, then
-    healed until they reach it resolved and Prometheus has no pending or firing alert left."""
+    """Every node switched to the Flannel case until both enforcement alerts reach the receiver firing (the
+    per-policy one for each policy), then healed until every alert that fired reaches it resolved and Prometheus
+    has no pending or firing alert left. The tests judge what was received; the waits here only end early."""
     receiver = monitored.stack.receiver
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json"))["items"]
     # On a cluster that never enforced, the alerts may have reached the receiver already (and are repeated only
@@ -182,23 +194,26 @@ def flannel_episode(monitored: Monitored, cluster: Any) -> Episode:
     for node in nodes:
         assert cluster.fault("set-none", node["metadata"]["name"]) == 0
 
-    def received(status: str, after: float) -> list[dict[str, Any]] | None:
-        alerts = [a for a in receiver.alerts(after) if a["status"] == status]
-        names = {a["labels"]["alertname"] for a in alerts}
-        return alerts if set(ENFORCEMENT_ALERTS) <= names else None
+    def latest() -> list[dict[str, Any]]:
+        return list({a["fingerprint"]: a for a in receiver.alerts(since)}.values())  # the last received wins
 
-    fired = wait_for("both enforcement alerts firing at the receiver", lambda: received("firing", since),
-                     timeout=150, interval=0.5)
+    def firing() -> list[dict[str, Any]]:
+        alerts = [a for a in latest() if a["status"] == "firing"]
+        policies = {a["labels"].get("policy") for a in alerts
+                    if a["labels"]["alertname"] == "NetpolAuditorPoliciesNotEnforced"}
+        names = {a["labels"]["alertname"] for a in alerts}
+        return alerts if set(ENFORCEMENT_ALERTS) <= names and policies >= POLICIES else []
+
+    fired = _poll(firing, timeout=150) or [a for a in latest() if a["status"] == "firing"]
     at = time.time()
     alertmanager = monitored.stack.alertmanager_alerts()
     if cluster.enforcer == "none":
         return Episode(fired, alertmanager, at, None)
-    healed = time.time()
     assert cluster.fault("heal") == 0
-    resolved = wait_for("both enforcement alerts resolved at the receiver", lambda: received("resolved", healed),
-                        timeout=150, interval=0.5)
-    wait_for("no alert pending or firing after the heal", lambda: not monitored.stack.rule_alerts(), timeout=90)
-    return Episode(fired, alertmanager, at, resolved)
+    _poll(lambda: all(a["status"] == "resolved" for a in latest()), timeout=150)
+    after_heal = latest()
+    _poll(lambda: not monitored.stack.rule_alerts(), timeout=90)
+    return Episode(fired, alertmanager, at, after_heal)
 
 
 def test_the_operator_is_scraped_as_through_the_service_monitor(monitored: Monitored) -> None:
@@ -242,13 +257,15 @@ def test_flannel_enforcement_alerts_fire_with_what_to_act_on(flannel_episode: Ep
     by_name: dict[str, list[dict[str, Any]]] = {}
     for alert in flannel_episode.fired:
         by_name.setdefault(alert["labels"]["alertname"], []).append(alert)
+    # these two, and nothing else: the per-feature alert is silent while the CNI enforces nothing at all
+    assert set(by_name) == set(ENFORCEMENT_ALERTS), sorted(by_name)
     (cni,) = {a["fingerprint"]: a for a in by_name["NetpolAuditorCNINotEnforcing"]}.values()
     assert cni["labels"]["severity"] == "critical"
     assert cni["annotations"]["summary"] == "The CNI enforces none of the probed NetworkPolicies."
     assert cni["annotations"]["runbook_url"] == README_RUNBOOKS + "netpolauditorcninotenforcing"
     assert "1. " in cni["annotations"]["runbook"]
-    # One alert per namespace pair, port and policy the CNI lets through: web -> db and api -> ... as predicted
-    # denied; each names its pair, port and deciding policy in labels and summary.
+    # One alert per namespace pair, port and deciding policy of the traffic the CNI lets through (e.g. web -> db
+    # on 5432, db-from-api; db -> api on 8080, api-from-front), named in its labels and summary.
     unenforced = {a["fingerprint"]: a for a in by_name["NetpolAuditorPoliciesNotEnforced"]}.values()
     assert {a["labels"]["policy"] for a in unenforced} == POLICIES
     for alert in unenforced:
@@ -267,17 +284,18 @@ def test_flannel_enforcement_alerts_fire_with_what_to_act_on(flannel_episode: Ep
               if a["status"]["state"] == "active"}
     assert active >= {("NetpolAuditorCNINotEnforcing", None),
                       *(("NetpolAuditorPoliciesNotEnforced", p) for p in POLICIES)}
-    # nothing else fired: the per-feature alert is silent while the CNI enforces nothing at all
-    assert set(by_name) == set(ENFORCEMENT_ALERTS), sorted(by_name)
 
 
 def test_flannel_enforcement_alerts_resolve_after_the_heal(flannel_episode: Episode) -> None:
-    if flannel_episode.resolved is None:
+    if flannel_episode.after_heal is None:
         pytest.skip("the session cluster enforces nothing (LOCALCLUSTER_TEST_ENFORCER=none): no enforcer to heal to")
-    fired = {a["fingerprint"] for a in flannel_episode.fired}
-    resolved = {a["fingerprint"] for a in flannel_episode.resolved}
-    assert resolved >= fired, "every alert that fired was resolved"
-    assert all(a["endsAt"] > a["startsAt"] for a in flannel_episode.resolved)
+    latest = {a["fingerprint"]: a for a in flannel_episode.after_heal}
+    assert {a["fingerprint"] for a in flannel_episode.fired} <= set(latest)
+    still = [(a["labels"]["alertname"], a["labels"].get("policy")) for a in latest.values()
+             if a["status"] != "resolved"]
+    assert not still, f"received firing and never resolved: {still}"
+    assert {a["labels"]["alertname"] for a in latest.values()} == set(ENFORCEMENT_ALERTS)
+    assert all(a["endsAt"] > a["startsAt"] and a["received"] > flannel_episode.at for a in latest.values())
 
 
 #: Dashboard queries that return nothing here although nothing is wrong: (panel title, refId) -> why.
