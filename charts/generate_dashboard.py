@@ -19,6 +19,16 @@ DASHBOARD_PATH = Path(__file__).resolve().parent / "netpol-auditor" / "files" / 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Every query is restricted to the selected operator instances.
 SEL = 'job=~"$job"'
+# The target labels a ServiceMonitor scrape adds (the operator pod's own namespace, pod, ...): noise in tables.
+TARGET_LABELS = ("job", "instance", "namespace", "pod", "service", "container", "endpoint")
+
+
+def _own_namespace(selector: str) -> str:
+    """The series' own `namespace` label (a policy's, a pod's), however the operator is scraped: through a
+    ServiceMonitor (`honorLabels` false) the scrape target's `namespace` (the operator's) wins and the series' own is
+    kept as `exported_namespace`, which this copies back; scraped without a `namespace` target label it is left
+    alone."""
+    return f'label_replace({selector}, "namespace", "$1", "exported_namespace", "(.+)")'
 
 
 class _Layout:
@@ -108,12 +118,14 @@ def dashboard() -> dict[str, Any]:
                         f"[$__rate_interval]))", "detected {{kind}}", ref="B")], 12, 8, **_unit("none")))
     add(_panel(lay, "table", "Current mismatches", "Every current mismatch, with the deciding policy.",
                [_target(f"netpol_auditor_mismatches{{{SEL}}} > 0", instant=True)], 12, 8,
-               transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True,
-                                                                                 "job": True, "instance": True}}}]))
+               transformations=[{"id": "organize", "options": {"excludeByName": {
+                   "Time": True, "__name__": True, **dict.fromkeys(TARGET_LABELS, True)}}}]))
     add(_panel(lay, "table", "Per-policy enforcement",
                "1: confirmed enforced, 0: violated; pods each policy selects.",
-               [_target(f"max by (namespace, policy) (netpol_auditor_policy_enforced{{{SEL}}})", instant=True),
-                _target(f"max by (namespace, policy) (netpol_auditor_policy_selected_pods{{{SEL}}})", instant=True,
+               [_target(f"max by (namespace, policy) ({_own_namespace(f'netpol_auditor_policy_enforced{{{SEL}}}')})",
+                        instant=True),
+                _target(f"max by (namespace, policy) "
+                        f"({_own_namespace(f'netpol_auditor_policy_selected_pods{{{SEL}}}')})", instant=True,
                         ref="B")], 12, 8,
                transformations=[{"id": "merge", "options": {}},
                                 {"id": "organize", "options": {"excludeByName": {"Time": True},

@@ -10,6 +10,11 @@
 5. every node healed to kube-router, one full probe cycle later: no mismatch, every policy enforced;
 6. clean-up (operator stopped, ``down``) unless ``--keep``; Ctrl-C (or SIGTERM) cleans up at any point.
 
+``--monitoring`` adds the monitoring stack of tests/monitoring (localcluster/monitoring.py): Debian's Prometheus
+scraping the operator as the chart's ServiceMonitor would, with the chart's alerts (waits shortened to 10 s), and
+Alertmanager sending to a receiver in the demo, which prints the enforcement alerts firing in phase 1 and resolved in
+phase 2 (checked with ``--check``).
+
 ``--check`` makes it a test: exit 1 unless, in phase 1, every probe connected (nothing enforces anything) and every
 pod pair with a predicted-denied port (one the destination declares) was reported unexpectedly allowed, every policy
 ``enforced`` 0; and in phase 2, after a full probe cycle, no mismatch and every policy ``enforced`` 1. Without
@@ -39,7 +44,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from localcluster import cluster, controlplane, faults
+from localcluster import cluster, controlplane, faults, monitoring
 
 __all__ = ["main"]
 
@@ -51,6 +56,11 @@ DEFAULT_STATE = Path("/tmp/netpol-auditor-demo")
 NAMESPACES = ("shop", "monitoring", "outside", "kube-system")
 PROBER_REASONS = ("PolicyNotEnforced", "AllowedTrafficDropped", "MismatchResolved")
 HEARTBEAT_SECONDS = 3.0
+#: --monitoring: the chart values of the install the stack stands for (scraped every 2 s, alerts wait 10 s).
+MONITORING_VALUES = {"serviceMonitor.enabled": True, "serviceMonitor.interval": "2s",
+                     "serviceMonitor.scrapeTimeout": "2s", "prometheusRule.enabled": True,
+                     "prometheusRule.for": {"*": "10s"}}
+ENFORCEMENT_ALERTS = ("NetpolAuditorCNINotEnforcing", "NetpolAuditorPoliciesNotEnforced")
 
 
 class DemoError(RuntimeError):
@@ -232,6 +242,7 @@ class Demo:
         self.failures: list[str] = []
         self.flannel_scrape: Scrape | None = None
         self.summary: list[str] = []
+        self.monitoring: monitoring.MonitoringStack | None = None
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -397,6 +408,50 @@ class Demo:
         self.p.wait("the operator's initial listing (/readyz)", ready, timeout=120, interval=0.5)
         self.p.line("operator ready: it watches the cluster and runs probe pods")
 
+    def start_monitoring(self) -> None:
+        """--monitoring: Prometheus and Alertmanager with the chart's ServiceMonitor scrape and alerts."""
+        try:
+            with self.p.doing("rendering the chart's ServiceMonitor and PrometheusRule with helm (helm is built "
+                              "from its Go module the first time)"):
+                docs = monitoring.render_chart(MONITORING_VALUES, release="demo", namespace="netpol-auditor")
+            address = self.metrics_url.removeprefix("http://").removesuffix("/metrics")
+            with self.p.doing("starting Prometheus and Alertmanager"):
+                self.monitoring = monitoring.start_for_chart(docs, self.work / "monitoring", address=address,
+                                                             pod="demo-netpol-auditor-0", detach=self.args.keep)
+        except (RuntimeError, TimeoutError) as exc:
+            raise DemoError(f"the monitoring stack did not start: {exc}") from None
+        self.p.line(f"Prometheus {self.monitoring.prometheus_url} (the chart's alerts, waits 10 s), Alertmanager "
+                    f"{self.monitoring.alertmanager_url}, notifications in {self.work / 'monitoring'}")
+
+    def show_alerts(self, status: str) -> None:
+        """--monitoring: wait until the enforcement alerts reached the receiver with ``status`` (for "resolved":
+        every one of them that fired), and print what the receiver holds, each alert in its latest state."""
+        stack = self.monitoring
+        if stack is None:
+            return
+
+        def latest() -> dict[str, dict[str, Any]]:
+            return {a["fingerprint"]: a for a in stack.receiver.alerts()}  # in order received: the last wins
+
+        def reached() -> dict[str, dict[str, Any]] | None:
+            alerts = [a for a in latest().values() if a["labels"]["alertname"] in ENFORCEMENT_ALERTS]
+            names = {a["labels"]["alertname"] for a in alerts if a["status"] == status}
+            done = set(ENFORCEMENT_ALERTS) <= names and (status == "firing" or
+                                                         all(a["status"] == status for a in alerts))
+            return latest() if done else None
+
+        alerts = self.p.wait(f"Alertmanager to send the enforcement alerts {status}", reached, timeout=120,
+                             interval=0.5)
+        rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for a in alerts.values():
+            rows[(a["labels"]["alertname"], a["status"])].append(a)
+        self.p.line(f"alerts received from Alertmanager ({stack.alertmanager_url}), each in its latest state:")
+        self.p.block(table([[name, state, a[0]["labels"]["severity"], str(len(a)), a[0]["annotations"]["summary"]]
+                            for (name, state), a in sorted(rows.items())],
+                           ["alert", "state", "severity", "alerts", "e.g. summary"]))
+        self.p.line(f"   runbooks: {', '.join(sorted({a['annotations']['runbook_url'] for a in alerts.values()}))}")
+        self.check(True, f"{' and '.join(ENFORCEMENT_ALERTS)} reached the receiver {status}")
+
     def follow_cycles(self, after: float, cycles: int, what: str) -> Scrape:
         """Follow /metrics until ``cycles`` probe cycles have completed after wall-clock time ``after``."""
         seen: list[float] = []
@@ -511,6 +566,8 @@ class Demo:
     def flannel_phase(self, expect: Expectation) -> None:
         self.p.step(4, "the auditor on the Flannel-mode cluster: probes, mismatches, metrics, Events")
         self.start_operator()
+        if self.args.monitoring:
+            self.start_monitoring()
         since = _rfc3339(time.time() - 1)
         previous, s = None, self.follow_cycles(0.0, 1, "with no enforcement")
         # With nothing enforced every probe must connect. One that did not (a probe pod started too late, a lost
@@ -538,6 +595,7 @@ class Demo:
                    "no allowed traffic was dropped")
         self.check(bool(enforced) and set(enforced.values()) == {0.0} and set(enforced) == expect.policies,
                    "every NetworkPolicy is reported not enforced (netpol_auditor_policy_enforced 0)")
+        self.show_alerts("firing")
         self.flannel_scrape = s
         self.summary.append(f"Flannel case: {sum(v for _, v in mismatches):.0f} mismatching class pairs, "
                             f"{sum(v == 0 for v in enforced.values())}/{len(enforced)} policies not enforced")
@@ -562,6 +620,7 @@ class Demo:
         self.check(not mismatches, "zero mismatches")
         self.check(bool(enforced) and set(enforced.values()) == {1.0} and set(enforced) == expect.policies,
                    "every NetworkPolicy is confirmed enforced (netpol_auditor_policy_enforced 1)")
+        self.show_alerts("resolved")
 
     def stop_operator(self) -> None:
         proc, self.operator = self.operator, None
@@ -578,6 +637,9 @@ class Demo:
 
     def cleanup(self) -> None:
         self.p.step(6, "clean-up")
+        if self.monitoring is not None:
+            with self.p.doing("stopping Prometheus and Alertmanager"):
+                self.monitoring.stop()
         self.stop_operator()
         with self.p.doing("waiting for localcluster to stop"):
             cluster.down(self.state)
@@ -595,6 +657,12 @@ curl -s {self.metrics_url} | grep '^netpol_auditor_'
 python3 -m localcluster --state {self.state} fault set-none node-1   # break enforcement again, watch /metrics
 less {self.work / 'operator.log'}
 To stop: kill {pid} && python3 -m localcluster --state {self.state} down""", indent="   ")
+        if self.monitoring is not None:
+            pids = " ".join(str(p.pid) for p in self.monitoring.processes.values())
+            self.p.block(f"""\
+{self.monitoring.prometheus_url}/alerts                  # the chart's alerts (waits 10 s)
+{self.monitoring.alertmanager_url}                         # Alertmanager (the demo's receiver has stopped)
+To stop Prometheus and Alertmanager: kill {pids}""", indent="   ")
 
     def run(self) -> int:
         self.start_cluster()
@@ -620,6 +688,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--check", action="store_true",
                     help="exit 1 unless the Flannel phase finds every predicted-denied path open and the enforced "
                          "phase finds no mismatch (the demo's own test)")
+    ap.add_argument("--monitoring", action="store_true",
+                    help="also run Prometheus and Alertmanager with the chart's alerts, and show the alerts they send")
     ap.add_argument("--nodes", type=int, default=2, help="simulated nodes, at least 2 (default 2)")
     ap.add_argument("--state", type=Path, default=DEFAULT_STATE,
                     help=f"localcluster state directory (default {DEFAULT_STATE}; removed first if left over)")

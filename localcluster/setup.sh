@@ -3,7 +3,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-apt_packages=(iproute2 iptables ipset socat netcat-openbsd ncat conntrack prometheus openssl kubectl etcd-client busybox)
+apt_packages=(iproute2 iptables ipset socat netcat-openbsd ncat conntrack prometheus prometheus-alertmanager openssl
+  kubectl etcd-client busybox)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

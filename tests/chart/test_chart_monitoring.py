@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -104,7 +105,36 @@ def test_rendered_rules_are_valid_for_promtool(render: Render, tmp_path: Path) -
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_alert_waits_from_values(render: Render) -> None:
+    """prometheusRule.for replaces the `for:` of the alerts it names, "*" that of every other one; nothing else of
+    the rules changes. Without it the rules file's own waits stay."""
+    plain = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
+    default = {a["alert"]: a["for"] for a in _alerts(render({"prometheusRule.enabled": True}))}
+    assert default == {name: rule["for"] for name, rule in plain.items()}
+    named = {a["alert"]: a["for"] for a in _alerts(render({"prometheusRule.enabled": True, "prometheusRule.for": {
+        "NetpolAuditorDown": "2m", "NetpolAuditorCNINotEnforcing": "90s"}}))}
+    assert named == {**default, "NetpolAuditorDown": "2m", "NetpolAuditorCNINotEnforcing": "90s"}
+    short = _alerts(render({"prometheusRule.enabled": True,
+                            "prometheusRule.for": {"*": "10s", "NetpolAuditorDown": "1m"}}))
+    assert {a["alert"]: a["for"] for a in short} == {name: "1m" if name == "NetpolAuditorDown" else "10s"
+                                                     for name in plain}
+    unchanged = {a["alert"]: {k: v for k, v in a.items() if k != "for"} for a in _alerts(
+        render({"prometheusRule.enabled": True, "prometheusRule.selector": PLACEHOLDER}))}
+    assert unchanged == {name: {k: v for k, v in rule.items() if k != "for"} for name, rule in plain.items()}
+
+
+def test_schema_knows_exactly_the_alerts_a_wait_can_name() -> None:
+    """A misspelt alert name in prometheusRule.for would change nothing: the schema lists the rules file's alerts."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    names = schema["properties"]["prometheusRule"]["properties"]["for"]["propertyNames"]["enum"]
+    alerts = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    assert sorted(names) == sorted(["*", *alerts])
+
+
 @pytest.mark.parametrize(("values", "complaint"), [
+    ({"prometheusRule.for": {"NetpolAuditorDwn": "1m"}}, "invalid propertyName 'NetpolAuditorDwn'"),
+    ({"prometheusRule.for": {"*": "5 minutes"}}, "/prometheusRule/for/*"),
+    ({"prometheusRule.for": {"NetpolAuditorDown": 300}}, "/prometheusRule/for/NetpolAuditorDown"),
     ({"prometheusRule.selector": "job=netpol"}, "/prometheusRule/selector"),
     ({"prometheusRule.selector": '{job="netpol"}'}, "/prometheusRule/selector"),
     ({"prometheusRule.runbookBaseUrl": "README.md"}, "/prometheusRule/runbookBaseUrl"),

@@ -105,8 +105,8 @@ def state() -> Iterator[Path]:
 
 def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     started = time.monotonic()
-    proc = subprocess.run(demo_command(state, "--check"), cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(demo_command(state, "--check", "--monitoring"), cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, stdin=subprocess.DEVNULL)
     took = time.monotonic() - started
     output = proc.stdout + proc.stderr
     print(output)  # shown by pytest when the test fails
@@ -145,6 +145,9 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     assert features["egress"]["node-1"] == "0", features  # the egress-restricted pods (api, db) run on node-1
     assert any("PolicyNotEnforced on NetworkPolicy shop/" in line for line in steps["4"])
     assert any("   ok: each of the" in line for line in steps["4"]), steps["4"]
+    # --monitoring: the chart's enforcement alerts, evaluated by Prometheus, sent by Alertmanager to the receiver
+    alerts = {(r["alert"], r["state"]) for r in block_after(steps["4"], "alerts received from Alertmanager")}
+    assert {("NetpolAuditorCNINotEnforcing", "firing"), ("NetpolAuditorPoliciesNotEnforced", "firing")} <= alerts
     assert not any("FAILED" in line for line in proc.stdout.splitlines())
 
     # 5: kube-router everywhere: no mismatch, every policy enforced, the mismatches resolved
@@ -155,6 +158,9 @@ def test_demo_shows_flannel_mismatches_then_enforcement(state: Path) -> None:
     assert features["ingress"]["node-1"] == features["ingress"]["node-2"] == "1", features
     assert features["egress"]["node-1"] == "1", features
     assert any("MismatchResolved on NetworkPolicy shop/" in line for line in steps["5"])
+    alerts = {(r["alert"], r["state"]) for r in block_after(steps["5"], "alerts received from Alertmanager")
+              if r["alert"] in ("NetpolAuditorCNINotEnforcing", "NetpolAuditorPoliciesNotEnforced")}
+    assert alerts == {("NetpolAuditorCNINotEnforcing", "resolved"), ("NetpolAuditorPoliciesNotEnforced", "resolved")}
 
     # 6: clean-up
     assert any("demo complete in" in line for line in steps["6"])
