@@ -24,8 +24,10 @@ from chart_helpers import (
     set_args,
 )
 
+from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.controller.settings import Settings, settings_from_args
 from netpol_auditor.model import PortProtocol
+from netpol_auditor.prober.coverage import namespace_selected
 
 FULLNAME = f"{RELEASE}-netpol-auditor"
 POLICY = f"{FULLNAME}-probe-pods"
@@ -158,7 +160,7 @@ def test_deployment_configures_the_operator_through_its_real_options(render: Ren
     assert settings.metrics_port == 9090
     assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
     assert settings.ports == (PortProtocol.parse("53/UDP"), PortProtocol.parse("80/TCP"))
-    assert settings.namespaces == ("shop,team-*",)  # one kopf pattern: its globs are evaluated left to right
+    assert settings.namespaces == ("!*,shop,team-*",)  # one kopf pattern in which each listed glob includes
     assert settings.namespace_selector == "env!=dev"
     assert settings.standalone
     peered = settings_from_args(None, env=_env(render({"peering.priority": 10})))
@@ -289,7 +291,10 @@ def test_cluster_role_binds_the_operator_service_account(render: Render) -> None
 
 def test_probe_pods_restricted_to_opted_in_namespaces(render: Render) -> None:
     docs = render({"probe.namespaces": ["shop", "payments"]})
-    assert settings_from_args(None, env=_env(docs)).probe_namespaces == ("shop,payments",)
+    probe_namespaces = settings_from_args(None, env=_env(docs)).probe_namespaces
+    assert probe_namespaces == ("shop", "payments")
+    assert [ns for ns in ("shop", "payments", "billing") if namespace_selected(ns, probe_namespaces)] == [
+        "shop", "payments"]
     rules = _rules(docs)
     assert not _allowed(rules, "", "pods", "create") and not _allowed(rules, "", "pods", "delete")
     assert _allowed(rules, "", "pods", "watch")  # the index still sees every pod
@@ -594,3 +599,18 @@ def test_schema_rejects_wrong_probe_pod_values(helm: Path, values: dict[str, Any
     proc = run_helm(helm, "template", RELEASE, str(CHART), *set_args(values), check=False)
     assert proc.returncode != 0
     assert "schema" in proc.stderr and complaint in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("namespaces", "audited"), [
+    ([], ["shop", "payments", "team-a", "team-sandbox", "kube-system"]),
+    (["shop", "payments"], ["shop", "payments"]),  # every listed name, not only the first (kopf's "shop,payments")
+    (["team-*", "!team-sandbox"], ["team-a"]),
+    (["!kube-system", "!team-*"], ["shop", "payments"]),
+])
+def test_listed_namespaces_are_each_audited(render: Render, namespaces: list[str], audited: list[str]) -> None:
+    """What the operator's watches cover, from the rendered environment through the operator's own settings and
+    kopf's matcher."""
+    scope = NamespaceScope(settings_from_args(None, env=_env(render({"namespaces": namespaces,
+                                                                      "peering.enabled": False}))).namespaces)
+    candidates = ["shop", "payments", "team-a", "team-sandbox", "kube-system"]
+    assert [ns for ns in candidates if scope.watches(ns)] == audited

@@ -192,6 +192,7 @@ serviceMonitor.relabelings
 serviceMonitor.metricRelabelings
 prometheusRule.selector
 prometheusRule.runbookBaseUrl
+prometheusRule.for
 {{- end -}}
 
 {{/* Fails the render, naming the missing keys and the fix, when the values come from an earlier chart version. */}}
@@ -213,5 +214,19 @@ prometheusRule.runbookBaseUrl
 {{- end -}}
 {{- if $missing -}}
 {{- fail (printf "values lack keys this chart version reads (%s): they are an earlier chart version's values, as `helm upgrade --reuse-values` keeps them. Upgrade with `--reset-then-reuse-values` (helm >= 3.14) or pass your values file with -f." (join ", " $missing)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+`namespaces` as one kopf namespace pattern. kopf's first inclusive glob makes the initial match and later ones only
+re-match what a `!glob` excluded, so "shop,payments" would audit shop alone: a list that starts with an inclusive
+glob is rendered after "!*" (everything excluded first), so that every listed glob includes. A list that starts with
+`!glob` keeps kopf's implied catch-all ("every namespace but").
+*/}}
+{{- define "netpol-auditor.namespacePattern" -}}
+{{- if and .Values.namespaces (not (hasPrefix "!" (first .Values.namespaces))) -}}
+!*,{{ join "," .Values.namespaces }}
+{{- else -}}
+{{ join "," .Values.namespaces }}
 {{- end -}}
 {{- end -}}

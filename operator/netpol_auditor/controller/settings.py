@@ -86,6 +86,11 @@ def _label_selector(text: str) -> str:
     return text.strip()
 
 
+def _globs(text: str) -> tuple[str, ...]:
+    """Comma-separated globs, each its own item (a namespace is selected by any, unless a ``!glob`` matches)."""
+    return tuple(g.strip() for g in text.split(",") if g.strip())
+
+
 def _pattern(text: str) -> tuple[str, ...]:
     """One kopf namespace pattern, kept whole: its comma-separated globs are evaluated left to right."""
     return (text.strip(),) if text.strip() else ()
@@ -263,7 +268,7 @@ _OPTIONS: tuple[_Option, ...] = (
             parse=float, metavar="SECONDS"),
     _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
             "'!glob' excludes (default: every audited namespace but kube-system and the operator's own)",
-            parse=_pattern, metavar="PATTERNS"),
+            parse=_globs, metavar="PATTERNS"),
     _Option("--probe-system-namespaces", "probe_system_namespaces", "also probe in kube-system and the operator's "
             "own namespace", parse=_bool, boolean=True),
     _Option("--operator-namespace", "operator_namespace", "the operator's own namespace (left out of probing)",

@@ -171,7 +171,8 @@ class ProbeOptions:
             start_delay_seconds=get("probe_start_delay_seconds", d.start_delay_seconds),
             pod_start_timeout_seconds=get("probe_pod_start_timeout_seconds", d.pod_start_timeout_seconds),
             placements=get("probe_placements", d.placements),
-            namespaces=tuple(get("probe_namespaces", ()) or get("namespaces", ()) or ()),
+            # Not --namespace's kopf patterns: the index holds only the audited namespaces' pods anyway.
+            namespaces=tuple(get("probe_namespaces", ()) or ()),
             ports=tuple(get("probe_ports", ()) or get("ports", ()) or ()),
             max_ports=get("max_ports", d.max_ports) or d.max_ports,
             events_enabled=get("events_enabled", True),
