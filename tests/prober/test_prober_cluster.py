@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,9 +167,11 @@ def _samples(prober: RunningProber, name: str) -> list[Any]:
 
 
 def test_flannel_case_every_denied_path_is_unexpectedly_allowed(seeds: Any, cluster: Any, healed: None) -> None:
+    cluster.kubectl("apply", "-f", str(POLICY_REPORT_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/policyreports.wgpolicyk8s.io", "--timeout=60s")
     fault(cluster, "set-none", "node-1")
     fault(cluster, "set-none", "node-2")
-    prober = run_cycles(seeds)
+    prober = run_cycles(seeds, policy_reports=True)
     try:
         judged = prober.judged()
         denied = {k for k, (v, _, _) in judged.items() if v.allowed is False}
@@ -191,6 +194,15 @@ def test_flannel_case_every_denied_path_is_unexpectedly_allowed(seeds: Any, clus
                      "NetworkPolicy"}, timeout=30)
         example = events(cluster, "PolicyNotEnforced")[0]["message"]
         assert "→" in example and "predicts denied" in example
+
+        # The same findings as PolicyReports, accepted by the API server's schema: a failure on every policy.
+        def failing_policies() -> set[tuple[str, str]]:
+            reports = json.loads(cluster.kubectl("get", "policyreports.wgpolicyk8s.io", "-A", "-o", "json"))
+            return {(r["metadata"]["namespace"], res["policy"]) for r in reports["items"]
+                    for res in r["results"] if res["result"] == "fail"}
+
+        wait_for("a failing PolicyReport result on every policy",
+                 lambda: failing_policies() == seed_policies(prober), timeout=60)
     finally:
         prober.stop()
 
@@ -395,6 +407,7 @@ def test_probe_pods_are_harmless(seeds: Any, cluster: Any) -> None:
 
 
 GC_NS = "pr-gc"
+POLICY_REPORT_CRD = Path(__file__).resolve().parent / "manifests" / "policyreport-crd.yaml"
 
 
 def test_deleting_the_probe_run_garbage_collects_its_pods(cluster: Any) -> None:

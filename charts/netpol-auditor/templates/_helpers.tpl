@@ -193,6 +193,7 @@ serviceMonitor.metricRelabelings
 prometheusRule.selector
 prometheusRule.runbookBaseUrl
 prometheusRule.for
+policyReports
 {{- end -}}
 
 {{/* Fails the render, naming the missing keys and the fix, when the values come from an earlier chart version. */}}

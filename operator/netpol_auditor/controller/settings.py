@@ -150,6 +150,8 @@ class Settings:
     probe_namespaces: tuple[str, ...] = ()
     # ... where kube-system and the operator's own namespace are left out unless this is set
     probe_system_namespaces: bool = False
+    # write what probing found as wgpolicyk8s.io/v1alpha2 PolicyReports (one per namespace)
+    policy_reports: bool = False
     # the operator's own namespace (the chart sets it from the downward API)
     operator_namespace: str = ""
     # Probe pods as admitted by the cluster's rules: placement, identity, resources
@@ -269,6 +271,10 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--probe-namespaces", "probe_namespaces", "namespaces probes may run in: comma-separated globs, "
             "'!glob' excludes (default: every audited namespace but kube-system and the operator's own)",
             parse=_globs, metavar="PATTERNS"),
+    _Option("--policy-reports", "policy_reports", "write what probing found (mismatches, paths that could not be "
+            "checked, policies confirmed) as wgpolicyk8s.io/v1alpha2 PolicyReports named netpol-auditor, one per "
+            "namespace, for Policy Reporter and Kyverno's tooling (needs the PolicyReport CRD)", parse=_bool,
+            boolean=True),
     _Option("--probe-system-namespaces", "probe_system_namespaces", "also probe in kube-system and the operator's "
             "own namespace", parse=_bool, boolean=True),
     _Option("--operator-namespace", "operator_namespace", "the operator's own namespace (left out of probing)",

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from netpol_auditor.bulk import collector_paused
 from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
+from netpol_auditor.exporters.policy_reports import PolicyReportWriter, build_reports, findings
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Protocol
@@ -273,6 +274,7 @@ class ProbeLoop:
                 per_minute=getattr(settings, "events_per_minute", 30),
                 dedup_seconds=getattr(settings, "events_dedup_seconds", 600.0),
             )
+        self.reports = PolicyReportWriter(api) if getattr(settings, "policy_reports", False) else None
         self.run_id = new_run_id()
         self.owner: RunOwner | None = None
         self.rounds = 0
@@ -354,6 +356,7 @@ class ProbeLoop:
         poster_task = None
         if self._own_events and self.events is not None:
             poster_task = asyncio.ensure_future(self.events.run(stopped))
+        reports_task = asyncio.ensure_future(self.reports.run(stopped)) if self.reports is not None else None
         try:
             while not stopped.is_set() and self.owner is None:
                 await self._guard(self.start(), stopped)
@@ -391,6 +394,8 @@ class ProbeLoop:
             await asyncio.shield(self.stop())
             if poster_task is not None:
                 poster_task.cancel()
+            if reports_task is not None:
+                reports_task.cancel()
 
     async def _guard(self, step: Any, stopped: asyncio.Event) -> Any:
         """Await one step; on failure log and count it, back off (honouring a 429's Retry-After) and return False.
@@ -966,6 +971,20 @@ class ProbeLoop:
                 self.last_cycle_completed,
             )
         )
+        if self.reports is not None:
+            self.reports.submit(build_reports(findings(
+                self.comparator.mismatches.values(), self.comparator.policy_enforced(known),
+                self._inconclusive_paths(), {key: p.uid for key, p in self.index.policy_map().items()})))
+
+    def _inconclusive_paths(self) -> list[tuple[PathKey, str, str, str]]:
+        """This cycle's paths that could not be checked: (path, reason, source namespace, destination namespace)."""
+        out = []
+        current = set(self.planner.cycle_paths())
+        for key, (state, reason) in self.planner.outcomes.items():
+            src, dst = self.planner.group(key.src), self.planner.group(key.dst)
+            if state == "inconclusive" and src is not None and dst is not None and key in current:
+                out.append((key, reason, src.namespace, dst.namespace))
+        return out
 
     # -- Events ------------------------------------------------------------------------------------------------
 
