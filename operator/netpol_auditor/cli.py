@@ -73,6 +73,25 @@ def _address(text: str) -> str:
 
 
 def _add_input(parser: argparse.ArgumentParser) -> None:
+    add_source(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="warnings about the input are errors (exit 2): policy kinds not analyzed (Cilium, Calico, Antrea, "
+        "AdminNetworkPolicy, old NetworkPolicy versions), documents that are not Kubernetes objects, named ports "
+        "no pod declares",
+    )
+    parser.add_argument(
+        "--per-pod",
+        action="store_true",
+        help="one endpoint per Pod of the input (NAMESPACE/POD), workloads left out; default: one endpoint per "
+        "workload (NAMESPACE/NAME[Kind]: Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, "
+        "CronJob) with the Pods it made folded in, and one per other Pod (NAMESPACE/NAME[Pod])",
+    )
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    """Where the objects come from: -f files, or a live cluster (--kubeconfig, --context, -n); see `read_input`."""
     parser.add_argument(
         "-f",
         "--filename",
@@ -99,20 +118,6 @@ def _add_input(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAMESPACE",
         help="read only these namespaces of the cluster (repeatable); peers elsewhere are then unknown",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="warnings about the input are errors (exit 2): policy kinds not analyzed (Cilium, Calico, Antrea, "
-        "AdminNetworkPolicy, old NetworkPolicy versions), documents that are not Kubernetes objects, named ports "
-        "no pod declares",
-    )
-    parser.add_argument(
-        "--per-pod",
-        action="store_true",
-        help="one endpoint per Pod of the input (NAMESPACE/POD), workloads left out; default: one endpoint per "
-        "workload (NAMESPACE/NAME[Kind]: Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, "
-        "CronJob) with the Pods it made folded in, and one per other Pod (NAMESPACE/NAME[Pod])",
     )
 
 
@@ -241,7 +246,8 @@ class _Input:
     folded: Mapping[PodRef, PodRef]
 
 
-def _read_input(args: argparse.Namespace) -> Manifests:
+def read_input(args: argparse.Namespace) -> Manifests:
+    """The objects of -f files, or of the cluster --kubeconfig/--context/-n (or the kubectl plugin's context)."""
     live = args.kubeconfig is not None or args.context is not None or bool(args.namespaces)
     if args.files and live:
         raise UsageError("-f reads files, --kubeconfig/--context/--namespace a cluster: give one or the other")
@@ -255,7 +261,7 @@ def _read_input(args: argparse.Namespace) -> Manifests:
 
 
 def _load(args: argparse.Namespace) -> _Input:
-    manifests = _read_input(args)
+    manifests = read_input(args)
     errors, warnings = manifests.errors, manifests.warnings
     if args.strict:
         errors, warnings = [*errors, *warnings], []

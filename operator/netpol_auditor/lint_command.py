@@ -13,9 +13,8 @@ import json
 import sys
 from typing import Any, TextIO
 
-from .cli import PROG, UsageError, _InvalidInput
+from .cli import PROG, UsageError, _InvalidInput, add_source, read_input
 from .lint import CHECKS, Finding, LintInput, Severity, lint
-from .manifest_files import read_manifests
 from .model import Namespace, NetworkPolicy, Pod
 from .workloads import template_pod
 
@@ -40,15 +39,7 @@ def add_lint_parser(subparsers: Any) -> None:
         epilog=_checks_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-f",
-        "--filename",
-        dest="files",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="manifest file, directory (recursive *.yaml, *.yml, *.json) or - for stdin; repeatable",
-    )
+    add_source(parser)
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     parser.add_argument(
         "--fail-on",
@@ -91,7 +82,7 @@ def _lint_command(args: argparse.Namespace, out: TextIO) -> int:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise UsageError(f"--pod-cidr {cidr!r}: not a CIDR") from None
-    manifests = read_manifests(args.files)
+    manifests = read_input(args)
     if manifests.errors:
         raise _InvalidInput(manifests.errors)
     pods = [o for o in manifests.objects if isinstance(o, Pod)] + [template_pod(w) for w in manifests.workloads]

@@ -162,3 +162,11 @@ def test_kubectl_runs_it_as_a_plugin_on_the_current_context(live: Any) -> None:
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert f"{NS_A}/web[Deployment]" in proc.stdout and "5432/TCP" in proc.stdout, proc.stdout
+
+
+def test_lint_reads_a_live_cluster(live: Any) -> None:
+    result = run_cli(["lint", "--kubeconfig", str(live.kubeconfig), "-n", NS_A, "-n", NS_B, "-o", "json"])
+    assert result.code == 0, result.err
+    found = json.loads(result.out)
+    text = json.dumps(found)
+    assert "NPA006" in text and NS_B in text, text  # live-read-b has pods and no default deny
