@@ -454,11 +454,19 @@ class Verdict:
                 parts.extend(dv.deciding_policies())
         return tuple(dict.fromkeys(parts))
 
+    @property
+    def out_of_model(self) -> bool:
+        """Judged, but the outcome is not known from the manifests (``reason`` says which rule; ``allowed`` None)."""
+        return self.allowed is None and (self.egress is not None or self.ingress is not None)
+
     def explain(self) -> str:
         head = f"{_endpoint_text(self.source)} -> {_endpoint_text(self.destination)} on {self.port}"
-        if self.allowed is None:
+        if self.out_of_model:
+            lines = [f"{head}: UNKNOWN (out of model: the manifests cannot tell)."]
+        elif self.allowed is None:
             return f"{head}: not judged: {self.reason}."
-        lines = [f"{head}: {'ALLOWED' if self.allowed else 'DENIED'}."]
+        else:
+            lines = [f"{head}: {'ALLOWED' if self.allowed else 'DENIED'}."]
         if self.egress is not None:
             lines.append(_explain_direction(self.egress, self.source, self.destination))
         else:
@@ -484,19 +492,49 @@ class Verdict:
 
 
 def _explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
+    """One line per direction, naming the tier that decides and its rule: ``Ingress: Admin Deny `block-ns` priority
+    10 (AdminNetworkPolicy), ingress[2] "deny-db" (from[0], any port): denied [...]``, ``Ingress: Admin Pass [...] ->
+    NetworkPolicy: [...]``, or the NetworkPolicy text alone when no cluster policy rule matched."""
     name = dv.direction.value
-    if not dv.isolated:
-        return (
-            f"{name}: {subject} is not isolated for {name.lower()} "
-            f"(no NetworkPolicy selecting it lists {name} in policyTypes), so it is allowed."
-        )
+    if dv.unknown:
+        return f"{name}: {dv.unknown}."
+    tier = dv.tier
+    if tier == Tier.ADMIN.value:
+        assert dv.admin is not None
+        if dv.admin.action is RuleAction.DENY:
+            effect = "denied; no NetworkPolicy or Baseline rule is consulted"
+        else:
+            effect = "allowed, whatever NetworkPolicies or Baseline rules say"
+        return f"{name}: {dv.admin}: {effect}."
+    passed = f"{dv.admin} -> " if dv.admin is not None else ""
+    if tier == "NetworkPolicy":
+        tier_name = "NetworkPolicy: " if passed else ""
+        return f"{name}: {passed}{tier_name}{_explain_network_policies(dv, subject, other)}"
+    unisolated = (
+        f"{subject} is not isolated for {name.lower()} "
+        f"(no NetworkPolicy selecting it lists {name} in policyTypes)"
+    )
+    if tier == Tier.BASELINE.value:
+        assert dv.baseline is not None
+        effect = "allowed" if dv.baseline.action is RuleAction.ACCEPT else "denied"
+        return f"{name}: {passed}{unisolated}; {dv.baseline}: {effect}."
+    if dv.baseline is not None:  # a Baseline Pass: on to the default
+        passed += f"{unisolated}; {dv.baseline} -> "
+        return f"{name}: {passed}no tier decides, so it is allowed."
+    if passed:
+        return f"{name}: {passed}{unisolated} and no Baseline rule matches, so it is allowed."
+    return f"{name}: {unisolated}, so it is allowed."
+
+
+def _explain_network_policies(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
+    name = dv.direction.value
     isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
     if dv.admitted_by:
         rules = "; ".join(str(r) for r in dv.admitted_by)
-        return f"{name}: {subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
+        return f"{subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
     peer_word = "from" if dv.direction is Direction.INGRESS else "to"
     return (
-        f"{name}: {subject} is isolated for {name.lower()} by {isolating}; "
+        f"{subject} is isolated for {name.lower()} by {isolating}; "
         f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
     )
 

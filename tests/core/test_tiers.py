@@ -356,3 +356,67 @@ def test_cluster_policies_are_keyed_by_kind_and_name() -> None:
     snapshot = Snapshot.from_objects(objs)
     assert sorted(snapshot.cluster_policies) == [("AdminNetworkPolicy", "same"), ("ClusterNetworkPolicy", "same")]
     assert all(isinstance(o, ClusterPolicy) for o in objs[-2:])
+
+
+# -- explanations: the deciding tier, policy, rule and action --------------------------------------------------------
+
+
+def test_explain_names_the_deciding_tier_policy_rule_and_action() -> None:
+    objs = model(
+        anp_dict("delegate-a", 1, EVERYWHERE, ingress=[{"name": "a-to-owners", "action": "Pass", "from": [app("a")]}]),
+        anp_dict("block-b", 10, EVERYWHERE, ingress=[
+            {"action": "Allow", "from": [ns_named("q")]},
+            {"name": "no-b", "action": "Deny", "from": [app("b")]},
+        ]),
+        policy("y", "allow-web", {"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"tier": "front"}}}]}]}),
+        banp_dict(ns_named("z"), ingress=[{"action": "Deny", "from": [FRONT]}]),
+    )  # fmt: skip
+    x_a, x_b, y_a, z_a = PodRef("x", "a"), PodRef("x", "b"), PodRef("y", "a"), PodRef("z", "a")
+    assert judge(objs, x_b, y_a, TCP80).explain().splitlines() == [
+        "x/b -> y/a on 80/TCP: DENIED.",
+        "Egress: x/b is not isolated for egress (no NetworkPolicy selecting it lists Egress in policyTypes), so it "
+        "is allowed.",
+        'Ingress: Admin Deny `block-b` priority 10 (AdminNetworkPolicy), ingress[1] "no-b" (from[0], any port): '
+        "denied; no NetworkPolicy or Baseline rule is consulted.",
+    ]
+    assert judge(objs, x_a, y_a, TCP80).explain().splitlines()[2] == (
+        'Ingress: Admin Pass `delegate-a` priority 1 (AdminNetworkPolicy), ingress[0] "a-to-owners" (from[0], any '
+        "port) -> NetworkPolicy: y/a is isolated for ingress by y/allow-web; allowed by y/allow-web ingress[0] "
+        "(from[0], any port)."
+    )
+    assert judge(objs, x_a, z_a, TCP80).explain().splitlines()[2] == (
+        'Ingress: Admin Pass `delegate-a` priority 1 (AdminNetworkPolicy), ingress[0] "a-to-owners" (from[0], any '
+        "port) -> z/a is not isolated for ingress (no NetworkPolicy selecting it lists Ingress in policyTypes); "
+        "Baseline Deny `default` (BaselineAdminNetworkPolicy), ingress[0] (from[0], any port): denied."
+    )
+    assert judge(objs, z_a, x_a, TCP80).explain().splitlines()[2] == (
+        'Ingress: Admin Pass `delegate-a` priority 1 (AdminNetworkPolicy), ingress[0] "a-to-owners" (from[0], any '
+        "port) -> x/a is not isolated for ingress (no NetworkPolicy selecting it lists Ingress in policyTypes) and "
+        "no Baseline rule matches, so it is allowed."
+    )
+    verdict = judge(objs, x_a, z_a, TCP80).to_dict()
+    assert verdict["decidingPolicies"] == ["BaselineAdminNetworkPolicy/default"]
+    assert verdict["ingress"]["tier"] == "Baseline" and verdict["ingress"]["admin"]["action"] == "Pass"
+    assert verdict["ingress"]["baseline"] == {
+        "kind": "BaselineAdminNetworkPolicy", "policy": "default", "tier": "Baseline", "priority": None,
+        "direction": "Ingress", "rule": 0, "ruleName": None, "action": "Deny", "peer": 0, "port": None,
+    }  # fmt: skip
+
+
+def test_explain_accept_and_out_of_model() -> None:
+    objs = model(cnp_dict("guard", "Admin", 3, ns_named("x"), egress=[
+        {"name": "web", "action": "Accept", "to": [app("a")], "protocols": [{"destinationNamedPort": "web"}]},
+        {"action": "Accept", "to": [{"domainNames": ["a.example.com"]}]},
+    ]))  # fmt: skip
+    assert judge(objs, PodRef("x", "a"), PodRef("y", "a"), TCP80).explain().splitlines()[1] == (
+        'Egress: Admin Accept `guard` priority 3 (ClusterNetworkPolicy), egress[0] "web" (to[0], ports[0]): '
+        "allowed, whatever NetworkPolicies or Baseline rules say."
+    )
+    unknown = judge(objs, PodRef("x", "a"), "192.0.2.1", TCP80)
+    assert unknown.allowed is None and unknown.out_of_model
+    assert unknown.explain().splitlines()[:2] == [
+        "x/a -> 192.0.2.1 on 80/TCP: UNKNOWN (out of model: the manifests cannot tell).",
+        "Egress: out of model: ClusterNetworkPolicy guard egress[1] (Accept) has a domainNames peer, which matches "
+        "the addresses DNS answers for those names: not known from the manifests.",
+    ]
+    assert unknown.to_dict()["reason"] == unknown.reason and unknown.to_dict()["egress"]["tier"] == "unknown"
