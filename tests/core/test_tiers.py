@@ -3,7 +3,7 @@ style (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are so
 allowed, ``X`` denied, ``?`` out of model (the manifests cannot tell), ``-`` a pod and itself.
 
 The model: namespaces x (tier=front), y and z (tier=back); in each, pod a (app=a, container port 80/TCP named web)
-and pod b (app=b, 8080/TCP named web). Tables are judged by the reference evaluator (engine.Snapshot).
+and pod b (app=b, 8080/TCP named web). Every verdict is judged by the reference evaluator and the index alike.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from core_builders import anp_dict, banp_dict, cnp_dict, ns, parse, pod, policy
 
 from netpol_auditor.cluster_policy import ClusterPolicy
 from netpol_auditor.engine import Snapshot, Verdict
+from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import KubeObject
 from netpol_auditor.model import Endpoint, PodRef, PortProtocol
 
@@ -48,11 +49,16 @@ def model(*extra: dict[str, Any] | Object) -> list[Object]:
 
 
 def judge(objs: list[Object], src: Endpoint, dst: Endpoint, port: PortProtocol) -> Verdict:
-    return Snapshot.from_objects(objs).verdict(src, dst, port)
+    """The reference evaluator's verdict, once the index (built in two orders) has agreed with it."""
+    expected = Snapshot.from_objects(objs).verdict(src, dst, port)
+    for order in (objs, list(reversed(objs))):
+        assert ReachabilityIndex.from_objects(order).verdict(src, dst, port) == expected
+    return expected
 
 
 def table(objs: list[Object], port: PortProtocol, externals: tuple[str, ...] = ()) -> str:
     snapshot = Snapshot.from_objects(objs)
+    index = ReachabilityIndex.from_objects(list(reversed(objs)))
     items: list[Endpoint] = [*PODS, *externals]
     rows = [["-", *map(str, items)]]
     for src in items:
@@ -62,6 +68,7 @@ def table(objs: list[Object], port: PortProtocol, externals: tuple[str, ...] = (
                 row.append("-")
                 continue
             verdict = snapshot.verdict(src, dst, port)
+            assert index.verdict(src, dst, port) == verdict, (src, dst)
             row.append("?" if verdict.allowed is None else "." if verdict.allowed else "X")
         rows.append(row)
     return "\n".join(" ".join(cells) for cells in rows)
@@ -267,6 +274,8 @@ def test_cluster_policies_imply_no_isolation() -> None:
     """)
     v = judge(objs, PodRef("x", "a"), PodRef("z", "a"), TCP80)
     assert v.egress is not None and not v.egress.isolated and v.egress.tier == "Admin"
+    index = ReachabilityIndex.from_objects(objs)
+    assert all(index.isolation(ref) == (False, False) for ref in PODS)
 
 
 # -- the Baseline tier ---------------------------------------------------------------------------------------------
