@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from netpol_auditor.cluster_manifests import parse_cluster_policy
-from netpol_auditor.cluster_policy import ClusterPolicy
 from netpol_auditor.manifests import KubeObject, parse_object
 from netpol_auditor.model import Namespace, NetworkPolicy, Pod
 
@@ -45,8 +43,8 @@ def policy_dict(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, An
     }
 
 
-def parse(obj: dict[str, Any]) -> KubeObject | ClusterPolicy:
-    parsed = parse_object(obj) or parse_cluster_policy(obj)
+def parse(obj: dict[str, Any]) -> KubeObject:
+    parsed = parse_object(obj)
     assert parsed is not None
     return parsed
 

@@ -18,7 +18,8 @@ from netpol_auditor.cluster_policy import (
     RuleAction,
     Tier,
 )
-from netpol_auditor.manifests import ManifestError
+from netpol_auditor.manifest_files import load_text, read_manifests
+from netpol_auditor.manifests import ManifestError, parse_object
 from netpol_auditor.model import Labels, LabelSelector, Protocol
 from netpol_auditor.validation import unknown_fields
 
@@ -176,6 +177,11 @@ def test_too_many_rules() -> None:
     parsed(anp_dict("p", 1, {"namespaces": {}}, ingress=[rule] * 100))
 
 
+def test_parse_object_reads_cluster_policies() -> None:
+    obj = cnp_dict("p", "Admin", 1, {"namespaces": {}})
+    assert parse_object(obj) == parse_cluster_policy(obj)
+
+
 def test_other_versions_are_not_parsed() -> None:
     obj = anp_dict("p", 1, {"namespaces": {}})
     assert parse_cluster_policy({**obj, "apiVersion": "policy.networking.k8s.io/v1alpha2"}) is None
@@ -207,3 +213,76 @@ def test_other_versions_are_not_parsed() -> None:
 )  # fmt: skip
 def test_unknown_fields_are_found(obj: dict[str, Any], path: str) -> None:
     assert [u.path for u in unknown_fields(obj)] == [path]
+# -- manifest files ------------------------------------------------------------------------------------------------
+
+
+def test_cluster_policies_are_read_from_files_and_lists_without_warnings() -> None:
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: policy.networking.k8s.io/v1alpha1
+  kind: AdminNetworkPolicy
+  metadata: {name: a, resourceVersion: "7", uid: u-1}
+  spec: {priority: 3, subject: {namespaces: {}}}
+  status: {conditions: []}
+- apiVersion: policy.networking.k8s.io/v1alpha1
+  kind: BaselineAdminNetworkPolicy
+  metadata: {name: default}
+  spec: {subject: {namespaces: {}}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicyList
+items:
+- metadata: {name: c}
+  spec: {tier: Baseline, priority: 0, subject: {namespaces: {}}}
+"""
+    objs = load_text(text)
+    assert [o.key for o in objs if isinstance(o, ClusterPolicy)] == [
+        ("AdminNetworkPolicy", "a"), ("BaselineAdminNetworkPolicy", "default"), ("ClusterNetworkPolicy", "c")]
+    assert objs[0].uid == "u-1"
+
+
+def test_vendor_kinds_and_other_versions_stay_warnings(tmp_path: Any) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("""
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: c}
+spec: {}
+---
+apiVersion: policy.networking.k8s.io/v1alpha3
+kind: ClusterNetworkPolicy
+metadata: {name: future}
+spec: {}
+""")
+    found = read_manifests([str(path)])
+    assert not found.errors and not found.objects
+    assert [w.obj for w in found.warnings] == ["CiliumClusterwideNetworkPolicy c", "ClusterNetworkPolicy future"]
+    assert all("is not analyzed" in w.problem for w in found.warnings)
+
+
+def test_duplicate_and_misspelt_cluster_policies_are_errors(tmp_path: Any) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("""
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: c}
+spec: {tier: Admin, priority: 1, subject: {namespaces: {}}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: c}
+spec: {tier: Admin, priority: 2, subject: {namespaces: {}}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: d}
+spec: {tier: Admin, priority: 2, subject: {namespaces: {}}, egres: []}
+""")
+    found = read_manifests([str(path)])
+    assert [str(e).split(": ", 1)[1] for e in found.errors] == [
+        "ClusterNetworkPolicy c: duplicate object: also defined earlier in this file (one would silently replace "
+        "the other)",
+        'ClusterNetworkPolicy d: unknown field "spec.egres" (did you mean "egress"?)',
+    ]

@@ -264,7 +264,7 @@ def test_namespaces_referenced_only_by_pods_have_their_implicit_label() -> None:
 def _cluster_scenario() -> tuple[ReachabilityIndex, list[PodRef]]:
     from core_builders import cnp_dict, parse
 
-    objs: list[object] = [
+    objs: list[KubeObject] = [
         *web_cluster(),
         ns("z", team="b"),
         pod("z", "other", "10.0.2.1", {"app": "client"}),
@@ -274,7 +274,7 @@ def _cluster_scenario() -> tuple[ReachabilityIndex, list[PodRef]]:
     ]
     index = ReachabilityIndex()
     for obj in objs:
-        index.upsert(obj)  # type: ignore[arg-type]
+        index.upsert(obj)
     return index, [PodRef("x", "db"), PodRef("y", "client"), PodRef("z", "other")]
 
 
@@ -301,7 +301,7 @@ def test_cluster_policy_subjects_follow_namespace_label_changes() -> None:
     from core_builders import cnp_dict, parse
 
     index, (db, client, other) = _cluster_scenario()
-    index.upsert(parse(cnp_dict("guard", "Admin", 5, {"namespaces": {"matchLabels": {"team": "a"}}},  # type: ignore[arg-type]
+    index.upsert(parse(cnp_dict("guard", "Admin", 5, {"namespaces": {"matchLabels": {"team": "a"}}},
                                 ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}])))
     assert index.verdict(client, db, TCP80).allowed is False
     assert index.verdict(db, client, TCP80).allowed is True
@@ -321,7 +321,7 @@ def test_cluster_policy_events_and_networks() -> None:
     classes = len(index.classes())
     deny_z = parse(anp_dict("no-z", 1, {"namespaces": {}}, egress=[
         {"action": "Deny", "to": [{"networks": ["10.0.2.0/24"]}]}]))  # fmt: skip
-    index.upsert(deny_z)  # type: ignore[arg-type]
+    index.upsert(deny_z)
     assert index.verdict(db, other, TCP80).allowed is False
     assert index.verdict(other, db, TCP80).allowed is False  # guard: z is team b
     assert index.verdict(db, client, TCP80).allowed is True

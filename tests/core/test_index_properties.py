@@ -14,7 +14,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netpol_auditor.cluster_manifests import parse_cluster_policy
 from netpol_auditor.cluster_policy import ClusterPolicy, ClusterPolicyKind, Tier
 from netpol_auditor.engine import Snapshot
 from netpol_auditor.index import PathCounts, ReachabilityIndex
@@ -300,12 +299,12 @@ delete_st = st.one_of(
 event_st = st.one_of(object_st.map(lambda d: ("upsert", d)), object_st.map(lambda d: ("upsert", d)), delete_st)
 
 
-Object = KubeObject | ClusterPolicy
+Object = KubeObject
 Key = tuple[ObjectKind | ClusterPolicyKind, str | None, str]
 
 
 def parsed(raw: dict[str, Any]) -> Object:
-    obj = parse_object(raw) or parse_cluster_policy(raw)
+    obj = parse_object(raw)
     assert obj is not None
     return obj
 

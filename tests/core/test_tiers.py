@@ -35,7 +35,7 @@ def app(value: str) -> dict[str, Any]:
     return {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": value}}}}
 
 
-Object = KubeObject | ClusterPolicy
+Object = KubeObject
 
 
 def model(*extra: dict[str, Any] | Object) -> list[Object]:
