@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cluster_policy import ClusterPolicy, RuleAction, Tier
+from .explanation import explain_verdict
 from .model import (
     Direction,
     Endpoint,
@@ -421,16 +422,13 @@ def judge_tiers(
     return verdict if fallback is None else replace(verdict, baseline=fallback)
 
 
-def _endpoint_text(endpoint: Endpoint) -> str:
-    return str(endpoint)
-
-
 @dataclass(frozen=True)
 class Verdict:
     """Whether ``source`` may open a connection to ``destination`` on ``port``, and why.
 
-    ``allowed`` is None when the pair is not judged (self pair, hostNetwork pod, not an endpoint, unknown pod);
-    ``reason`` then says why. ``egress`` is None for an external source, ``ingress`` None for an external
+    ``allowed`` is None when the pair is not judged (self pair, hostNetwork pod, not an endpoint, unknown pod) or is
+    judged but out of model (`out_of_model`: a cluster policy rule whose match the manifests cannot tell); ``reason``
+    then says why. ``egress`` is None for an external source, ``ingress`` None for an external
     destination (the policies of the cluster say nothing about the outside).
     """
 
@@ -460,22 +458,8 @@ class Verdict:
         return self.allowed is None and (self.egress is not None or self.ingress is not None)
 
     def explain(self) -> str:
-        head = f"{_endpoint_text(self.source)} -> {_endpoint_text(self.destination)} on {self.port}"
-        if self.out_of_model:
-            lines = [f"{head}: UNKNOWN (out of model: the manifests cannot tell)."]
-        elif self.allowed is None:
-            return f"{head}: not judged: {self.reason}."
-        else:
-            lines = [f"{head}: {'ALLOWED' if self.allowed else 'DENIED'}."]
-        if self.egress is not None:
-            lines.append(_explain_direction(self.egress, self.source, self.destination))
-        else:
-            lines.append(f"Egress: {self.source} is outside the cluster; no policy applies to its egress.")
-        if self.ingress is not None:
-            lines.append(_explain_direction(self.ingress, self.destination, self.source))
-        else:
-            lines.append(f"Ingress: {self.destination} is outside the cluster; no policy applies to its ingress.")
-        return "\n".join(lines)
+        """In words: the verdict, then per direction the deciding tier and rule (`netpol_auditor.explanation`)."""
+        return explain_verdict(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -489,54 +473,6 @@ class Verdict:
             "egress": None if self.egress is None else self.egress.to_dict(),
             "ingress": None if self.ingress is None else self.ingress.to_dict(),
         }
-
-
-def _explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
-    """One line per direction, naming the tier that decides and its rule: ``Ingress: Admin Deny `block-ns` priority
-    10 (AdminNetworkPolicy), ingress[2] "deny-db" (from[0], any port): denied [...]``, ``Ingress: Admin Pass [...] ->
-    NetworkPolicy: [...]``, or the NetworkPolicy text alone when no cluster policy rule matched."""
-    name = dv.direction.value
-    if dv.unknown:
-        return f"{name}: {dv.unknown}."
-    tier = dv.tier
-    if tier == Tier.ADMIN.value:
-        assert dv.admin is not None
-        if dv.admin.action is RuleAction.DENY:
-            effect = "denied; no NetworkPolicy or Baseline rule is consulted"
-        else:
-            effect = "allowed, whatever NetworkPolicies or Baseline rules say"
-        return f"{name}: {dv.admin}: {effect}."
-    passed = f"{dv.admin} -> " if dv.admin is not None else ""
-    if tier == "NetworkPolicy":
-        tier_name = "NetworkPolicy: " if passed else ""
-        return f"{name}: {passed}{tier_name}{_explain_network_policies(dv, subject, other)}"
-    unisolated = (
-        f"{subject} is not isolated for {name.lower()} "
-        f"(no NetworkPolicy selecting it lists {name} in policyTypes)"
-    )
-    if tier == Tier.BASELINE.value:
-        assert dv.baseline is not None
-        effect = "allowed" if dv.baseline.action is RuleAction.ACCEPT else "denied"
-        return f"{name}: {passed}{unisolated}; {dv.baseline}: {effect}."
-    if dv.baseline is not None:  # a Baseline Pass: on to the default
-        passed += f"{unisolated}; {dv.baseline} -> "
-        return f"{name}: {passed}no tier decides, so it is allowed."
-    if passed:
-        return f"{name}: {passed}{unisolated} and no Baseline rule matches, so it is allowed."
-    return f"{name}: {unisolated}, so it is allowed."
-
-
-def _explain_network_policies(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
-    name = dv.direction.value
-    isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
-    if dv.admitted_by:
-        rules = "; ".join(str(r) for r in dv.admitted_by)
-        return f"{subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
-    peer_word = "from" if dv.direction is Direction.INGRESS else "to"
-    return (
-        f"{subject} is isolated for {name.lower()} by {isolating}; "
-        f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
-    )
 
 
 def unjudged_pod_reason(endpoint: PodRef, pod: Pod | None) -> str | None:
