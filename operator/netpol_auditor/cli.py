@@ -23,6 +23,7 @@ from typing import TextIO
 
 from .check_report import FORMATS as CHECK_FORMATS
 from .check_report import SUITE, junit_cases, render_check
+from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .expectation_check import Subject, check
 from .expectations import Expectation, InvalidExpectations, parse_expectations
@@ -78,8 +79,8 @@ def _add_input(parser: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="warnings about the input are errors (exit 2): policy kinds not analyzed (Cilium, Calico, Antrea, "
-        "AdminNetworkPolicy, old NetworkPolicy versions), documents that are not Kubernetes objects, named ports "
-        "no pod declares",
+        "other versions of NetworkPolicy and of the policy.networking.k8s.io kinds), documents that are not "
+        "Kubernetes objects, named ports no pod declares",
     )
     parser.add_argument(
         "--per-pod",
@@ -134,7 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the NetworkPolicies allow between every pair of workloads or pods (offline, from manifests)",
         description="Judge every ordered pair of distinct endpoints -- workloads, and pods running or written "
         "without status (with --per-pod: pods only) -- and --external addresses to and from them, on every "
-        "requested port, as networking.k8s.io/v1 NetworkPolicy semantics decide.",
+        "requested port, as networking.k8s.io/v1 NetworkPolicy semantics decide, with the tiers of the cluster "
+        "policies of policy.networking.k8s.io around them (AdminNetworkPolicy and BaselineAdminNetworkPolicy "
+        "v1alpha1, ClusterNetworkPolicy v1alpha2: Admin, then NetworkPolicy, then Baseline). Paths a cluster policy "
+        "rule decides whose match the manifests cannot tell (nodes and domainNames peers, equal priorities that "
+        "disagree) are reported out of model (?).",
     )
     _add_input(analyze)
     analyze.add_argument(
@@ -174,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain",
         help="why one connection is allowed or denied, in words",
-        description="Explain the verdict for one source, destination and port: which policies isolate each side "
-        "and which rule (policy, direction, rule, peer, port) admits the connection, or that none does.",
+        description="Explain the verdict for one source, destination and port: which tier decides each side "
+        "(Admin or Baseline cluster policy rule: kind, name, priority, rule and action; or NetworkPolicy), which "
+        "policies isolate it and which rule (policy, direction, rule, peer, port) admits the connection, or that "
+        "none does.",
     )
     _add_input(explain)
     explain.add_argument(
@@ -279,13 +286,21 @@ def _load(args: argparse.Namespace) -> _Input:
     else:
         found = endpoints(manifests.workloads, pods)
         judged, folded = list(found.pods), found.folded
-    blind = ip_block_policies(judged, [o for o in others if isinstance(o, NetworkPolicy)])
-    if blind:
-        names = ", ".join(f"{p.namespace}/{p.name}" for p in blind)
+    blind = ip_block_policies(judged, [o for o in others if isinstance(o, (NetworkPolicy, ClusterPolicy))])
+    if any(isinstance(p, NetworkPolicy) for p in blind):
+        names = ", ".join(f"{p.namespace}/{p.name}" for p in blind if isinstance(p, NetworkPolicy))
         print(
             f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no ipBlock peer "
             f"matches them: traffic between pods that only an ipBlock admits is reported denied (ipBlock peers in "
             f"{names})",
+            file=sys.stderr,
+        )
+    if any(isinstance(p, ClusterPolicy) for p in blind):
+        names = ", ".join(f"{p.kind.value}/{p.name}" for p in blind if isinstance(p, ClusterPolicy))
+        print(
+            f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no networks peer "
+            f"of a cluster policy matches them: its Accept, Deny or Pass does not apply to their traffic (networks "
+            f"peers in {names})",
             file=sys.stderr,
         )
     return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded)
@@ -365,7 +380,7 @@ def build_analysis(
             members[group].append(ref)
     n_groups = len(members)
     matrix: dict[PortProtocol, list[list[Cell | None]]] = {}
-    interned: dict[tuple[bool | None, tuple[str, ...], str], Cell] = {}
+    interned: dict[tuple[bool | None, tuple[str, ...], str, bool], Cell] = {}
     self_pair = Cell(None, (), "a pod never blocks traffic to itself")
     column_groups = [group_of[c] for c in columns]
 
@@ -375,7 +390,7 @@ def build_analysis(
         dst = members[gd][-1] if gs == gd else members[gd][0]
         verdict = index.verdict(src, dst, port)
         deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
-        key = (verdict.allowed, deciding, verdict.reason)
+        key = (verdict.allowed, deciding, verdict.reason, verdict.out_of_model)
         found = interned.get(key)
         if found is None:
             found = interned[key] = Cell(*key)

@@ -12,6 +12,11 @@ The rules (networking.k8s.io/v1, https://kubernetes.io/docs/concepts/services-ne
 - ports: none = every port of every protocol; a named port is resolved on the destination pod's container ports
   (name and protocol must match); an external destination never matches a named port.
 
+Cluster policies of policy.networking.k8s.io (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy)
+add tiers around this, per direction (`judge_tiers`; the rules of one tier in `netpol_auditor.tiers`): the Admin
+tier first (Accept/Allow or Deny decide, Pass goes on), then the NetworkPolicies above if they isolate the pod, then
+the Baseline tier, then allowed. They imply no isolation.
+
 Structure follows cyclonus pkg/matcher: policies are compiled into peer / port / target matchers once; judging is
 then a walk over small immutable objects.
 """
@@ -19,9 +24,11 @@ then a walk over small immutable objects.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .cluster_policy import ClusterPolicy, RuleAction, Tier
+from .explanation import explain_verdict
 from .model import (
     Direction,
     Endpoint,
@@ -35,6 +42,7 @@ from .model import (
     PortProtocol,
 )
 from .selectors import IPBlockMatcher, SelectorMatcher, compile_ip_block, compile_selector, parse_ip
+from .tiers import ClusterRuleRef, CompiledClusterPolicy, compile_cluster_policy, first_match
 
 __all__ = [
     "CompiledPeer",
@@ -50,6 +58,7 @@ __all__ = [
     "compile_policy",
     "external_peer",
     "judge_direction",
+    "judge_tiers",
     "make_verdict",
     "not_judged",
     "pod_peer",
@@ -264,35 +273,91 @@ class RuleRef:
 
 @dataclass(frozen=True)
 class DirectionVerdict:
-    """The result for one direction (the destination's ingress or the source's egress)."""
+    """The result for one direction (the destination's ingress or the source's egress).
+
+    ``isolated`` / ``isolating_policies`` / ``admitted_by``: the NetworkPolicy tier. ``admin``: the Admin tier rule
+    that matched (a Pass included), ``baseline``: the Baseline tier rule that decided, when that tier was reached;
+    ``unknown``: why the outcome is not known (a rule whose match is not known, equal priorities that disagree).
+    """
 
     direction: Direction
     isolated: bool
     isolating_policies: tuple[PolicyKey, ...] = ()
     admitted_by: tuple[RuleRef, ...] = ()  # the first admitting rule of every admitting policy
+    admin: ClusterRuleRef | None = None
+    baseline: ClusterRuleRef | None = None
+    unknown: str = ""
+
+    @property
+    def tier(self) -> str:
+        """The tier that decides: ``Admin``, ``NetworkPolicy``, ``Baseline``, ``default`` (nothing did: allowed) or
+        ``unknown``."""
+        if self.unknown:
+            return "unknown"
+        if self.admin is not None and self.admin.decides:
+            return Tier.ADMIN.value
+        if self.isolated:
+            return "NetworkPolicy"
+        if self.baseline is not None and self.baseline.decides:
+            return Tier.BASELINE.value
+        return "default"
+
+    @property
+    def outcome(self) -> bool | None:
+        """Allowed (True), denied (False) or not known (None)."""
+        tier = self.tier
+        if tier == "unknown":
+            return None
+        if tier == Tier.ADMIN.value:
+            assert self.admin is not None
+            return self.admin.action is RuleAction.ACCEPT
+        if tier == "NetworkPolicy":
+            return bool(self.admitted_by)
+        if tier == Tier.BASELINE.value:
+            assert self.baseline is not None
+            return self.baseline.action is RuleAction.ACCEPT
+        return True
 
     @property
     def allowed(self) -> bool:
-        return not self.isolated or bool(self.admitted_by)
+        return self.outcome is True
 
     @property
     def rule(self) -> RuleRef | None:
         return self.admitted_by[0] if self.admitted_by else None
 
     def deciding_policies(self) -> tuple[PolicyKey, ...]:
-        if not self.isolated:
+        """The policies whose rules decide: the cluster policy of the deciding Admin or Baseline rule, or the
+        admitting (else the isolating) NetworkPolicies. Cluster policies are keyed (kind, name)."""
+        tier = self.tier
+        if tier == Tier.ADMIN.value:
+            assert self.admin is not None
+            return (self.admin.key,)
+        if tier == Tier.BASELINE.value:
+            assert self.baseline is not None
+            return (self.baseline.key,)
+        if tier != "NetworkPolicy":
             return ()
         if self.admitted_by:
             return tuple(dict.fromkeys((r.namespace, r.policy) for r in self.admitted_by))
         return self.isolating_policies
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "allowed": self.allowed,
             "isolated": self.isolated,
             "isolatingPolicies": [f"{ns}/{name}" for ns, name in self.isolating_policies],
             "admittedBy": [r.to_dict() for r in self.admitted_by],
         }
+        # Only with cluster policies in play: the output of NetworkPolicy-only input stays as it was.
+        if self.admin is not None or self.baseline is not None or self.unknown:
+            out["allowed"] = self.outcome
+            out["tier"] = self.tier
+            out["admin"] = None if self.admin is None else self.admin.to_dict()
+            out["baseline"] = None if self.baseline is None else self.baseline.to_dict()
+            if self.unknown:
+                out["unknown"] = self.unknown
+        return out
 
 
 def judge_direction(
@@ -318,16 +383,52 @@ def judge_direction(
     return DirectionVerdict(direction, True, tuple(cp.key for cp in policies), tuple(admitted))
 
 
-def _endpoint_text(endpoint: Endpoint) -> str:
-    return str(endpoint)
+def judge_tiers(
+    direction: Direction,
+    policies: Sequence[CompiledPolicy],
+    admin: Sequence[CompiledClusterPolicy],
+    baseline: Sequence[CompiledClusterPolicy],
+    peer: PeerInfo,
+    port: PortProtocol,
+    named_ports: Labels | None,
+) -> DirectionVerdict:
+    """Judge one direction through the tiers: ``admin`` and ``baseline``, the cluster policies of each tier whose
+    subject selects the judged pod and that have rules for ``direction``, in precedence order
+    (`CompiledClusterPolicy.order`); ``policies`` as for `judge_direction`.
+
+    ``ClusterNetworkPolicySpec.Tier`` (apis/v1alpha2): "If Admin tier has made a final decision (Accept or Deny) on a
+    connection, then no further evaluation is done. [...] v1.NetworkPolicy always makes a final decision for selected
+    pods. Further evaluation only happens for Pods not selected by a v1.NetworkPolicy. [...] If a given connection
+    wasn't allowed or denied by any of the tiers, the default kubernetes policy is applied"; v1alpha1's
+    ``AdminNetworkPolicyRuleActionPass``: "be allowed or denied based on NetworkPolicy and
+    BaselineAdminNetworkPolicy rules". An egress Accept still leaves the destination's ingress to be judged
+    (``ClusterNetworkPolicyEgressRule.Action``): the two directions are judged apart, as for NetworkPolicy.
+    """
+    verdict = judge_direction(direction, policies, peer, port, named_ports)
+    if not admin and not baseline:
+        return verdict
+    decided = first_match(admin, direction, peer, port, named_ports) if admin else None
+    if isinstance(decided, str):
+        return replace(verdict, unknown=decided)
+    if decided is not None:
+        verdict = replace(verdict, admin=decided)
+        if decided.decides:
+            return verdict
+    if verdict.isolated or not baseline:
+        return verdict
+    fallback = first_match(baseline, direction, peer, port, named_ports)
+    if isinstance(fallback, str):
+        return replace(verdict, unknown=fallback)
+    return verdict if fallback is None else replace(verdict, baseline=fallback)
 
 
 @dataclass(frozen=True)
 class Verdict:
     """Whether ``source`` may open a connection to ``destination`` on ``port``, and why.
 
-    ``allowed`` is None when the pair is not judged (self pair, hostNetwork pod, not an endpoint, unknown pod);
-    ``reason`` then says why. ``egress`` is None for an external source, ``ingress`` None for an external
+    ``allowed`` is None when the pair is not judged (self pair, hostNetwork pod, not an endpoint, unknown pod) or is
+    judged but out of model (`out_of_model`: a cluster policy rule whose match the manifests cannot tell); ``reason``
+    then says why. ``egress`` is None for an external source, ``ingress`` None for an external
     destination (the policies of the cluster say nothing about the outside).
     """
 
@@ -351,20 +452,14 @@ class Verdict:
                 parts.extend(dv.deciding_policies())
         return tuple(dict.fromkeys(parts))
 
+    @property
+    def out_of_model(self) -> bool:
+        """Judged, but the outcome is not known from the manifests (``reason`` says which rule; ``allowed`` None)."""
+        return self.allowed is None and (self.egress is not None or self.ingress is not None)
+
     def explain(self) -> str:
-        head = f"{_endpoint_text(self.source)} -> {_endpoint_text(self.destination)} on {self.port}"
-        if self.allowed is None:
-            return f"{head}: not judged: {self.reason}."
-        lines = [f"{head}: {'ALLOWED' if self.allowed else 'DENIED'}."]
-        if self.egress is not None:
-            lines.append(_explain_direction(self.egress, self.source, self.destination))
-        else:
-            lines.append(f"Egress: {self.source} is outside the cluster; no policy applies to its egress.")
-        if self.ingress is not None:
-            lines.append(_explain_direction(self.ingress, self.destination, self.source))
-        else:
-            lines.append(f"Ingress: {self.destination} is outside the cluster; no policy applies to its ingress.")
-        return "\n".join(lines)
+        """In words: the verdict, then per direction the deciding tier and rule (`netpol_auditor.explanation`)."""
+        return explain_verdict(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -378,24 +473,6 @@ class Verdict:
             "egress": None if self.egress is None else self.egress.to_dict(),
             "ingress": None if self.ingress is None else self.ingress.to_dict(),
         }
-
-
-def _explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) -> str:
-    name = dv.direction.value
-    if not dv.isolated:
-        return (
-            f"{name}: {subject} is not isolated for {name.lower()} "
-            f"(no NetworkPolicy selecting it lists {name} in policyTypes), so it is allowed."
-        )
-    isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
-    if dv.admitted_by:
-        rules = "; ".join(str(r) for r in dv.admitted_by)
-        return f"{name}: {subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
-    peer_word = "from" if dv.direction is Direction.INGRESS else "to"
-    return (
-        f"{name}: {subject} is isolated for {name.lower()} by {isolating}; "
-        f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
-    )
 
 
 def unjudged_pod_reason(endpoint: PodRef, pod: Pod | None) -> str | None:
@@ -420,8 +497,13 @@ def make_verdict(
     egress: DirectionVerdict | None,
     ingress: DirectionVerdict | None,
 ) -> Verdict:
-    allowed = (egress is None or egress.allowed) and (ingress is None or ingress.allowed)
-    return Verdict(source, destination, port, allowed, egress, ingress)
+    outcomes = [dv.outcome for dv in (egress, ingress) if dv is not None]
+    if False in outcomes:
+        return Verdict(source, destination, port, False, egress, ingress)
+    if None in outcomes:
+        reason = "; ".join(dv.unknown for dv in (egress, ingress) if dv is not None and dv.unknown)
+        return Verdict(source, destination, port, None, egress, ingress, reason)
+    return Verdict(source, destination, port, True, egress, ingress)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -435,15 +517,18 @@ class Snapshot:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: dict[PodRef, Pod] = field(default_factory=dict)
     policies: dict[PolicyKey, CompiledPolicy] = field(default_factory=dict)
+    cluster_policies: dict[tuple[str, str], CompiledClusterPolicy] = field(default_factory=dict)
 
     @classmethod
-    def from_objects(cls, objs: Iterable[Namespace | Pod | NetworkPolicy]) -> Snapshot:
+    def from_objects(cls, objs: Iterable[Namespace | Pod | NetworkPolicy | ClusterPolicy]) -> Snapshot:
         snap = cls()
         for obj in objs:
             if isinstance(obj, Namespace):
                 snap.namespaces[obj.name] = obj
             elif isinstance(obj, Pod):
                 snap.pods[obj.ref] = obj
+            elif isinstance(obj, ClusterPolicy):
+                snap.cluster_policies[obj.key] = compile_cluster_policy(obj)
             else:
                 snap.policies[obj.key] = compile_policy(obj)
         return snap
@@ -460,6 +545,31 @@ class Snapshot:
                 if cp.policy.namespace == pod.namespace and cp.isolates(direction) and cp.selects(pod.labels)
             ),
             key=lambda cp: cp.policy.name,
+        )
+
+    def cluster_selecting(self, pod: Pod, direction: Direction, tier: Tier) -> list[CompiledClusterPolicy]:
+        """The cluster policies of ``tier`` whose subject selects ``pod`` and that have ``direction`` rules, in
+        precedence order."""
+        labels = self.namespace_labels(pod.namespace)
+        return sorted(
+            (
+                cp
+                for cp in self.cluster_policies.values()
+                if cp.policy.tier is tier and cp.rules(direction) and cp.selects(labels, pod.labels)
+            ),
+            key=lambda cp: cp.order,
+        )
+
+    def _judge(self, direction: Direction, pod: Pod, peer: PeerInfo, port: PortProtocol,
+               named_ports: Labels | None) -> DirectionVerdict:
+        return judge_tiers(
+            direction,
+            self.selecting(pod, direction),
+            self.cluster_selecting(pod, direction, Tier.ADMIN),
+            self.cluster_selecting(pod, direction, Tier.BASELINE),
+            peer,
+            port,
+            named_ports,
         )
 
     def _pod_or_reason(self, endpoint: PodRef) -> Pod | str:
@@ -490,20 +600,8 @@ class Snapshot:
             return not_judged(src, dst, port, "neither side is a pod of the cluster")
         src_info = pod_peer(src_pod, self.namespace_labels(src_pod.namespace)) if src_pod else external_peer(str(src))
         dst_info = pod_peer(dst_pod, self.namespace_labels(dst_pod.namespace)) if dst_pod else external_peer(str(dst))
-        egress = (
-            judge_direction(
-                Direction.EGRESS, self.selecting(src_pod, Direction.EGRESS), dst_info, port, dst_info.named_ports
-            )
-            if src_pod
-            else None
-        )
-        ingress = (
-            judge_direction(
-                Direction.INGRESS, self.selecting(dst_pod, Direction.INGRESS), src_info, port, dst_info.named_ports
-            )
-            if dst_pod
-            else None
-        )
+        egress = self._judge(Direction.EGRESS, src_pod, dst_info, port, dst_info.named_ports) if src_pod else None
+        ingress = self._judge(Direction.INGRESS, dst_pod, src_info, port, dst_info.named_ports) if dst_pod else None
         return make_verdict(src, dst, port, egress, ingress)
 
     def endpoints(self) -> list[PodRef]:

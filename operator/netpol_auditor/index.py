@@ -13,7 +13,12 @@ event invalidates only the caches of the classes it touches:
 - a namespace label change drops the caches of the classes selected by policies with a namespaceSelector peer
   whose match on that namespace flips;
 - an ipBlock that appears or disappears re-classes the pods whose addresses it matches (found through an address
-  index, not a scan).
+  index, not a scan);
+- a cluster policy event (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy: their subjects
+  span namespaces) re-selects every class and drops the caches of the classes its subject selects (before or
+  after), per direction it has rules for; its ``networks`` CIDRs are ipBlocks like the others; a namespace label
+  change re-selects the classes of that namespace for cluster policies too, and drops the caches of the classes
+  selected by cluster policies with a namespace selector peer whose match on it flips.
 
 Path counts (`path_counts`) are computed with bit sets over pods in `netpol_auditor.paths`, not from the caches.
 `changed_class_pairs` reads a change log of the class caches dropped and the classes created.
@@ -29,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .bulk import collector_paused
+from .cluster_policy import ClusterPolicy, ClusterPolicyKind, Tier
 from .engine import (
     CompiledPolicy,
     DirectionVerdict,
@@ -37,7 +43,7 @@ from .engine import (
     Verdict,
     compile_policy,
     external_peer,
-    judge_direction,
+    judge_tiers,
     make_verdict,
     not_judged,
     unjudged_pod_reason,
@@ -58,10 +64,12 @@ from .model import (
 )
 from .paths import PathCounts, count_paths, path_series
 from .selectors import AddressIndex, compile_ip_block, compile_selector, parse_ip
+from .tiers import CompiledClusterPolicy, compile_cluster_policy
 
 __all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
 
-KubeObject = Namespace | Pod | NetworkPolicy
+KubeObject = Namespace | Pod | NetworkPolicy | ClusterPolicy
+ClusterKey = tuple[str, str]  # (kind, name)
 
 #: How many change-log entries `changed_class_pairs` can look back over; older revisions report every pair.
 CHANGE_LOG_LIMIT = 200_000
@@ -90,6 +98,7 @@ class IndexStats:
     policies: int
     classes: int
     revision: int
+    cluster_policies: int = 0
 
 
 _UNISOLATED = {d: DirectionVerdict(d, False) for d in Direction}
@@ -107,6 +116,11 @@ class _Class:
     selected_by: tuple[CompiledPolicy, ...] = ()  # every policy whose podSelector selects the class, by name
     sel_in: tuple[CompiledPolicy, ...] = ()  # ... of those, the ones isolating it for Ingress
     sel_eg: tuple[CompiledPolicy, ...] = ()
+    # Cluster policies whose subject selects the class and that have rules for the direction, in precedence order.
+    adm_in: tuple[CompiledClusterPolicy, ...] = ()
+    adm_eg: tuple[CompiledClusterPolicy, ...] = ()
+    base_in: tuple[CompiledClusterPolicy, ...] = ()
+    base_eg: tuple[CompiledClusterPolicy, ...] = ()
     peer: PeerInfo | None = None  # how rules see this class; rebuilt when namespace labels change
     public: EquivalenceClass | None = None  # the published view; rebuilt when the members change
 
@@ -116,12 +130,29 @@ def _class_id(namespace: str, labels: Labels, named_ports: Labels, ip_sig: froze
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _policy_blocks(policy: NetworkPolicy) -> set[IPBlock]:
+def _policy_blocks(policy: NetworkPolicy | ClusterPolicy) -> set[IPBlock]:
+    """The address blocks a policy's peers match: ipBlocks, and the ``networks`` CIDRs of cluster policies."""
     blocks: set[IPBlock] = set()
+    if isinstance(policy, ClusterPolicy):
+        for cluster_rule in (*policy.ingress, *policy.egress):
+            blocks.update(IPBlock(cidr) for p in cluster_rule.peers for cidr in p.networks)
+        return blocks
     for direction in policy.policy_types:
         for rule in policy.rules(direction):
             blocks.update(p.ip_block for p in rule.peers if p.ip_block is not None)
     return blocks
+
+
+def _cluster_namespace_selectors(cp: CompiledClusterPolicy) -> list[LabelSelector]:
+    """The namespace selectors of a cluster policy's peers (``namespaces``, ``pods.namespaceSelector``)."""
+    found: list[LabelSelector] = []
+    for rule in (*cp.policy.ingress, *cp.policy.egress):
+        for peer in rule.peers:
+            if peer.namespaces is not None:
+                found.append(peer.namespaces)
+            elif peer.pods is not None:
+                found.append(peer.pods.namespace_selector)
+    return found
 
 
 class ReachabilityIndex:
@@ -137,6 +168,8 @@ class ReachabilityIndex:
         self._pods_per_ns: Counter[str] = Counter()
         self._policies: dict[PolicyKey, CompiledPolicy] = {}
         self._policies_by_ns: dict[str, dict[str, CompiledPolicy]] = defaultdict(dict)
+        self._cluster: dict[ClusterKey, CompiledClusterPolicy] = {}
+        self._cluster_ordered: tuple[CompiledClusterPolicy, ...] = ()  # by precedence
         self._blocks: Counter[IPBlock] = Counter()
         self._addresses: AddressIndex[PodRef] = AddressIndex()  # endpoint pods by IP
         # Distinct namespaceSelectors of peers -> the policies using them, and in which directions.
@@ -175,11 +208,20 @@ class ReachabilityIndex:
             self._upsert_pod(obj)
         elif isinstance(obj, Namespace):
             self._upsert_namespace(obj)
+        elif isinstance(obj, ClusterPolicy):
+            old = self._cluster.get(obj.key)
+            if old is None or old.policy != obj:
+                self._replace_cluster_policy(obj.key, obj)
         else:
             self._upsert_policy(obj)
 
-    def delete(self, kind: ObjectKind, namespace: str | None, name: str) -> None:
-        """Apply a deletion. Deleting something unknown is a no-op."""
+    def delete(self, kind: ObjectKind | ClusterPolicyKind, namespace: str | None, name: str) -> None:
+        """Apply a deletion (a cluster policy's kind is its `ClusterPolicyKind`; it has no namespace). Deleting
+        something unknown is a no-op."""
+        if isinstance(kind, ClusterPolicyKind):
+            if (kind.value, name) in self._cluster:
+                self._replace_cluster_policy((kind.value, name), None)
+            return
         kind = ObjectKind(kind)
         if kind is ObjectKind.POD:
             self._delete_pod(PodRef(namespace or "default", name))
@@ -210,7 +252,29 @@ class ReachabilityIndex:
             return
         new_labels = self._namespace_labels(name)
         for cid in self._classes_by_ns.get(name, ()):
-            self._classes[cid].peer = None
+            cls = self._classes[cid]
+            cls.peer = None
+            # Cluster policy subjects select by namespace labels: re-select, and drop what changed.
+            before = (cls.adm_in, cls.base_in, cls.adm_eg, cls.base_eg)
+            self._select_cluster(cls)
+            if (cls.adm_in, cls.base_in) != before[:2]:
+                self._drop_ingress(cid)
+            if (cls.adm_eg, cls.base_eg) != before[2:]:
+                self._drop_egress(cid)
+        flipped_cluster = {
+            cp.key
+            for cp in self._cluster_ordered
+            if any(
+                compile_selector(sel).matches(old_labels) != compile_selector(sel).matches(new_labels)
+                for sel in _cluster_namespace_selectors(cp)
+            )
+        }
+        if flipped_cluster:
+            for cid, cls in self._classes.items():
+                if any(cp.key in flipped_cluster for cp in (*cls.adm_in, *cls.base_in)):
+                    self._drop_ingress(cid)
+                if any(cp.key in flipped_cluster for cp in (*cls.adm_eg, *cls.base_eg)):
+                    self._drop_egress(cid)
         # Only namespaceSelector peers see namespace labels: for each distinct selector whose match on this namespace
         # flips, drop the caches of the classes its policies select in the direction of the peer.
         flipped: dict[PolicyKey, set[Direction]] = defaultdict(set)
@@ -343,6 +407,20 @@ class ReachabilityIndex:
         cls.selected_by = selecting
         cls.sel_in = tuple(cp for cp in selecting if cp.isolates(Direction.INGRESS))
         cls.sel_eg = tuple(cp for cp in selecting if cp.isolates(Direction.EGRESS))
+        self._select_cluster(cls)
+
+    def _select_cluster(self, cls: _Class) -> None:
+        if not self._cluster_ordered:
+            cls.adm_in = cls.adm_eg = cls.base_in = cls.base_eg = ()
+            return
+        ns_labels = self._namespace_labels(cls.namespace)
+        selecting = [cp for cp in self._cluster_ordered if cp.selects(ns_labels, cls.labels)]
+        admin = [cp for cp in selecting if cp.policy.tier is Tier.ADMIN]
+        baseline = [cp for cp in selecting if cp.policy.tier is Tier.BASELINE]
+        cls.adm_in = tuple(cp for cp in admin if cp.ingress)
+        cls.adm_eg = tuple(cp for cp in admin if cp.egress)
+        cls.base_in = tuple(cp for cp in baseline if cp.ingress)
+        cls.base_eg = tuple(cp for cp in baseline if cp.egress)
 
     # -- policies ----------------------------------------------------------------------------------------------
 
@@ -382,19 +460,48 @@ class ReachabilityIndex:
                 now and new is not None and new.isolates(Direction.EGRESS)
             ):
                 self._drop_egress(cid)
-        old_blocks = _policy_blocks(old.policy) if old is not None else set()
-        new_blocks = _policy_blocks(policy) if policy is not None else set()
-        if old_blocks != new_blocks:
-            touched = old_blocks ^ new_blocks
-            present_before = {b for b in touched if self._blocks[b] > 0}
-            self._blocks.update(new_blocks)
-            self._blocks.subtract(old_blocks)
-            changed = {b for b in touched if (self._blocks[b] > 0) != (b in present_before)}
-            for b in list(self._blocks):
-                if self._blocks[b] <= 0:
-                    del self._blocks[b]
-            if changed:
-                self._reclassify_for_blocks(changed)
+        self._update_blocks(
+            _policy_blocks(old.policy) if old is not None else set(),
+            _policy_blocks(policy) if policy is not None else set(),
+        )
+
+    def _replace_cluster_policy(self, key: ClusterKey, policy: ClusterPolicy | None) -> None:
+        old = self._cluster.pop(key, None)
+        new = compile_cluster_policy(policy) if policy is not None else None
+        if new is not None:
+            self._cluster[key] = new
+        self._cluster_ordered = tuple(sorted(self._cluster.values(), key=lambda cp: cp.order))
+        self._bump()
+        for cid, cls in self._classes.items():
+            ns_labels = self._namespace_labels(cls.namespace)
+            was = old is not None and old.selects(ns_labels, cls.labels)
+            now = new is not None and new.selects(ns_labels, cls.labels)
+            if not was and not now:
+                continue
+            self._select_cluster(cls)
+            if (was and old is not None and old.ingress) or (now and new is not None and new.ingress):
+                self._drop_ingress(cid)
+            if (was and old is not None and old.egress) or (now and new is not None and new.egress):
+                self._drop_egress(cid)
+        self._update_blocks(
+            _policy_blocks(old.policy) if old is not None else set(),
+            _policy_blocks(policy) if policy is not None else set(),
+        )
+
+    def _update_blocks(self, old_blocks: set[IPBlock], new_blocks: set[IPBlock]) -> None:
+        """Count a policy's address blocks in and out; pods move class when a block appears or disappears."""
+        if old_blocks == new_blocks:
+            return
+        touched = old_blocks ^ new_blocks
+        present_before = {b for b in touched if self._blocks[b] > 0}
+        self._blocks.update(new_blocks)
+        self._blocks.subtract(old_blocks)
+        changed = {b for b in touched if (self._blocks[b] > 0) != (b in present_before)}
+        for b in list(self._blocks):
+            if self._blocks[b] <= 0:
+                del self._blocks[b]
+        if changed:
+            self._reclassify_for_blocks(changed)
 
     def _track_namespace_selectors(self, cp: CompiledPolicy, add: bool) -> None:
         for direction in Direction:
@@ -448,7 +555,7 @@ class ReachabilityIndex:
         return cls.peer
 
     def _ingress(self, dst: _Class, src: _Class, port: PortProtocol) -> DirectionVerdict:
-        if not dst.sel_in:
+        if not dst.sel_in and not dst.adm_in and not dst.base_in:
             return _UNISOLATED[Direction.INGRESS]
         cache = self._in_cache.get(dst.id)
         if cache is None:
@@ -456,11 +563,13 @@ class ReachabilityIndex:
         key = (src.id, port)
         dv = cache.get(key)
         if dv is None:
-            dv = cache[key] = judge_direction(Direction.INGRESS, dst.sel_in, self._peer(src), port, dst.named_ports)
+            dv = cache[key] = judge_tiers(
+                Direction.INGRESS, dst.sel_in, dst.adm_in, dst.base_in, self._peer(src), port, dst.named_ports
+            )
         return dv
 
     def _egress(self, src: _Class, dst: _Class, port: PortProtocol) -> DirectionVerdict:
-        if not src.sel_eg:
+        if not src.sel_eg and not src.adm_eg and not src.base_eg:
             return _UNISOLATED[Direction.EGRESS]
         cache = self._eg_cache.get(src.id)
         if cache is None:
@@ -468,7 +577,9 @@ class ReachabilityIndex:
         key = (dst.id, port)
         dv = cache.get(key)
         if dv is None:
-            dv = cache[key] = judge_direction(Direction.EGRESS, src.sel_eg, self._peer(dst), port, dst.named_ports)
+            dv = cache[key] = judge_tiers(
+                Direction.EGRESS, src.sel_eg, src.adm_eg, src.base_eg, self._peer(dst), port, dst.named_ports
+            )
         return dv
 
     # ----------------------------------------------------------------------------------------------------------
@@ -501,10 +612,12 @@ class ReachabilityIndex:
             return make_verdict(src, dst, port, self._egress(s, d, port), self._ingress(d, s, port))
         if s is not None:
             peer = external_peer(str(dst))
-            egress = judge_direction(Direction.EGRESS, s.sel_eg, peer, port, None)
+            egress = judge_tiers(Direction.EGRESS, s.sel_eg, s.adm_eg, s.base_eg, peer, port, None)
             return make_verdict(src, dst, port, egress, None)
         assert d is not None
-        ingress = judge_direction(Direction.INGRESS, d.sel_in, external_peer(str(src)), port, d.named_ports)
+        ingress = judge_tiers(
+            Direction.INGRESS, d.sel_in, d.adm_in, d.base_in, external_peer(str(src)), port, d.named_ports
+        )
         return make_verdict(src, dst, port, None, ingress)
 
     def class_verdict(self, src_class: str, dst_class: str, port: PortProtocol) -> Verdict:
@@ -513,10 +626,16 @@ class ReachabilityIndex:
         src, dst = min(s.members), min(d.members)
         return make_verdict(src, dst, port, self._egress(s, d, port), self._ingress(d, s, port))
 
-    def class_allowed(self, src_class: str, dst_class: str, port: PortProtocol) -> bool:
-        """Fast path of `class_verdict(...).allowed`."""
+    def class_allowed(self, src_class: str, dst_class: str, port: PortProtocol) -> bool | None:
+        """Fast path of `class_verdict(...).allowed` (None: out of model)."""
         s, d = self._classes[src_class], self._classes[dst_class]
-        return self._egress(s, d, port).allowed and self._ingress(d, s, port).allowed
+        egress = self._egress(s, d, port).outcome
+        if egress is False:
+            return False
+        ingress = self._ingress(d, s, port).outcome
+        if ingress is False:
+            return False
+        return None if egress is None or ingress is None else True
 
     def path_counts(
         self, ports: Iterable[PortProtocol], limit: int | None = None
@@ -616,6 +735,14 @@ class ReachabilityIndex:
                         for peer in rule.peers:
                             if peer.pods is not None and (peer.namespace is not None or ns == namespace):
                                 found[peer.pods.selector] = None
+        # Cluster policies select pods of any namespace: their subject and peer pod selectors count everywhere.
+        for ccp in self._cluster_ordered:
+            if ccp.policy.subject.pods is not None:
+                found[ccp.policy.subject.pods.pod_selector] = None
+            for cluster_rule in (*ccp.policy.ingress, *ccp.policy.egress):
+                for cpeer in cluster_rule.peers:
+                    if cpeer.pods is not None:
+                        found[cpeer.pods.pod_selector] = None
         return tuple(found)
 
     def selector_label_keys(self, namespace: str) -> frozenset[str]:
@@ -633,7 +760,7 @@ class ReachabilityIndex:
         take here, so that those computations can run in another thread while the index takes events."""
         records = tuple(
             ClassRecord(c.id, c.namespace, c.labels, c.named_ports, c.ips, tuple(c.members), c.sel_in, c.sel_eg,
-                        c.selected_by)
+                        c.selected_by, c.adm_in, c.adm_eg, c.base_in, c.base_eg)
             for c in self._classes.values()
         )
         policies = {key: cp.policy for key, cp in self._policies.items()}
@@ -659,6 +786,10 @@ class ReachabilityIndex:
     def policies(self) -> list[NetworkPolicy]:
         return [self._policies[k].policy for k in sorted(self._policies)]
 
+    def cluster_policies(self) -> list[ClusterPolicy]:
+        """AdminNetworkPolicies, BaselineAdminNetworkPolicies and ClusterNetworkPolicies, by (kind, name)."""
+        return [self._cluster[k].policy for k in sorted(self._cluster)]
+
     def pods(self) -> list[Pod]:
         return [self._pods[k] for k in sorted(self._pods)]
 
@@ -673,4 +804,5 @@ class ReachabilityIndex:
             policies=len(self._policies),
             classes=len(self._classes),
             revision=self.revision,
+            cluster_policies=len(self._cluster),
         )

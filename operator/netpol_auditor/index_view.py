@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .engine import CompiledPolicy, PolicyKey
 from .model import Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
 from .paths import PathCounts, count_paths
+from .tiers import CompiledClusterPolicy
 
 __all__ = ["ClassRecord", "IndexView"]
 
@@ -32,6 +33,10 @@ class ClassRecord:
     sel_in: tuple[CompiledPolicy, ...]
     sel_eg: tuple[CompiledPolicy, ...]
     selected_by: tuple[CompiledPolicy, ...]
+    adm_in: tuple[CompiledClusterPolicy, ...] = ()
+    adm_eg: tuple[CompiledClusterPolicy, ...] = ()
+    base_in: tuple[CompiledClusterPolicy, ...] = ()
+    base_eg: tuple[CompiledClusterPolicy, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Reading is strict, after the API server (``kubectl apply --validate=strict``): an unknown field, a second object
 with the same kind, namespace and name, or a Helm template is an error, because each silently changes what the
-verdicts are about. A policy kind this tool does not evaluate (Cilium, Calico, Antrea, AdminNetworkPolicy, an old
+verdicts are about. Policies read: networking.k8s.io/v1 NetworkPolicy, and the cluster policies of
+policy.networking.k8s.io (AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1, ClusterNetworkPolicy v1alpha2).
+A policy kind this tool does not evaluate (Cilium, Calico, Antrea, another version of those kinds, an old
 NetworkPolicy version), a document that is not a Kubernetes object and a named port no pod declares are warnings:
 the analysis is still right about what it covers, but may not be about the cluster. Every problem is collected,
 one line each, so one run shows them all.
@@ -19,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from .cluster_manifests import CLUSTER_POLICY_KINDS
+from .cluster_policy import ClusterPolicy
 from .manifests import KubeObject, ManifestError, parse_object, parse_workload
 from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
@@ -30,7 +34,9 @@ __all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_documen
 
 _MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _NETWORK_POLICY_V1 = "networking.k8s.io/v1"
-_READ_KINDS = ("Pod", "Namespace", "NetworkPolicy", *WORKLOAD_KINDS)
+_READ_KINDS = ("Pod", "Namespace", "NetworkPolicy", *CLUSTER_POLICY_KINDS, *WORKLOAD_KINDS)
+#: The apiVersion each policy kind is read in; other versions of them are warned about, not read.
+_POLICY_VERSIONS = {"NetworkPolicy": _NETWORK_POLICY_V1, **CLUSTER_POLICY_KINDS}
 _HELM_HINT = "render it first (helm template RELEASE CHART > rendered.yaml) and analyze the output"
 
 
@@ -173,20 +179,22 @@ class _Reader:
                 self.error(ManifestError(source, f"{kind} {_display_name(doc)}", "apiVersion", "Required value"))
             else:
                 self.warn(ManifestError(source, where, "", "not a Kubernetes object (no apiVersion and kind): skipped"))
-        elif kind in _READ_KINDS and (kind != "NetworkPolicy" or api_version == _NETWORK_POLICY_V1):
+        elif kind in _READ_KINDS and _POLICY_VERSIONS.get(kind, api_version) == api_version:
             self._object(doc, kind, source)
         elif "networkpolicy" in kind.lower():
-            # Every policy kind but networking.k8s.io/v1 NetworkPolicy: cilium.io CiliumNetworkPolicy and
-            # CiliumClusterwideNetworkPolicy, (crd.)projectcalico.org NetworkPolicy and GlobalNetworkPolicy,
-            # crd.antrea.io (Cluster)NetworkPolicy, policy.networking.k8s.io (Baseline)AdminNetworkPolicy and
-            # ClusterNetworkPolicy, networking.k8s.io/v1beta1 and extensions/v1beta1 NetworkPolicy, a misspelt kind.
+            # Every policy kind not read: cilium.io CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy,
+            # (crd.)projectcalico.org NetworkPolicy and GlobalNetworkPolicy, crd.antrea.io (Cluster)NetworkPolicy,
+            # other versions of the policy.networking.k8s.io kinds, networking.k8s.io/v1beta1 and extensions/v1beta1
+            # NetworkPolicy, a misspelt kind.
             self.warn(
                 ManifestError(
                     source,
                     f"{kind} {_display_name(doc)}",
                     "",
-                    f"{api_version} {kind} is not analyzed, only networking.k8s.io/v1 NetworkPolicy is: "
-                    "the verdicts leave out what it allows or denies",
+                    f"{api_version} {kind} is not analyzed, only networking.k8s.io/v1 NetworkPolicy, "
+                    "policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy and BaselineAdminNetworkPolicy, and "
+                    "policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy are: the verdicts leave out what it "
+                    "allows or denies",
                 )
             )
         elif kind.lower() in ("pod", "pods", "namespace", "namespaces"):
@@ -225,7 +233,7 @@ class _Reader:
             return
         if obj is None:
             return
-        key = (kind, None if isinstance(obj, Namespace) else obj.namespace, obj.name)
+        key = (kind, None if isinstance(obj, (Namespace, ClusterPolicy)) else obj.namespace, obj.name)
         first = self._seen.get(key)
         if first is not None:
             where = "earlier in this file" if first == source else f"in {first}"
@@ -269,7 +277,7 @@ def _templated(doc: Mapping[str, Any]) -> bool:
     if isinstance(meta, Mapping):
         parts += [meta.get("name"), meta.get("namespace"), meta.get("labels")]
     spec = doc.get("spec")
-    if doc.get("kind") == "NetworkPolicy":
+    if doc.get("kind") == "NetworkPolicy" or doc.get("kind") in CLUSTER_POLICY_KINDS:
         parts.append(spec)
     elif doc.get("kind") in WORKLOAD_KINDS:
         if doc.get("kind") == "CronJob":

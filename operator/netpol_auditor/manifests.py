@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+from .cluster_policy import ClusterPolicy
 from .model import (
     WORKLOAD_KINDS,
     ContainerPort,
@@ -37,7 +38,7 @@ from .model import (
 
 __all__ = ["KubeObject", "ManifestError", "parse_label_selector", "parse_object", "parse_workload"]
 
-KubeObject = Namespace | Pod | NetworkPolicy
+KubeObject = Namespace | Pod | NetworkPolicy | ClusterPolicy
 
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -411,12 +412,17 @@ def _ip(ctx: _Ctx, value: Any, path: str) -> str:
 
 
 def parse_object(obj: Mapping[str, Any], source: str = "<input>") -> KubeObject | None:
-    """Parse one API object dict. Returns None for kinds NetworkPolicy semantics do not depend on."""
+    """Parse one API object dict. Returns None for kinds NetworkPolicy semantics do not depend on.
+
+    AdminNetworkPolicy, BaselineAdminNetworkPolicy and ClusterNetworkPolicy are parsed by
+    `netpol_auditor.cluster_manifests` (imported here, not at the top: it builds on this module's helpers)."""
     if not isinstance(obj, Mapping):
         raise ManifestError(source, "", "", f"expected a Kubernetes object, got {type(obj).__name__}")
     kind = obj.get("kind")
     if kind not in ("Pod", "Namespace", "NetworkPolicy"):
-        return None
+        from .cluster_manifests import parse_cluster_policy
+
+        return parse_cluster_policy(obj, source)
     api_version = obj.get("apiVersion")
     if kind == "NetworkPolicy" and api_version not in (None, "networking.k8s.io/v1"):
         return None

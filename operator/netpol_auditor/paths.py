@@ -12,6 +12,16 @@ one Python integer, built from per-peer bit sets:
 The intersection is counted per source namespace with one popcount per namespace it touches (or per namespace it
 misses, when it is dense). Cost: O(classes x ports x touched namespaces) big-integer operations, instead of
 O(classes^2 x ports) verdicts.
+
+Cluster policies (`netpol_auditor.tiers`) change both sides where their subjects are:
+
+- ingress of a destination they select: the tiers are walked with bit sets -- each Admin rule in order takes the
+  sources its peers match out of those still undecided (Accept: allowed, Deny: denied, Pass: on to the
+  NetworkPolicies), then the NetworkPolicy bits above or, where none isolates, the Baseline rules the same way; the
+  rest is allowed. Policies of equal priority (a possible tie) fall back to judging source class by source class;
+- egress of a source they select: judged per destination class, once per group of sources with the same policies.
+
+Paths whose verdict is out of model (``allowed`` None) are counted apart, as ``unknown``.
 """
 
 from __future__ import annotations
@@ -21,18 +31,21 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-from .engine import CompiledPeer, CompiledPolicy, CompiledRule
-from .model import Labels, PodRef, PortProtocol
+from .cluster_policy import RuleAction
+from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PeerInfo, judge_tiers
+from .model import Direction, Labels, PodRef, PortProtocol
 from .selectors import SelectorMatcher
+from .tiers import CompiledClusterPeer, CompiledClusterPolicy
 
 __all__ = ["ClassLike", "PathCounts", "count_paths", "path_series"]
 
 
 class PathCounts(NamedTuple):
-    """Ordered pairs of distinct endpoint pods whose traffic the policies allow / deny."""
+    """Ordered pairs of distinct endpoint pods whose traffic the policies allow / deny / leave out of model."""
 
     allowed: int = 0
     denied: int = 0
+    unknown: int = 0
 
 
 class ClassLike(Protocol):
@@ -54,6 +67,14 @@ class ClassLike(Protocol):
     def sel_in(self) -> tuple[CompiledPolicy, ...]: ...
     @property
     def sel_eg(self) -> tuple[CompiledPolicy, ...]: ...
+    @property
+    def adm_in(self) -> tuple[CompiledClusterPolicy, ...]: ...
+    @property
+    def adm_eg(self) -> tuple[CompiledClusterPolicy, ...]: ...
+    @property
+    def base_in(self) -> tuple[CompiledClusterPolicy, ...]: ...
+    @property
+    def base_eg(self) -> tuple[CompiledClusterPolicy, ...]: ...
 
 
 def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
@@ -204,39 +225,147 @@ def count_paths(
                 bits |= selected_by[id(cp)]
         return bits
 
+    # -- cluster policies -----------------------------------------------------------------------------------------
+    infos: dict[str, PeerInfo] = {}
+
+    def info(c: ClassLike) -> PeerInfo:
+        got = infos.get(c.id)
+        if got is None:
+            got = infos[c.id] = PeerInfo(c.namespace, namespace_labels(c.namespace), c.labels, c.ips, c.named_ports)
+        return got
+
+    cluster_peer_memo: dict[int, int] = {}
+    cluster_keep: list[CompiledClusterPeer] = []  # keeps id() keys alive and unique
+
+    def cluster_peer_bits(peer: CompiledClusterPeer) -> int:
+        """The pods a namespaces or pods peer matches (ingress peers are never networks, nodes or domainNames)."""
+        got = cluster_peer_memo.get(id(peer))
+        if got is None:
+            cluster_keep.append(peer)
+            got = 0
+            for c in ordered:
+                if peer.matches(info(c)):
+                    got |= cmask[c.id]
+            cluster_peer_memo[id(peer)] = got
+        return got
+
+    def walk_tier(policies: tuple[CompiledClusterPolicy, ...], d: ClassLike, port: PortProtocol,
+                  undecided: int) -> tuple[int, int]:
+        """(accepted, passed or unmatched) among the ``undecided`` sources, for the ingress of ``d`` through one
+        tier; the rest is denied."""
+        accepted = passed = 0
+        for cp in policies:
+            for rule in cp.ingress:
+                if not undecided:
+                    break
+                if rule.ports and not any(p.matches(port, d.named_ports) for p in rule.ports):
+                    continue
+                hit = 0
+                for peer in rule.peers:
+                    hit |= cluster_peer_bits(peer)
+                hit &= undecided
+                if rule.action is RuleAction.ACCEPT:
+                    accepted |= hit
+                elif rule.action is RuleAction.PASS:  # out of this tier, on to the next
+                    passed |= hit
+                undecided &= ~hit
+        return accepted, undecided | passed
+
+    def tied(policies: tuple[CompiledClusterPolicy, ...]) -> bool:
+        priorities = [cp.policy.priority for cp in policies]
+        return len(set(priorities)) != len(priorities)
+
+    def cluster_ingress(d: ClassLike, port: PortProtocol) -> tuple[int, int]:
+        """(allowed, unknown) sources into ``d``, which cluster policies select for ingress."""
+        if tied(d.adm_in) or tied(d.base_in):
+            allowed_bits = unknown_bits = 0
+            for c in ordered:
+                outcome = judge_tiers(Direction.INGRESS, d.sel_in, d.adm_in, d.base_in, info(c), port,
+                                      d.named_ports).outcome
+                if outcome is None:
+                    unknown_bits |= cmask[c.id]
+                elif outcome:
+                    allowed_bits |= cmask[c.id]
+            return allowed_bits, unknown_bits
+        accepted, rest = walk_tier(d.adm_in, d, port, full)
+        if d.sel_in:
+            return accepted | (rest & ingress_bits(d, port)), 0
+        base_accepted, base_rest = walk_tier(d.base_in, d, port, rest)
+        return accepted | base_accepted | base_rest, 0
+
+    cluster_sources: dict[tuple[int | None, ...], tuple[ClassLike, int]] = {}  # policies -> a member, all bits
+    cluster_source_mask = 0
+    for c in ordered:
+        if c.adm_eg or c.base_eg:
+            key = (*map(id, c.sel_eg), None, *map(id, c.adm_eg), None, *map(id, c.base_eg))
+            first, bits = cluster_sources.get(key, (c, 0))
+            cluster_sources[key] = (first, bits | cmask[c.id])
+            cluster_source_mask |= cmask[c.id]
+
+    def cluster_egress(d: ClassLike, port: PortProtocol) -> tuple[int, int]:
+        """(allowed, unknown) among the sources cluster policies select for egress, towards ``d``."""
+        allowed_bits = unknown_bits = 0
+        for s, bits in cluster_sources.values():
+            outcome = judge_tiers(Direction.EGRESS, s.sel_eg, s.adm_eg, s.base_eg, info(d), port,
+                                  d.named_ports).outcome
+            if outcome is None:
+                unknown_bits |= bits
+            elif outcome:
+                allowed_bits |= bits
+        return allowed_bits, unknown_bits
+
     # -- counting (keys are integers: (source namespace, destination namespace, port) indexes) ------------------
     n_ns, n_ports = len(ns_names), len(ports)
     allowed: dict[int, int] = defaultdict(int)
     full_into = [0] * (n_ns * n_ports)  # sum of destination weights into which every source pod is allowed
+    unknown: dict[int, int] = defaultdict(int)
+    full_unknown = [0] * (n_ns * n_ports)
     half = total // 2
+
+    def tally(bits: int, counts: dict[int, int], full_list: list[int], d_i: int, p_i: int, weight: int,
+              own_bit: int) -> None:
+        """Add the source pods of ``bits`` into a destination class of ``weight`` pods to ``counts``."""
+        if bits & own_bit:
+            counts[(d_i * n_ns + d_i) * n_ports + p_i] -= weight  # a pod and itself is not a pair
+        if bits == full:
+            full_list[d_i * n_ports + p_i] += weight
+            return
+        dense = bits.bit_count() > half
+        rest = (full & ~bits) if dense else bits
+        sign = -1 if dense else 1
+        if dense:
+            full_list[d_i * n_ports + p_i] += weight
+        while rest:
+            low = (rest & -rest).bit_length() - 1
+            i = bisect_right(ns_starts, low) - 1
+            mask = ns_masks[i]
+            counts[(i * n_ns + d_i) * n_ports + p_i] += sign * (rest & mask).bit_count() * weight
+            rest &= ~mask
+
     for d in ordered:
         weight = size[d.id]
         own_bit = 1 << offset[d.id]
         d_i = ns_index[d.namespace]
         for p_i, port in enumerate(ports):
-            bits = ingress_bits(d, port)
+            in_unknown = eg_unknown = 0
+            if d.adm_in or d.base_in:
+                bits, in_unknown = cluster_ingress(d, port)
+            else:
+                bits = ingress_bits(d, port)
+            if bits or in_unknown:
+                eg_bits = egress_bits(d, port)
+                if cluster_sources:
+                    eg_allowed, eg_unknown = cluster_egress(d, port)
+                    eg_bits = (eg_bits & ~cluster_source_mask) | eg_allowed
+                maybe = (bits | in_unknown) & (eg_bits | eg_unknown)
+                bits &= eg_bits
+                unsure = maybe & ~bits
+                if unsure:
+                    tally(unsure, unknown, full_unknown, d_i, p_i, weight, own_bit)
             if bits:
-                bits &= egress_bits(d, port)
-            if not bits:
-                continue
-            if bits & own_bit:
-                allowed[(d_i * n_ns + d_i) * n_ports + p_i] -= weight  # a pod and itself is not a pair
-            if bits == full:
-                full_into[d_i * n_ports + p_i] += weight
-                continue
-            dense = bits.bit_count() > half
-            rest = (full & ~bits) if dense else bits
-            sign = -1 if dense else 1
-            if dense:
-                full_into[d_i * n_ports + p_i] += weight
-            while rest:
-                low = (rest & -rest).bit_length() - 1
-                i = bisect_right(ns_starts, low) - 1
-                mask = ns_masks[i]
-                allowed[(i * n_ns + d_i) * n_ports + p_i] += sign * (rest & mask).bit_count() * weight
-                rest &= ~mask
+                tally(bits, allowed, full_into, d_i, p_i, weight, own_bit)
     out: dict[tuple[str, str, PortProtocol], PathCounts] = {}
-    allowed_get = allowed.get
+    allowed_get, unknown_get = allowed.get, unknown.get
     members = [ns_members[name] for name in ns_names]
     room = -1 if limit is None else limit
     for s_i, src_ns in enumerate(ns_names):
@@ -251,7 +380,8 @@ def count_paths(
                     return out
                 room -= 1
                 a = allowed_get(base + p_i, 0) + m_s * full_into[d_i * n_ports + p_i]
-                out[(src_ns, dst_ns, port)] = PathCounts(a, pairs - a)
+                u = unknown_get(base + p_i, 0) + m_s * full_unknown[d_i * n_ports + p_i]
+                out[(src_ns, dst_ns, port)] = PathCounts(a, pairs - a - u, u)
     return out
 
 

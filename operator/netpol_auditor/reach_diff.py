@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from .cluster_policy import ClusterPolicy, ClusterPolicyKind
 from .engine import DirectionVerdict, RuleRef, Verdict
 from .index import ReachabilityIndex
 from .model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
@@ -192,9 +193,9 @@ def _class_key(index: ReachabilityIndex, endpoint: Endpoint) -> str:
     return cls.id if cls is not None else f"one:{endpoint}"
 
 
-def _objects(index: ReachabilityIndex) -> list[Namespace | NetworkPolicy | Pod]:
+def _objects(index: ReachabilityIndex) -> list[Namespace | NetworkPolicy | ClusterPolicy | Pod]:
     namespaces = [Namespace(name, labels) for name, labels in index.namespace_label_map().items()]
-    return [*namespaces, *index.policies(), *index.pods()]
+    return [*namespaces, *index.policies(), *index.cluster_policies(), *index.pods()]
 
 
 def _replayed(before: ReachabilityIndex, after: ReachabilityIndex) -> tuple[ReachabilityIndex, int]:
@@ -213,9 +214,13 @@ def _replayed(before: ReachabilityIndex, after: ReachabilityIndex) -> tuple[Reac
     return replay, since
 
 
-def _key(obj: Namespace | NetworkPolicy | Pod) -> tuple[ObjectKind, str | None, str]:
+def _key(
+    obj: Namespace | NetworkPolicy | ClusterPolicy | Pod,
+) -> tuple[ObjectKind | ClusterPolicyKind, str | None, str]:
     if isinstance(obj, Namespace):
         return (ObjectKind.NAMESPACE, None, obj.name)
+    if isinstance(obj, ClusterPolicy):
+        return (obj.kind, None, obj.name)
     if isinstance(obj, Pod):
         return (ObjectKind.POD, obj.namespace, obj.name)
     return (ObjectKind.NETWORK_POLICY, obj.namespace, obj.name)

@@ -4,15 +4,18 @@ Formatting only: the verdicts come from an `Analysis` the CLI builds over the re
 covers, per port, every ordered pair of distinct endpoints (pods, and ``--external`` addresses to and from pods).
 Tables follow the upstream e2e truth tables (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are
 sources, columns destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (a pod and itself,
-address to address, hostNetwork pods).
+address to address, hostNetwork pods), ``?`` what is out of model (a cluster policy rule whose match the manifests
+cannot tell: a nodes or domainNames peer, equal priorities that disagree).
 
 ``json`` is the stable machine contract::
 
     {"verdicts": [{"from": "ns/pod" | IP, "to": "ns/pod" | IP, "port": 80, "protocol": "TCP",
-                   "allowed": true | false | null, "decidingPolicies": ["ns/name", ...],
+                   "allowed": true | false | null, "decidingPolicies": ["ns/name" | "Kind/name", ...],
                    "reason": "..." (only when allowed is null), "explanation": "..." (only with --explain)}],
      "ports": ["80/TCP"], "pods": [...], "externals": [...],
-     "summary": {"80/TCP": {"allowed": 1, "denied": 2, "notJudged": 0}}}
+     "summary": {"80/TCP": {"allowed": 1, "denied": 2, "notJudged": 0, "outOfModel": 1 (only when not 0)}}}
+
+A cluster policy is named by kind and name (``AdminNetworkPolicy/block-ns``): kinds are never namespace names.
 
 It is written one verdict per line so that large clusters stream out quickly and stay greppable.
 """
@@ -35,6 +38,7 @@ __all__ = ["FORMATS", "Analysis", "Cell", "render"]
 FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
 
 LEGEND = ". allowed, X denied, - not judged; rows: from, columns: to"
+LEGEND_OUT_OF_MODEL = ". allowed, X denied, - not judged, ? out of model; rows: from, columns: to"
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,10 +50,18 @@ class Cell:
     allowed: bool | None
     deciding: tuple[str, ...] = ()
     reason: str = ""
+    out_of_model: bool = False  # judged, but the manifests cannot tell (``reason`` says why)
 
     @property
     def mark(self) -> str:
-        return "-" if self.allowed is None else ("." if self.allowed else "X")
+        if self.allowed is None:
+            return "?" if self.out_of_model else "-"
+        return "." if self.allowed else "X"
+
+    @property
+    def status(self) -> bool | str | None:
+        """What the summary counts it as: True, False, None (not judged) or ``"outOfModel"``."""
+        return "outOfModel" if self.out_of_model else self.allowed
 
 
 def is_address(endpoint: str) -> bool:
@@ -99,16 +111,23 @@ class Analysis:
     def summary(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for port in self.ports:
-            counts = {True: 0, False: 0, None: 0}
+            counts: dict[bool | str | None, int] = {True: 0, False: 0, None: 0, "outOfModel": 0}
             for src in self.sources:
                 for _, cell in self.judged_row(src, port):
-                    counts[cell.allowed] += 1
+                    counts[cell.status] += 1
             out[str(port)] = _named_counts(counts)
         return out
 
 
-def _named_counts(counts: dict[bool | None, int]) -> dict[str, int]:
-    return {"allowed": counts[True], "denied": counts[False], "notJudged": counts[None]}
+def _named_counts(counts: dict[bool | str | None, int]) -> dict[str, int]:
+    out = {"allowed": counts[True], "denied": counts[False], "notJudged": counts[None]}
+    if counts["outOfModel"]:
+        out["outOfModel"] = counts["outOfModel"]
+    return out
+
+
+def _legend(summary: dict[str, dict[str, int]]) -> str:
+    return LEGEND_OUT_OF_MODEL if any("outOfModel" in counts for counts in summary.values()) else LEGEND
 
 
 def _verdict_dict(analysis: Analysis, src: str, dst: str, port: PortProtocol) -> dict[str, Any]:
@@ -148,7 +167,7 @@ def render_json(analysis: Analysis, out: TextIO) -> None:
     sep = "\n  "
     summary: dict[str, dict[str, int]] = {}
     for port in analysis.ports:
-        counts: dict[bool | None, int] = {True: 0, False: 0, None: 0}
+        counts: dict[bool | str | None, int] = {True: 0, False: 0, None: 0, "outOfModel": 0}
         port_text = f', "port": {port.port}, "protocol": "{port.protocol.value}", "allowed": '
         for src in analysis.sources:
             head = '{"from": ' + json.dumps(src) + ', "to": '
@@ -158,7 +177,7 @@ def render_json(analysis: Analysis, out: TextIO) -> None:
                 dst = destinations[j]
                 if dst == src or (src_is_addr and is_addr[j]):
                     continue
-                counts[cell.allowed] += 1
+                counts[cell.status] += 1
                 tail = tails.get(cell)
                 if tail is None:
                     tail = allowed_text[cell.allowed] + ', "decidingPolicies": ' + json.dumps(list(cell.deciding))
@@ -215,6 +234,8 @@ def _counts_text(counts: dict[str, int]) -> str:
     text = f"{counts['allowed']} allowed, {counts['denied']} denied"
     if counts["notJudged"]:
         text += f", {counts['notJudged']} not judged"
+    if counts.get("outOfModel"):
+        text += f", {counts['outOfModel']} out of model"
     return text
 
 
@@ -229,7 +250,7 @@ def render_table(analysis: Analysis, out: TextIO) -> None:
     for i, port in enumerate(analysis.ports):
         if i:
             out.write("\n")
-        out.write(f"{port}: {_counts_text(summary[str(port)])} ({LEGEND})\n")
+        out.write(f"{port}: {_counts_text(summary[str(port)])} ({_legend(summary)})\n")
         rows = _marks(analysis, port)
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
@@ -247,7 +268,9 @@ def _md_escape(text: str) -> str:
 def render_md(analysis: Analysis, out: TextIO) -> None:
     summary = analysis.summary()
     out.write("# NetworkPolicy reachability\n\n")
-    out.write("Legend: `.` allowed, `X` denied, `-` not judged; rows are sources (from), columns destinations (to).\n")
+    unknown = ", `?` out of model" if _legend(summary) == LEGEND_OUT_OF_MODEL else ""
+    out.write(f"Legend: `.` allowed, `X` denied, `-` not judged{unknown}; rows are sources (from), columns "
+              "destinations (to).\n")
     for port in analysis.ports:
         out.write(f"\n## {port}\n\n{_counts_text(summary[str(port)])}.\n\n")
         rows = _marks(analysis, port)

@@ -5,11 +5,12 @@ which answers ``strict decoding error: unknown field "spec.ingres"``): without i
 and the policy silently becomes deny-all. Field names follow the networking.k8s.io/v1 and core/v1 API reference
 (staging/src/k8s.io/api/networking/v1/types.go, core/v1/types.go, apimachinery meta/v1 ObjectMeta).
 
-NetworkPolicy is checked in full. Pods, Namespaces and workloads are checked only where a misspelling changes a
-verdict (the top level, ``metadata``, a workload's pod template, container ports, pod IPs): the rest of a PodSpec is
-large, grows with every Kubernetes release and is never read here, so rejecting a field we do not know there would
-reject valid input. Type errors are left to the parser (`netpol_auditor.manifests`), which names them with the API
-server's wording.
+NetworkPolicy and the cluster policies of policy.networking.k8s.io are checked in full. Pods, Namespaces and
+workloads are checked only where a misspelling changes a verdict (the top level, ``metadata``, a workload's pod
+template, container ports, pod IPs): the rest of a PodSpec is large, grows with every Kubernetes release and is
+never read here, so rejecting a field we do not know there would reject valid input. Type errors are left to the
+parsers (`netpol_auditor.manifests`, `netpol_auditor.cluster_manifests`), which name them with the API server's
+wording.
 """
 
 from __future__ import annotations
@@ -98,7 +99,44 @@ _CRON_JOB = _closed(
     spec=_Object({"jobTemplate": _closed(metadata=_OBJECT_META, spec=_WORKLOAD_SPEC)}, open=True),
 )
 
+# policy.networking.k8s.io: apis/v1alpha1 (AdminNetworkPolicy, BaselineAdminNetworkPolicy) and apis/v1alpha2
+# (ClusterNetworkPolicy) of kubernetes-sigs/network-policy-api; their CRDs are structural, so the API server's strict
+# field validation applies to them as to built-in kinds.
+_NAMESPACED_POD = _closed(namespaceSelector=_LABEL_SELECTOR, podSelector=_LABEL_SELECTOR)
+_CLUSTER_SUBJECT = _closed(namespaces=_LABEL_SELECTOR, pods=_NAMESPACED_POD)
+_CLUSTER_INGRESS_PEER = _closed(namespaces=_LABEL_SELECTOR, pods=_NAMESPACED_POD)
+_CLUSTER_EGRESS_PEER = _closed("networks", "domainNames", namespaces=_LABEL_SELECTOR, pods=_NAMESPACED_POD,
+                               nodes=_LABEL_SELECTOR)
+_BANP_EGRESS_PEER = _closed("networks", namespaces=_LABEL_SELECTOR, pods=_NAMESPACED_POD, nodes=_LABEL_SELECTOR)
+_V1ALPHA1_PORT = _closed("namedPort", portNumber=_closed("protocol", "port"),
+                         portRange=_closed("protocol", "start", "end"))
+_V1ALPHA2_PORT = _closed(destinationPort=_closed("number", range=_closed("start", "end")))
+_V1ALPHA2_PROTOCOL = _closed("destinationNamedPort", tcp=_V1ALPHA2_PORT, udp=_V1ALPHA2_PORT, sctp=_V1ALPHA2_PORT)
+
+
+def _cluster_policy(spec_fields: tuple[str, ...], ports: str, port: _Shape, egress_peer: _Object) -> _Object:
+    return _closed(
+        "apiVersion",
+        "kind",
+        "status",
+        metadata=_OBJECT_META,
+        spec=_closed(
+            *spec_fields,
+            subject=_CLUSTER_SUBJECT,
+            ingress=_ListOf(
+                _closed("name", "action", **{"from": _ListOf(_CLUSTER_INGRESS_PEER), ports: _ListOf(port)})
+            ),
+            egress=_ListOf(_closed("name", "action", to=_ListOf(egress_peer), **{ports: _ListOf(port)})),
+        ),
+    )
+
+
 _SCHEMAS: Mapping[str, _Object] = {
+    "AdminNetworkPolicy": _cluster_policy(("priority",), "ports", _V1ALPHA1_PORT, _CLUSTER_EGRESS_PEER),
+    "BaselineAdminNetworkPolicy": _cluster_policy((), "ports", _V1ALPHA1_PORT, _BANP_EGRESS_PEER),
+    "ClusterNetworkPolicy": _cluster_policy(
+        ("tier", "priority"), "protocols", _V1ALPHA2_PROTOCOL, _CLUSTER_EGRESS_PEER
+    ),
     "NetworkPolicy": _NETWORK_POLICY,
     "Pod": _POD,
     "Namespace": _NAMESPACE,
@@ -120,7 +158,8 @@ class UnknownField:
 
 
 def unknown_fields(obj: Mapping[str, Any]) -> list[UnknownField]:
-    """Unknown fields of a Pod, Namespace, workload or networking.k8s.io/v1 NetworkPolicy, in document order.
+    """Unknown fields of a Pod, Namespace, workload, networking.k8s.io/v1 NetworkPolicy or policy.networking.k8s.io
+    cluster policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy), in document order.
 
     Other kinds have none (they are not read)."""
     schema = _SCHEMAS.get(str(obj.get("kind")))

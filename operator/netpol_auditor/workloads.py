@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .cluster_policy import ClusterPolicy
 from .model import NetworkPolicy, Pod, PodRef, Workload
 from .selectors import SelectorMatcher, compile_selector
 
@@ -123,13 +124,19 @@ def endpoints(workloads: Sequence[Workload], pods: Iterable[Pod]) -> EndpointSet
     return EndpointSet(tuple(out[r] for r in sorted(out)), folded)
 
 
-def ip_block_policies(pods: Iterable[Pod], policies: Iterable[NetworkPolicy]) -> list[NetworkPolicy]:
-    """Policies with an ipBlock peer, when some endpoint has no IP (planned: a workload, a Pod without status):
-    their ipBlock peers never match such an endpoint, so the verdicts hold only if no pod address falls in them."""
+def ip_block_policies(
+    pods: Iterable[Pod], policies: Iterable[NetworkPolicy | ClusterPolicy]
+) -> list[NetworkPolicy | ClusterPolicy]:
+    """Policies with an ipBlock peer (or, for cluster policies, a ``networks`` peer), when some endpoint has no IP
+    (planned: a workload, a Pod without status): those peers never match such an endpoint, so the verdicts hold
+    only if no pod address falls in them."""
     if not any(p.is_endpoint and not p.pod_ips for p in pods):
         return []
-    return [
-        policy
-        for policy in policies
-        if any(peer.ip_block is not None for d in policy.policy_types for r in policy.rules(d) for peer in r.peers)
-    ]
+    out: list[NetworkPolicy | ClusterPolicy] = []
+    for policy in policies:
+        if isinstance(policy, ClusterPolicy):
+            if any(peer.networks for rule in (*policy.ingress, *policy.egress) for peer in rule.peers):
+                out.append(policy)
+        elif any(peer.ip_block is not None for d in policy.policy_types for r in policy.rules(d) for peer in r.peers):
+            out.append(policy)
+    return out

@@ -243,9 +243,11 @@ FOREIGN = [
     ("crd.projectcalico.org/v1", "GlobalNetworkPolicy", None),
     ("crd.antrea.io/v1beta1", "NetworkPolicy", "shop"),
     ("crd.antrea.io/v1beta1", "ClusterNetworkPolicy", None),
-    ("policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy", None),
-    ("policy.networking.k8s.io/v1alpha1", "BaselineAdminNetworkPolicy", None),
-    ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", None),
+    # Versions of the policy.networking.k8s.io kinds other than those read (v1alpha1 AdminNetworkPolicy and
+    # BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy) are not guessed at.
+    ("policy.networking.k8s.io/v1alpha2", "AdminNetworkPolicy", None),
+    ("policy.networking.k8s.io/v1beta1", "BaselineAdminNetworkPolicy", None),
+    ("policy.networking.k8s.io/v1alpha1", "ClusterNetworkPolicy", None),
     ("networking.k8s.io/v1beta1", "NetworkPolicy", "shop"),
     ("extensions/v1beta1", "NetworkPolicy", "shop"),
     ("networking.k8s.io/v1", "Networkpolicy", "shop"),  # a misspelt kind
@@ -262,7 +264,8 @@ def test_policy_kinds_not_analyzed_warn_and_fail_with_strict(
     shown = f"{kind} {namespace}/extra" if namespace else f"{kind} extra"
     line = (
         f"{tmp_path / 'ok' / 'foreign.yaml'}: {shown}: {api_version} {kind} is not analyzed, only networking.k8s.io/v1 "
-        "NetworkPolicy is: the verdicts leave out what it allows or denies"
+        "NetworkPolicy, policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy and BaselineAdminNetworkPolicy, and "
+        "policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy are: the verdicts leave out what it allows or denies"
     )
     cluster = str(tmp_path / "cluster.yaml")
     result = analyze(cli, "-f", cluster, "-f", str(tmp_path / "ok"))

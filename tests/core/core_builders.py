@@ -65,3 +65,51 @@ def policy(namespace: str, name: str, spec: dict[str, Any]) -> NetworkPolicy:
     out = parse(policy_dict(namespace, name, spec))
     assert isinstance(out, NetworkPolicy)
     return out
+
+
+# -- policy.networking.k8s.io cluster policies ---------------------------------------------------------------------
+
+
+def _cluster_spec(subject: dict[str, Any] | None, ingress: list[Any] | None, egress: list[Any] | None,
+                  **fields: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    if subject is not None:
+        spec["subject"] = subject
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    return spec
+
+
+def anp_dict(name: str, priority: Any, subject: dict[str, Any] | None, ingress: list[Any] | None = None,
+             egress: list[Any] | None = None) -> dict[str, Any]:
+    """An AdminNetworkPolicy (v1alpha1)."""
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha1",
+        "kind": "AdminNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": _cluster_spec(subject, ingress, egress, priority=priority),
+    }
+
+
+def banp_dict(subject: dict[str, Any] | None, ingress: list[Any] | None = None, egress: list[Any] | None = None,
+              name: str = "default") -> dict[str, Any]:
+    """A BaselineAdminNetworkPolicy (v1alpha1), named ``default`` unless told."""
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha1",
+        "kind": "BaselineAdminNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": _cluster_spec(subject, ingress, egress),
+    }
+
+
+def cnp_dict(name: str, tier: Any, priority: Any, subject: dict[str, Any] | None, ingress: list[Any] | None = None,
+             egress: list[Any] | None = None) -> dict[str, Any]:
+    """A ClusterNetworkPolicy (v1alpha2)."""
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": _cluster_spec(subject, ingress, egress, tier=tier, priority=priority),
+    }

@@ -1,5 +1,6 @@
-"""The truth-table corpus (tests/corpus: upstream e2e cases and guide patterns, tables derived from the upstream
-``reachability.Expect*`` calls) judged directly by the reference evaluator and by the index, cell by cell."""
+"""The truth-table corpus (tests/corpus: upstream e2e cases, guide patterns and the network-policy-api conformance
+tests of cluster policies; tables derived from the upstream expectation calls) judged directly by the reference
+evaluator and by the index, cell by cell. Cells a case lists as out of model must be judged so."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 sys.path.insert(0, str(CORPUS))
 
 import yaml  # noqa: E402
-from corpus_truthtable import Case, is_ip, load_case  # noqa: E402
+from corpus_truthtable import Case, is_ip, load_case, model_path  # noqa: E402
 
 from netpol_auditor.engine import Snapshot  # noqa: E402
 from netpol_auditor.index import ReachabilityIndex  # noqa: E402
 from netpol_auditor.manifest_files import iter_objects  # noqa: E402
 from netpol_auditor.model import Endpoint, PodRef, PortProtocol  # noqa: E402
 
-E2E_MODEL = CORPUS / "e2e" / "model.yaml"
-CASE_FILES = sorted(p for p in CORPUS.glob("*/*.yaml") if p != E2E_MODEL)
+CASE_FILES = sorted(
+    p for d in ("e2e", "guides", "conformance") for p in (CORPUS / d).glob("*.yaml") if p.name != "model.yaml"
+)
 
 
 def _identity(obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -30,8 +32,9 @@ def _identity(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _manifests(case: Case) -> list[dict[str, Any]]:
-    """The e2e model's objects (for e2e cases) with the case's objects replacing their namesakes."""
-    model = [d for d in yaml.safe_load_all(E2E_MODEL.read_text()) if d] if case.model == "e2e" else []
+    """The model's objects (if the case has one) with the case's objects replacing their namesakes."""
+    path = model_path(CORPUS, case)
+    model = [d for d in yaml.safe_load_all(path.read_text()) if d] if path is not None else []
     replaced = {_identity(o) for o in case.objects}
     return [o for o in model if _identity(o) not in replaced] + case.objects
 
@@ -56,6 +59,11 @@ def test_engine_and_index_reproduce_the_truth_table(path: Path) -> None:
                 continue
             s, d = _endpoint(src), _endpoint(dst)
             reference = snapshot.verdict(s, d, port)
-            if index.verdict(s, d, port) != reference or reference.allowed is not expected:
+            if index.verdict(s, d, port) != reference:
+                wrong.append(f"{port} {src} -> {dst}: the index and the reference evaluator disagree")
+            elif (src, dst, expectation.port) in case.out_of_model:
+                if not reference.out_of_model:
+                    wrong.append(f"{port} {src} -> {dst}: listed out of model, judged {reference.allowed}")
+            elif reference.allowed is not expected:
                 wrong.append(f"{port} {src} -> {dst}: expected {expected}, got {reference.allowed}")
     assert not wrong, "\n".join(wrong)

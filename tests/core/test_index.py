@@ -256,3 +256,80 @@ def test_namespaces_referenced_only_by_pods_have_their_implicit_label() -> None:
     assert [(n.name, dict(n.labels)) for n in index.namespaces()] == [("solo", {"kubernetes.io/metadata.name": "solo"})]
     index.delete(ObjectKind.POD, "solo", "a")
     assert index.namespaces() == []
+
+
+# -- cluster policies ----------------------------------------------------------------------------------------------
+
+
+def _cluster_scenario() -> tuple[ReachabilityIndex, list[PodRef]]:
+    from core_builders import cnp_dict, parse
+
+    objs: list[KubeObject] = [
+        *web_cluster(),
+        ns("z", team="b"),
+        pod("z", "other", "10.0.2.1", {"app": "client"}),
+        # Admin: deny into x from namespaces of team b, except what a same-namespace peer accepts first.
+        parse(cnp_dict("guard", "Admin", 5, {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}},
+                       ingress=[{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "b"}}}]}])),
+    ]
+    index = ReachabilityIndex()
+    for obj in objs:
+        index.upsert(obj)
+    return index, [PodRef("x", "db"), PodRef("y", "client"), PodRef("z", "other")]
+
+
+def _check(index: ReachabilityIndex, endpoints: list[PodRef]) -> None:
+    rebuilt = Snapshot.from_objects([*index.namespaces(), *index.pods(), *index.policies(),
+                                     *index.cluster_policies()])
+    for s, d in itertools.permutations(endpoints, 2):
+        assert index.verdict(s, d, TCP80) == rebuilt.verdict(s, d, TCP80), (s, d)
+
+
+def test_cluster_policy_peers_follow_namespace_label_changes() -> None:
+    index, (db, client, other) = _cluster_scenario()
+    assert index.verdict(client, db, TCP80).allowed is False  # cached now
+    rev = index.revision
+    index.upsert(ns("y", team="c"))  # y leaves team b: guard's peer no longer matches it
+    assert index.verdict(client, db, TCP80).allowed is True
+    assert (index.class_of(client).id, index.class_of(db).id) in index.changed_class_pairs(rev)  # type: ignore[union-attr]
+    index.upsert(ns("y", team="b"))
+    assert index.verdict(client, db, TCP80).allowed is False
+    _check(index, [db, client, other])
+
+
+def test_cluster_policy_subjects_follow_namespace_label_changes() -> None:
+    from core_builders import cnp_dict, parse
+
+    index, (db, client, other) = _cluster_scenario()
+    index.upsert(parse(cnp_dict("guard", "Admin", 5, {"namespaces": {"matchLabels": {"team": "a"}}},
+                                ingress=[{"action": "Deny", "from": [{"namespaces": {}}]}])))
+    assert index.verdict(client, db, TCP80).allowed is False
+    assert index.verdict(db, client, TCP80).allowed is True
+    index.upsert(ns("y", team="a"))  # y becomes a subject
+    assert index.verdict(db, client, TCP80).allowed is False
+    index.upsert(ns("x", team="z"))  # x no longer is
+    assert index.verdict(client, db, TCP80).allowed is True
+    _check(index, [db, client, other])
+
+
+def test_cluster_policy_events_and_networks() -> None:
+    from core_builders import anp_dict, parse
+
+    from netpol_auditor.cluster_policy import ClusterPolicyKind
+
+    index, (db, client, other) = _cluster_scenario()
+    classes = len(index.classes())
+    deny_z = parse(anp_dict("no-z", 1, {"namespaces": {}}, egress=[
+        {"action": "Deny", "to": [{"networks": ["10.0.2.0/24"]}]}]))  # fmt: skip
+    index.upsert(deny_z)
+    assert index.verdict(db, other, TCP80).allowed is False
+    assert index.verdict(other, db, TCP80).allowed is False  # guard: z is team b
+    assert index.verdict(db, client, TCP80).allowed is True
+    assert len(index.classes()) == classes  # z/other moved to a class of its own block set, still one class
+    _check(index, [db, client, other])
+    index.delete(ClusterPolicyKind.ADMIN_NETWORK_POLICY, None, "no-z")
+    assert index.verdict(db, other, TCP80).allowed is True
+    index.delete(ClusterPolicyKind.CLUSTER_NETWORK_POLICY, None, "guard")
+    assert index.verdict(client, db, TCP80).allowed is True
+    assert index.cluster_policies() == [] and index.stats().cluster_policies == 0
+    _check(index, [db, client, other])

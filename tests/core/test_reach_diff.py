@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_index_properties import EXTERNALS, PORTS, object_st, parsed
 
+from netpol_auditor.cluster_policy import ClusterPolicy
 from netpol_auditor.engine import Snapshot
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import KubeObject
@@ -63,7 +64,8 @@ def test_diff_equals_a_pair_by_pair_comparison(
 
 def _by_key(objs: list[KubeObject]) -> dict[tuple[str, str | None, str], KubeObject]:
     """The objects an index keeps: the last of each kind, namespace and name."""
-    return {(type(o).__name__, None if isinstance(o, Namespace) else o.namespace, o.name): o for o in objs}
+    return {(type(o).__name__, None if isinstance(o, (Namespace, ClusterPolicy)) else o.namespace, o.name): o
+            for o in objs}
 
 
 @settings(max_examples=150)

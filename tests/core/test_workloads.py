@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from core_builders import pod, pod_dict, policy
+from core_builders import cnp_dict, parse, pod, pod_dict, policy
 
+from netpol_auditor.cluster_policy import ClusterPolicy
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import ManifestError, parse_object, parse_workload
 from netpol_auditor.model import ContainerPort, Labels, LabelSelector, Pod, PodRef, PortProtocol, Workload
@@ -175,3 +176,11 @@ def test_ip_block_policies_are_named_only_when_an_endpoint_has_no_ip() -> None:
     running = pod("prod", "a", "10.0.0.1")
     assert ip_block_policies([running], [blocks, selectors]) == []
     assert ip_block_policies([running, template_pod(workload("Deployment", "web"))], [blocks, selectors]) == [blocks]
+    # networks peers of cluster policies are address blocks too
+    networks = parse(cnp_dict("n", "Admin", 1, {"namespaces": {}}, egress=[
+        {"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}]))  # fmt: skip
+    names = parse(cnp_dict("m", "Admin", 1, {"namespaces": {}},
+                           egress=[{"action": "Deny", "to": [{"namespaces": {}}]}]))
+    assert isinstance(networks, ClusterPolicy) and isinstance(names, ClusterPolicy)
+    planned = template_pod(workload("Deployment", "web"))
+    assert ip_block_policies([running, planned], [blocks, networks, names]) == [blocks, networks]

@@ -3,9 +3,11 @@
 The expected tables of the corpus are derived from the upstream test's own expectation calls
 (kubernetes/kubernetes ``test/e2e/network/netpol/reachability.go``: ``NewReachability(pods, true)`` followed by
 ``Expect``, ``ExpectPeer``, ``ExpectAllIngress``, ``ExpectAllEgress``), never from our engine, so the corpus is an
-independent oracle. Tables print like upstream ``TruthTable.PrettyPrint``: rows are sources, columns destinations,
-``.`` allowed, ``X`` denied, with a ``-`` in the corner (tab separated in failure output, exactly like
-upstream; space aligned in the case files, because YAML block scalars cannot hold tabs).
+independent oracle. The conformance tests of kubernetes-sigs/network-policy-api probe one pair at a time instead
+(``kubernetes.PokeServer``, ``conformance/utils/kubernetes/helper.go``): their cases start from an empty table
+(``default: null``) and each call fills one cell. Tables print like upstream ``TruthTable.PrettyPrint``: rows are
+sources, columns destinations, ``.`` allowed, ``X`` denied, with a ``-`` in the corner (tab separated in failure
+output, exactly like upstream; space aligned in the case files, because YAML block scalars cannot hold tabs).
 
 Run ``python tests/corpus/corpus_truthtable.py fill FILE...`` to (re)write the ``table`` of every port of a case file
 from its ``expect`` calls; the corpus test checks that the stored tables and the calls agree.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "TruthTable",
     "format_side_by_side",
     "load_case",
+    "model_path",
 ]
 
 CASE_KIND = "TruthTableCase"
@@ -104,23 +107,33 @@ class TruthTable:
                     table.values[(row[0], dst)] = mark == "."
         return table
 
+    def renamed(self, rename: Callable[[str], str]) -> TruthTable:
+        """The same table with every endpoint renamed."""
+        return TruthTable(
+            items=[rename(i) for i in self.items],
+            values={(rename(src), rename(dst)): v for (src, dst), v in self.values.items()},
+        )
+
     def differences(self, other: TruthTable) -> list[tuple[str, str, bool | None, bool | None]]:
-        """``(from, to, mine, other)`` for every compared pair on which the two tables disagree."""
+        """``(from, to, mine, other)`` for every compared pair on which the two tables disagree, among the pairs
+        ``other`` (the expectation) has a value for."""
         return [
             (src, dst, self.get(src, dst), other.get(src, dst))
             for src, dst in self.compared_pairs()
-            if self.get(src, dst) != other.get(src, dst)
+            if other.get(src, dst) is not None and self.get(src, dst) != other.get(src, dst)
         ]
 
 
 class Reachability:
-    """Upstream ``Reachability`` expectations: a default-true table edited by ``Expect*`` calls."""
+    """Upstream ``Reachability`` expectations: a default-true table edited by ``Expect*`` calls (or an empty one,
+    ``default`` None, filled by ``PokeServer`` calls)."""
 
-    def __init__(self, items: Sequence[str], default: bool = True) -> None:
+    def __init__(self, items: Sequence[str], default: bool | None = True) -> None:
         self.table = TruthTable(items=list(items))
-        for src in items:
-            for dst in items:
-                self._set(src, dst, default)
+        if default is not None:
+            for src in items:
+                for dst in items:
+                    self._set(src, dst, default)
 
     def _set(self, src: str, dst: str, connected: bool) -> None:
         # Address to address is not a question about the cluster: such cells stay empty ("-").
@@ -153,8 +166,19 @@ class Reachability:
         if item not in self.table.items:
             raise ExpectError(f"{item} is not an endpoint of this table ({', '.join(self.table.items)})")
 
-    def apply(self, call: str) -> None:
-        """Apply one upstream call, e.g. ``reachability.ExpectPeer(&Peer{Namespace: nsX}, &Peer{}, false)``."""
+    def apply(self, call: str, port: str | None = None, expand: Callable[[str], str] = str) -> None:
+        """Apply one upstream call, e.g. ``reachability.ExpectPeer(&Peer{Namespace: nsX}, &Peer{}, false)``, or a
+        conformance probe ``kubernetes.PokeServer(NS/CLIENT, NS/SERVER | IP, PROTOCOL, PORT, SHOULD_CONNECT)`` (the
+        upstream call with the client as ``namespace/pod``, the server pod named instead of its IP, and the test,
+        clients and timeouts left out), whose protocol and port must be ``port``'s; ``expand`` gives the full name of
+        an endpoint written short in the call."""
+        poke = _POKE.fullmatch(call.strip())
+        if poke:
+            src, dst, protocol, number, connected_text = poke.groups()
+            if port is not None and f"{number}/{protocol.upper()}" != port:
+                raise ExpectError(f"{call!r} probes {number}/{protocol.upper()}, listed under {port}")
+            self.expect(expand(src), expand(dst), _parse_bool(connected_text))
+            return
         match = _CALL.fullmatch(call.strip())
         if not match:
             raise ExpectError(f"not a reachability.Expect* call: {call!r}")
@@ -173,6 +197,9 @@ class Reachability:
 
 
 _CALL = re.compile(r"(?:\w+\.)?(Expect|ExpectPeer|ExpectAllIngress|ExpectAllEgress)\((.*)\)")
+_POKE = re.compile(
+    r"kubernetes\.PokeServer\(\s*([^,\s]+)\s*,\s*([^,\s]+)\s*,\s*(tcp|udp|sctp)\s*,\s*(\d+)\s*,\s*(\w+)\s*\)"
+)
 _POD_STRING = re.compile(r'NewPodString\(\s*(\w+|"[^"]*")\s*,\s*"([^"]+)"\s*\)')
 _PEER = re.compile(r"&Peer\{(.*)\}")
 
@@ -262,11 +289,24 @@ class Case:
     objects: list[dict[str, Any]]
     ports: list[PortExpectation]
     notes: str
+    default: bool | None = True  # what a pair no call mentions is expected to be (None: not part of the case)
+    #: Written in front of every pod's namespace in the case file's calls, tables and lists (short names there).
+    namespace_prefix: str = ""
+    #: (from, to, port) -> why upstream's expectation cannot be checked here; the verdict must be out of model.
+    out_of_model: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def full(self, name: str) -> str:
+        """An endpoint as written in the case file -> as analyze names it (``namespace_prefix`` added to pods)."""
+        return self.namespace_prefix + name if self.namespace_prefix and "/" in name else name
+
+    def short(self, name: str) -> str:
+        """The inverse of `full`."""
+        return name.removeprefix(self.namespace_prefix) if "/" in name else name
 
     def derived_table(self, port: PortExpectation) -> TruthTable:
-        reach = Reachability([*self.endpoints, *self.externals])
+        reach = Reachability([*self.endpoints, *self.externals], self.default)
         for call in port.expect:
-            reach.apply(call)
+            reach.apply(call, port.port, self.full)
         return reach.table
 
 
@@ -277,12 +317,23 @@ def load_case(path: Path) -> Case:
         raise ValueError(f"{path}: the first document must be a {CASE_KIND}")
     meta, objects = docs[0], docs[1:]
     model = meta.get("model")
-    endpoints = list(meta.get("endpoints") or (E2E_MODEL_PODS if model == "e2e" else ()))
+    prefix = str(meta.get("namespacePrefix") or "")
+
+    def full(name: str) -> str:
+        return prefix + name if prefix and "/" in name else name
+
+    out_of_model: dict[tuple[str, str, str], str] = {}
+    for entry in meta.get("outOfModel") or []:
+        pair, _, reason = str(entry).partition(": ")
+        src, dst_port = pair.split(" -> ")
+        dst, port = dst_port.split(" ")
+        out_of_model[(full(src), full(dst), port)] = reason
+    endpoints = [full(e) for e in meta.get("endpoints") or (E2E_MODEL_PODS if model == "e2e" else ())]
     ports = [
         PortExpectation(
             port=str(port),
             expect=list(spec.get("expect") or []),
-            table=TruthTable.parse(spec["table"]) if spec.get("table") else None,
+            table=TruthTable.parse(spec["table"]).renamed(full) if spec.get("table") else None,
         )
         for port, spec in (meta.get("ports") or {}).items()
     ]
@@ -296,14 +347,23 @@ def load_case(path: Path) -> Case:
         objects=objects,
         ports=ports,
         notes=str(meta.get("notes") or ""),
+        default=meta.get("default", True),
+        namespace_prefix=prefix,
+        out_of_model=out_of_model,
     )
+
+
+def model_path(corpus: Path, case: Case) -> Path | None:
+    """The model file a case builds on (``<corpus>/<model>/model.yaml``), None if it has none."""
+    return corpus / case.model / "model.yaml" if case.model else None
 
 
 def format_side_by_side(expected: TruthTable, actual: TruthTable) -> str:
     """Both tables, then the upstream-style comparison table (``X`` where they differ)."""
     comparison = TruthTable(items=expected.items)
     for src, dst in expected.compared_pairs():
-        comparison.values[(src, dst)] = expected.get(src, dst) == actual.get(src, dst)
+        if expected.get(src, dst) is not None:
+            comparison.values[(src, dst)] = expected.get(src, dst) == actual.get(src, dst)
     return (
         f"expected:\n{expected.pretty()}\nobserved (netpol-auditor analyze):\n{actual.pretty()}\n"
         f"comparison:\n{comparison.pretty()}"
@@ -330,7 +390,7 @@ def fill(paths: Iterable[Path]) -> None:
         meta = yaml.safe_load(first)
         case = load_case(path)
         for port in case.ports:
-            meta["ports"][port.port]["table"] = case.derived_table(port).aligned()
+            meta["ports"][port.port]["table"] = case.derived_table(port).renamed(case.short).aligned()
         dumped = yaml.dump(meta, Dumper=_LiteralDumper, sort_keys=False, width=120, allow_unicode=True)
         path.write_text(dumped + sep + rest)
 

@@ -1,9 +1,11 @@
-"""The truth-table corpus: upstream e2e NetworkPolicy tests and the patterns of the NetworkPolicy guides.
+"""The truth-table corpus: upstream e2e NetworkPolicy tests, the patterns of the NetworkPolicy guides, and the
+conformance tests of the cluster policies of policy.networking.k8s.io (kubernetes-sigs/network-policy-api).
 
-Each case file (tests/corpus/{e2e,guides}/*.yaml) holds Kubernetes manifests and, per port, the expected truth table
-derived from upstream-style ``reachability.Expect*`` calls. The tables are an independent oracle: they are checked
-against those calls here, and ``netpol-auditor analyze -o json`` must reproduce them on every compared cell
-(loopback is ignored, as upstream ``ignoreLoopback`` does).
+Each case file (tests/corpus/{e2e,guides,conformance}/*.yaml) holds Kubernetes manifests and, per port, the expected
+truth table derived from upstream-style ``reachability.Expect*`` (or ``kubernetes.PokeServer``) calls. The tables
+are an independent oracle: they are checked against those calls here, and ``netpol-auditor analyze -o json`` must
+reproduce them on every compared cell (loopback is ignored, as upstream ``ignoreLoopback`` does), except the cells a
+case lists as out of model, which must be reported so (``allowed`` null with an out-of-model reason).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from corpus_truthtable import Case, TruthTable, format_side_by_side, load_case
+from corpus_truthtable import Case, TruthTable, format_side_by_side, load_case, model_path
 
 CORPUS = Path(__file__).parent
-E2E_MODEL = CORPUS / "e2e" / "model.yaml"
-CASE_FILES = sorted(p for d in ("e2e", "guides") for p in (CORPUS / d).glob("*.yaml") if p != E2E_MODEL)
+CASE_FILES = sorted(
+    p for d in ("e2e", "guides", "conformance") for p in (CORPUS / d).glob("*.yaml") if p.name != "model.yaml"
+)
 
 
 def _case_id(path: Path) -> str:
@@ -40,7 +43,8 @@ def _identity(obj: dict[str, Any]) -> tuple[str, str, str]:
 def _manifests(case: Case) -> list[dict[str, Any]]:
     """The model's objects (if any) with the case's objects on top: a case object replaces the model's namesake,
     which is how the upstream tests' label updates (AddPodLabels, AddNamespaceLabel) are expressed."""
-    model = [d for d in yaml.safe_load_all(E2E_MODEL.read_text()) if d] if case.model == "e2e" else []
+    path = model_path(CORPUS, case)
+    model = [d for d in yaml.safe_load_all(path.read_text()) if d] if path is not None else []
     replaced = {_identity(o) for o in case.objects}
     return [o for o in model if _identity(o) not in replaced] + case.objects
 
@@ -90,15 +94,24 @@ def test_analyze_reproduces_the_truth_table(case: Case, tmp_path: Path) -> None:
         assert port.table is not None
         number, _, protocol = port.port.partition("/")
         observed = TruthTable(items=items)
+        expected = TruthTable(items=items, values=dict(port.table.values))
         seen: set[str] = set()
         for verdict in result["verdicts"]:
             if verdict["port"] != int(number) or verdict["protocol"] != protocol:
                 continue
             seen.update((verdict["from"], verdict["to"]))
-            if verdict["allowed"] is not None:
-                observed.values[(verdict["from"], verdict["to"])] = verdict["allowed"]
-        assert seen == set(items), f"{case.path}: {port.port}: analyze judged endpoints {sorted(seen)}, not {items}"
-        if observed.differences(port.table):
-            failures.append(f"== {case.path.name} {port.port}\n" + format_side_by_side(port.table, observed))
+            key = (verdict["from"], verdict["to"])
+            if (*key, port.port) in case.out_of_model:
+                # Upstream's expectation cannot be checked from manifests: the verdict must say so.
+                assert verdict["allowed"] is None and verdict["reason"].startswith("out of model"), (case.path, verdict)
+                expected.values.pop(key, None)
+            elif verdict["allowed"] is not None:
+                observed.values[key] = verdict["allowed"]
+        # Cases over a model list only the endpoints their calls name; analyze judges them all.
+        assert seen >= set(items) if case.default is None else seen == set(items), (
+            f"{case.path}: {port.port}: analyze judged endpoints {sorted(seen)}, not {items}"
+        )
+        if observed.differences(expected):
+            failures.append(f"== {case.path.name} {port.port}\n" + format_side_by_side(expected, observed))
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)

@@ -53,3 +53,20 @@ def test_table_text_round_trips() -> None:
 def test_malformed_expectations_are_rejected(call: str) -> None:
     with pytest.raises(ExpectError):
         Reachability(E2E_MODEL_PODS).apply(call)
+
+
+def test_poke_server_fills_one_cell_of_an_empty_table() -> None:
+    items = ["gryffindor/harry-potter-0", "ravenclaw/luna-lovegood-1", "172.18.0.3"]
+    reach = Reachability(items, default=None)
+    reach.apply("kubernetes.PokeServer(gryffindor/harry-potter-0, ravenclaw/luna-lovegood-1, tcp, 80, false)", "80/TCP")
+    reach.apply("kubernetes.PokeServer(gryffindor/harry-potter-0, 172.18.0.3, udp, 53, true)", "53/UDP")
+    assert reach.table.values == {
+        ("gryffindor/harry-potter-0", "ravenclaw/luna-lovegood-1"): False,
+        ("gryffindor/harry-potter-0", "172.18.0.3"): True,
+    }
+    with pytest.raises(ExpectError, match="listed under 81/TCP"):
+        reach.apply("kubernetes.PokeServer(gryffindor/harry-potter-0, ravenclaw/luna-lovegood-1, tcp, 80, true)",
+                    "81/TCP")
+    full = Reachability(["ns-x/a", "ns-y/b"], default=None)
+    full.apply("kubernetes.PokeServer(x/a, y/b, sctp, 9003, true)", "9003/SCTP", lambda name: f"ns-{name}")
+    assert full.table.values == {("ns-x/a", "ns-y/b"): True}
