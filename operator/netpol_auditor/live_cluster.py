@@ -38,6 +38,8 @@ class LiveResource:
     list_all: str
     list_namespaced: str | None
     needed: bool = False
+    #: (group, version) of a custom resource, listed cluster-wide; a cluster that does not serve it has none
+    custom: tuple[str, str] | None = None
 
 
 RESOURCES = (
@@ -57,6 +59,13 @@ RESOURCES = (
                  "list_replication_controller_for_all_namespaces", "list_namespaced_replication_controller"),
     LiveResource("jobs", "Job", "BatchV1Api", "list_job_for_all_namespaces", "list_namespaced_job"),
     LiveResource("cronjobs", "CronJob", "BatchV1Api", "list_cron_job_for_all_namespaces", "list_namespaced_cron_job"),
+    # SIG Network's cluster-scoped policies (network-policy-api), where the cluster serves them
+    LiveResource("adminnetworkpolicies", "AdminNetworkPolicy", "CustomObjectsApi", "list_cluster_custom_object", None,
+                 custom=("policy.networking.k8s.io", "v1alpha1")),
+    LiveResource("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", "CustomObjectsApi",
+                 "list_cluster_custom_object", None, custom=("policy.networking.k8s.io", "v1alpha1")),
+    LiveResource("clusternetworkpolicies", "ClusterNetworkPolicy", "CustomObjectsApi", "list_cluster_custom_object",
+                 None, custom=("policy.networking.k8s.io", "v1alpha2")),
 )
 
 
@@ -103,7 +112,10 @@ def list_documents(api_client: Any, resource: LiveResource, namespace: str | Non
             kwargs["_continue"] = token
         if resource.kind == "Pod":
             kwargs["label_selector"] = f"!{RUN_LABEL}"  # the prober's own pods are not the cluster's workloads
-        if namespace and resource.list_namespaced:
+        if resource.custom:
+            page = _call(api_client, resource.api, resource.list_all, *resource.custom, resource.plural, **kwargs)
+            page["apiVersion"] = "/".join(resource.custom)
+        elif namespace and resource.list_namespaced:
             page = _call(api_client, resource.api, resource.list_namespaced, namespace, **kwargs)
         else:
             page = _call(api_client, resource.api, resource.list_all, **kwargs)
@@ -146,17 +158,21 @@ def read_cluster(kubeconfig: str | None, context: str | None, namespaces: Sequen
         scopes: Sequence[str | None] = namespaces if namespaces and resource.list_namespaced else [None]
         scope: str | None = None
         try:
-            if namespaces and not resource.list_namespaced:  # Namespaces themselves: only those named
+            if namespaces and resource.kind == "Namespace":  # only those named
                 documents += [(_call(api, "CoreV1Api", "read_namespace", ns), source) for ns in namespaces]
                 continue
             for scope in scopes:
                 documents += [(page, source) for page in list_documents(api, resource, scope, page_size)]
         except _ListFailed as exc:
+            if resource.custom and exc.status == 404:
+                continue  # the cluster does not serve this API: it has no such policies
             if exc.status is None:
                 problems.append((True, ManifestError(source, "", "", exc.reason)))
                 break  # the server is unreachable: every other request would say the same
             what = f"cannot list {resource.plural}{f' in namespace {scope}' if scope else ''}: {exc.reason}"
-            if not resource.needed:
+            if resource.custom:
+                what += f"; the verdicts leave out what {resource.kind}s allow or deny"
+            elif not resource.needed:
                 what += f"; the pods of {resource.kind}s are judged one by one"
             problems.append((resource.needed, ManifestError(source, "", "", what)))
     manifests = read_documents(documents, server_validated=True)
