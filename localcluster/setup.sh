@@ -4,7 +4,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 apt_packages=(iproute2 iptables ipset socat netcat-openbsd ncat conntrack prometheus prometheus-alertmanager openssl
-  kubectl etcd-client busybox)
+  kubectl etcd-client busybox chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

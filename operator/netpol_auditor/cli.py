@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import TextIO
 
@@ -27,6 +28,8 @@ from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .expectation_check import Subject, check
 from .expectations import Expectation, InvalidExpectations, parse_expectations
+from .exporters.html_page import render_html
+from .exporters.page_data import build_page_data, named_endpoints
 from .index import ReachabilityIndex
 from .junit import junit_xml
 from .manifest_files import Manifests, read_manifests
@@ -160,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="an address outside the cluster: also judge IP -> pod and pod -> IP; repeatable",
     )
-    analyze.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+    analyze.add_argument("-o", "--output", choices=(*FORMATS, "html"), default="table",
+                         help="output format (default: table); html: one self-contained page, a matrix with the "
+                         "deciding policies and rules of every cell")
     analyze.add_argument("--explain", action="store_true", help="add the reason (policies, rules) for every verdict")
     analyze.add_argument(
         "--from",
@@ -251,6 +256,7 @@ class _Input:
 
     index: ReachabilityIndex
     folded: Mapping[PodRef, PodRef]
+    notes: tuple[str, ...] = ()
 
 
 def read_input(args: argparse.Namespace) -> Manifests:
@@ -287,23 +293,22 @@ def _load(args: argparse.Namespace) -> _Input:
         found = endpoints(manifests.workloads, pods)
         judged, folded = list(found.pods), found.folded
     blind = ip_block_policies(judged, [o for o in others if isinstance(o, (NetworkPolicy, ClusterPolicy))])
+    notes: list[str] = []
     if any(isinstance(p, NetworkPolicy) for p in blind):
         names = ", ".join(f"{p.namespace}/{p.name}" for p in blind if isinstance(p, NetworkPolicy))
-        print(
-            f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no ipBlock peer "
-            f"matches them: traffic between pods that only an ipBlock admits is reported denied (ipBlock peers in "
-            f"{names})",
-            file=sys.stderr,
+        notes.append(
+            "workloads and Pods without status have no IP yet, so no ipBlock peer matches them: traffic between "
+            f"pods that only an ipBlock admits is reported denied (ipBlock peers in {names})"
         )
     if any(isinstance(p, ClusterPolicy) for p in blind):
         names = ", ".join(f"{p.kind.value}/{p.name}" for p in blind if isinstance(p, ClusterPolicy))
-        print(
-            f"{PROG} {args.command}: note: workloads and Pods without status have no IP yet, so no networks peer "
-            f"of a cluster policy matches them: its Accept, Deny or Pass does not apply to their traffic (networks "
-            f"peers in {names})",
-            file=sys.stderr,
+        notes.append(
+            "workloads and Pods without status have no IP yet, so no networks peer of a cluster policy matches "
+            f"them: its Accept, Deny or Pass does not apply to their traffic (networks peers in {names})"
         )
-    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded)
+    for note in notes:
+        print(f"{PROG} {args.command}: note: {note}", file=sys.stderr)
+    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded, tuple(notes))
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
@@ -448,6 +453,18 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         explain=args.explain,
         folded=loaded.folded,
     )
+    if args.output == "html":
+        data = build_page_data(
+            loaded.index,
+            named_endpoints(analysis.sources),
+            named_endpoints(analysis.destinations),
+            analysis.ports,
+            mode="offline",
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            notes=loaded.notes,
+        )
+        out.write(render_html(data))
+        return 0
     render(analysis, args.output, out)
     return 0
 
