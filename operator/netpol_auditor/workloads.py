@@ -24,7 +24,7 @@ from .cluster_policy import ClusterPolicy
 from .model import NetworkPolicy, Pod, PodRef, Workload
 from .selectors import SelectorMatcher, compile_selector
 
-__all__ = ["EndpointSet", "endpoint_name", "endpoints", "ip_block_policies", "template_pod"]
+__all__ = ["EndpointSet", "endpoint_name", "endpoints", "ip_block_policies", "running_workload", "template_pod"]
 
 #: Labels a controller puts on the pods it makes, and the kinds that put them there.
 _CONTROLLER_LABELS: Mapping[str, tuple[str, ...]] = {
@@ -53,6 +53,20 @@ def template_pod(workload: Workload) -> Pod:
         owner_name=workload.owner_name,
         planned=True,
     )
+
+
+def running_workload(pod: Pod) -> PodRef:
+    """The endpoint of a pod of the cluster, named as ``analyze`` names workloads, from its controller reference
+    alone (the operator does not watch workloads): a ReplicaSet named ``<deployment>-<pod-template-hash>`` stands for
+    that Deployment; any other controller for itself (a Job of a CronJob stays a Job: its name does not say whether
+    a CronJob made it); a pod without a controller is its own endpoint (``name[Pod]``)."""
+    kind, name = pod.owner_kind, pod.owner_name
+    if not kind or not name:
+        return PodRef(pod.namespace, endpoint_name(pod.name, "Pod"))
+    template_hash = pod.labels.get("pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        kind, name = "Deployment", name.removesuffix(f"-{template_hash}")
+    return PodRef(pod.namespace, endpoint_name(name, kind))
 
 
 @dataclass(frozen=True)

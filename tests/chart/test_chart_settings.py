@@ -98,11 +98,24 @@ def test_new_values_reach_the_operator(render: Render) -> None:
     assert (options.start_delay_seconds, options.pod_start_timeout_seconds) == (4, 120)
 
 
+def test_the_reachability_page_values_reach_the_operator(render: Render) -> None:
+    def settings_of(values: dict[str, Any] | None = None) -> Settings:
+        container = one(render(values), "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+        return settings_from_args(None, env={e["name"]: e["value"] for e in container["env"] if "value" in e})
+
+    assert settings_of().reachability_page_enabled is False
+    settings = settings_of({"reachabilityPage.enabled": True, "reachabilityPage.maxWorkloads": 200,
+                            "reachabilityPage.refreshSeconds": 30})
+    assert settings.reachability_page_enabled is True
+    assert (settings.reachability_page_max_workloads, settings.reachability_page_refresh_seconds) == (200, 30)
+
+
 def test_chart_defaults_are_the_operators(render: Render) -> None:
     """Where the chart only passes a default on, it passes the operator's own."""
     container = one(render(), "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
     settings = settings_from_args(None, env={e["name"]: e["value"] for e in container["env"] if "value" in e})
     defaults = Settings()
     for name in ("probe_start_delay_seconds", "probe_pod_start_timeout_seconds", "peering_lifetime_seconds",
-                 "events_grace_seconds", "probe_backoff_seconds", "probe_late_seconds", "probe_retry_seconds"):
+                 "events_grace_seconds", "probe_backoff_seconds", "probe_late_seconds", "probe_retry_seconds",
+                 "reachability_page_enabled", "reachability_page_max_workloads", "reachability_page_refresh_seconds"):
         assert getattr(settings, name) == getattr(defaults, name), name

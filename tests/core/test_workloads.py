@@ -11,7 +11,7 @@ from netpol_auditor.cluster_policy import ClusterPolicy
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import ManifestError, parse_object, parse_workload
 from netpol_auditor.model import ContainerPort, Labels, LabelSelector, Pod, PodRef, PortProtocol, Workload
-from netpol_auditor.workloads import endpoints, ip_block_policies, template_pod
+from netpol_auditor.workloads import endpoints, ip_block_policies, running_workload, template_pod
 
 APP = {"app": "web"}
 
@@ -184,3 +184,17 @@ def test_ip_block_policies_are_named_only_when_an_endpoint_has_no_ip() -> None:
     assert isinstance(networks, ClusterPolicy) and isinstance(names, ClusterPolicy)
     planned = template_pod(workload("Deployment", "web"))
     assert ip_block_policies([running, planned], [blocks, networks, names]) == [blocks, networks]
+
+
+@pytest.mark.parametrize(("owner", "labels", "expected"), [
+    (("ReplicaSet", "web-5d4f8c9b7"), {"pod-template-hash": "5d4f8c9b7"}, "prod/web[Deployment]"),
+    (("ReplicaSet", "web"), {"pod-template-hash": "5d4f8c9b7"}, "prod/web[ReplicaSet]"),
+    (("ReplicaSet", "web-5d4f8c9b7"), {}, "prod/web-5d4f8c9b7[ReplicaSet]"),
+    (("StatefulSet", "db"), {"controller-revision-hash": "db-7f"}, "prod/db[StatefulSet]"),
+    (("Job", "backup-29000000"), {}, "prod/backup-29000000[Job]"),
+    (("", ""), {}, "prod/debug-0[Pod]"),
+])
+def test_a_running_pod_belongs_to_the_workload_its_controller_names(
+        owner: tuple[str, str], labels: dict[str, str], expected: str) -> None:
+    running = Pod("prod", "debug-0", labels=Labels(labels), owner_kind=owner[0], owner_name=owner[1])
+    assert str(running_workload(running)) == expected

@@ -19,7 +19,8 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -30,10 +31,13 @@ from netpol_auditor.controller.feed import DELETED, IndexFeed
 from netpol_auditor.controller.handlers import register_handlers
 from netpol_auditor.controller.logs import configure_logging
 from netpol_auditor.controller.looplag import LoopLagMonitor
+from netpol_auditor.controller.page_cache import PageCache
 from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.controller.settings import Settings
 from netpol_auditor.exporters.events import EventPoster, IndexFacts, WarningGate, collect_facts, detect_notices
+from netpol_auditor.exporters.html_page import render_html
+from netpol_auditor.exporters.live_page import ProbeSnapshot, live_page_data
 from netpol_auditor.exporters.metrics import Aggregates, IndexMetrics, choose_ports, compute_aggregates
 from netpol_auditor.index_view import IndexView
 from netpol_auditor.model import ObjectKind
@@ -135,7 +139,11 @@ class Operator:
         self.scope = NamespaceScope(settings.namespaces, settings.namespace_selector)
         self.resyncer = Resyncer(self.feed, self.api_client, self.scope, settings.resync_interval_seconds,
                                  on_change=self._changed)
-        self.server = MetricsServer(self.registry, self.readiness, settings.metrics_address, settings.metrics_port)
+        self.prober: Any = None  # the running ProbeLoop, while there is one (the page reads its results)
+        self.page = PageCache(self._page_key, self._page_snapshot, settings.reachability_page_refresh_seconds) if (
+            settings.reachability_page_enabled) else None
+        self.server = MetricsServer(self.registry, self.readiness, settings.metrics_address, settings.metrics_port,
+                                    page=self.reachability_page if self.page is not None else None)
         self.loop_lag = LoopLagMonitor(self.registry)
         self.kopf_registry = self._kopf_registry()
         self.active = settings.standalone  # with peering, kopf starts paused until the peering says otherwise
@@ -339,7 +347,39 @@ class Operator:
             return
         # One registry and one Event poster (rate limit, dedup) for the index and the prober.
         loop = ProbeLoop(self.feed.index, self.settings, self.api_client, registry=self.registry, events=self.poster)
-        await loop.run(stop)
+        self.prober = loop
+        try:
+            await loop.run(stop)
+        finally:
+            self.prober = None
+
+    # -- the reachability page -----------------------------------------------------------------------------------
+
+    async def reachability_page(self) -> tuple[int, str]:
+        """(200, the page) on the active, synced replica; (503, why not) otherwise."""
+        ready, reason = self.readiness()
+        if not (self.active and self.synced) or self.page is None:
+            return 503, reason if not ready else f"{reason}: the active replica serves the reachability page"
+        return 200, await self.page.get()
+
+    def _page_key(self) -> Hashable:
+        prober = self.prober
+        return (self.feed.index.revision, id(prober), getattr(prober, "published", None))
+
+    def _page_snapshot(self) -> Callable[[], str]:
+        """Copies of the index and the prober's results (here, on the loop); the rendering runs in a thread."""
+        view = self.feed.index.view()
+        probes = ProbeSnapshot.of(self.prober) if self.prober is not None else None
+        settings = self.settings
+
+        def render() -> str:
+            ports, _ = choose_ports(view, settings.ports, settings.max_ports)
+            generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            data = live_page_data(view, ports, probes, max_workloads=settings.reachability_page_max_workloads,
+                                  generated=f"{generated}, index revision {view.revision}")
+            return render_html(data)
+
+        return render
 
     # -- aggregates and Events -----------------------------------------------------------------------------------
 
@@ -401,7 +441,8 @@ class Operator:
         if peering_logger.getEffectiveLevel() > logging.INFO:
             peering_logger.setLevel(logging.INFO)
         port = await self.server.start()
-        logger.info("serving /metrics and /readyz on %s:%d", self.settings.metrics_address, port)
+        logger.info("serving /metrics and /readyz%s on %s:%d", " and /reachability" if self.page else "",
+                    self.settings.metrics_address, port)
         supervisor = asyncio.create_task(self._supervise(), name="netpol-auditor supervisor")
         lag_stop = asyncio.Event()
         lag_monitor = asyncio.create_task(self.loop_lag.run(lag_stop), name="event loop lag")

@@ -111,6 +111,10 @@ class Settings:
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9090
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # The read-only reachability page on the metrics port (/reachability)
+    reachability_page_enabled: bool = False
+    reachability_page_max_workloads: int = 1000
+    reachability_page_refresh_seconds: float = 10.0
     # Path metrics
     ports: tuple[PortProtocol, ...] = ()
     max_ports: int = 8
@@ -218,6 +222,15 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--metrics-port", "metrics_port", "port of the /metrics and /readyz HTTP server (0: any free port)",
             parse=int, metavar="N"),
     _Option("--liveness", "liveness_endpoint", "kopf liveness endpoint URL; empty disables it", metavar="URL"),
+    _Option("--reachability-page", "reachability_page_enabled", "serve a read-only HTML page of the predicted (and "
+            "probed) reachability between workloads on the metrics port, at /reachability", parse=_bool,
+            boolean=True),
+    _Option("--reachability-page-max-workloads", "reachability_page_max_workloads", "the page shows at most this "
+            "many workloads (whole namespaces, in name order); its cost grows with their square", parse=int,
+            metavar="N"),
+    _Option("--reachability-page-refresh", "reachability_page_refresh_seconds", "the page is rendered again on a "
+            "request when the index or the probe results changed, at most this often", parse=float,
+            metavar="SECONDS"),
     _Option("--ports", "ports", "ports the path metrics cover, e.g. '80/TCP,53/UDP' (default: the ports pods "
             "declare, at most --max-ports of them)", parse=_ports, metavar="LIST"),
     _Option("--max-ports", "max_ports", "cap on the ports taken from pods' declared ports when --ports is not given",
@@ -362,13 +375,14 @@ def _validate(settings: Settings) -> None:
     if not 0 <= settings.metrics_port <= 65535:
         raise ValueError(f"--metrics-port: {settings.metrics_port} out of range 0-65535")
     for name in ("max_ports", "max_path_series", "events_per_minute", "probe_max_pods", "probe_pair_groups",
+                 "reachability_page_max_workloads",
                  "probe_targets_per_pod",
                  "probe_timeout_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')}: must not be negative")
     for name in ("recompute_delay_seconds", "resync_interval_seconds", "events_dedup_seconds", "events_grace_seconds",
                  "probe_interval_seconds", "probe_settle_seconds", "probe_retry_seconds", "probe_late_seconds",
-                 "probe_backoff_seconds", "probe_start_delay_seconds",
+                 "probe_backoff_seconds", "probe_start_delay_seconds", "reachability_page_refresh_seconds",
                  "probe_backoff_max_seconds"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}: must not be negative")

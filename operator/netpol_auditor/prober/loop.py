@@ -296,6 +296,7 @@ class ProbeLoop:
         self.observations: dict[PathKey, tuple[Verdict, ProbeResult | None, Outcome]] = {}
         # the latest inconclusive reason per path (tests and the page read it)
         self.inconclusive: dict[PathKey, str] = {}
+        self.published = 0  # bumped whenever results are published: the page renders again when it changes
         # watch-fed caches: this run's pods, and what a clone could disturb (see _check_conflicts)
         self.pod_watch = ListWatch("probe pods", self.core.list_pod_for_all_namespaces, api,
                                    label_selector=f"{RUN_LABEL}={self.run_id}",
@@ -957,6 +958,7 @@ class ProbeLoop:
         return out
 
     def _publish(self) -> None:
+        self.published += 1
         self._prune_series()
         known: list[PolicyKey] = sorted(self.index.policy_map())
         live_nodes = {k.src_node for k in self.planner.cycle_paths()} | {k.dst_node for k in self.planner.cycle_paths()}
