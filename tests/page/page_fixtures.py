@@ -41,9 +41,10 @@ def _policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def many_workloads(namespaces: int = 50, per_namespace: int = 20) -> ReachabilityIndex:
+def many_workloads(namespaces: int = 50, per_namespace: int = 20, own_policies: bool = False) -> ReachabilityIndex:
     """``namespaces`` x ``per_namespace`` workloads (one pod each, each labelled apart): every namespace denies
-    ingress but from itself, and admits ns-00's ``role=scraper`` pods on 9090."""
+    ingress but from itself, and admits ns-00's ``role=scraper`` pods on 9090. ``own_policies``: each workload also
+    has a policy of its own, admitting the next workload of its namespace on 80 (so no two are alike)."""
     docs: list[dict[str, Any]] = []
     for n in range(namespaces):
         ns = f"ns-{n:02d}"
@@ -51,6 +52,11 @@ def many_workloads(namespaces: int = 50, per_namespace: int = 20) -> Reachabilit
         for w in range(per_namespace):
             labels = {"app": f"app-{w:02d}", **({"role": "scraper"} if n == 0 and w == 0 else {})}
             docs.append(_pod(ns, f"app-{w:02d}", labels, f"10.{n // 200}.{n % 200}.{w + 1}", (80, 9090)))
+            if own_policies:
+                admitted = {"podSelector": {"matchLabels": {"app": f"app-{(w + 1) % per_namespace:02d}"}}}
+                docs.append(_policy(ns, f"app-{w:02d}", {
+                    "podSelector": {"matchLabels": {"app": f"app-{w:02d}"}}, "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [admitted], "ports": [{"port": 80}]}]}))
         docs.append(_policy(ns, "same-namespace", {"podSelector": {}, "policyTypes": ["Ingress"],
                                                    "ingress": [{"from": [{"podSelector": {}}]}]}))
         docs.append(_policy(ns, "scrape", {

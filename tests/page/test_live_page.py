@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from test_page_data import cell_verdicts
+
 from netpol_auditor.exporters.live_page import ProbeSnapshot, live_page_data
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
@@ -62,20 +64,8 @@ def test_pods_fold_into_workloads_and_a_rollout_shows_both_verdicts() -> None:
     assert data["probed"] is False
     web = data["endpoints"][1]
     assert len(web["c"]) == 2  # the stable and the canary pods are told apart by the db policy
-    verdicts = {data["verdicts"][int(v)]["a"] for v in _cells(data, 1, 0)}
-    assert verdicts == {True, False}
+    assert {v["a"] for v in cell_verdicts(data, 1, 0, 0)} == {True, False}
     assert any("1 hostNetwork pods are left out" in n for n in data["notes"])
-
-
-def _cells(data: dict[str, Any], i: int, j: int) -> set[str]:
-    out = set()
-    for cs in data["endpoints"][i]["c"]:
-        row: list[str] = []
-        for part in data["matrix"][0][str(cs)].split(","):
-            value, _, count = part.partition("*")
-            row += [value] * int(count or 1)
-        out.update(row[cd] for cd in data["endpoints"][j]["c"])
-    return out
 
 
 def test_probe_results_land_on_the_workloads_of_their_groups() -> None:

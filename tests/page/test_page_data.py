@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from page_fixtures import many_workloads
 
 from netpol_auditor.exporters.page_data import (
@@ -15,7 +20,12 @@ from netpol_auditor.exporters.page_data import (
     named_endpoints,
 )
 from netpol_auditor.index import ReachabilityIndex
+from netpol_auditor.manifest_files import iter_objects
 from netpol_auditor.model import PortProtocol
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+sys.path.insert(0, str(CORPUS))
+from corpus_truthtable import load_case  # noqa: E402
 
 PORTS = [PortProtocol(80), PortProtocol(9090)]
 
@@ -28,40 +38,100 @@ def decode(text: str) -> list[int]:
     return out
 
 
+def combine(data: dict[str, Any], e: int, i: int) -> dict[str, Any]:
+    """A cell's verdict from its egress and ingress halves, as the page's script puts it together."""
+    if e <= -2:
+        return {"a": None, "r": data["unjudged"][-2 - e], "p": []}
+    egress = None if e == -1 else data["directions"][e]
+    ingress = None if i == -1 else data["directions"][i]
+
+    def allows(dv: dict[str, Any] | None) -> bool:
+        return dv is None or not dv["iso"] or bool(dv["ok"])
+
+    allowed = allows(egress) and allows(ingress)
+    deciding: list[str] = []
+    for dv in (egress, ingress):
+        if dv is not None and dv["iso"] and (allowed or not allows(dv)):
+            deciding += [n for n in (dv["okp"] if dv["ok"] else dv["by"]) if n not in deciding]
+    return {"a": allowed, "p": deciding, "e": egress, "i": ingress}
+
+
 def cell_verdicts(data: dict[str, Any], i: int, j: int, port: int) -> list[dict[str, Any]]:
     e = data["endpoints"]
-    ids = {decode(data["matrix"][port][str(cs)])[cd] for cs in e[i]["c"] for cd in e[j]["c"]}
-    return [data["verdicts"][v] for v in sorted(ids)]
+    halves = {(decode(data["egress"][port][str(cs)])[cd], decode(data["ingress"][port][str(cd)])[cs])
+              for cs in e[i]["c"] for cd in e[j]["c"]}
+    return [combine(data, *h) for h in sorted(halves)]
 
 
 def endpoints_of(index: ReachabilityIndex) -> list[PageEndpoint]:
     return [PageEndpoint(str(p.ref), p.namespace, (p.ref,)) for p in index.pods()]
 
 
-def test_every_cell_is_the_index_verdict() -> None:
-    index = many_workloads(namespaces=4, per_namespace=3)
+def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list[PortProtocol]) -> None:
     endpoints = endpoints_of(index)
-    data = build_page_data(index, endpoints, endpoints, PORTS, mode="offline", generated="now")
+    data = build_page_data(index, endpoints, endpoints, ports, mode="offline", generated="now")
     names = [e["n"] for e in data["endpoints"]]
     for i, src in enumerate(endpoints):
         for j, dst in enumerate(endpoints):
-            for p, port in enumerate(PORTS):
+            if i == j:
+                continue  # the page never judges an endpoint and itself
+            for p, port in enumerate(ports):
                 (record,) = cell_verdicts(data, i, j, p)
                 verdict = index.verdict(src.members[0], dst.members[0], port)
                 assert record["a"] == verdict.allowed, (names[i], names[j], port)
                 assert record["p"] == [f"{ns}/{n}" for ns, n in verdict.deciding_policies()]
-                if verdict.allowed is not None:
-                    admitted = [str(r) for dv in (verdict.egress, verdict.ingress) if dv for r in dv.admitted_by]
-                    assert record["e"]["ok"] + record["i"]["ok"] == admitted
+                if verdict.allowed is None:
+                    assert record["r"] == verdict.reason
+                    continue
+                for key, dv in (("e", verdict.egress), ("i", verdict.ingress)):
+                    assert record[key] == (None if dv is None else {
+                        "iso": dv.isolated, "by": [f"{ns}/{n}" for ns, n in dv.isolating_policies],
+                        "ok": [str(r) for r in dv.admitted_by],
+                        "okp": [f"{ns}/{n}" for ns, n in dv.deciding_policies()] if dv.admitted_by else []}), (
+                        names[i], names[j], port, key)
+
+
+def test_every_cell_is_the_index_verdict() -> None:
+    assert_every_cell_is_the_index_verdict(many_workloads(namespaces=4, per_namespace=3), PORTS)
+
+
+E2E_MODEL = CORPUS / "e2e" / "model.yaml"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CORPUS.glob("*/*.yaml") if p != E2E_MODEL),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_cell_of_the_corpus_is_the_index_verdict(path: Path) -> None:
+    """Pods alike for every policy share their cells' verdicts: exact on every case of the truth-table corpus
+    (named ports, endPort, ipBlock except, namespace selectors, SCTP and UDP)."""
+    case = load_case(path)
+    model = [d for d in yaml.safe_load_all(E2E_MODEL.read_text()) if d] if case.model == "e2e" else []
+    ids = {(o.get("kind"), (o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name"))
+           for o in case.objects}
+    docs = [o for o in model if (o.get("kind"), o["metadata"].get("namespace"), o["metadata"].get("name")) not in ids]
+    objs = [o for doc in [*docs, *case.objects] for o in iter_objects(doc, str(path))]
+    index = ReachabilityIndex.from_objects(objs)
+    ports = sorted({PortProtocol.parse(e.port) for e in case.ports} | {PortProtocol(80), PortProtocol(81)})
+    assert_every_cell_is_the_index_verdict(index, ports)
 
 
 def test_verdicts_are_shared_and_rows_run_length_coded() -> None:
     index = many_workloads(namespaces=10, per_namespace=10)
     endpoints = endpoints_of(index)
     data = build_page_data(index, endpoints, endpoints, PORTS, mode="live", generated="now")
-    assert len(data["verdicts"]) < 50  # 100 x 100 pairs on 2 ports: few distinct reasons
-    row = data["matrix"][0]["0"]
-    assert "*" in row and len(decode(row)) == 100
+    assert len(data["directions"]) < 50  # 100 x 100 pairs on 2 ports: few distinct decisions
+    # the policies select on no label but role: one class per namespace, and ns-00's scraper apart
+    assert len({c for e in data["endpoints"] for c in e["c"]}) == 11
+    assert len(decode(data["egress"][0]["0"])) == 11
+    assert data["egress"][0]["1"] == "0*11"  # no egress policy: the same decision to every destination
+
+
+def test_a_policy_per_workload_keeps_the_page_small() -> None:
+    """Every workload its own class (a policy each): the halves of the verdicts still compress."""
+    index = many_workloads(namespaces=10, per_namespace=20, own_policies=True)
+    endpoints = endpoints_of(index)
+    data = build_page_data(index, endpoints, endpoints, [PortProtocol(80)], mode="live", generated="now")
+    assert len({c for e in data["endpoints"] for c in e["c"]}) == 200
+    assert len(json.dumps(data)) < 200 * 1000  # under a kilobyte per workload, not per pair
 
 
 def test_a_workload_of_several_classes_shows_each_verdict() -> None:

@@ -1,11 +1,14 @@
 """What the reachability page shows, as plain JSON-able data: rows and columns of endpoints, the verdict of every
-pair of equivalence classes on every port (with the deciding policies and rules), and, where probed, what the
-probes saw.
+pair of classes on every port (with the deciding policies and rules), and, where probed, what the probes saw.
 
-Verdicts are computed once per (source class, destination class, port), as ``analyze`` does, and interned: a
-cluster has few distinct verdicts (the same policies decide many pairs), so the page carries a table of them and,
-per port and source class, a run-length coded row of verdict numbers over the destination classes. That keeps the
-page of a 1,000-workload cluster to a few hundred kilobytes when policies are namespace-scoped, as they usually are.
+A class is pods that every policy sees alike (`_Sameness`): verdicts are computed once per (source class,
+destination class, port). A verdict is its two halves, the source's egress and the destination's ingress decision
+(`engine.DirectionVerdict`), and those are few and repetitive: a source's egress rarely depends on the destination,
+a destination's ingress on few sources. So the page carries a table of direction decisions and, per port, the egress
+decision of each source class as a run-length coded row over destination classes, and the ingress decision of each
+destination class as one over source classes; the page's script puts a cell's verdict together from its two halves
+as `engine.Verdict` does. A 1,000-workload cluster with a policy per workload makes a page of a few hundred
+kilobytes per port.
 
 An endpoint may stand for pods of several classes (a workload whose pods differ in a label a policy looks at, such
 as two ReplicaSets of a Deployment mid-rollout); the page then shows every variant of the cell's verdict, never
@@ -79,27 +82,13 @@ class Observation:
     reason: str = ""
 
 
-def _direction(dv: DirectionVerdict | None) -> dict[str, Any] | None:
-    if dv is None:
-        return None
+def _direction(dv: DirectionVerdict) -> dict[str, Any]:
     return {
         "iso": dv.isolated,
         "by": [f"{ns}/{name}" for ns, name in dv.isolating_policies],
         "ok": [str(r) for r in dv.admitted_by],
+        "okp": [f"{ns}/{name}" for ns, name in dv.deciding_policies()] if dv.admitted_by else [],
     }
-
-
-def _verdict_record(verdict: Verdict) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "a": verdict.allowed,
-        "p": [f"{ns}/{name}" for ns, name in verdict.deciding_policies()],
-    }
-    if verdict.allowed is None:
-        out["r"] = verdict.reason
-    else:
-        out["e"] = _direction(verdict.egress)
-        out["i"] = _direction(verdict.ingress)
-    return out
 
 
 def _rle(values: Sequence[int]) -> str:
@@ -115,12 +104,36 @@ def _rle(values: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def _class_key(index: ReachabilityIndex, member: Endpoint) -> str:
-    if isinstance(member, PodRef):
-        cls = index.class_of(member)
-        if cls is not None:
-            return f"class:{cls.id}"
-    return f"one:{member}"
+class _Sameness:
+    """What any policy of the index can see of a pod: its namespace, the values of the pod label keys some selector
+    looks at, its named ports, and (only when some peer is an ipBlock) its addresses. Pods alike in all of these are
+    judged alike on every port, with the same deciding policies and rules (`engine.PeerInfo` is all a rule sees of
+    the other side; a policy selects by pod labels), so one pair of them stands for every pair: the index's
+    equivalence classes tell apart every label, which a cluster whose policies select on a few keys does not need.
+    """
+
+    def __init__(self, index: ReachabilityIndex) -> None:
+        self._index = index
+        keys: set[str] = set()
+        self._ip_blocks = False
+        for policy in index.policies():
+            keys |= policy.pod_selector.keys()
+            for direction in policy.policy_types:
+                for rule in policy.rules(direction):
+                    for peer in rule.peers:
+                        if peer.pod_selector is not None:
+                            keys |= peer.pod_selector.keys()
+                        self._ip_blocks = self._ip_blocks or peer.ip_block is not None
+        self._keys = frozenset(keys)
+
+    def key(self, member: Endpoint) -> tuple[Any, ...]:
+        if isinstance(member, PodRef) and self._index.class_of(member) is not None:
+            pod = self._index.get_pod(member)
+            assert pod is not None
+            visible = tuple(sorted((k, v) for k, v in pod.labels.items() if k in self._keys))
+            return (pod.namespace, visible, tuple(sorted(pod.named_ports().items())),
+                    pod.pod_ips if self._ip_blocks else ())
+        return ("one", str(member))
 
 
 def build_page_data(
@@ -141,14 +154,16 @@ def build_page_data(
     namespaces = sorted({e.namespace for e in endpoints}, key=lambda n: (n == "", n))
     ns_index = {n: i for i, n in enumerate(namespaces)}
 
-    # classes: one per equivalence class (or address), with up to two distinct members to judge between
-    class_ids: dict[str, int] = {}
+    # classes: pods alike for every policy (`_Sameness`), or one address, with up to two distinct members to judge
+    # between
+    sameness = _Sameness(index)
+    class_ids: dict[tuple[Any, ...], int] = {}
     class_members: list[list[Endpoint]] = []
     endpoint_classes: list[list[int]] = []
     for e in endpoints:
         mine: list[int] = []
         for member in e.members:
-            key = _class_key(index, member)
+            key = sameness.key(member)
             if key not in class_ids:
                 class_ids[key] = len(class_members)
                 class_members.append([])
@@ -162,36 +177,53 @@ def build_page_data(
     row_classes = sorted({c for e in sources for c in endpoint_classes[position[e.name]]})
     col_classes = sorted({c for e in destinations for c in endpoint_classes[position[e.name]]})
 
-    verdict_ids: dict[tuple[Any, ...], int] = {}
-    verdicts: list[dict[str, Any]] = []
+    dir_ids: dict[DirectionVerdict, int] = {}
+    directions: list[dict[str, Any]] = []
+    reason_ids: dict[str, int] = {}
+    reasons: list[str] = []
 
-    def verdict_id(verdict: Verdict) -> int:
-        # direction verdicts are frozen values: equal ones (most pairs) intern without building a record
-        key = (verdict.allowed, verdict.reason, verdict.egress, verdict.ingress)
-        found = verdict_ids.get(key)
+    def dir_id(dv: DirectionVerdict | None) -> int:
+        if dv is None:
+            return -1  # that side is outside the cluster
+        found = dir_ids.get(dv)  # frozen values: equal ones (most pairs) intern without building a record
         if found is None:
-            found = verdict_ids[key] = len(verdicts)
-            verdicts.append(_verdict_record(verdict))
+            found = dir_ids[dv] = len(directions)
+            directions.append(_direction(dv))
         return found
 
     def judge(cs: int, cd: int, port: PortProtocol) -> Verdict:
         src = class_members[cs][0]
         # within one class, two distinct members (a class of one is only ever paired with itself: unused)
         dst = class_members[cd][-1] if cs == cd else class_members[cd][0]
-        if src != dst and class_ids_of[cs] is not None and class_ids_of[cd] is not None:
-            return index.class_verdict(class_ids_of[cs], class_ids_of[cd], port)  # type: ignore[arg-type]
+        s_class, d_class = index_class[cs], index_class[cd]
+        if src != dst and s_class is not None and d_class is not None:
+            return index.class_verdict(s_class, d_class, port)
         return index.verdict(src, dst, port)
 
-    class_ids_of = [k.removeprefix("class:") if k.startswith("class:") else None for k in class_ids]
-    matrix: list[dict[str, str]] = []
+    index_class: list[str | None] = []  # the index's class of each class's first member, for the fast path
+    for members in class_members:
+        found = index.class_of(members[0]) if isinstance(members[0], PodRef) else None
+        index_class.append(found.id if found is not None else None)
+    egress: list[dict[str, str]] = []
+    ingress: list[dict[str, str]] = []
     for port in ports:
-        rows: dict[str, str] = {}
+        by_source = {cs: [-1] * n_classes for cs in row_classes}
+        by_destination = {cd: [-1] * n_classes for cd in col_classes}
         for cs in row_classes:
-            row = [-1] * n_classes
+            row = by_source[cs]
             for cd in col_classes:
-                row[cd] = verdict_id(judge(cs, cd, port))
-            rows[str(cs)] = _rle(row)
-        matrix.append(rows)
+                verdict = judge(cs, cd, port)
+                if verdict.allowed is None:
+                    k = reason_ids.get(verdict.reason)
+                    if k is None:
+                        k = reason_ids[verdict.reason] = len(reasons)
+                        reasons.append(verdict.reason)
+                    row[cd] = by_destination[cd][cs] = -2 - k
+                else:
+                    row[cd] = dir_id(verdict.egress)
+                    by_destination[cd][cs] = dir_id(verdict.ingress)
+        egress.append({str(c): _rle(v) for c, v in by_source.items()})
+        ingress.append({str(c): _rle(v) for c, v in by_destination.items()})
 
     groups: dict[str, int] = {}
     for e in endpoints:
@@ -219,7 +251,9 @@ def build_page_data(
         ],
         "rows": [position[e.name] for e in sources],
         "cols": [position[e.name] for e in destinations],
-        "verdicts": verdicts,
-        "matrix": matrix,
+        "directions": directions,
+        "unjudged": reasons,
+        "egress": egress,
+        "ingress": ingress,
         "observations": observed,
     }

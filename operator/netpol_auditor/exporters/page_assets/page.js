@@ -38,13 +38,16 @@
   }
 
   // -- verdicts ------------------------------------------------------------------------------------------------
+  // A cell's verdict is the source's egress decision (D.egress, rows over destination classes) and the
+  // destination's ingress decision (D.ingress, rows over source classes): a direction id, -1 for a side outside
+  // the cluster, or -2 - k for a pair not judged (D.unjudged[k]).
   var rowCache = {};
-  function matrixRow(p, c) {
-    var key = p + ":" + c;
+  function decoded(table, p, c) {
+    var key = table + ":" + p + ":" + c;
     var row = rowCache[key];
     if (row === undefined) {
       row = [];
-      var text = D.matrix[p][String(c)];
+      var text = D[table][p][String(c)];
       if (text) {
         text.split(",").forEach(function (part) {
           var star = part.indexOf("*");
@@ -58,14 +61,40 @@
     return row;
   }
 
-  // verdict ids of (i, j) on port p: one per class pair of the two endpoints, distinct
+  function dirAllowed(dv) { return dv === null || !dv.iso || dv.ok.length > 0; }
+  function dirDeciding(dv) { return !dv.iso ? [] : (dv.ok.length ? dv.okp : dv.by); }
+  var verdictCache = {};
+  // as engine.Verdict: allowed when both halves allow; deciding policies those of the halves that decide
+  function verdictOf(key) {
+    var found = verdictCache[key];
+    if (found !== undefined) { return found; }
+    var parts = key.split(",");
+    var e = parseInt(parts[0], 10), i = parseInt(parts[1], 10);
+    if (e <= -2) {
+      found = { a: null, r: D.unjudged[-2 - e], p: [] };
+    } else {
+      var eg = e === -1 ? null : D.directions[e], ing = i === -1 ? null : D.directions[i];
+      var allowed = dirAllowed(eg) && dirAllowed(ing);
+      var deciding = [];
+      [eg, ing].forEach(function (dv) {
+        if (dv !== null && (allowed || !dirAllowed(dv))) {
+          dirDeciding(dv).forEach(function (name) { if (deciding.indexOf(name) < 0) { deciding.push(name); } });
+        }
+      });
+      found = { a: allowed, e: eg, i: ing, p: deciding };
+    }
+    verdictCache[key] = found;
+    return found;
+  }
+
+  // the verdicts of (i, j) on port p, by key: one per class pair of the two endpoints, distinct
   function verdictIds(i, j, p) {
     var out = [];
     E[i].c.forEach(function (cs) {
-      var row = matrixRow(p, cs);
+      var egress = decoded("egress", p, cs);
       E[j].c.forEach(function (cd) {
-        var v = row[cd];
-        if (v !== undefined && v >= 0 && out.indexOf(v) < 0) { out.push(v); }
+        var key = egress[cd] + "," + decoded("ingress", p, cd)[cs];
+        if (egress[cd] !== undefined && out.indexOf(key) < 0) { out.push(key); }
       });
     });
     return out;
@@ -99,7 +128,7 @@
     if (i === j) { return { state: "none", ids: [], obs: [], self: true }; }
     var ids = verdictIds(i, j, p);
     var kinds = {};
-    ids.forEach(function (v) { kinds[String(D.verdicts[v].a)] = true; });
+    ids.forEach(function (v) { kinds[String(verdictOf(v).a)] = true; });
     var names = Object.keys(kinds);
     var state = names.length !== 1 ? (names.length ? "mixed" : "none")
       : (names[0] === "true" ? "allowed" : (names[0] === "false" ? "denied" : "none"));
@@ -378,7 +407,7 @@
         section.appendChild(el("p", "hint", "Not probed on this port (yet)."));
       }
       c.ids.forEach(function (v, n) {
-        var verdict = D.verdicts[v];
+        var verdict = verdictOf(v);
         if (c.ids.length > 1) {
           section.appendChild(el("p", "", "Variant " + (n + 1) + ": " +
             (verdict.a === true ? "allowed" : (verdict.a === false ? "denied" : "not judged"))));
