@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from page_fixtures import many_workloads
+from tests.core.test_index_properties import EXTERNALS, key_of, object_st, parsed
+from tests.core.test_index_properties import PORTS as RANDOM_PORTS
 
 from netpol_auditor.exporters.page_data import (
     MAX_REASON_CHARS,
@@ -21,7 +25,7 @@ from netpol_auditor.exporters.page_data import (
 )
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifest_files import iter_objects
-from netpol_auditor.model import PortProtocol
+from netpol_auditor.model import Endpoint, PortProtocol
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 sys.path.insert(0, str(CORPUS))
@@ -67,8 +71,9 @@ def endpoints_of(index: ReachabilityIndex) -> list[PageEndpoint]:
     return [PageEndpoint(str(p.ref), p.namespace, (p.ref,)) for p in index.pods()]
 
 
-def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list[PortProtocol]) -> None:
-    endpoints = endpoints_of(index)
+def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list[PortProtocol],
+                                           addresses: tuple[str, ...] = ()) -> None:
+    endpoints = endpoints_of(index) + [PageEndpoint(a, "", (a,)) for a in addresses]
     data = build_page_data(index, endpoints, endpoints, ports, mode="offline", generated="now")
     names = [e["n"] for e in data["endpoints"]]
     for i, src in enumerate(endpoints):
@@ -77,7 +82,9 @@ def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list
                 continue  # the page never judges an endpoint and itself
             for p, port in enumerate(ports):
                 (record,) = cell_verdicts(data, i, j, p)
-                verdict = index.verdict(src.members[0], dst.members[0], port)
+                a: Endpoint = src.members[0]
+                b: Endpoint = dst.members[0]
+                verdict = index.verdict(a, b, port)
                 assert record["a"] == verdict.allowed, (names[i], names[j], port)
                 assert record["p"] == [f"{ns}/{n}" for ns, n in verdict.deciding_policies()]
                 if verdict.allowed is None:
@@ -93,6 +100,19 @@ def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list
 
 def test_every_cell_is_the_index_verdict() -> None:
     assert_every_cell_is_the_index_verdict(many_workloads(namespaces=4, per_namespace=3), PORTS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(object_st, max_size=14))
+def test_every_cell_of_random_clusters_is_the_index_verdict(objects: list[dict[str, Any]]) -> None:
+    """Random pods (host network, pending, named ports, addresses), namespaces and policies (selectors, ipBlocks,
+    ports), as the index's own property tests draw them, and addresses outside the cluster."""
+    state = {}
+    for raw in objects:
+        obj = parsed(raw)
+        state[key_of(obj)] = obj
+    index = ReachabilityIndex.from_objects(state.values())
+    assert_every_cell_is_the_index_verdict(index, list(RANDOM_PORTS), tuple(EXTERNALS))
 
 
 E2E_MODEL = CORPUS / "e2e" / "model.yaml"
