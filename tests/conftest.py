@@ -86,7 +86,7 @@ def cluster() -> Iterator[lc.Cluster]:
 #: Test directories, longest-running first: `make test` hands whole files to two workers (pytest-xdist
 #: --dist loadfile) in collection order, so the files that wait on the cluster for minutes start first and the
 #: quick ones fill the gaps at the end.
-LONGEST_FIRST = ("prober", "localcluster", "operator", "demo", "monitoring", "chart", "alerts", "image")
+LONGEST_FIRST = ("prober", "localcluster", "operator", "demo", "monitoring", "chart", "page", "alerts", "image")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

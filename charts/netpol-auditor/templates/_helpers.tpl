@@ -194,6 +194,7 @@ prometheusRule.selector
 prometheusRule.runbookBaseUrl
 prometheusRule.for
 policyReports
+reachabilityPage
 {{- end -}}
 
 {{/* Fails the render, naming the missing keys and the fix, when the values come from an earlier chart version. */}}

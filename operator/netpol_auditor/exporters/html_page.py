@@ -68,7 +68,7 @@ def _legend() -> str:
 
 
 def _meta_text(data: dict[str, Any]) -> str:
-    source = "the operator's live index" if data["mode"] == "live" else "manifests (netpol-auditor analyze)"
+    source = "the operator's live index" if data["mode"] == "live" else "netpol-auditor analyze"
     probes = "predictions and probe results" if data["probed"] else "predictions only (nothing was probed)"
     rows, cols = len(data["rows"]), len(data["cols"])
     return (f"From {source}, {html.escape(data['generated'])}: {probes}; {rows} \u00d7 {cols} endpoints on "
