@@ -1,1 +1,2 @@
-"""Exporters: Prometheus metrics and Kubernetes Events, reading from the index (never the other way round)."""
+"""Exporters: Prometheus metrics, Kubernetes Events and the reachability page, reading from the index and the prober
+(never the other way round)."""
