@@ -21,6 +21,7 @@ from netpol_auditor.exporters.page_data import (
     ObservedStatus,
     PageEndpoint,
     build_page_data,
+    direction_record,
     named_endpoints,
 )
 from netpol_auditor.index import ReachabilityIndex
@@ -29,7 +30,7 @@ from netpol_auditor.model import Endpoint, PortProtocol
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 sys.path.insert(0, str(CORPUS))
-from corpus_truthtable import load_case  # noqa: E402
+from corpus_truthtable import load_case, model_path  # noqa: E402
 
 PORTS = [PortProtocol(80), PortProtocol(9090)]
 
@@ -46,18 +47,14 @@ def combine(data: dict[str, Any], e: int, i: int) -> dict[str, Any]:
     """A cell's verdict from its egress and ingress halves, as the page's script puts it together."""
     if e <= -2:
         return {"a": None, "r": data["unjudged"][-2 - e], "p": []}
-    egress = None if e == -1 else data["directions"][e]
-    ingress = None if i == -1 else data["directions"][i]
-
-    def allows(dv: dict[str, Any] | None) -> bool:
-        return dv is None or not dv["iso"] or bool(dv["ok"])
-
-    allowed = allows(egress) and allows(ingress)
+    halves = [None if e == -1 else data["directions"][e], None if i == -1 else data["directions"][i]]
+    outcomes = [dv["al"] for dv in halves if dv is not None]
+    allowed = False if False in outcomes else None if None in outcomes else True
     deciding: list[str] = []
-    for dv in (egress, ingress):
-        if dv is not None and dv["iso"] and (allowed or not allows(dv)):
-            deciding += [n for n in (dv["okp"] if dv["ok"] else dv["by"]) if n not in deciding]
-    return {"a": allowed, "p": deciding, "e": egress, "i": ingress}
+    for dv in halves:
+        if dv is not None and allowed is not None and (allowed or dv["al"] is not True):
+            deciding += [n for n in dv["dp"] if n not in deciding]
+    return {"a": allowed, "p": deciding, "e": halves[0], "i": halves[1]}
 
 
 def cell_verdicts(data: dict[str, Any], i: int, j: int, port: int) -> list[dict[str, Any]]:
@@ -87,15 +84,12 @@ def assert_every_cell_is_the_index_verdict(index: ReachabilityIndex, ports: list
                 verdict = index.verdict(a, b, port)
                 assert record["a"] == verdict.allowed, (names[i], names[j], port)
                 assert record["p"] == [f"{ns}/{n}" for ns, n in verdict.deciding_policies()]
-                if verdict.allowed is None:
+                if verdict.egress is None and verdict.ingress is None:
                     assert record["r"] == verdict.reason
                     continue
                 for key, dv in (("e", verdict.egress), ("i", verdict.ingress)):
-                    assert record[key] == (None if dv is None else {
-                        "iso": dv.isolated, "by": [f"{ns}/{n}" for ns, n in dv.isolating_policies],
-                        "ok": [str(r) for r in dv.admitted_by],
-                        "okp": [f"{ns}/{n}" for ns, n in dv.deciding_policies()] if dv.admitted_by else []}), (
-                        names[i], names[j], port, key)
+                    expected = None if dv is None else direction_record(dv)
+                    assert record[key] == expected, (names[i], names[j], port, key)
 
 
 def test_every_cell_is_the_index_verdict() -> None:
@@ -115,19 +109,23 @@ def test_every_cell_of_random_clusters_is_the_index_verdict(objects: list[dict[s
     assert_every_cell_is_the_index_verdict(index, list(RANDOM_PORTS), tuple(EXTERNALS))
 
 
-E2E_MODEL = CORPUS / "e2e" / "model.yaml"
-TRUTH_TABLES = sorted(p for d in ("e2e", "guides") for p in (CORPUS / d).glob("*.yaml") if p != E2E_MODEL)
+TRUTH_TABLES = sorted(
+    p for d in ("e2e", "guides", "conformance") for p in (CORPUS / d).glob("*.yaml") if p.name != "model.yaml")
 
 
 @pytest.mark.parametrize("path", TRUTH_TABLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_cell_of_the_corpus_is_the_index_verdict(path: Path) -> None:
     """Pods alike for every policy share their cells' verdicts: exact on every case of the truth-table corpus
-    (named ports, endPort, ipBlock except, namespace selectors, SCTP and UDP)."""
+    (named ports, endPort, ipBlock except, namespace selectors, SCTP and UDP, Admin and Baseline tiers)."""
     case = load_case(path)
-    model = [d for d in yaml.safe_load_all(E2E_MODEL.read_text()) if d] if case.model == "e2e" else []
-    ids = {(o.get("kind"), (o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name"))
-           for o in case.objects}
-    docs = [o for o in model if (o.get("kind"), o["metadata"].get("namespace"), o["metadata"].get("name")) not in ids]
+    model_file = model_path(CORPUS, case)
+    model = [d for d in yaml.safe_load_all(model_file.read_text()) if d] if model_file is not None else []
+
+    def identity(o: dict[str, Any]) -> tuple[Any, ...]:
+        return o.get("kind"), (o.get("metadata") or {}).get("namespace"), (o.get("metadata") or {}).get("name")
+
+    replaced = {identity(o) for o in case.objects}
+    docs = [o for o in model if identity(o) not in replaced]
     objs = [o for doc in [*docs, *case.objects] for o in iter_objects(doc, str(path))]
     index = ReachabilityIndex.from_objects(objs)
     ports = sorted({PortProtocol.parse(e.port) for e in case.ports} | {PortProtocol(80), PortProtocol(81)})

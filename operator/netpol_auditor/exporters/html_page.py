@@ -27,7 +27,7 @@ LEGEND = (
     ("v-denied", "D", "denied by the policies (predicted)"),
     ("v-partial", "a/n", "allowed on a of n ports"),
     ("v-mixed", "±", "the endpoints' pods are judged differently (see the details)"),
-    ("v-none", "\u2013", "not judged (the endpoint itself, host network, address to address)"),
+    ("v-none", "\u2013", "not judged (the endpoint itself, host network, address to address), or not known"),
     ("o-confirmed", "✓", "a probe confirmed the prediction"),
     ("o-mismatch", "!", "a probe contradicted the prediction: a mismatch"),
     ("o-inconclusive", "?", "probed, but the result proves nothing (reason in the details)"),

@@ -32,6 +32,7 @@ __all__ = [
     "ObservedStatus",
     "PageEndpoint",
     "build_page_data",
+    "direction_record",
     "named_endpoints",
 ]
 
@@ -82,12 +83,20 @@ class Observation:
     reason: str = ""
 
 
-def _direction(dv: DirectionVerdict) -> dict[str, Any]:
+def direction_record(dv: DirectionVerdict) -> dict[str, Any]:
+    """One direction's decision: its outcome (``al``), deciding tier and policies (cluster policies as
+    ``Kind/name``), and what the explanation names: NetworkPolicy isolation and admitting rules, the Admin or
+    Baseline rule that matched, why the outcome is not known."""
     return {
+        "al": dv.outcome,
+        "t": dv.tier,
+        "dp": [f"{ns}/{name}" for ns, name in dv.deciding_policies()],
         "iso": dv.isolated,
         "by": [f"{ns}/{name}" for ns, name in dv.isolating_policies],
         "ok": [str(r) for r in dv.admitted_by],
-        "okp": [f"{ns}/{name}" for ns, name in dv.deciding_policies()] if dv.admitted_by else [],
+        "adm": None if dv.admin is None else str(dv.admin),
+        "base": None if dv.baseline is None else str(dv.baseline),
+        "unk": dv.unknown,
     }
 
 
@@ -115,7 +124,9 @@ class _Sameness:
     def __init__(self, index: ReachabilityIndex) -> None:
         self._index = index
         keys: set[str] = set()
-        self._ip_blocks = False
+        # cluster policies (Admin, Baseline) select by namespace and pod selectors and match networks: with any of
+        # them, pods are told apart by every label and address, as the index's classes do
+        self._all_labels = self._ip_blocks = bool(index.cluster_policies())
         for policy in index.policies():
             keys |= policy.pod_selector.keys()
             for direction in policy.policy_types:
@@ -130,7 +141,7 @@ class _Sameness:
         if isinstance(member, PodRef) and self._index.class_of(member) is not None:
             pod = self._index.get_pod(member)
             assert pod is not None
-            visible = tuple(sorted((k, v) for k, v in pod.labels.items() if k in self._keys))
+            visible = tuple(sorted((k, v) for k, v in pod.labels.items() if self._all_labels or k in self._keys))
             return (pod.namespace, visible, tuple(sorted(pod.named_ports().items())),
                     pod.pod_ips if self._ip_blocks else ())
         return ("one", str(member))
@@ -188,7 +199,7 @@ def build_page_data(
         found = dir_ids.get(dv)  # frozen values: equal ones (most pairs) intern without building a record
         if found is None:
             found = dir_ids[dv] = len(directions)
-            directions.append(_direction(dv))
+            directions.append(direction_record(dv))
         return found
 
     def judge(cs: int, cd: int, port: PortProtocol) -> Verdict:
@@ -213,7 +224,7 @@ def build_page_data(
             row = by_source[cs]
             for cd in col_classes:
                 verdict = judge(cs, cd, port)
-                if verdict.allowed is None:
+                if verdict.egress is None and verdict.ingress is None:
                     k = reason_ids.get(verdict.reason)
                     if k is None:
                         k = reason_ids[verdict.reason] = len(reasons)

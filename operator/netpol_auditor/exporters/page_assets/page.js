@@ -61,10 +61,9 @@
     return row;
   }
 
-  function dirAllowed(dv) { return dv === null || !dv.iso || dv.ok.length > 0; }
-  function dirDeciding(dv) { return !dv.iso ? [] : (dv.ok.length ? dv.okp : dv.by); }
   var verdictCache = {};
-  // as engine.Verdict: allowed when both halves allow; deciding policies those of the halves that decide
+  // as engine.make_verdict: denied if a half denies, not known if a half is not known, else allowed; the deciding
+  // policies are those of the halves that decide (engine.Verdict.deciding_policies)
   function verdictOf(key) {
     var found = verdictCache[key];
     if (found !== undefined) { return found; }
@@ -73,15 +72,19 @@
     if (e <= -2) {
       found = { a: null, r: D.unjudged[-2 - e], p: [] };
     } else {
-      var eg = e === -1 ? null : D.directions[e], ing = i === -1 ? null : D.directions[i];
-      var allowed = dirAllowed(eg) && dirAllowed(ing);
+      var halves = [e === -1 ? null : D.directions[e], i === -1 ? null : D.directions[i]];
+      var outcomes = halves.filter(function (dv) { return dv !== null; }).map(function (dv) { return dv.al; });
+      var allowed = outcomes.indexOf(false) >= 0 ? false : (outcomes.indexOf(null) >= 0 ? null : true);
       var deciding = [];
-      [eg, ing].forEach(function (dv) {
-        if (dv !== null && (allowed || !dirAllowed(dv))) {
-          dirDeciding(dv).forEach(function (name) { if (deciding.indexOf(name) < 0) { deciding.push(name); } });
+      var unknown = [];
+      halves.forEach(function (dv) {
+        if (dv === null) { return; }
+        if (dv.unk) { unknown.push(dv.unk); }
+        if (allowed !== null && (allowed || dv.al !== true)) {
+          dv.dp.forEach(function (name) { if (deciding.indexOf(name) < 0) { deciding.push(name); } });
         }
       });
-      found = { a: allowed, e: eg, i: ing, p: deciding };
+      found = { a: allowed, e: halves[0], i: halves[1], p: deciding, r: unknown.join("; ") };
     }
     verdictCache[key] = found;
     return found;
@@ -360,15 +363,26 @@
     if (dv === null || dv === undefined) {
       return name + ": " + outside + " is outside the cluster; no policy applies to its " + word + ".";
     }
+    var passed = dv.adm ? "the Admin tier passes it on (" + dv.adm + "); " : "";
+    if (dv.t === "unknown") {
+      return name + ": not known from the objects read: " + dv.unk + ".";
+    }
+    if (dv.t === "Admin") {
+      return name + ": decided by " + dv.adm + ": " + (dv.al ? "allowed." : "denied.");
+    }
+    if (dv.t === "Baseline") {
+      return name + ": " + passed + subject + " is not isolated for " + word + " by a NetworkPolicy; decided by " +
+        dv.base + ": " + (dv.al ? "allowed." : "denied.");
+    }
     if (!dv.iso) {
-      return name + ": " + subject + " is not isolated for " + word + " (no policy selecting it lists " + name +
-        " in policyTypes): allowed.";
+      return name + ": " + passed + subject + " is not isolated for " + word + " (no policy selecting it lists " +
+        name + " in policyTypes): allowed.";
     }
     if (dv.ok.length) {
-      return name + ": " + subject + " is isolated for " + word + " by " + dv.by.join(", ") + "; allowed by " +
-        dv.ok.join("; ") + ".";
+      return name + ": " + passed + subject + " is isolated for " + word + " by " + dv.by.join(", ") +
+        "; allowed by " + dv.ok.join("; ") + ".";
     }
-    return name + ": " + subject + " is isolated for " + word + " by " + dv.by.join(", ") + "; no " + word +
+    return name + ": " + passed + subject + " is isolated for " + word + " by " + dv.by.join(", ") + "; no " + word +
       " rule of these policies allows traffic " + (name === "Ingress" ? "from " : "to ") + other +
       " on this port: denied.";
   }
@@ -413,13 +427,13 @@
             (verdict.a === true ? "allowed" : (verdict.a === false ? "denied" : "not judged"))));
         }
         var ul = el("ul", "why");
-        if (verdict.a === null) {
+        if (verdict.a === null && !verdict.e && !verdict.i) {
           ul.appendChild(el("li", "", "Not judged: " + verdict.r));
         } else {
           ul.appendChild(el("li", "", directionText(verdict.e, "Egress", src, dst, src)));
           ul.appendChild(el("li", "", directionText(verdict.i, "Ingress", dst, src, dst)));
-          ul.appendChild(el("li", "", "Deciding policies: " + (verdict.p.length ? verdict.p.join(", ") :
-            "none (no policy isolates either side)")));
+          ul.appendChild(el("li", "", verdict.a === null ? "Not known: " + verdict.r :
+            "Deciding policies: " + (verdict.p.length ? verdict.p.join(", ") : "none (no policy isolates either side)")));
         }
         section.appendChild(ul);
       });
