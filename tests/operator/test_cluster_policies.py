@@ -6,42 +6,23 @@ without losing anything else."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-from operator_harness import OperatorProcess, delete_namespaces, fresh_namespaces, wait_for
+from operator_harness import (
+    OperatorProcess,
+    delete_namespaces,
+    fresh_namespaces,
+    install_cluster_policy_crds,
+    remove_cluster_policy_crds,
+    wait_for,
+)
 from operator_workload import Workload
 
 pytestmark = [pytest.mark.cluster]
 
-CRDS = Path(__file__).with_name("manifests") / "cluster-policy-crds.yaml"
 GROUP = "policy.networking.k8s.io"
-PLURALS = {"adminnetworkpolicies": "v1alpha1", "baselineadminnetworkpolicies": "v1alpha1",
-           "clusternetworkpolicies": "v1alpha2"}
 SERVER, CLIENT = "cp-server", "cp-client"
-
-
-def served(admin: Any, plural: str) -> bool:
-    try:
-        client.CustomObjectsApi(admin).list_cluster_custom_object(GROUP, PLURALS[plural], plural, limit=1)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def remove_crds(cluster: Any, admin: Any) -> None:
-    cluster.kubectl("delete", "-f", str(CRDS), "--ignore-not-found", "--wait=true", timeout=120)
-    wait_for("the cluster policy APIs to be gone", lambda: not any(served(admin, p) for p in PLURALS), timeout=60)
-
-
-def install_crds(cluster: Any, admin: Any) -> None:
-    cluster.kubectl("apply", "-f", str(CRDS))
-    wait_for("the cluster policy APIs to be served", lambda: all(served(admin, p) for p in PLURALS), timeout=60)
 
 
 def admin_deny(priority: int) -> str:
@@ -88,7 +69,7 @@ def start(processes: Any, cluster: Any, *args: str) -> OperatorProcess:
 
 def test_without_the_crds_the_operator_is_ready_and_judges_networkpolicies(
         cluster: Any, admin: Any, processes: Any, two_namespaces: Workload) -> None:
-    remove_crds(cluster, admin)
+    remove_cluster_policy_crds(cluster, admin)
     operator = start(processes, cluster)
     wait_for("the NetworkPolicy's verdict", lambda: client_to_server(operator) == (1, 0), timeout=30)
     two_namespaces.delete_policy(SERVER, "web-from-client")
@@ -101,11 +82,11 @@ def test_without_the_crds_the_operator_is_ready_and_judges_networkpolicies(
 
 def test_crds_installed_while_running_and_an_admin_deny_overrides_a_networkpolicy(
         cluster: Any, admin: Any, processes: Any, two_namespaces: Workload) -> None:
-    remove_crds(cluster, admin)
+    remove_cluster_policy_crds(cluster, admin)
     # no periodic re-list: only kopf's watch, started when the CRD appears, can bring the policy in
     operator = start(processes, cluster, "--resync-interval", "0")
     wait_for("the NetworkPolicy's verdict", lambda: client_to_server(operator) == (1, 0), timeout=30)
-    install_crds(cluster, admin)
+    install_cluster_policy_crds(cluster, admin)
     cluster.kubectl("apply", "-f", "-", input=admin_deny(10))
     try:
         wait_for("the AdminNetworkPolicy Deny in the verdict", lambda: client_to_server(operator) == (0, 1),
@@ -115,13 +96,13 @@ def test_crds_installed_while_running_and_an_admin_deny_overrides_a_networkpolic
         wait_for("allowed again once it is deleted", lambda: client_to_server(operator) == (1, 0), timeout=30)
         assert operator.gauge("netpol_auditor_index_objects", kind="adminnetworkpolicy") == 0
     finally:
-        remove_crds(cluster, admin)
+        remove_cluster_policy_crds(cluster, admin)
     assert operator.healthz() == 200 and operator.proc.poll() is None
 
 
 def test_a_malformed_admin_policy_is_reported_and_skipped(
         cluster: Any, admin: Any, processes: Any, two_namespaces: Workload) -> None:
-    install_crds(cluster, admin)
+    install_cluster_policy_crds(cluster, admin)
     try:
         operator = start(processes, cluster)
         wait_for("the NetworkPolicy's verdict", lambda: client_to_server(operator) == (1, 0), timeout=30)
@@ -137,4 +118,4 @@ def test_a_malformed_admin_policy_is_reported_and_skipped(
         assert operator.gauge("netpol_auditor_index_skipped_objects", kind="adminnetworkpolicy") == 0
         assert operator.healthz() == 200 and operator.proc.poll() is None
     finally:
-        remove_crds(cluster, admin)
+        remove_cluster_policy_crds(cluster, admin)
