@@ -217,6 +217,40 @@ def apply(cluster: Any, manifest: str | Path) -> None:
         cluster.kubectl("apply", "-f", "-", input=manifest)
 
 
+CLUSTER_POLICY_CRDS = Path(__file__).with_name("manifests") / "cluster-policy-crds.yaml"
+_CLUSTER_POLICY_APIS = (("adminnetworkpolicies", "v1alpha1"), ("baselineadminnetworkpolicies", "v1alpha1"),
+                        ("clusternetworkpolicies", "v1alpha2"))
+
+
+def cluster_policy_api_served(api_client: Any, plural: str, version: str) -> bool:
+    """Whether the API server serves policy.networking.k8s.io/*version* *plural* (a LIST answers, not 404)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    try:
+        client.CustomObjectsApi(api_client).list_cluster_custom_object("policy.networking.k8s.io", version, plural,
+                                                                       limit=1)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def install_cluster_policy_crds(cluster: Any, api_client: Any) -> None:
+    """The stand-in CRDs of AdminNetworkPolicy, BaselineAdminNetworkPolicy and ClusterNetworkPolicy, once served."""
+    cluster.kubectl("apply", "-f", str(CLUSTER_POLICY_CRDS))
+    wait_for("the cluster policy APIs to be served",
+             lambda: all(cluster_policy_api_served(api_client, *api) for api in _CLUSTER_POLICY_APIS), timeout=60)
+
+
+def remove_cluster_policy_crds(cluster: Any, api_client: Any) -> None:
+    """No cluster policy API served (their objects go with the CRDs)."""
+    cluster.kubectl("delete", "-f", str(CLUSTER_POLICY_CRDS), "--ignore-not-found", "--wait=true", timeout=120)
+    wait_for("the cluster policy APIs to be gone",
+             lambda: not any(cluster_policy_api_served(api_client, *api) for api in _CLUSTER_POLICY_APIS), timeout=60)
+
+
 def delete_namespaces(cluster: Any, *names: str) -> None:
     cluster.kubectl("delete", "namespace", "--ignore-not-found", "--wait=false", *names)
 

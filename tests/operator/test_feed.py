@@ -13,7 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netpol_auditor.controller.feed import ADDED, DELETED, MODIFIED, IndexFeed
+from netpol_auditor.cluster_policy import ClusterPolicyKind
+from netpol_auditor.controller.feed import ADDED, DELETED, FEED_KINDS, MODIFIED, IndexFeed
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
 from netpol_auditor.model import ObjectKind, PodRef, PortProtocol
@@ -178,7 +179,7 @@ def test_bad_object_is_logged_with_field_and_skipped(caplog: Any) -> None:
     message = caplog.text
     assert "a/p0" in message and "protocol" in message
     assert feed.apply_event(ObjectKind.POD, "ADDED", cluster.put(ObjectKind.POD, "a", "p1", {"app": "web"})) == ADDED
-    assert feed.skipped() == {**dict.fromkeys(ObjectKind, 0), ObjectKind.NETWORK_POLICY: 1}
+    assert feed.skipped() == {**dict.fromkeys(FEED_KINDS, 0), ObjectKind.NETWORK_POLICY: 1}
 
 
 def test_skipped_objects_are_counted_while_they_are_held_rejected() -> None:
@@ -226,3 +227,47 @@ def test_an_evicted_object_is_taken_again_when_it_comes_back_into_scope() -> Non
     relabelled = cluster.put(ObjectKind.POD, "a", "p1", {"app": "api"})
     assert feed.apply_event(ObjectKind.POD, "MODIFIED", relabelled) == MODIFIED
     assert feed.index.pods()[0].labels["app"] == "api"
+
+
+def admin_deny(name: str, version: str, priority: int = 10, uid: str = "anp-uid") -> dict[str, Any]:
+    """An AdminNetworkPolicy denying ingress to namespace a's pods from namespace b, as a watch delivers it."""
+    return {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": name, "uid": uid, "resourceVersion": version},
+            "spec": {"priority": priority,
+                     "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "a"}}},
+                     "ingress": [{"action": "Deny", "from": [
+                         {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "b"}}}]}]}}
+
+
+def b_to_a_allowed(feed: IndexFeed) -> bool:
+    src = next(e for e in feed.index.endpoints() if e.namespace == "b")
+    dst = next(e for e in feed.index.endpoints() if e.namespace == "a")
+    return feed.index.verdict(src, dst, PortProtocol.parse("80")).allowed
+
+
+def test_cluster_policies_are_fed_like_any_other_kind(caplog: Any) -> None:
+    """An AdminNetworkPolicy's events reach the index (cluster-scoped: no namespace in its key); a malformed
+    version leaves the index and is counted as skipped under its kind; a listing without it drops it."""
+    cluster = FakeCluster()
+    feed = IndexFeed()
+    for ns in NAMESPACES:
+        feed.apply_event(ObjectKind.NAMESPACE, "ADDED", cluster.put(ObjectKind.NAMESPACE, None, ns, {}))
+        feed.apply_event(ObjectKind.POD, "ADDED", cluster.put(ObjectKind.POD, ns, "p0", {"app": "web"}))
+    assert b_to_a_allowed(feed)
+    anp = ClusterPolicyKind.ADMIN_NETWORK_POLICY
+    assert feed.apply_event(anp, "ADDED", admin_deny("block-b", "1")) == ADDED
+    assert feed.keys(anp) == {(anp, None, "block-b")} and feed.counts()[anp] == 1
+    assert not b_to_a_allowed(feed)
+    with caplog.at_level(logging.WARNING):
+        assert feed.apply_event(anp, "MODIFIED", admin_deny("block-b", "2", priority=5000)) == DELETED
+    assert "AdminNetworkPolicy block-b" in caplog.text and "priority" in caplog.text
+    assert feed.skipped()[anp] == 1 and feed.counts()[anp] == 0
+    assert b_to_a_allowed(feed)
+    # a typed LIST's items carry no kind/apiVersion: the feed knows them from the kind it lists
+    listed = admin_deny("block-b", "3")
+    del listed["kind"], listed["apiVersion"]
+    assert feed.reconcile(anp, [listed], feed.sequence).added == 1
+    assert feed.skipped()[anp] == 0 and not b_to_a_allowed(feed)
+    # not served any more (the CRD removed): an empty listing
+    assert feed.reconcile(anp, [], feed.sequence).deleted == 1
+    assert b_to_a_allowed(feed) and feed.counts()[anp] == 0

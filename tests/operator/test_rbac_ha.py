@@ -10,6 +10,7 @@ exports no index series; kill the active one and the standby takes over.
 from __future__ import annotations
 
 import base64
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import OperatorProcess, delete_namespaces, fresh_namespaces, json_of, wait_for
+from operator_harness import (
+    OperatorProcess,
+    delete_namespaces,
+    fresh_namespaces,
+    install_cluster_policy_crds,
+    json_of,
+    remove_cluster_policy_crds,
+    wait_for,
+)
 from operator_workload import Workload
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -96,7 +105,9 @@ def test_operator_works_with_exactly_the_charts_permissions_and_no_secrets(
         answer = kubectl_as(kubeconfig, "auth", "can-i", verb, resource, "--all-namespaces").stdout.strip()
         assert answer == "no", (verb, resource, answer)
 
-    # ...and yet the operator, running as it, does its whole job: lists and watches, peers, posts Events.
+    # ...and yet the operator, running as it, does its whole job: lists and watches (the cluster policies too, here
+    # served), peers, posts Events.
+    install_cluster_policy_crds(cluster, admin)
     workload = Workload(admin)
     fresh_namespaces(cluster, "rbac-app")
     workload.namespace("rbac-app")
@@ -112,7 +123,16 @@ def test_operator_works_with_exactly_the_charts_permissions_and_no_secrets(
     wait_for("the operator's Event on the policy", lambda: [
         e for e in json_of(cluster, "get", "events", "-n", "rbac-app")["items"]
         if e["involvedObject"]["name"] == "nothing" and e["reason"] == "PolicySelectsNoPods"], timeout=30)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+        "metadata": {"name": "rbac-deny"},
+        "spec": {"priority": 10,
+                 "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "rbac-app"}}},
+                 "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}}))
+    wait_for("the AdminNetworkPolicy in the index", lambda: operator.gauge(
+        "netpol_auditor_index_objects", kind="adminnetworkpolicy") == 1, timeout=30)
     log = operator.log_text()
+    remove_cluster_policy_crds(cluster, admin)
     assert "Forbidden" not in log and "403" not in log, log[-3000:]
     # The Secret value is nowhere in what the operator saw or said.
     assert base64.b64encode(b"v").decode() not in log

@@ -26,8 +26,9 @@ from typing import Any
 import kopf
 from prometheus_client import CollectorRegistry
 
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.controller.endpoints import MetricsServer
-from netpol_auditor.controller.feed import DELETED, IndexFeed
+from netpol_auditor.controller.feed import DELETED, FeedKind, IndexFeed
 from netpol_auditor.controller.handlers import register_handlers
 from netpol_auditor.controller.logs import configure_logging
 from netpol_auditor.controller.looplag import LoopLagMonitor
@@ -154,8 +155,8 @@ class Operator:
         self.recomputes = 0
         self.last_recompute_seconds = 0.0
         self._facts: IndexFacts | None = None
-        self._last_listed: dict[ObjectKind, float] = {}  # when kopf last handed over a listed object, per kind
-        self._watched: dict[ObjectKind, bool] = {}  # whether the watch delivered an event since the last listing
+        self._last_listed: dict[FeedKind, float] = {}  # when kopf last handed over a listed object, per kind
+        self._watched: dict[FeedKind, bool] = {}  # whether the watch delivered an event since the last listing
         self._dirty = asyncio.Event()
         self._activity = asyncio.Event()
         self._period_stop: asyncio.Event | None = None
@@ -192,13 +193,15 @@ class Operator:
         settings.peering.lifetime = self.settings.peering_lifetime_seconds
         return settings
 
-    def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None:
+    def on_watch_event(self, kind: FeedKind, event_type: str | None, body: Any) -> None:
         """Apply one kopf watch event to the index (called on the event loop)."""
         if not self.active:
             # A standby keeps no index (and exports none): kopf can still hand over events around a peering
             # change, and the active period starts with a full listing anyway.
             return
-        change = self._apply_in_scope(kind, event_type, body) if self.scope.by_labels else (
+        # Cluster policies belong to no namespace: no namespace scope keeps them out.
+        by_labels = self.scope.by_labels and not isinstance(kind, ClusterPolicyKind)
+        change = self._apply_in_scope(kind, event_type, body) if by_labels else (
             self.feed.apply_event(kind, event_type, body))
         if event_type is None:
             # A listed object. kopf re-lists after a 410 Gone or a restart of the watch: objects deleted meanwhile
@@ -219,7 +222,7 @@ class Operator:
         else:  # nothing in the index changed, but a rejected object may have come or gone
             self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
 
-    def _apply_in_scope(self, kind: ObjectKind, event_type: str | None, body: Any) -> str | None:
+    def _apply_in_scope(self, kind: FeedKind, event_type: str | None, body: Any) -> str | None:
         """Apply an event under ``--namespace-selector``: pods and policies of namespaces it does not admit stay
         out of the index; a namespace relabelled out of scope takes its pods and policies with it, one relabelled
         into scope has them listed (a reconcile)."""
@@ -313,8 +316,8 @@ class Operator:
         self.synced = True
         self.ready_event.set()
         stats = self.feed.index.stats()
-        logger.info("index ready: %d pods, %d namespaces, %d policies, %d equivalence classes", stats.pods,
-                    stats.namespaces, stats.policies, stats.classes)
+        logger.info("index ready: %d pods, %d namespaces, %d policies, %d cluster policies, %d equivalence classes",
+                    stats.pods, stats.namespaces, stats.policies, stats.cluster_policies, stats.classes)
         self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
         self._dirty.set()  # the first recompute of the aggregates runs in the recompute loop
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import ManifestError, parse_object
 from netpol_auditor.model import ObjectKind
 
-__all__ = ["ADDED", "DELETED", "MODIFIED", "ApplyObserver", "IndexFeed", "ObjectKey", "ReconcileResult",
-           "Reconciliation"]
+__all__ = ["ADDED", "DELETED", "FEED_KINDS", "MODIFIED", "ApplyObserver", "FeedKind", "IndexFeed", "ObjectKey",
+           "ReconcileResult", "Reconciliation"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,20 @@ ADDED = "added"
 MODIFIED = "modified"
 DELETED = "deleted"
 
+#: What the feed holds: the namespaced kinds and Namespaces, and the cluster-scoped policies of
+#: policy.networking.k8s.io (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy).
+FeedKind = ObjectKind | ClusterPolicyKind
+FEED_KINDS: tuple[FeedKind, ...] = (*ObjectKind, *ClusterPolicyKind)
+
 #: (kind, namespace or None for cluster-scoped, name)
-ObjectKey = tuple[ObjectKind, str | None, str]
+ObjectKey = tuple[FeedKind, str | None, str]
 
 #: Called after every applied change: (kind, change type, seconds the index took).
-ApplyObserver = Callable[[ObjectKind, str, float], None]
+ApplyObserver = Callable[[FeedKind, str, float], None]
 
-_KIND_NAMES = {ObjectKind.POD: "Pod", ObjectKind.NAMESPACE: "Namespace", ObjectKind.NETWORK_POLICY: "NetworkPolicy"}
+_KIND_NAMES: dict[FeedKind, str] = {ObjectKind.POD: "Pod", ObjectKind.NAMESPACE: "Namespace",
+                                    ObjectKind.NETWORK_POLICY: "NetworkPolicy",
+                                    **{kind: kind.value for kind in ClusterPolicyKind}}
 _TOMBSTONE_LIMIT = 100_000
 
 
@@ -72,8 +80,8 @@ class IndexFeed:
         self._records: dict[ObjectKey, _Record] = {}
         self._tombstones: dict[str, int] = {}  # deleted UID -> seq of the deletion
         self._seq = 0
-        self._counts: dict[ObjectKind, int] = dict.fromkeys(ObjectKind, 0)
-        self._skipped: dict[ObjectKind, int] = dict.fromkeys(ObjectKind, 0)
+        self._counts: dict[FeedKind, int] = dict.fromkeys(FEED_KINDS, 0)
+        self._skipped: dict[FeedKind, int] = dict.fromkeys(FEED_KINDS, 0)
         self.skipped_objects = 0  # every rejection since start (an object rejected twice counts twice)
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
@@ -83,18 +91,18 @@ class IndexFeed:
         """Monotonic count of events seen; a reconcile takes it when its listing starts."""
         return self._seq
 
-    def keys(self, kind: ObjectKind | None = None) -> set[ObjectKey]:
+    def keys(self, kind: FeedKind | None = None) -> set[ObjectKey]:
         return {k for k in self._records if kind is None or k[0] is kind}
 
-    def counts(self) -> dict[ObjectKind, int]:
+    def counts(self) -> dict[FeedKind, int]:
         """Objects of each kind in the index (O(1): kept up to date on every change)."""
         return dict(self._counts)
 
-    def skipped(self) -> dict[ObjectKind, int]:
+    def skipped(self) -> dict[FeedKind, int]:
         """Watched objects of each kind held as rejected now (malformed, so missing from every verdict)."""
         return dict(self._skipped)
 
-    def uid_of(self, kind: ObjectKind, namespace: str | None, name: str) -> str | None:
+    def uid_of(self, kind: FeedKind, namespace: str | None, name: str) -> str | None:
         record = self._records.get((kind, namespace, name))
         return record.uid if record is not None else None
 
@@ -104,12 +112,12 @@ class IndexFeed:
             if record.valid:
                 self._delete_from_index(kind, namespace, name, observe=False)
         self._records.clear()
-        self._skipped = dict.fromkeys(ObjectKind, 0)
+        self._skipped = dict.fromkeys(FEED_KINDS, 0)
         self._tombstones.clear()
 
     # -- watch events --------------------------------------------------------------------------------------------
 
-    def apply_event(self, kind: ObjectKind, event_type: str | None, body: Mapping[str, Any]) -> str | None:
+    def apply_event(self, kind: FeedKind, event_type: str | None, body: Mapping[str, Any]) -> str | None:
         """Apply one watch event (type ADDED/MODIFIED/DELETED, or None for a listed object).
 
         Returns the change made to the index (``added``/``modified``/``deleted``) or None when nothing changed.
@@ -130,7 +138,7 @@ class IndexFeed:
             return None  # a late event of an object already deleted
         return self._upsert(key, uid, version, body)
 
-    def evict(self, kind: ObjectKind, namespace: str | None, name: str) -> str | None:
+    def evict(self, kind: FeedKind, namespace: str | None, name: str) -> str | None:
         """Forget an object that still exists but left the audited scope (its namespace was relabelled out):
         unlike a deletion, no tombstone, so it is taken again if the namespace comes back into scope."""
         key = (kind, namespace, name)
@@ -150,7 +158,7 @@ class IndexFeed:
 
     # -- full listings -------------------------------------------------------------------------------------------
 
-    def reconcile(self, kind: ObjectKind, listed: Iterable[Mapping[str, Any]], started_seq: int,
+    def reconcile(self, kind: FeedKind, listed: Iterable[Mapping[str, Any]], started_seq: int,
                   in_scope: Callable[[str | None], bool] | None = None) -> ReconcileResult:
         """Make the index hold exactly *listed* for *kind*, except keys the watch touched after *started_seq*.
 
@@ -160,7 +168,7 @@ class IndexFeed:
         reconciliation.add(listed)
         return reconciliation.finish()
 
-    def start_reconcile(self, kind: ObjectKind, started_seq: int,
+    def start_reconcile(self, kind: FeedKind, started_seq: int,
                         in_scope: Callable[[str | None], bool] | None = None) -> Reconciliation:
         """A reconcile fed page by page (a 10k-pod listing need never be in memory at once)."""
         return Reconciliation(self, kind, started_seq, in_scope)
@@ -219,7 +227,7 @@ class IndexFeed:
             self._skipped[key[0]] -= 1
         return record
 
-    def _delete_from_index(self, kind: ObjectKind, namespace: str | None, name: str, observe: bool = True) -> None:
+    def _delete_from_index(self, kind: FeedKind, namespace: str | None, name: str, observe: bool = True) -> None:
         started = time.perf_counter()
         self.index.delete(kind, namespace, name)
         self._counts[kind] -= 1
@@ -239,7 +247,7 @@ class IndexFeed:
 class Reconciliation:
     """One reconcile of a kind with a listing, fed with `add` page by page and closed with `finish`."""
 
-    def __init__(self, feed: IndexFeed, kind: ObjectKind, started_seq: int,
+    def __init__(self, feed: IndexFeed, kind: FeedKind, started_seq: int,
                  in_scope: Callable[[str | None], bool] | None) -> None:
         self._feed = feed
         self._kind = kind
@@ -282,18 +290,22 @@ class Reconciliation:
         return ReconcileResult(self._added, self._modified, deleted)
 
 
-def _identity(kind: ObjectKind, body: Mapping[str, Any]) -> tuple[ObjectKey, str, str]:
+def _identity(kind: FeedKind, body: Mapping[str, Any]) -> tuple[ObjectKey, str, str]:
     meta = body.get("metadata") or {}
-    namespace = None if kind is ObjectKind.NAMESPACE else (meta.get("namespace") or "default")
+    cluster_scoped = kind is ObjectKind.NAMESPACE or isinstance(kind, ClusterPolicyKind)
+    namespace = None if cluster_scoped else (meta.get("namespace") or "default")
     return (kind, namespace, str(meta.get("name", ""))), str(meta.get("uid") or ""), str(
         meta.get("resourceVersion") or "")
 
 
-def _with_kind(kind: ObjectKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
+def _with_kind(kind: FeedKind, body: Mapping[str, Any]) -> Mapping[str, Any]:
     """Objects from a typed LIST carry no kind/apiVersion per item; add them for the parser."""
     if body.get("kind"):
         return body
-    api_version = "networking.k8s.io/v1" if kind is ObjectKind.NETWORK_POLICY else "v1"
+    if isinstance(kind, ClusterPolicyKind):
+        api_version = kind.api_version
+    else:
+        api_version = "networking.k8s.io/v1" if kind is ObjectKind.NETWORK_POLICY else "v1"
     return {**body, "kind": _KIND_NAMES[kind], "apiVersion": api_version}
 
 

@@ -7,6 +7,12 @@ added to kopf precisely to "spy" on other resources "not storing any status fiel
 docs/handlers.rst "Event-watching handlers"). kopf's own Events on handler outcomes are switched off as well
 (``settings.posting.enabled = False`` in `app`). tests/operator/test_live.py proves the watched objects stay
 byte-for-byte unchanged.
+
+The cluster-scoped policies of policy.networking.k8s.io are CRDs a cluster may or may not serve. kopf resolves each
+handler's resource against the API's discovery at start and, with read access to customresourcedefinitions, re-scans
+a group whenever one of its CRDs is created, changed or deleted (kopf ``_core/reactor/observation.py``): a handler
+whose resource is not served only logs "Unresolved resources cannot be served", and its watch starts once the CRD is
+installed. The Resyncer lists them too, a 404 meaning none.
 """
 
 from __future__ import annotations
@@ -15,21 +21,27 @@ from typing import Any, Protocol
 
 import kopf
 
+from netpol_auditor.cluster_policy import CLUSTER_POLICY_API_GROUP, ClusterPolicyKind
+from netpol_auditor.controller.feed import FeedKind
 from netpol_auditor.model import ObjectKind
 from netpol_auditor.prober.podspec import RUN_LABEL
 
 __all__ = ["WATCHED", "EventSink", "register_handlers"]
 
 #: (kind, API group, version, plural)
-WATCHED: tuple[tuple[ObjectKind, str, str, str], ...] = (
+WATCHED: tuple[tuple[FeedKind, str, str, str], ...] = (
     (ObjectKind.NAMESPACE, "", "v1", "namespaces"),
     (ObjectKind.POD, "", "v1", "pods"),
     (ObjectKind.NETWORK_POLICY, "networking.k8s.io", "v1", "networkpolicies"),
+    (ClusterPolicyKind.ADMIN_NETWORK_POLICY, CLUSTER_POLICY_API_GROUP, "v1alpha1", "adminnetworkpolicies"),
+    (ClusterPolicyKind.BASELINE_ADMIN_NETWORK_POLICY, CLUSTER_POLICY_API_GROUP, "v1alpha1",
+     "baselineadminnetworkpolicies"),
+    (ClusterPolicyKind.CLUSTER_NETWORK_POLICY, CLUSTER_POLICY_API_GROUP, "v1alpha2", "clusternetworkpolicies"),
 )
 
 
 class EventSink(Protocol):
-    def on_watch_event(self, kind: ObjectKind, event_type: str | None, body: Any) -> None: ...
+    def on_watch_event(self, kind: FeedKind, event_type: str | None, body: Any) -> None: ...
 
 
 def register_handlers(registry: kopf.OperatorRegistry, sink: EventSink) -> None:
@@ -38,7 +50,7 @@ def register_handlers(registry: kopf.OperatorRegistry, sink: EventSink) -> None:
         _register(registry, sink, kind, group, version, plural)
 
 
-def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: ObjectKind, group: str, version: str,
+def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: FeedKind, group: str, version: str,
               plural: str) -> None:
     # An async handler runs on the event loop, so index updates never race with each other or with scrapes.
     async def handler(**kwargs: Any) -> None:
@@ -48,4 +60,4 @@ def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: ObjectKind
     # The prober's own pods carry its run label: they are never workloads, so they never reach the index (nor the
     # path metrics); the re-lists leave them out by the same label (resync.list_page).
     labels = {RUN_LABEL: kopf.ABSENT} if kind is ObjectKind.POD else None
-    kopf.on.event(group, version, plural, registry=registry, id=f"index-{kind.value}", labels=labels)(handler)
+    kopf.on.event(group, version, plural, registry=registry, id=f"index-{kind.value.lower()}", labels=labels)(handler)

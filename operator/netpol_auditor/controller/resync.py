@@ -4,6 +4,10 @@ kopf re-lists a resource after a watch expiry (410 Gone) or a reconnect, but a l
 for objects that vanished meanwhile, so the index could keep ghosts forever. The Resyncer lists every watched kind
 (paginated, read-only) and lets the IndexFeed reconcile: on start-up and on becoming the active replica (readiness
 waits for it), shortly after kopf starts re-listing (requested by the handlers), and periodically as a safety net.
+
+The cluster-scoped policies of policy.networking.k8s.io are listed where the cluster serves them: a 404 (no CRD)
+means there are none, so any still held are dropped; a 403 leaves what the watch delivered in place and says so once.
+Whether each is served is logged when it changes (the CRD installed or removed while the operator runs).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from netpol_auditor.controller.feed import IndexFeed, ReconcileResult
+from netpol_auditor.cluster_policy import ClusterPolicyKind
+from netpol_auditor.controller.feed import FeedKind, IndexFeed, ReconcileResult
+from netpol_auditor.controller.handlers import WATCHED
 from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.model import Labels, Namespace, ObjectKind
 from netpol_auditor.prober.podspec import RUN_LABEL
@@ -26,10 +32,17 @@ logger = logging.getLogger(__name__)
 
 _PAGE = 500
 
+#: The order of a full listing. Namespaces first: pods and policies are judged with their namespace's labels.
+LISTED: tuple[FeedKind, ...] = (ObjectKind.NAMESPACE, *ClusterPolicyKind, ObjectKind.NETWORK_POLICY, ObjectKind.POD)
 
-def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, token: str | None = None,
+_RESOURCES = {kind: (group, version, plural) for kind, group, version, plural in WATCHED}
+
+
+def list_page(api_client: Any, kind: FeedKind, namespace: str | None = None, token: str | None = None,
               limit: int = _PAGE) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of a LIST of *kind* (in *namespace*, or cluster-wide): (items as plain dicts, continue token)."""
+    """One page of a LIST of *kind* (in *namespace*, or cluster-wide): (items as plain dicts, continue token).
+
+    A cluster policy kind the cluster does not serve raises the client's ApiException with status 404."""
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
@@ -38,7 +51,9 @@ def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, t
     kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False, "_request_timeout": 60}
     if token:
         kwargs["_continue"] = token
-    if kind is ObjectKind.NAMESPACE:
+    if isinstance(kind, ClusterPolicyKind):
+        response = client.CustomObjectsApi(api_client).list_cluster_custom_object(*_RESOURCES[kind], **kwargs)
+    elif kind is ObjectKind.NAMESPACE:
         response = core.list_namespace(**kwargs)
     elif kind is ObjectKind.POD:
         kwargs["label_selector"] = f"!{RUN_LABEL}"  # the prober's own pods are never workloads
@@ -56,7 +71,7 @@ def list_page(api_client: Any, kind: ObjectKind, namespace: str | None = None, t
     return items, (page.get("metadata") or {}).get("continue") or None
 
 
-def list_objects(api_client: Any, kind: ObjectKind, namespace: str | None = None) -> list[dict[str, Any]]:
+def list_objects(api_client: Any, kind: FeedKind, namespace: str | None = None) -> list[dict[str, Any]]:
     """LIST every object of *kind* (in *namespace*, or cluster-wide), page by page, as plain dicts."""
     items: list[dict[str, Any]] = []
     token: str | None = None
@@ -83,6 +98,8 @@ class Resyncer:
         self.completed = 0
         self.last_result = ReconcileResult()
         self.last_completed_at: float | None = None
+        #: Whether the cluster serves each cluster policy kind, as the last listing found (None: not known yet).
+        self.served: dict[ClusterPolicyKind, bool | None] = dict.fromkeys(ClusterPolicyKind)
 
     def request(self) -> None:
         """Ask for a reconcile soon (debounced: a re-list delivers many events)."""
@@ -93,18 +110,30 @@ class Resyncer:
         async with self._lock:
             total = ReconcileResult()
             started_at = time.monotonic()
-            # Namespaces first: pods and policies are judged with their namespace's labels.
-            for kind in (ObjectKind.NAMESPACE, ObjectKind.NETWORK_POLICY, ObjectKind.POD):
+            for kind in LISTED:
                 reconciliation = self._feed.start_reconcile(kind, self._feed.sequence, in_scope=self._scope.watches)
                 namespaces, evicted = await self._namespaces_to_list(kind)
-                for namespace in namespaces:
-                    token: str | None = None
-                    while True:  # page by page: a big listing is never in memory at once
-                        page, token = await asyncio.to_thread(list_page, self._api_client, kind, namespace, token)
-                        reconciliation.add(page)
-                        del page
-                        if not token:
-                            break
+                try:
+                    for namespace in namespaces:
+                        token: str | None = None
+                        while True:  # page by page: a big listing is never in memory at once
+                            page, token = await asyncio.to_thread(list_page, self._api_client, kind, namespace,
+                                                                  token)
+                            reconciliation.add(page)
+                            del page
+                            if not token:
+                                break
+                except Exception as exc:
+                    status = getattr(exc, "status", None)
+                    if not isinstance(kind, ClusterPolicyKind) or status not in (403, 404):
+                        raise
+                    self._note_served(kind, status)
+                    if status == 403:
+                        continue  # keep what the watch delivered: the listing says nothing
+                    # 404: the cluster does not serve the kind, so it has none: the reconcile drops any held
+                else:
+                    if isinstance(kind, ClusterPolicyKind):
+                        self._note_served(kind, 200)
                 result = reconciliation.finish()
                 total = ReconcileResult(total.added + result.added, total.modified + result.modified,
                                         total.deleted + result.deleted + evicted)
@@ -118,11 +147,26 @@ class Resyncer:
                 self._on_change()
             return total
 
-    async def _namespaces_to_list(self, kind: ObjectKind) -> tuple[list[str | None], int]:
+    def _note_served(self, kind: ClusterPolicyKind, status: int) -> None:
+        """Record (and log when it changes) whether the cluster serves *kind*: 200 yes, 404 no, 403 unknown."""
+        group, version, plural = _RESOURCES[kind]
+        served = {200: True, 404: False}.get(status)
+        before = self.served[kind]
+        self.served[kind] = served
+        if served is None:
+            if before is not None or not self.completed:
+                logger.warning("cannot list %s.%s/%s: forbidden; the verdicts may leave out what %ss allow or "
+                               "deny (grant get, list, watch on it)", plural, group, version, kind.value)
+        elif served != before:
+            logger.info("%s (%s/%s) is %s", kind.value, group, version,
+                        "served: its policies are in the index" if served else
+                        "not served by this cluster: none in the index (watched once its CRD is installed)")
+
+    async def _namespaces_to_list(self, kind: FeedKind) -> tuple[list[str | None], int]:
         """None (one cluster-wide LIST), or the audited namespaces when --namespace or --namespace-selector
         narrows the scope; and how many pods and policies were evicted first, still held from watched namespaces
         that the selector no longer admits, so the reconcile that follows sees only audited namespaces."""
-        if kind is ObjectKind.NAMESPACE or not self._scope.restricted:
+        if kind is ObjectKind.NAMESPACE or isinstance(kind, ClusterPolicyKind) or not self._scope.restricted:
             return [None], 0
         listed = await asyncio.to_thread(list_objects, self._api_client, ObjectKind.NAMESPACE)
         audited: list[str | None] = []

@@ -15,7 +15,7 @@ import logging
 import platform
 import time
 from collections import Counter as TallyCounter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -23,12 +23,21 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from netpol_auditor import __version__
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.index_view import IndexView
 from netpol_auditor.model import ObjectKind, PortProtocol
 
 __all__ = ["Aggregates", "IndexMetrics", "choose_ports", "compute_aggregates"]
 
 logger = logging.getLogger(__name__)
+
+#: The kinds of indexed objects, each with its ``kind`` label: the lower-case kind (``adminnetworkpolicy``, ...).
+IndexedKind = ObjectKind | ClusterPolicyKind
+_INDEXED_KINDS: tuple[IndexedKind, ...] = (*ObjectKind, *ClusterPolicyKind)
+
+
+def kind_label(kind: IndexedKind) -> str:
+    return kind.value.lower()
 
 _APPLY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -150,8 +159,8 @@ class IndexMetrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self.objects = Gauge("netpol_auditor_index_objects", "Objects in the reachability index.", ["kind"],
                              registry=registry)
-        for kind in ObjectKind:
-            self.objects.labels(kind.value).set(0)
+        for kind in _INDEXED_KINDS:
+            self.objects.labels(kind_label(kind)).set(0)
         self.classes = Gauge("netpol_auditor_index_equivalence_classes",
                              "Pod equivalence classes (pods the policies cannot tell apart).", registry=registry)
         self.events = Counter("netpol_auditor_index_events", "Watch events applied to the index.",
@@ -164,8 +173,8 @@ class IndexMetrics:
         self.skipped = Gauge("netpol_auditor_index_skipped_objects",
                              "Watched objects the index rejected as malformed (logged with object and field); they "
                              "are missing from every verdict.", ["kind"], registry=registry)
-        for kind in ObjectKind:
-            self.skipped.labels(kind.value).set(0)
+        for kind in _INDEXED_KINDS:
+            self.skipped.labels(kind_label(kind)).set(0)
         self._aggregates = _AggregatesCollector()
         registry.register(self._aggregates)
         self._capped_logged: bool | None = None
@@ -175,17 +184,18 @@ class IndexMetrics:
     def aggregates(self) -> Aggregates | None:
         return self._aggregates.snapshot
 
-    def observe_apply(self, kind: ObjectKind, change: str, seconds: float) -> None:
+    def observe_apply(self, kind: IndexedKind, change: str, seconds: float) -> None:
         """Record one change applied to the index."""
-        self.events.labels(kind.value, change).inc()
-        self.apply_seconds.labels(kind.value).observe(seconds)
+        self.events.labels(kind_label(kind), change).inc()
+        self.apply_seconds.labels(kind_label(kind)).observe(seconds)
         self.last_event.set(time.time())
 
-    def set_object_counts(self, counts: dict[ObjectKind, int], skipped: dict[ObjectKind, int] | None = None) -> None:
+    def set_object_counts(self, counts: Mapping[IndexedKind, int],
+                          skipped: Mapping[IndexedKind, int] | None = None) -> None:
         """Update the object gauges (cheap: called after every change)."""
-        for kind in ObjectKind:
-            self.objects.labels(kind.value).set(counts.get(kind, 0))
-            self.skipped.labels(kind.value).set((skipped or {}).get(kind, 0))
+        for kind in _INDEXED_KINDS:
+            self.objects.labels(kind_label(kind)).set(counts.get(kind, 0))
+            self.skipped.labels(kind_label(kind)).set((skipped or {}).get(kind, 0))
 
     def publish(self, snapshot: Aggregates | None, declared_ports: int = 0, max_ports: int = 0) -> None:
         """Serve *snapshot* from now on (None: serve no aggregate series, e.g. on a standby replica)."""
