@@ -61,6 +61,9 @@ FIXES: dict[str, str] = {
     "not_judged": "the policies do not judge this path (host network)",
     "too_fresh": "the path's verdict changed moments ago; the CNI is given time to program it",
     "family_unavailable": "the probe pod has no address of the destination's IP family",
+    "cluster_policy": "an AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy selects the source "
+                      "(egress) or the destination (ingress): the prober does not predict their tiers yet, so the "
+                      "path is not judged (analyze and the metrics do judge it)",
 }
 INCONCLUSIVE_REASONS: tuple[str, ...] = tuple(FIXES)
 

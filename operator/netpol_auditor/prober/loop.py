@@ -42,7 +42,7 @@ from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.policy_reports import PolicyReportWriter, build_reports, findings
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.model import Protocol
+from netpol_auditor.model import Direction, Namespace, PodRef, Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
 from netpol_auditor.prober.coverage import PlanDelta, PlanInputs
 from netpol_auditor.prober.failures import (
@@ -86,6 +86,7 @@ from netpol_auditor.prober.podspec import (
 )
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 from netpol_auditor.prober.sweep import delete_run, sweep_leftovers
+from netpol_auditor.tiers import compile_cluster_policy
 
 __all__ = ["ProbeLoop", "ProbeOptions", "RoundResult"]
 
@@ -844,6 +845,23 @@ class ProbeLoop:
 
     # -- judging and reporting ---------------------------------------------------------------------------------
 
+    def _cluster_policy_subjects(self) -> Callable[[PodRef, PodRef], bool]:
+        """Whether a cluster policy governs a path: selects its source and has egress rules, or its destination and
+        has ingress rules. The prober predicts NetworkPolicies only, so such a path must not be judged: an Admin
+        Deny would read as a CNI dropping allowed traffic."""
+        compiled = [compile_cluster_policy(p) for p in self.index.cluster_policies()]
+        if not compiled:
+            return lambda _src, _dst: False
+
+        def selected(ref: PodRef, direction: Direction) -> bool:
+            pod = self.index.get_pod(ref)
+            if pod is None:
+                return False
+            labels = self.index.namespace_labels(ref.namespace) or Namespace(ref.namespace).labels
+            return any(c.rules(direction) and c.selects(labels, pod.labels) for c in compiled)
+
+        return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)
+
     def _judge(
         self,
         plan: Round,
@@ -853,6 +871,7 @@ class ProbeLoop:
     ) -> RoundResult:
         now = self.clock()
         policies = self.planner.policies()
+        governed = self._cluster_policy_subjects()
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
@@ -866,7 +885,8 @@ class ProbeLoop:
                 self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
-                why = self._responder_reason(dst, path.key.port.protocol)
+                why = self._responder_reason(dst, path.key.port.protocol) or (
+                    "cluster_policy" if governed(path.source, path.destination) else None)
                 if why is not None:
                     self._path_reasons[path.key] = why
                     continue
