@@ -47,7 +47,9 @@ def expected_metrics(admin: Any) -> dict[str, Any]:
 def live_metrics(operator: OperatorProcess) -> dict[str, Any]:
     families = operator.scrape()
     return {
-        "objects": {s.labels["kind"]: s.value for s in families["netpol_auditor_index_objects"]},
+        # the kinds a rebuild from a listing of pods, namespaces and policies counts (cluster policies: none here)
+        "objects": {s.labels["kind"]: s.value for s in families["netpol_auditor_index_objects"]
+                    if s.labels["kind"] in ("pod", "namespace", "networkpolicy")},
         "paths": {(s.labels["source_namespace"], s.labels["destination_namespace"], s.labels["verdict"]): s.value
                   for s in families.get("netpol_auditor_paths", [])},
         "policies": {(s.labels["namespace"], s.labels["policy"]): s.value

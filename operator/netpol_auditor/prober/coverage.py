@@ -178,7 +178,7 @@ class PlanInputs:
                 namespaces[obj.name] = obj.labels
             elif isinstance(obj, NetworkPolicy):
                 policies[obj.key] = obj
-            elif obj.is_endpoint:
+            elif isinstance(obj, Pod) and obj.is_endpoint:  # cluster policies are not planned here
                 endpoints[obj.ref] = obj
         return cls(revision, namespaces, policies, endpoints, dict(unavailable_nodes or {}))
 
