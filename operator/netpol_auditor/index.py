@@ -790,6 +790,10 @@ class ReachabilityIndex:
         """AdminNetworkPolicies, BaselineAdminNetworkPolicies and ClusterNetworkPolicies, by (kind, name)."""
         return [self._cluster[k].policy for k in sorted(self._cluster)]
 
+    def compiled_cluster_policies(self) -> tuple[CompiledClusterPolicy, ...]:
+        """The cluster policies as the index judges with them, in precedence order."""
+        return self._cluster_ordered
+
     def pods(self) -> list[Pod]:
         return [self._pods[k] for k in sorted(self._pods)]
 

@@ -86,7 +86,6 @@ from netpol_auditor.prober.podspec import (
 )
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 from netpol_auditor.prober.sweep import delete_run, sweep_leftovers
-from netpol_auditor.tiers import compile_cluster_policy
 
 __all__ = ["ProbeLoop", "ProbeOptions", "RoundResult"]
 
@@ -849,7 +848,7 @@ class ProbeLoop:
         """Whether a cluster policy governs a path: selects its source and has egress rules, or its destination and
         has ingress rules. The prober predicts NetworkPolicies only, so such a path must not be judged: an Admin
         Deny would read as a CNI dropping allowed traffic."""
-        compiled = [compile_cluster_policy(p) for p in self.index.cluster_policies()]
+        compiled = self.index.compiled_cluster_policies()
         if not compiled:
             return lambda _src, _dst: False
 
