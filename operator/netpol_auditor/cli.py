@@ -24,6 +24,7 @@ from typing import TextIO
 
 from .check_report import FORMATS as CHECK_FORMATS
 from .check_report import SUITE, junit_cases, render_check
+from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .expectation_check import Subject, check
@@ -34,8 +35,8 @@ from .index import ReachabilityIndex
 from .junit import junit_xml
 from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
-from .model import Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
-from .render import FORMATS, Analysis, Cell, render
+from .model import Endpoint, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
+from .render import FORMATS, Analysis, Cell, RowMarks, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
 
 __all__ = ["UsageError", "build_analysis", "build_parser", "main"]
@@ -425,6 +426,37 @@ def build_analysis(
             out.append(found if found is not None else compute(gs, gd, port))
         return out
 
+    # The table's fast path: a row of a class member as bits over the columns (`class_reach`), the columns of
+    # endpoints without a class (addresses, hostNetwork pods) and the pod itself as cells.
+    class_ids = {str(p): c.id for p in pods if (c := index.class_of(p)) is not None}
+    masks: dict[str, int] = {}
+    others: list[int] = []
+    for j, name in enumerate(columns):
+        cid = class_ids.get(name)
+        if cid is None:
+            others.append(j)
+        else:
+            masks[cid] = masks.get(cid, 0) | 1 << j
+    view = index.view()
+    records = {c.id: c for c in view.class_records}
+    ns_labels = {ns.name: ns.labels for ns in view.namespace_objects}
+    reach: ClassReach | None = None
+
+    def marks(src: str, port: PortProtocol) -> RowMarks | None:
+        nonlocal reach
+        cid = class_ids.get(src)
+        if cid is None:
+            return None
+        if reach is None:
+            reach = ClassReach(records.values(), lambda name: ns_labels.get(name) or Namespace(name).labels, masks)
+        special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
+        special.update((j, None) for j in own_columns.get(src, ()))
+        return RowMarks(reach.allowed(records[cid], port), special)
+
+    own_columns: dict[str, list[int]] = {}
+    for j, name in enumerate(columns):
+        own_columns.setdefault(name, []).append(j)
+
     explainer: Callable[[str, str, PortProtocol], str] | None = None
     if explain:
 
@@ -439,6 +471,7 @@ def build_analysis(
         row=row,
         explain=explainer,
         externals=address_list,
+        marks=marks,
     )
 
 
