@@ -442,10 +442,14 @@ def build_analysis(
     ns_labels = {ns.name: ns.labels for ns in view.namespace_objects}
     reach: ClassReach | None = None
 
+    # Cluster policies (Admin and Baseline tiers) are not read by `class_reach`: with any, every row is read from
+    # its cells.
+    tiered = index.stats().cluster_policies > 0
+
     def marks(src: str, port: PortProtocol) -> RowMarks | None:
         nonlocal reach
         cid = class_ids.get(src)
-        if cid is None:
+        if cid is None or tiered:
             return None
         if reach is None:
             reach = ClassReach(records.values(), lambda name: ns_labels.get(name) or Namespace(name).labels, masks)

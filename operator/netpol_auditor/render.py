@@ -268,7 +268,7 @@ def _row_marks(analysis: Analysis, src: str, port: PortProtocol) -> RowMarks:
     for j, (dst, cell) in enumerate(zip(analysis.destinations, analysis.row(src, port), strict=True)):
         if not analysis.judged(src, dst):
             special[j] = None
-        elif cell.allowed is None:
+        elif cell.allowed is None or cell.out_of_model:
             special[j] = cell
         elif cell.allowed:
             allowed |= 1 << j
@@ -317,23 +317,17 @@ class _TableRows:
                 pieces.append(chunks[k].get(byte) or self._chunk(k, byte))
         return (src.ljust(self.first) + " " + "".join(pieces)).rstrip() + "\n"
 
-    def counts(self, marks: RowMarks) -> tuple[int, int, int]:
-        """(allowed, denied, not judged) of the row."""
+    def count(self, marks: RowMarks, into: dict[bool | str | None, int]) -> None:
+        """Add the row's cells to ``into``, by `Cell.status` (pairs not part of the report left out)."""
         special_bits = 0
-        allowed = denied = unjudged = 0
         for j, cell in marks.special.items():
             special_bits |= 1 << j
-            if cell is None:
-                continue
-            if cell.allowed is None:
-                unjudged += 1
-            elif cell.allowed:
-                allowed += 1
-            else:
-                denied += 1
+            if cell is not None:
+                into[cell.status] += 1
         plain = self.all_columns & ~special_bits
         yes = (marks.allowed & plain).bit_count()
-        return allowed + yes, denied + plain.bit_count() - yes, unjudged
+        into[True] += yes
+        into[False] += plain.bit_count() - yes
 
 
 def render_table(analysis: Analysis, out: TextIO) -> None:
@@ -361,18 +355,21 @@ def _render_table_fast(analysis: Analysis, out: TextIO) -> None:
     header = ["-", *analysis.destinations]
     widths = [rows.first, *rows.widths]
     header_line = " ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip() + "\n"
+    marks: dict[PortProtocol, list[RowMarks]] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for port in analysis.ports:
+        marks[port] = [_row_marks(analysis, src, port) for src in analysis.sources]
+        counts: dict[bool | str | None, int] = {True: 0, False: 0, None: 0, "outOfModel": 0}
+        for m in marks[port]:
+            rows.count(m, counts)
+        summary[str(port)] = _named_counts(counts)
+    legend = _legend(summary)
     for i, port in enumerate(analysis.ports):
         if i:
             out.write("\n")
-        marks = [_row_marks(analysis, src, port) for src in analysis.sources]
-        totals = [0, 0, 0]
-        for m in marks:
-            for t, c in enumerate(rows.counts(m)):
-                totals[t] += c
-        counts = _named_counts({True: totals[0], False: totals[1], None: totals[2]})
-        out.write(f"{port}: {_counts_text(counts)} ({LEGEND})\n")
+        out.write(f"{port}: {_counts_text(summary[str(port)])} ({legend})\n")
         out.write(header_line)
-        for src, m in zip(analysis.sources, marks, strict=True):
+        for src, m in zip(analysis.sources, marks.pop(port), strict=True):
             out.write(rows.line(src, m))
 
 
