@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
-from .engine import CompiledPeer, CompiledPolicy, CompiledRule
+from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PolicyKey
 from .model import Labels, PortProtocol
 
 __all__ = ["ClassReach", "ReachClass"]
@@ -46,6 +46,9 @@ class ReachClass(Protocol):
     def sel_in(self) -> tuple[CompiledPolicy, ...]: ...
     @property
     def sel_eg(self) -> tuple[CompiledPolicy, ...]: ...
+
+
+_NONE: tuple[PolicyKey, ...] = ()
 
 
 def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
@@ -102,9 +105,10 @@ class ClassReach:
                             seen.add(c.id)
                             self._admitting[c.id].append((cp, rule))
         self._targets_memo: dict[tuple[int, int, PortProtocol], int] = {}
-        self._port_memo: dict[tuple[int, PortProtocol], int] = {}
         self._in_memo: dict[tuple[str, PortProtocol], int] = {}
         self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
+        self._in_policy_memo: dict[tuple[str, PortProtocol], dict[int, int]] = {}
+        self._eg_policy_memo: dict[tuple[int, PortProtocol], int] = {}
 
     # -- peers -------------------------------------------------------------------------------------------------
 
@@ -191,20 +195,65 @@ class ClassReach:
             return got
         bits = 0
         for cp in src.sel_eg:
-            for rule in cp.egress:
-                memo_key = (id(rule), port)
-                allowed = self._port_memo.get(memo_key)
-                if allowed is None:
-                    allowed = self._port_bits(rule, port, None)
-                    if rule.peers:
-                        peers = 0
-                        for peer in rule.peers:
-                            peers |= self._peer_match(peer)[1]
-                        allowed &= peers
-                    self._port_memo[memo_key] = allowed
-                bits |= allowed
+            bits |= self._egress_policy(cp, port)
         self._eg_memo[key] = bits
         return bits
+
+    def _egress_policy(self, cp: CompiledPolicy, port: PortProtocol) -> int:
+        """Bits of the destinations some egress rule of ``cp`` admits on ``port``."""
+        memo_key = (id(cp), port)
+        got = self._eg_policy_memo.get(memo_key)
+        if got is not None:
+            return got
+        bits = 0
+        for rule in cp.egress:
+            allowed = self._port_bits(rule, port, None)
+            if rule.peers and allowed:
+                peers = 0
+                for peer in rule.peers:
+                    peers |= self._peer_match(peer)[1]
+                allowed &= peers
+            bits |= allowed
+        self._eg_policy_memo[memo_key] = bits
+        return bits
+
+    def _ingress_policies(self, src: ReachClass, port: PortProtocol) -> dict[int, int]:
+        """id(policy) -> bits of the destinations it isolates whose ingress it opens to ``src`` on ``port``."""
+        key = (src.id, port)
+        got = self._in_policy_memo.get(key)
+        if got is not None:
+            return got
+        out: dict[int, int] = defaultdict(int)
+        for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
+            memo_key = (id(cp), id(rule), port)
+            targets = self._targets_memo.get(memo_key)
+            if targets is None:
+                targets = self._targets_memo[memo_key] = self._port_bits(rule, port, self._guarded[id(cp)])
+            out[id(cp)] |= targets
+        self._in_policy_memo[key] = out
+        return out
+
+    def verdict(
+        self, src: ReachClass, dst: ReachClass, port: PortProtocol
+    ) -> tuple[bool, tuple[PolicyKey, ...]]:
+        """(allowed, deciding policies) from ``src`` to ``dst`` on ``port``, as `engine.Verdict` gives them: the
+        admitting policies of both directions if allowed, else the policies of each denying direction (the
+        isolating ones). ``dst``'s mask must be non-zero."""
+        dst_bits = self._masks[dst.id]
+        egress_ok, egress = True, _NONE
+        if src.sel_eg:
+            admitting = tuple(cp.key for cp in src.sel_eg if self._egress_policy(cp, port) & dst_bits)
+            egress_ok = bool(admitting)
+            egress = admitting or tuple(cp.key for cp in src.sel_eg)
+        ingress_ok, ingress = True, _NONE
+        if dst.sel_in:
+            opened = self._ingress_policies(src, port)
+            admitting = tuple(cp.key for cp in dst.sel_in if opened.get(id(cp), 0) & dst_bits)
+            ingress_ok = bool(admitting)
+            ingress = admitting or tuple(cp.key for cp in dst.sel_in)
+        allowed = egress_ok and ingress_ok
+        parts = (*(egress if allowed or not egress_ok else ()), *(ingress if allowed or not ingress_ok else ()))
+        return allowed, tuple(dict.fromkeys(parts))
 
     def allowed(self, src: ReachClass, port: PortProtocol) -> int:
         """Bits of the destinations ``src`` may connect to on ``port`` (both directions allow)."""

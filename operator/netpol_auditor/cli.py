@@ -32,10 +32,11 @@ from .expectations import Expectation, InvalidExpectations, parse_expectations
 from .exporters.html_page import render_html
 from .exporters.page_data import build_page_data, named_endpoints
 from .index import ReachabilityIndex
+from .index_view import ClassRecord
 from .junit import junit_xml
 from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
-from .model import Endpoint, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
+from .model import Endpoint, Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, RowMarks, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
 
@@ -391,12 +392,18 @@ def build_analysis(
     column_groups = [group_of[c] for c in columns]
 
     def compute(gs: int, gd: int, port: PortProtocol) -> Cell:
-        src = members[gs][0]
-        # Within one group, judge two distinct members (a group of one has no pair but itself).
-        dst = members[gd][-1] if gs == gd else members[gd][0]
-        verdict = index.verdict(src, dst, port)
-        deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
-        key = (verdict.allowed, deciding, verdict.reason, verdict.out_of_model)
+        key: tuple[bool | None, tuple[str, ...], str, bool]
+        rs, rd = group_class[gs], group_class[gd]
+        if rs is not None and rd is not None and not tiered:
+            allowed, policies = class_reach().verdict(rs, rd, port)
+            key = (allowed, tuple(f"{ns}/{name}" for ns, name in policies), "", False)
+        else:
+            src = members[gs][0]
+            # Within one group, judge two distinct members (a group of one has no pair but itself).
+            dst = members[gd][-1] if gs == gd else members[gd][0]
+            verdict = index.verdict(src, dst, port)
+            deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
+            key = (verdict.allowed, deciding, verdict.reason, verdict.out_of_model)
         found = interned.get(key)
         if found is None:
             found = interned[key] = Cell(*key)
@@ -443,8 +450,23 @@ def build_analysis(
     reach: ClassReach | None = None
 
     # Cluster policies (Admin and Baseline tiers) are not read by `class_reach`: with any, every row is read from
-    # its cells.
+    # its cells and every cell judged by the index.
     tiered = index.stats().cluster_policies > 0
+    # Cells between two classes: from `class_reach` in a space of one bit per class.
+    group_class: list[ClassRecord | None] = [None] * n_groups
+    for name, g in group_of.items():
+        if name in class_ids:
+            group_class[g] = records[class_ids[name]]
+    per_class: list[ClassReach] = []
+
+    def class_reach() -> ClassReach:
+        if not per_class:
+            bits = {cid: 1 << i for i, cid in enumerate(records)}
+            per_class.append(ClassReach(records.values(), namespace_labels, bits))
+        return per_class[0]
+
+    def namespace_labels(name: str) -> Labels:
+        return ns_labels.get(name) or Namespace(name).labels
 
     def marks(src: str, port: PortProtocol) -> RowMarks | None:
         nonlocal reach
@@ -452,7 +474,7 @@ def build_analysis(
         if cid is None or tiered:
             return None
         if reach is None:
-            reach = ClassReach(records.values(), lambda name: ns_labels.get(name) or Namespace(name).labels, masks)
+            reach = ClassReach(records.values(), namespace_labels, masks)
         special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
         special.update((j, None) for j in own_columns.get(src, ()))
         return RowMarks(reach.allowed(records[cid], port), special)

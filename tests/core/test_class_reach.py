@@ -1,6 +1,7 @@
 """`class_reach` (allowed destinations per source class as bit sets, read from the rules' side) says what the
-pair-by-pair evaluators say: the index's class verdicts and the engine's pod-by-pod reference (`engine.Snapshot`),
-on random clusters of the property tests' universe (selectors, named ports, endPort, ipBlock with except)."""
+pair-by-pair evaluators say: the index's class verdicts (allowed and deciding policies) and the engine's pod-by-pod
+reference (`engine.Snapshot`), on random clusters of the property tests' universe (selectors, named ports, endPort,
+ipBlock with except). Cluster policies are left out: with any, ``analyze`` does not use `class_reach`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_index_properties import PORTS, key_of, object_st, parsed
+from test_index_properties import PORTS, key_of, ns_dict_st, parsed, pod_dict_st, policy_dict_st
 
 from netpol_auditor.class_reach import ClassReach
 from netpol_auditor.engine import Snapshot
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import KubeObject
 from netpol_auditor.model import Namespace, ObjectKind
+
+#: Pods, namespaces and NetworkPolicies of the property tests' universe (no cluster policies).
+object_st = st.one_of(pod_dict_st(), pod_dict_st(), ns_dict_st, policy_dict_st(), policy_dict_st())
 
 
 def _state(objects: list[dict[str, Any]]) -> list[KubeObject]:
@@ -38,6 +42,9 @@ def test_class_bits_equal_class_verdicts(objects: list[dict[str, Any]]) -> None:
         for port in PORTS:
             expected = sum(bit[d.id] for d in records if index.class_allowed(s.id, d.id, port))
             assert reach.allowed(s, port) == expected, (s.id, port)
+            for d in records:
+                verdict = index.class_verdict(s.id, d.id, port)
+                assert reach.verdict(s, d, port) == (verdict.allowed, verdict.deciding_policies()), (s.id, d.id, port)
 
 
 @given(st.lists(object_st, min_size=3, max_size=24))
