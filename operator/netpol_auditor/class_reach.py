@@ -104,7 +104,7 @@ class ClassReach:
                         if c.id not in seen:
                             seen.add(c.id)
                             self._admitting[c.id].append((cp, rule))
-        self._targets_memo: dict[tuple[int, int, PortProtocol], int] = {}
+        self._targets_memo: dict[PortProtocol, dict[int, int]] = {}  # port -> id(rule) -> the classes it opens
         self._in_memo: dict[tuple[str, PortProtocol], int] = {}
         self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
         self._in_policy_memo: dict[tuple[str, PortProtocol], dict[int, int]] = {}
@@ -176,12 +176,12 @@ class ClassReach:
         if got is not None:
             return got
         bits = self._unisolated_in
+        targets = self._targets_memo.setdefault(port, {})
         for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
-            memo_key = (id(cp), id(rule), port)
-            targets = self._targets_memo.get(memo_key)
-            if targets is None:
-                targets = self._targets_memo[memo_key] = self._port_bits(rule, port, self._guarded[id(cp)])
-            bits |= targets
+            found = targets.get(id(rule))
+            if found is None:
+                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
+            bits |= found
         self._in_memo[key] = bits
         return bits
 
@@ -224,12 +224,12 @@ class ClassReach:
         if got is not None:
             return got
         out: dict[int, int] = defaultdict(int)
+        targets = self._targets_memo.setdefault(port, {})
         for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
-            memo_key = (id(cp), id(rule), port)
-            targets = self._targets_memo.get(memo_key)
-            if targets is None:
-                targets = self._targets_memo[memo_key] = self._port_bits(rule, port, self._guarded[id(cp)])
-            out[id(cp)] |= targets
+            found = targets.get(id(rule))
+            if found is None:
+                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
+            out[id(cp)] |= found
         self._in_policy_memo[key] = out
         return out
 
