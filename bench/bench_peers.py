@@ -57,6 +57,7 @@ class Run:
     peak_rss_mib: float
     output_bytes: int
     load_average: tuple[float, float, float]
+    timed_out: bool = False
 
 
 def install_nca() -> Path:
@@ -112,14 +113,25 @@ def command(tool: str, directory: Path, nca: Path | None, npa: Path | None) -> l
     return [str(npa), "list", "--dirpath", str(directory)]
 
 
-def measure(tool: str, pods: int, argv: list[str], scratch: Path) -> Run:
-    """Run ``argv`` as a fresh process, output to a scratch file; its own rusage from wait4."""
+def measure(tool: str, pods: int, argv: list[str], scratch: Path, timeout: float, env: dict[str, str]) -> Run:
+    """Run ``argv`` as a fresh process, output to a scratch file; its own rusage from wait4 (polled, so that a run
+    past ``timeout`` seconds can be stopped: then ``timed_out``)."""
     out_path = scratch / "stdout"
     load = os.getloadavg()
     with open(out_path, "wb") as out, open(scratch / "stderr", "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                timed_out = True
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     size = out_path.stat().st_size
@@ -136,6 +148,7 @@ def measure(tool: str, pods: int, argv: list[str], scratch: Path) -> Run:
         peak_rss_mib=round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
         output_bytes=size,
         load_average=(round(load[0], 2), round(load[1], 2), round(load[2], 2)),
+        timed_out=timed_out,
     )
 
 
@@ -143,13 +156,15 @@ def markdown(runs: list[Run], header: dict[str, object]) -> str:
     lines = [
         f"Measured {header['date']} on {header['machine']}; load average at the start {header['load_average']}.",
         "",
-        "| tool | pods | wall s | CPU s (user+sys) | peak RSS MiB | output | exit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| tool | pods | wall s | CPU s (user+sys) | peak RSS MiB | output | exit | load avg (1 min) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         size = f"{r.output_bytes / 2**20:.1f} MiB" if r.output_bytes >= 2**20 else f"{r.output_bytes / 1024:.0f} KiB"
+        wall = f"> {r.wall_s:.0f} (stopped)" if r.timed_out else f"{r.wall_s:.2f}"
         lines.append(
-            f"| {r.tool} | {r.pods} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.peak_rss_mib:.0f} | {size} | {r.exit_code} |"
+            f"| {r.tool} | {r.pods} | {wall} | {r.cpu_s:.2f} | {r.peak_rss_mib:.0f} | {size} | {r.exit_code} | "
+            f"{r.load_average[0]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -161,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=Path, default=Path(tempfile.gettempdir()) / "netpol-auditor-peers")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "peers.json")
     parser.add_argument("--md", type=Path, default=Path(__file__).parent / "peers.md")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a run may take before it is stopped")
+    parser.add_argument(
+        "--json-max-pods",
+        type=int,
+        default=1000,
+        help="run netpol-auditor -o json only up to this size (at 10k: 100M verdict lines, tens of GB)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     tools = args.tools.split(",")
@@ -172,12 +194,22 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": tuple(round(x, 2) for x in os.getloadavg()),
         "versions": {"network-config-analyzer": NCA_VERSION, "netpol-analyzer": NPA_VERSION},
     }
+    # netpol-auditor as an installed package runs: from compiled bytecode (pip compiles it at install time), here
+    # kept out of the source tree and made by a first import.
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    auditor_env = {**env, "PYTHONPYCACHEPREFIX": str(PEERS / "pycache")}
+    subprocess.run([sys.executable, "-c", "import netpol_auditor.cli as c; c.build_parser()"], env=auditor_env,
+                   check=True)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as scratch:
         for pods in sizes:
             directory = write_input(pods, args.inputs)
             for tool in tools:
-                run = measure(tool, pods, command(tool, directory, nca, npa), Path(scratch))
+                if tool == "netpol-auditor-json" and pods > args.json_max_pods:
+                    continue
+                tool_env = auditor_env if tool.startswith("netpol-auditor") else env
+                run = measure(tool, pods, command(tool, directory, nca, npa), Path(scratch), args.timeout, tool_env)
                 runs.append(run)
                 print(json.dumps(asdict(run)), flush=True)
                 if run.exit_code != 0:
