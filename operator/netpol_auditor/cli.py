@@ -20,25 +20,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .check_report import FORMATS as CHECK_FORMATS
-from .check_report import SUITE, junit_cases, render_check
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
-from .expectation_check import Subject, check
-from .expectations import Expectation, InvalidExpectations, parse_expectations
 from .exporters.html_page import render_html
 from .exporters.page_data import build_page_data, named_endpoints
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
-from .junit import junit_xml
 from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
 from .model import Endpoint, Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, RowMarks, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
+
+if TYPE_CHECKING:
+    from .expectations import Expectation
 
 __all__ = ["UsageError", "build_analysis", "build_parser", "main"]
 
@@ -127,7 +125,13 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The commands whose parsers `build_parser` can leave out the others for (their modules are then not imported).
+_OFFLINE_ONLY = ("analyze", "explain")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``only`` (one of `_OFFLINE_ONLY`), the parser of that command alone, so
+    that ``analyze`` does not import what ``check``, ``diff``, ``lint`` and ``run`` need."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Know, not hope, that your Kubernetes NetworkPolicies are enforced.",
@@ -206,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     explain.set_defaults(func=_explain_command)
+    if only in _OFFLINE_ONLY:
+        return parser
+
+    from .check_report import FORMATS as CHECK_FORMATS
 
     check_parser = sub.add_parser(
         "check",
@@ -580,6 +588,8 @@ def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _read_expectations(path: str) -> list[Expectation]:
+    from .expectations import InvalidExpectations, parse_expectations
+
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -593,6 +603,11 @@ def _read_expectations(path: str) -> list[Expectation]:
 
 
 def _check_command(args: argparse.Namespace, out: TextIO) -> int:
+    from .check_report import SUITE, junit_cases, render_check
+    from .expectation_check import Subject, check
+    from .expectations import InvalidExpectations
+    from .junit import junit_xml
+
     expectations = _read_expectations(args.expect)
     loaded = _load(args)
     try:
@@ -621,10 +636,12 @@ def kubectl_plugin(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None, *, live_default: bool = False) -> int:
     """Entry point of the ``netpol-auditor`` console script; returns the exit status."""
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    only = arguments[0] if arguments and arguments[0] in _OFFLINE_ONLY else None
+    parser = build_parser(only)
     parser.set_defaults(live_default=live_default)
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), message already printed
         return exc.code if isinstance(exc.code, int) else 2
     if getattr(args, "func", None) is None:
