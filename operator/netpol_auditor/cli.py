@@ -19,7 +19,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
@@ -55,7 +54,19 @@ class _InvalidInput(Exception):
         self.errors = errors
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (``importlib.metadata`` is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(message=f"{PROG} {_version()}\n")
+
+
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("netpol-auditor")
     except metadata.PackageNotFoundError:
@@ -136,7 +147,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog=PROG,
         description="Know, not hope, that your Kubernetes NetworkPolicies are enforced.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     analyze = sub.add_parser(

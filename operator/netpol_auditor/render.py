@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import yaml
-
 from .model import PortProtocol
 
 __all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "render"]
@@ -213,6 +211,8 @@ def render_yaml(analysis: Analysis, out: TextIO) -> None:
         "verdicts": [_verdict_dict(analysis, s, d, p) for p in analysis.ports for s, d in analysis.pairs()],
         **_header(analysis),
     }
+    import yaml  # imported here: the other formats never pay for it
+
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     yaml.dump(doc, out, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
 
