@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ PEERS = Path(os.environ.get("NETPOL_AUDITOR_PEERS", Path.home() / ".cache" / "ne
 
 #: pods -> (namespaces, policies): 20 pods and 6-7 policies per namespace; 10k as the issue's large cluster.
 SIZES = {500: (25, 167), 1000: (50, 333), 10000: (1000, 2000)}
+REPEAT_UNDER_S = 30.0  #: runs shorter than this are repeated (`--repeat`) and their median reported
 TOOLS = ("netpol-auditor", "netpol-auditor-json", "network-config-analyzer", "netpol-analyzer")
 
 
@@ -58,6 +60,9 @@ class Run:
     output_bytes: int
     load_average: tuple[float, float, float]
     timed_out: bool = False
+    samples: int = 1
+    wall_samples: tuple[float, ...] = ()
+    cpu_samples: tuple[float, ...] = ()
 
 
 def install_nca() -> Path:
@@ -152,19 +157,46 @@ def measure(tool: str, pods: int, argv: list[str], scratch: Path, timeout: float
     )
 
 
+def repeated(
+    tool: str, pods: int, argv: list[str], scratch: Path, timeout: float, env: dict[str, str], repeat: int
+) -> Run:
+    """`measure`, ``repeat`` times when a run takes under `REPEAT_UNDER_S` (the machine is shared: one sample is
+    noise); the median wall and CPU time, the largest peak RSS, every sample kept."""
+    runs = [measure(tool, pods, argv, scratch, timeout, env)]
+    while len(runs) < repeat and runs[0].wall_s < REPEAT_UNDER_S and runs[-1].exit_code == 0:
+        runs.append(measure(tool, pods, argv, scratch, timeout, env))
+    walls = tuple(r.wall_s for r in runs)
+    cpus = tuple(r.cpu_s for r in runs)
+    first = runs[0]
+    return Run(
+        **{
+            **asdict(first),
+            "wall_s": statistics.median(walls),
+            "cpu_s": statistics.median(cpus),
+            "user_s": statistics.median(r.user_s for r in runs),
+            "sys_s": statistics.median(r.sys_s for r in runs),
+            "peak_rss_mib": max(r.peak_rss_mib for r in runs),
+            "samples": len(runs),
+            "wall_samples": walls,
+            "cpu_samples": cpus,
+            "exit_code": max(r.exit_code for r in runs),
+        }
+    )
+
+
 def markdown(runs: list[Run], header: dict[str, object]) -> str:
     lines = [
         f"Measured {header['date']} on {header['machine']}; load average at the start {header['load_average']}.",
         "",
-        "| tool | pods | wall s | CPU s (user+sys) | peak RSS MiB | output | exit | load avg (1 min) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| tool | pods | wall s | CPU s (user+sys) | peak RSS MiB | output | runs | exit | load avg (1 min) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         size = f"{r.output_bytes / 2**20:.1f} MiB" if r.output_bytes >= 2**20 else f"{r.output_bytes / 1024:.0f} KiB"
         wall = f"> {r.wall_s:.0f} (stopped)" if r.timed_out else f"{r.wall_s:.2f}"
         lines.append(
-            f"| {r.tool} | {r.pods} | {wall} | {r.cpu_s:.2f} | {r.peak_rss_mib:.0f} | {size} | {r.exit_code} | "
-            f"{r.load_average[0]:.1f} |"
+            f"| {r.tool} | {r.pods} | {wall} | {r.cpu_s:.2f} | {r.peak_rss_mib:.0f} | {size} | {r.samples} | "
+            f"{r.exit_code} | {r.load_average[0]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -177,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "peers.json")
     parser.add_argument("--md", type=Path, default=Path(__file__).parent / "peers.md")
     parser.add_argument("--timeout", type=float, default=900, help="seconds a run may take before it is stopped")
+    parser.add_argument("--repeat", type=int, default=5, help=f"runs of each under {REPEAT_UNDER_S:.0f} s (median)")
     parser.add_argument(
         "--json-max-pods",
         type=int,
@@ -209,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 if tool == "netpol-auditor-json" and pods > args.json_max_pods:
                     continue
                 tool_env = auditor_env if tool.startswith("netpol-auditor") else env
-                run = measure(tool, pods, command(tool, directory, nca, npa), Path(scratch), args.timeout, tool_env)
+                argv_ = command(tool, directory, nca, npa)
+                run = repeated(tool, pods, argv_, Path(scratch), args.timeout, tool_env, args.repeat)
                 runs.append(run)
                 print(json.dumps(asdict(run)), flush=True)
                 if run.exit_code != 0:
