@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, TextIO
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
-from .exporters.html_page import render_html
-from .exporters.page_data import build_page_data, named_endpoints
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
 from .manifest_files import Manifests, read_manifests
@@ -532,6 +530,9 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         folded=loaded.folded,
     )
     if args.output == "html":
+        from .exporters.html_page import render_html  # imported here: the other formats never pay for the page
+        from .exporters.page_data import build_page_data, named_endpoints
+
         data = build_page_data(
             loaded.index,
             named_endpoints(analysis.sources),
