@@ -7,6 +7,7 @@ scrape from the monitoring namespace. Pods carry the labels controllers set (app
 and named container ports.
 
     python bench/generate.py --pods 10000 --namespaces 1000 --policies 2000 -o /tmp/cluster.yaml
+    python bench/generate.py --pods 1000 --namespaces 50 --policies 333 --workloads -o /tmp/workloads.json
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def _pod(namespace: str, name: str, labels: dict[str, str], ip: str, port: int, 
     }
 
 
+def _deployment(namespace: str, name: str, labels: dict[str, str], replicas: int, port: int) -> dict[str, Any]:
+    """The Deployment that makes ``replicas`` pods like `_pod`'s (the template without the controller's hash)."""
+    template = {k: v for k, v in labels.items() if k != "pod-template-hash"}
+    pod = _pod(namespace, name, template, "", port, "")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(template)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": template},
+            "template": {"metadata": {"labels": template}, "spec": {"containers": pod["spec"]["containers"]}},
+        },
+    }
+
+
 def _policy(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -65,8 +82,12 @@ def _ns(name: str, labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def generate(pods: int, namespaces: int, policies: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """Yield API dicts: ``namespaces`` namespaces (3 system ones included), ``pods`` pods, ``policies`` policies."""
+def generate(
+    pods: int, namespaces: int, policies: int, seed: int = 1, workloads: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Yield API dicts: ``namespaces`` namespaces (3 system ones included), ``pods`` pods, ``policies`` policies.
+    ``workloads``: a Deployment (with its replica count) for each group of pods instead of the pods, as
+    ``helm template`` output has them; the same random choices, so the same namespaces and policies."""
     rnd = random.Random(seed)
     addresses = ipaddress.ip_network("10.0.0.0/8").hosts()
     system = ["kube-system", "ingress-nginx", "monitoring"]
@@ -87,9 +108,13 @@ def generate(pods: int, namespaces: int, policies: int, seed: int = 1) -> Iterat
     count = 0
     apps_by_ns: dict[str, list[str]] = {}
     for ns, app, labels, port in system_pods:
+        if workloads:
+            yield _deployment(ns, app, labels, 2, port)
         for r in range(2):
             count += 1
-            yield _pod(ns, f"{app}-{r}", labels, str(next(addresses)), port, f"node-{count % 50}")
+            ip = str(next(addresses))
+            if not workloads:
+                yield _pod(ns, f"{app}-{r}", labels, ip, port, f"node-{count % 50}")
     remaining = max(0, pods - count)
     per_ns = max(1, remaining // len(tenants))
     for i, ns in enumerate(tenants):
@@ -106,10 +131,12 @@ def generate(pods: int, namespaces: int, policies: int, seed: int = 1) -> Iterat
                 "version": rnd.choice(["v1", "v2"]),
                 "pod-template-hash": template,
             }
+            if workloads:
+                yield _deployment(ns, app, labels, replicas, PORTS.get(app, 8080))
             for r in range(replicas):
-                yield _pod(
-                    ns, f"{app}-{template}-{r}", labels, str(next(addresses)), PORTS.get(app, 8080), f"node-{r % 50}"
-                )
+                ip = str(next(addresses))
+                if not workloads:
+                    yield _pod(ns, f"{app}-{template}-{r}", labels, ip, PORTS.get(app, 8080), f"node-{r % 50}")
             budget -= replicas
         apps_by_ns[ns] = apps
 
@@ -188,12 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--policies", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workloads", action="store_true", help="Deployments instead of their pods")
     parser.add_argument("-o", "--output", default="-", help="file to write (kind: List as JSON); - for stdout")
     args = parser.parse_args(argv)
     doc = {
         "apiVersion": "v1",
         "kind": "List",
-        "items": list(generate(args.pods, args.namespaces, args.policies, args.seed)),
+        "items": list(generate(args.pods, args.namespaces, args.policies, args.seed, args.workloads)),
     }
     text = json.dumps(doc)
     if args.output == "-":

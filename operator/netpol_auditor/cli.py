@@ -19,24 +19,21 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .check_report import FORMATS as CHECK_FORMATS
-from .check_report import SUITE, junit_cases, render_check
+from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
-from .expectation_check import Subject, check
-from .expectations import Expectation, InvalidExpectations, parse_expectations
-from .exporters.html_page import render_html
-from .exporters.page_data import build_page_data, named_endpoints
 from .index import ReachabilityIndex
-from .junit import junit_xml
+from .index_view import ClassRecord
 from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
-from .model import Endpoint, NetworkPolicy, Pod, PodRef, PortProtocol
-from .render import FORMATS, Analysis, Cell, render
+from .model import Endpoint, Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
+from .render import FORMATS, Analysis, Cell, RowMarks, render
 from .workloads import endpoint_name, endpoints, ip_block_policies
+
+if TYPE_CHECKING:
+    from .expectations import Expectation
 
 __all__ = ["UsageError", "build_analysis", "build_parser", "main"]
 
@@ -55,7 +52,19 @@ class _InvalidInput(Exception):
         self.errors = errors
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (``importlib.metadata`` is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(message=f"{PROG} {_version()}\n")
+
+
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("netpol-auditor")
     except metadata.PackageNotFoundError:
@@ -125,12 +134,18 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The commands whose parsers `build_parser` can leave out the others for (their modules are then not imported).
+_OFFLINE_ONLY = ("analyze", "explain")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``only`` (one of `_OFFLINE_ONLY`), the parser of that command alone, so
+    that ``analyze`` does not import what ``check``, ``diff``, ``lint`` and ``run`` need."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Know, not hope, that your Kubernetes NetworkPolicies are enforced.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     analyze = sub.add_parser(
@@ -204,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text", help="default: text")
     explain.set_defaults(func=_explain_command)
+    if only in _OFFLINE_ONLY:
+        return parser
+
+    from .check_report import FORMATS as CHECK_FORMATS
 
     check_parser = sub.add_parser(
         "check",
@@ -390,12 +409,18 @@ def build_analysis(
     column_groups = [group_of[c] for c in columns]
 
     def compute(gs: int, gd: int, port: PortProtocol) -> Cell:
-        src = members[gs][0]
-        # Within one group, judge two distinct members (a group of one has no pair but itself).
-        dst = members[gd][-1] if gs == gd else members[gd][0]
-        verdict = index.verdict(src, dst, port)
-        deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
-        key = (verdict.allowed, deciding, verdict.reason, verdict.out_of_model)
+        key: tuple[bool | None, tuple[str, ...], str, bool]
+        rs, rd = group_class[gs], group_class[gd]
+        if rs is not None and rd is not None and not tiered:
+            allowed, policies = class_reach().verdict(rs, rd, port)
+            key = (allowed, tuple(f"{ns}/{name}" for ns, name in policies), "", False)
+        else:
+            src = members[gs][0]
+            # Within one group, judge two distinct members (a group of one has no pair but itself).
+            dst = members[gd][-1] if gs == gd else members[gd][0]
+            verdict = index.verdict(src, dst, port)
+            deciding = tuple(f"{ns}/{name}" for ns, name in verdict.deciding_policies())
+            key = (verdict.allowed, deciding, verdict.reason, verdict.out_of_model)
         found = interned.get(key)
         if found is None:
             found = interned[key] = Cell(*key)
@@ -425,6 +450,56 @@ def build_analysis(
             out.append(found if found is not None else compute(gs, gd, port))
         return out
 
+    # The table's fast path: a row of a class member as bits over the columns (`class_reach`), the columns of
+    # endpoints without a class (addresses, hostNetwork pods) and the pod itself as cells.
+    class_ids = {str(p): c.id for p in pods if (c := index.class_of(p)) is not None}
+    masks: dict[str, int] = {}
+    others: list[int] = []
+    for j, name in enumerate(columns):
+        cid = class_ids.get(name)
+        if cid is None:
+            others.append(j)
+        else:
+            masks[cid] = masks.get(cid, 0) | 1 << j
+    view = index.view()
+    records = {c.id: c for c in view.class_records}
+    ns_labels = {ns.name: ns.labels for ns in view.namespace_objects}
+    reach: ClassReach | None = None
+
+    # Cluster policies (Admin and Baseline tiers) are not read by `class_reach`: with any, every row is read from
+    # its cells and every cell judged by the index.
+    tiered = index.stats().cluster_policies > 0
+    # Cells between two classes: from `class_reach` in a space of one bit per class.
+    group_class: list[ClassRecord | None] = [None] * n_groups
+    for name, g in group_of.items():
+        if name in class_ids:
+            group_class[g] = records[class_ids[name]]
+    per_class: list[ClassReach] = []
+
+    def class_reach() -> ClassReach:
+        if not per_class:
+            bits = {cid: 1 << i for i, cid in enumerate(records)}
+            per_class.append(ClassReach(records.values(), namespace_labels, bits))
+        return per_class[0]
+
+    def namespace_labels(name: str) -> Labels:
+        return ns_labels.get(name) or Namespace(name).labels
+
+    def marks(src: str, port: PortProtocol) -> RowMarks | None:
+        nonlocal reach
+        cid = class_ids.get(src)
+        if cid is None or tiered:
+            return None
+        if reach is None:
+            reach = ClassReach(records.values(), namespace_labels, masks)
+        special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
+        special.update((j, None) for j in own_columns.get(src, ()))
+        return RowMarks(reach.allowed(records[cid], port), special)
+
+    own_columns: dict[str, list[int]] = {}
+    for j, name in enumerate(columns):
+        own_columns.setdefault(name, []).append(j)
+
     explainer: Callable[[str, str, PortProtocol], str] | None = None
     if explain:
 
@@ -439,6 +514,7 @@ def build_analysis(
         row=row,
         explain=explainer,
         externals=address_list,
+        marks=marks,
     )
 
 
@@ -454,6 +530,9 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         folded=loaded.folded,
     )
     if args.output == "html":
+        from .exporters.html_page import render_html  # imported here: the other formats never pay for the page
+        from .exporters.page_data import build_page_data, named_endpoints
+
         data = build_page_data(
             loaded.index,
             named_endpoints(analysis.sources),
@@ -521,6 +600,8 @@ def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _read_expectations(path: str) -> list[Expectation]:
+    from .expectations import InvalidExpectations, parse_expectations
+
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -534,6 +615,11 @@ def _read_expectations(path: str) -> list[Expectation]:
 
 
 def _check_command(args: argparse.Namespace, out: TextIO) -> int:
+    from .check_report import SUITE, junit_cases, render_check
+    from .expectation_check import Subject, check
+    from .expectations import InvalidExpectations
+    from .junit import junit_xml
+
     expectations = _read_expectations(args.expect)
     loaded = _load(args)
     try:
@@ -562,10 +648,12 @@ def kubectl_plugin(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None, *, live_default: bool = False) -> int:
     """Entry point of the ``netpol-auditor`` console script; returns the exit status."""
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    only = arguments[0] if arguments and arguments[0] in _OFFLINE_ONLY else None
+    parser = build_parser(only)
     parser.set_defaults(live_default=live_default)
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2), message already printed
         return exc.code if isinstance(exc.code, int) else 2
     if getattr(args, "func", None) is None:

@@ -17,9 +17,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .cluster_manifests import CLUSTER_POLICY_KINDS
 from .cluster_policy import ClusterPolicy
@@ -28,7 +26,9 @@ from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
 from .workloads import template_pod
-from .yaml_loader import StrictLoader
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_documents", "read_manifests"]
 
@@ -157,6 +157,10 @@ class _Reader:
             else:
                 docs = loaded if isinstance(loaded, list) else [loaded]
         if docs is None:
+            import yaml  # imported here: a run on JSON input alone never pays for it
+
+            from .yaml_loader import StrictLoader
+
             try:
                 docs = list(yaml.load_all(text, Loader=StrictLoader))
             except yaml.YAMLError as exc:

@@ -25,15 +25,13 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import yaml
-
 from .model import PortProtocol
 
-__all__ = ["FORMATS", "Analysis", "Cell", "render"]
+__all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "render"]
 
 FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
 
@@ -64,6 +62,16 @@ class Cell:
         return "outOfModel" if self.out_of_model else self.allowed
 
 
+@dataclass(frozen=True)
+class RowMarks:
+    """The verdicts of one row as bits: destination ``j`` (its position in ``Analysis.destinations``) is allowed
+    if bit ``j`` of ``allowed`` is set and denied if not, except at the positions of ``special``, which give their
+    cell (None: not part of the report, such as a pod and itself)."""
+
+    allowed: int
+    special: Mapping[int, Cell | None]
+
+
 def is_address(endpoint: str) -> bool:
     try:
         ipaddress.ip_address(endpoint)
@@ -77,7 +85,9 @@ class Analysis:
     """What to print: ports, row and column endpoints, and how to get the cells (and their explanation).
 
     ``row(src, port)`` gives the cells of one row, aligned with ``destinations`` (the positions `judged` rejects
-    are ignored); ``cell`` gives one. ``explain`` is set when explanations were asked for.
+    are ignored); ``cell`` gives one. ``explain`` is set when explanations were asked for. ``marks``, when set,
+    gives a row's verdicts as bits (`RowMarks`, or None for a row to be read cell by cell): the table is written
+    from them without a `Cell` per pair.
     """
 
     ports: list[PortProtocol]
@@ -87,6 +97,7 @@ class Analysis:
     row: Callable[[str, PortProtocol], Sequence[Cell]]
     explain: Callable[[str, str, PortProtocol], str] | None = None
     externals: list[str] = field(default_factory=list)
+    marks: Callable[[str, PortProtocol], RowMarks | None] | None = None
 
     def __post_init__(self) -> None:
         self._addresses = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))
@@ -200,6 +211,8 @@ def render_yaml(analysis: Analysis, out: TextIO) -> None:
         "verdicts": [_verdict_dict(analysis, s, d, p) for p in analysis.ports for s, d in analysis.pairs()],
         **_header(analysis),
     }
+    import yaml  # imported here: the other formats never pay for it
+
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     yaml.dump(doc, out, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
 
@@ -245,7 +258,82 @@ def _explanations(analysis: Analysis, port: PortProtocol) -> Iterator[str]:
         yield analysis.explain(src, dst, port)
 
 
+def _row_marks(analysis: Analysis, src: str, port: PortProtocol) -> RowMarks:
+    """A row as `RowMarks`: from ``analysis.marks``, or built from its cells."""
+    got = analysis.marks(src, port) if analysis.marks is not None else None
+    if got is not None:
+        return got
+    special: dict[int, Cell | None] = {}
+    allowed = 0
+    for j, (dst, cell) in enumerate(zip(analysis.destinations, analysis.row(src, port), strict=True)):
+        if not analysis.judged(src, dst):
+            special[j] = None
+        elif cell.allowed is None or cell.out_of_model:
+            special[j] = cell
+        elif cell.allowed:
+            allowed |= 1 << j
+    return RowMarks(allowed, special)
+
+
+class _TableRows:
+    """Writes the rows of a truth table from `RowMarks`: the text of each run of 8 columns is made once per
+    pattern of allowed bits and reused, so a row costs a join of n/8 pieces, not a string per cell."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.n = n = len(analysis.destinations)
+        self.first = max([1, *(len(s) for s in analysis.sources)])
+        self.widths = [max(1, len(d)) for d in analysis.destinations]
+        self.chunks: list[dict[int, str]] = [{} for _ in range((n + 7) // 8)]
+        self.all_columns = (1 << n) - 1
+
+    def _cell_text(self, j: int, mark: str) -> str:
+        return mark if j == self.n - 1 else mark.ljust(self.widths[j]) + " "
+
+    def _chunk(self, k: int, byte: int) -> str:
+        text = "".join(
+            self._cell_text(j, "." if byte >> (j - 8 * k) & 1 else "X") for j in range(8 * k, min(8 * k + 8, self.n))
+        )
+        self.chunks[k][byte] = text
+        return text
+
+    def line(self, src: str, marks: RowMarks) -> str:
+        special = marks.special
+        data = marks.allowed.to_bytes(len(self.chunks), "little")
+        pieces: list[str] = []
+        chunks = self.chunks
+        special_chunks = {j >> 3 for j in special}
+        for k, byte in enumerate(data):
+            if k in special_chunks:
+                texts = []
+                for j in range(8 * k, min(8 * k + 8, self.n)):
+                    if j in special:
+                        cell = special[j]
+                        mark = "-" if cell is None else cell.mark
+                    else:
+                        mark = "." if byte >> (j - 8 * k) & 1 else "X"
+                    texts.append(self._cell_text(j, mark))
+                pieces.append("".join(texts))
+            else:
+                pieces.append(chunks[k].get(byte) or self._chunk(k, byte))
+        return (src.ljust(self.first) + " " + "".join(pieces)).rstrip() + "\n"
+
+    def count(self, marks: RowMarks, into: dict[bool | str | None, int]) -> None:
+        """Add the row's cells to ``into``, by `Cell.status` (pairs not part of the report left out)."""
+        special_bits = 0
+        for j, cell in marks.special.items():
+            special_bits |= 1 << j
+            if cell is not None:
+                into[cell.status] += 1
+        plain = self.all_columns & ~special_bits
+        yes = (marks.allowed & plain).bit_count()
+        into[True] += yes
+        into[False] += plain.bit_count() - yes
+
+
 def render_table(analysis: Analysis, out: TextIO) -> None:
+    if analysis.explain is None and analysis.destinations:
+        _render_table_fast(analysis, out)
+        return
     summary = analysis.summary()
     for i, port in enumerate(analysis.ports):
         if i:
@@ -259,6 +347,30 @@ def render_table(analysis: Analysis, out: TextIO) -> None:
             out.write("\n")
             for text in _explanations(analysis, port):
                 out.write(text.replace("\n", "\n    ") + "\n")
+
+
+def _render_table_fast(analysis: Analysis, out: TextIO) -> None:
+    """`render_table` without explanations, from row bits (the same text)."""
+    rows = _TableRows(analysis)
+    header = ["-", *analysis.destinations]
+    widths = [rows.first, *rows.widths]
+    header_line = " ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip() + "\n"
+    marks: dict[PortProtocol, list[RowMarks]] = {}
+    summary: dict[str, dict[str, int]] = {}
+    for port in analysis.ports:
+        marks[port] = [_row_marks(analysis, src, port) for src in analysis.sources]
+        counts: dict[bool | str | None, int] = {True: 0, False: 0, None: 0, "outOfModel": 0}
+        for m in marks[port]:
+            rows.count(m, counts)
+        summary[str(port)] = _named_counts(counts)
+    legend = _legend(summary)
+    for i, port in enumerate(analysis.ports):
+        if i:
+            out.write("\n")
+        out.write(f"{port}: {_counts_text(summary[str(port)])} ({legend})\n")
+        out.write(header_line)
+        for src, m in zip(analysis.sources, marks.pop(port), strict=True):
+            out.write(rows.line(src, m))
 
 
 def _md_escape(text: str) -> str:

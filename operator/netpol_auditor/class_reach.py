@@ -1,0 +1,261 @@
+"""Where each equivalence class may connect, as bit sets: the allowed/denied marks of ``analyze`` without judging
+pair by pair.
+
+The caller gives every class a bit mask in a space of its choosing (``analyze``: one bit per output column, the
+class's members). For a source class S and a port p, the destinations S may reach are the intersection of
+
+- the destinations whose ingress admits S on p: those not isolated for ingress, plus, for every rule of an
+  ingress-isolating policy whose peers match S (or that has no peers), the classes the policy isolates whose named
+  ports let the rule's ports admit p;
+- the destinations S's egress allows on p: every class when S is not isolated for egress, else the union, over the
+  rules of the policies isolating S for egress, of the classes the rule's peers match (every class for a rule
+  without peers) whose named ports let the rule's ports admit p.
+
+These are the semantics of `engine.judge_direction` (a direction allows iff it is not isolated or some rule of an
+isolating policy admits the peer on the port, named ports resolved on the destination), read the other way round;
+`tests/core/test_class_reach.py` checks the two agree on random clusters. Cost: O(classes x ports x rules that
+can apply) big-integer operations, instead of O(classes^2 x ports) verdicts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Protocol
+
+from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PolicyKey
+from .model import Labels, PortProtocol
+
+__all__ = ["ClassReach", "ReachClass"]
+
+
+class ReachClass(Protocol):
+    """What this needs of an equivalence class (`index_view.ClassRecord` has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def labels(self) -> Labels: ...
+    @property
+    def named_ports(self) -> Labels: ...
+    @property
+    def ips(self) -> tuple[str, ...]: ...
+    @property
+    def sel_in(self) -> tuple[CompiledPolicy, ...]: ...
+    @property
+    def sel_eg(self) -> tuple[CompiledPolicy, ...]: ...
+
+
+_NONE: tuple[PolicyKey, ...] = ()
+
+
+def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
+    return not rule.ports or any(p.matches(port, named_ports) for p in rule.ports)
+
+
+def _named(rule: CompiledRule) -> bool:
+    """Whether the rule's port match depends on the destination (a named port)."""
+    return any(isinstance(p.port.port, str) for p in rule.ports)
+
+
+class ClassReach:
+    """Allowed destinations per (source class, port), in the caller's bit space (``masks``: class id -> bits)."""
+
+    def __init__(
+        self,
+        classes: Iterable[ReachClass],
+        namespace_labels: Callable[[str], Labels],
+        masks: Mapping[str, int],
+    ) -> None:
+        self._classes = list(classes)
+        self._masks = masks
+        self._by_ns: dict[str, list[ReachClass]] = defaultdict(list)
+        for c in self._classes:
+            self._by_ns[c.namespace].append(c)
+        self._ns_labels = {ns: namespace_labels(ns) for ns in self._by_ns}
+        self._everyone = 0
+        for c in self._classes:
+            self._everyone |= masks.get(c.id, 0)
+        self._ns_memo: dict[object, list[str]] = {}
+        self._peer_memo: dict[object, tuple[list[ReachClass], int]] = {}
+
+        # Ingress, read from the source: which (policy, rule) pairs can admit each class, and whom they guard.
+        self._unisolated_in = 0
+        self._guarded: dict[int, list[ReachClass]] = defaultdict(list)  # id(policy) -> classes it isolates (ingress)
+        policies: dict[int, CompiledPolicy] = {}
+        for c in self._classes:
+            if not c.sel_in:
+                self._unisolated_in |= masks.get(c.id, 0)
+            for cp in c.sel_in:
+                self._guarded[id(cp)].append(c)
+                policies[id(cp)] = cp
+        self._open_rules: list[tuple[CompiledPolicy, CompiledRule]] = []  # rules without peers: admit every class
+        self._admitting: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
+        for cp in policies.values():
+            for rule in cp.ingress:
+                if not rule.peers:
+                    self._open_rules.append((cp, rule))
+                    continue
+                seen: set[str] = set()
+                for peer in rule.peers:
+                    for c in self._peer_match(peer)[0]:
+                        if c.id not in seen:
+                            seen.add(c.id)
+                            self._admitting[c.id].append((cp, rule))
+        self._targets_memo: dict[PortProtocol, dict[int, int]] = {}  # port -> id(rule) -> the classes it opens
+        self._in_memo: dict[tuple[str, PortProtocol], int] = {}
+        self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
+        self._in_policy_memo: dict[tuple[str, PortProtocol], dict[int, int]] = {}
+        self._eg_policy_memo: dict[tuple[int, PortProtocol], int] = {}
+
+    # -- peers -------------------------------------------------------------------------------------------------
+
+    def _namespaces(self, peer: CompiledPeer) -> list[str]:
+        if peer.namespace is None:
+            return [peer.policy_namespace] if peer.policy_namespace in self._by_ns else []
+        key = peer.namespace.selector
+        got = self._ns_memo.get(key)
+        if got is None:
+            matcher = peer.namespace
+            got = self._ns_memo[key] = [ns for ns, labels in self._ns_labels.items() if matcher.matches(labels)]
+        return got
+
+    def _peer_match(self, peer: CompiledPeer) -> tuple[list[ReachClass], int]:
+        """The classes a peer matches (as `CompiledPeer.matches` on the class), and their bits."""
+        block = peer.ip_block
+        key: object = ("block", block.block) if block is not None else (peer.policy_namespace, peer.peer)
+        got = self._peer_memo.get(key)
+        if got is not None:
+            return got
+        matched: list[ReachClass] = []
+        if block is not None:
+            matched = [c for c in self._classes if block.matches_any(c.ips)]
+        else:
+            for ns in self._namespaces(peer):
+                if peer.pods is None:
+                    matched.extend(self._by_ns[ns])
+                else:
+                    pods = peer.pods
+                    matched.extend(c for c in self._by_ns[ns] if pods.matches(c.labels))
+        bits = 0
+        for c in matched:
+            bits |= self._masks.get(c.id, 0)
+        got = self._peer_memo[key] = (matched, bits)
+        return got
+
+    # -- ports -------------------------------------------------------------------------------------------------
+
+    def _port_bits(self, rule: CompiledRule, port: PortProtocol, among: Collection[ReachClass] | None) -> int:
+        """Bits of the classes (``among``, or all) on which the rule's ports admit ``port``."""
+        if not rule.ports:
+            return self._everyone if among is None else self._bits(among)
+        if not _named(rule):
+            if not any(p.matches(port, None) for p in rule.ports):
+                return 0
+            return self._everyone if among is None else self._bits(among)
+        bits = 0
+        for c in self._classes if among is None else among:
+            if _port_ok(rule, port, c.named_ports):
+                bits |= self._masks.get(c.id, 0)
+        return bits
+
+    def _bits(self, classes: Iterable[ReachClass]) -> int:
+        bits = 0
+        for c in classes:
+            bits |= self._masks.get(c.id, 0)
+        return bits
+
+    # -- the two directions ------------------------------------------------------------------------------------
+
+    def _ingress(self, src: ReachClass, port: PortProtocol) -> int:
+        """Bits of the destinations whose ingress admits ``src`` on ``port``."""
+        key = (src.id, port)
+        got = self._in_memo.get(key)
+        if got is not None:
+            return got
+        bits = self._unisolated_in
+        targets = self._targets_memo.setdefault(port, {})
+        for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
+            found = targets.get(id(rule))
+            if found is None:
+                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
+            bits |= found
+        self._in_memo[key] = bits
+        return bits
+
+    def _egress(self, src: ReachClass, port: PortProtocol) -> int:
+        """Bits of the destinations ``src``'s egress allows on ``port``."""
+        if not src.sel_eg:
+            return self._everyone
+        key = (tuple(id(cp) for cp in src.sel_eg), port)
+        got = self._eg_memo.get(key)
+        if got is not None:
+            return got
+        bits = 0
+        for cp in src.sel_eg:
+            bits |= self._egress_policy(cp, port)
+        self._eg_memo[key] = bits
+        return bits
+
+    def _egress_policy(self, cp: CompiledPolicy, port: PortProtocol) -> int:
+        """Bits of the destinations some egress rule of ``cp`` admits on ``port``."""
+        memo_key = (id(cp), port)
+        got = self._eg_policy_memo.get(memo_key)
+        if got is not None:
+            return got
+        bits = 0
+        for rule in cp.egress:
+            allowed = self._port_bits(rule, port, None)
+            if rule.peers and allowed:
+                peers = 0
+                for peer in rule.peers:
+                    peers |= self._peer_match(peer)[1]
+                allowed &= peers
+            bits |= allowed
+        self._eg_policy_memo[memo_key] = bits
+        return bits
+
+    def _ingress_policies(self, src: ReachClass, port: PortProtocol) -> dict[int, int]:
+        """id(policy) -> bits of the destinations it isolates whose ingress it opens to ``src`` on ``port``."""
+        key = (src.id, port)
+        got = self._in_policy_memo.get(key)
+        if got is not None:
+            return got
+        out: dict[int, int] = defaultdict(int)
+        targets = self._targets_memo.setdefault(port, {})
+        for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
+            found = targets.get(id(rule))
+            if found is None:
+                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
+            out[id(cp)] |= found
+        self._in_policy_memo[key] = out
+        return out
+
+    def verdict(
+        self, src: ReachClass, dst: ReachClass, port: PortProtocol
+    ) -> tuple[bool, tuple[PolicyKey, ...]]:
+        """(allowed, deciding policies) from ``src`` to ``dst`` on ``port``, as `engine.Verdict` gives them: the
+        admitting policies of both directions if allowed, else the policies of each denying direction (the
+        isolating ones). ``dst``'s mask must be non-zero."""
+        dst_bits = self._masks[dst.id]
+        egress_ok, egress = True, _NONE
+        if src.sel_eg:
+            admitting = tuple(cp.key for cp in src.sel_eg if self._egress_policy(cp, port) & dst_bits)
+            egress_ok = bool(admitting)
+            egress = admitting or tuple(cp.key for cp in src.sel_eg)
+        ingress_ok, ingress = True, _NONE
+        if dst.sel_in:
+            opened = self._ingress_policies(src, port)
+            admitting = tuple(cp.key for cp in dst.sel_in if opened.get(id(cp), 0) & dst_bits)
+            ingress_ok = bool(admitting)
+            ingress = admitting or tuple(cp.key for cp in dst.sel_in)
+        allowed = egress_ok and ingress_ok
+        parts = (*(egress if allowed or not egress_ok else ()), *(ingress if allowed or not ingress_ok else ()))
+        return allowed, tuple(dict.fromkeys(parts))
+
+    def allowed(self, src: ReachClass, port: PortProtocol) -> int:
+        """Bits of the destinations ``src`` may connect to on ``port`` (both directions allow)."""
+        bits = self._ingress(src, port)
+        return bits & self._egress(src, port) if bits else 0
