@@ -23,6 +23,12 @@ process evaluates AdminNetworkPolicy (v1alpha1) → NetworkPolicy (networking.k8
   so every packet is queued, as upstream does with those flags).
 * ``--disable-nri`` (no container runtime), ``--netfilter-bug-1766-fix=false`` (its DNS workaround is for kernels
   before 6.12; it would add a second queue rule), ``--metrics-bind-address=127.0.0.1:9080`` in the node netns.
+* Its DNS snooper for ``domainNames`` peers (queue 101) is kept from starting: ``nfqueue_hold.py`` binds that queue
+  first (its own nftables rule cannot be installed here, and upstream's failure path then spins a core; see there).
+  ``domainNames`` (experimental; not in the standard-channel CRDs installed here) is therefore not enforced.
+* ``--disable-nri`` is passed but v0.8.0's ``cmd/main.go`` never copies it into the controller's Config: its NRI
+  plugin tries ``/var/run/nri/nri.sock``, fails and exits ("nri plugin exited"), which changes nothing (pod IPs
+  come from the API server, as with NRI off).
 * No ``--fail-open``: a queued packet with no reader is dropped, as upstream's default. So the queue rule is
   installed only once the process has bound the queue (which it does after its informer caches synced), and
   removed before the process is stopped.
@@ -33,17 +39,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from localcluster import network
 from localcluster.controlplane import process_alive, spawn, stop_process
 
-__all__ = ["CRD_NAMES", "QUEUE_CHAIN", "QUEUE_ID", "argv", "crd_files", "install_crds", "install_queue_rules",
-           "process_name", "queue_bound", "remove_queue_rules", "secrets_dir", "service_account_secrets", "start",
-           "stop", "wait"]
+__all__ = ["CRD_NAMES", "DNS_QUEUE_ID", "QUEUE_CHAIN", "QUEUE_ID", "argv", "crd_files", "holder_name", "install_crds",
+           "install_queue_rules", "process_name", "queue_bound", "remove_queue_rules", "secrets_dir",
+           "service_account_secrets", "start", "stop", "wait"]
 
 QUEUE_ID = 100
+DNS_QUEUE_ID = QUEUE_ID + 1  # its domainNames DNS snooper's queue (NewDomainCache(config.QueueID + 1))
 QUEUE_CHAIN = "KNP-POSTROUTING"
 METRICS_ADDRESS = "127.0.0.1:9080"
 NPA_MODULE = "sigs.k8s.io/network-policy-api"
@@ -63,6 +71,10 @@ SA_DIR = "/run/secrets/kubernetes.io/serviceaccount"
 
 def process_name(node: str) -> str:
     return f"nodes.kube-network-policies-{node}"
+
+
+def holder_name(node: str) -> str:
+    return f"nodes.nfqueue-hold-{node}"
 
 
 def crd_files() -> list[Path]:
@@ -168,11 +180,28 @@ def remove_queue_rules(netns: str) -> None:
         call("-X", QUEUE_CHAIN)
 
 
+def _hold_dns_queue(state: Path, node: network.NodeNet, timeout: float = 10.0) -> None:
+    if process_alive(state, holder_name(node.name)):
+        return
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    spawn(state, holder_name(node.name), ["ip", "netns", "exec", node.netns, sys.executable, "-m",
+                                          "localcluster.nfqueue_hold", str(DNS_QUEUE_ID)], env=env)
+    deadline = time.monotonic() + timeout
+    while not queue_bound(node.netns, DNS_QUEUE_ID):
+        if time.monotonic() > deadline or not process_alive(state, holder_name(node.name)):
+            raise RuntimeError(f"could not hold nfqueue {DNS_QUEUE_ID} on {node.name}; see "
+                               f"{state / 'logs' / (holder_name(node.name) + '.log')}")
+        time.sleep(0.05)
+
+
 def start(state: Path, node: network.NodeNet, api_port: int, secrets: Path, binary: Path | None = None) -> int:
     if binary is None:
         from localcluster.build import binary as build_binary
 
         binary = build_binary("kube-network-policies")
+    _hold_dns_queue(state, node)
     return spawn(state, process_name(node.name), argv(binary, node, api_port, secrets))
 
 
@@ -196,3 +225,4 @@ def stop(state: Path, node: network.NodeNet) -> None:
     if network.netns_exists(node.netns):
         remove_queue_rules(node.netns)
     stop_process(state, process_name(node.name))
+    stop_process(state, holder_name(node.name))
