@@ -25,7 +25,7 @@ process evaluates AdminNetworkPolicy (v1alpha1) → NetworkPolicy (networking.k8
   before 6.12; it would add a second queue rule), ``--metrics-bind-address=127.0.0.1:9080`` in the node netns.
 * Its DNS snooper for ``domainNames`` peers (queue 101) is kept from starting: ``nfqueue_hold.py`` binds that queue
   first (its own nftables rule cannot be installed here, and upstream's failure path then spins a core; see there).
-  ``domainNames`` (experimental; not in the standard-channel CRDs installed here) is therefore not enforced.
+  ``domainNames`` peers (the experimental-channel CRDs accept them) are therefore never matched here.
 * ``--disable-nri`` is passed but v0.8.0's ``cmd/main.go`` never copies it into the controller's Config: its NRI
   plugin tries ``/var/run/nri/nri.sock``, fails and exits ("nri plugin exited"), which changes nothing (pod IPs
   come from the API server, as with NRI off).
@@ -78,11 +78,13 @@ def holder_name(node: str) -> str:
 
 
 def crd_files() -> list[Path]:
-    """The standard-channel CRDs of the network-policy-api version kube-network-policies' go.mod requires."""
+    """The experimental-channel CRDs of the network-policy-api version kube-network-policies' go.mod requires, as its
+    README and CI install them: the standard channel of that version lacks the ``networks``, ``nodes`` and
+    ``namedPort`` fields it enforces."""
     from localcluster.build import KNP_MODULE, KNP_VERSION, module_dir, required_version
 
     npa = module_dir(NPA_MODULE, required_version(module_dir(KNP_MODULE, KNP_VERSION), NPA_MODULE))
-    return [npa / "config" / "crd" / "standard" / f"policy.networking.k8s.io_{name.split('.')[0]}.yaml"
+    return [npa / "config" / "crd" / "experimental" / f"policy.networking.k8s.io_{name.split('.')[0]}.yaml"
             for name in CRD_NAMES]
 
 

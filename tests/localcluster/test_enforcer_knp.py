@@ -28,6 +28,7 @@ pytestmark = pytest.mark.cluster
 
 PORTS = [{"containerPort": 80}, {"containerPort": 81}]
 NPA = "policy.networking.k8s.io/v1alpha1"
+EXT = "203.0.113.10"  # the external host (nodes.py)
 _counter = itertools.count()
 
 
@@ -173,6 +174,20 @@ def test_pass_goes_to_network_policies_then_baseline(env: Env) -> None:
                    ("other", db80.key): False, ("other", db81.key): False,
                    ("client", web80.key): False, ("client", web81.key): False,
                    ("client", db80.key): False, ("client", db81.key): True}
+
+
+def test_admin_egress_deny_to_a_network_beats_a_network_policy_allow(env: Env) -> None:
+    """Egress: a NetworkPolicy lets app=client reach anything; the admin tier denies its namespace tcp/80 to the
+    external host's /32 (a ``networks`` peer). tcp/443 there and tcp/80 to a pod stay open."""
+    env.apply("NetworkPolicy", "client-egress-all", {"podSelector": {"matchLabels": {"app": "client"}},
+                                                     "policyTypes": ["Egress"], "egress": [{}]})
+    env.apply("AdminNetworkPolicy", f"{env.ns}-egress", {
+        "priority": 10, "subject": {"namespaces": env.this_namespace},
+        "egress": [{"name": "deny-ext-80", "action": "Deny", "ports": [tcp(80)],
+                    "to": [{"networks": [f"{EXT}/32"]}]}]})
+    ext80, ext443, db80 = Target(EXT, 80), Target(EXT, 443), env.t("db", 80)
+    got = env.table({"client": "node-2"}, [ext80, ext443, db80])
+    assert got == {("client", ext80.key): False, ("client", ext443.key): True, ("client", db80.key): True}
 
 
 def test_stop_enforcer_and_heal(env: Env) -> None:
