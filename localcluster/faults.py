@@ -61,13 +61,14 @@ Every rewrite fault keeps kube-router running on NODE; another fault on the same
     restore the cluster's configured enforcer on NODE (default: every node): drop the rule rewrite, flush, restart
     kube-router and wait for its rules. Nothing is wrong afterwards.
 
+``status``
+    print each node's mode as JSON.
+
 On a ``--enforcer kube-network-policies`` cluster (enforcer_knp.py) ``stop-enforcer``, ``set-none`` and ``heal``
 work the same way (the queue rule is removed, then the process stopped; heal restarts it and reinstalls the rule
 once it reads the queue); ``freeze-enforcer`` and the rewrite faults are refused: kube-network-policies decides
 each new connection in user space, so a killed one leaves no "old state" to keep enforcing (its queue rule without
 a reader drops every new connection), and there are no per-pod rules to rewrite.
-``status``
-    print each node's mode as JSON.
 """
 
 from __future__ import annotations
