@@ -1,4 +1,5 @@
-"""``python -m localcluster up [--nodes N] [--enforcer kube-router|none] | down | status | fault ...``."""
+"""``python -m localcluster up [--nodes N] [--enforcer kube-router|kube-network-policies|none] | down | status |
+fault ...``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the cluster (or reuse a healthy one); returns when it is Ready")
     up.add_argument("--nodes", type=int, default=2, help="simulated nodes (default 2; 0 = control plane only)")
     up.add_argument("--enforcer", choices=cluster.ENFORCERS, default="kube-router",
-                    help="NetworkPolicy enforcer on every node (default kube-router; none = nothing enforced)")
+                    help="NetworkPolicy enforcer on every node (default kube-router; kube-network-policies also "
+                         "enforces AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1; none = nothing enforced)")
     up.add_argument("--api-port", type=int, default=6443, help="API server port on 127.0.0.1 (default 6443; 0 = any)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     sub.add_parser("down", help="stop every process, delete every namespace and the state directory")

@@ -7,6 +7,8 @@
   ``localcluster/go/etcd/`` (written by the same generator); keyed by that go.mod + go.sum.
 * ``kube-router`` is built with ``go install <module>/cmd/kube-router@<version>``: its go.mod has no replace
   directives, so its own go.mod/go.sum pin everything. The cache key is the hash of those two files.
+* ``kube-network-policies`` likewise: ``go install sigs.k8s.io/kube-network-policies/cmd@<version>`` (no replace
+  directives either; its main package is ``cmd``, so the binary is renamed), keyed by its go.mod + go.sum.
 
 Only the first use on a machine pays for a build; ``binary(name)`` builds on demand. Standard library only, so
 ``localcluster/setup.sh`` can run it before any virtualenv exists: ``python3 -m localcluster.build [NAME...]``.
@@ -32,19 +34,21 @@ from pathlib import Path
 
 from localcluster.paths import cache_dir
 
-__all__ = ["ETCD_MODULE_DIR", "GO_MODULE_DIR", "KUBE_ROUTER_MODULE", "KUBE_ROUTER_VERSION", "NAMES", "binary", "build",
-           "k8s_version"]
+__all__ = ["ETCD_MODULE_DIR", "GO_MODULE_DIR", "KNP_MODULE", "KNP_VERSION", "KUBE_ROUTER_MODULE", "KUBE_ROUTER_VERSION",
+           "NAMES", "binary", "build", "k8s_version", "module_dir", "required_version"]
 
 GO_MODULE_DIR = Path(__file__).resolve().parent / "go"
 KUBE_ROUTER_MODULE = "github.com/cloudnativelabs/kube-router/v2"
 KUBE_ROUTER_VERSION = "v2.1.0"
+KNP_MODULE = "sigs.k8s.io/kube-network-policies"
+KNP_VERSION = "v0.8.0"
 K8S_TOOLS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
 }
 ETCD_MODULE_DIR = GO_MODULE_DIR / "etcd"
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"  # its main package is the etcd server
-NAMES = (*K8S_TOOLS, "etcd", "kube-router")
+NAMES = (*K8S_TOOLS, "etcd", "kube-router", "kube-network-policies")
 MIN_GO = (1, 24)
 
 
@@ -100,6 +104,20 @@ def _module_info(path: str, version: str) -> dict[str, str]:
     return info
 
 
+def module_dir(path: str, version: str) -> Path:
+    """The source of a Go module in the module cache (downloaded if missing)."""
+    return Path(_module_info(path, version)["Dir"])
+
+
+def required_version(module: Path, path: str) -> str:
+    """The version of ``path`` that the go.mod in ``module`` requires."""
+    gomod = (module / "go.mod").read_text()
+    m = re.search(rf"^\s*(?:require\s+)?{re.escape(path)} (v\S+)", gomod, re.MULTILINE)
+    if not m:
+        raise RuntimeError(f"{module}/go.mod does not require {path}")
+    return m.group(1)
+
+
 def _k8s_target() -> Target:
     return Target(tuple(K8S_TOOLS), _hash(GO_MODULE_DIR / "go.mod", GO_MODULE_DIR / "go.sum"))
 
@@ -108,6 +126,11 @@ def _kube_router_target() -> Target:
     info = _module_info(KUBE_ROUTER_MODULE, KUBE_ROUTER_VERSION)
     src = Path(info["Dir"])
     return Target(("kube-router",), _hash(src / "go.mod", src / "go.sum"))
+
+
+def _knp_target() -> Target:
+    src = module_dir(KNP_MODULE, KNP_VERSION)
+    return Target(("kube-network-policies",), _hash(src / "go.mod", src / "go.sum"))
 
 
 def _etcd_target() -> Target:
@@ -121,6 +144,8 @@ def _target(name: str) -> Target:
         return _etcd_target()
     if name == "kube-router":
         return _kube_router_target()
+    if name == "kube-network-policies":
+        return _knp_target()
     raise ValueError(f"unknown binary {name!r}; known: {', '.join(NAMES)}")
 
 
@@ -161,6 +186,9 @@ def _run_build(target: Target, out: Path, log: Path) -> None:
         ldflags = f"-s -w -X {pkg}.Version={ver} -X {pkg}.BuildDate=unknown"
         cmd = ["go", "install", "-trimpath", "-ldflags", ldflags, f"{KUBE_ROUTER_MODULE}/cmd/kube-router@{ver}"]
         cwd = Path("/")
+    elif target.names == ("kube-network-policies",):
+        cmd = ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{KNP_MODULE}/cmd@{KNP_VERSION}"]
+        cwd = Path("/")
     elif target.names == ("etcd",):
         cmd = ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), ETCD_PACKAGE]
         cwd = ETCD_MODULE_DIR
@@ -174,6 +202,8 @@ def _run_build(target: Target, out: Path, log: Path) -> None:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"go build failed ({proc.returncode}); see {log}")
+    if target.names == ("kube-network-policies",):
+        (out / "cmd").replace(out / "kube-network-policies")  # upstream's main package is <module>/cmd
 
 
 def build(names: tuple[str, ...] | list[str] = NAMES, verbose: bool = False) -> dict[str, Path]:

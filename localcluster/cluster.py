@@ -30,7 +30,7 @@ from localcluster.paths import cache_dir
 
 __all__ = ["Cluster", "ClusterConfig", "down", "leftovers", "memory", "status", "up"]
 
-ENFORCERS = ("kube-router", "none")
+ENFORCERS = ("kube-router", "kube-network-policies", "none")
 CONTROL_PLANE_PROCESSES = ("kube-controller-manager", "kube-apiserver", "etcd")  # stop order
 
 

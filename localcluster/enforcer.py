@@ -1,4 +1,5 @@
-"""NetworkPolicy enforcers per node: kube-router's policy controller inside the node's netns, or none at all.
+"""NetworkPolicy enforcers per node: kube-router's policy controller inside the node's netns, or none at all
+(kube-network-policies is in enforcer_knp.py).
 
 kube-router (``--run-firewall=true --run-router=false --run-service-proxy=false``) needs, inside the node netns
 (see localcluster/README.md, "Enforcer"):
@@ -42,7 +43,7 @@ __all__ = [
     "wait_kube_router",
 ]
 
-ENFORCERS = ("kube-router", "none")
+ENFORCERS = ("kube-router", "kube-network-policies", "none")
 FORWARD_CHAIN = "KUBE-ROUTER-FORWARD"
 SYNC_PERIOD = "5m0s"  # kube-router's default full resync; policy changes are applied on watch events anyway
 HEALTH_PORT = 20244

@@ -60,8 +60,15 @@ Every rewrite fault keeps kube-router running on NODE; another fault on the same
 ``heal [NODE]``
     restore the cluster's configured enforcer on NODE (default: every node): drop the rule rewrite, flush, restart
     kube-router and wait for its rules. Nothing is wrong afterwards.
+
 ``status``
     print each node's mode as JSON.
+
+On a ``--enforcer kube-network-policies`` cluster (enforcer_knp.py) ``stop-enforcer``, ``set-none`` and ``heal``
+work the same way (the queue rule is removed, then the process stopped; heal restarts it and reinstalls the rule
+once it reads the queue); ``freeze-enforcer`` and the rewrite faults are refused: kube-network-policies decides
+each new connection in user space, so a killed one leaves no "old state" to keep enforcing (its queue rule without
+a reader drops every new connection), and there are no per-pod rules to rewrite.
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from localcluster import enforcer, network, rulefilter
+from localcluster import enforcer, enforcer_knp, network, rulefilter
 from localcluster.nodes import load_layout, save_layout
 from localcluster.paths import state_dir
 from localcluster.responder import SCTP_UNSUPPORTED_REASON, sctp_supported
@@ -113,14 +120,23 @@ def modes(state: Path) -> dict[str, str]:
     return dict(load_layout(state)["modes"])
 
 
-def stop_enforcer(state: Path, node: str) -> None:
-    n = _node(state, node)
-    enforcer.fault_spec(state, node).unlink(missing_ok=True)
+def _stop_any(state: Path, n: network.NodeNet) -> None:
+    """Stop whichever enforcer runs on the node and remove its rules (each stop is a no-op where it does not run)."""
+    enforcer.fault_spec(state, n.name).unlink(missing_ok=True)
+    enforcer_knp.stop(state, n)
     enforcer.stop_kube_router(state, n, flush=True)
+
+
+def stop_enforcer(state: Path, node: str) -> None:
+    _stop_any(state, _node(state, node))
     _set_mode(state, node, "stopped")
 
 
 def freeze_enforcer(state: Path, node: str) -> None:
+    if load_layout(state)["enforcer"] == "kube-network-policies":
+        raise FaultRefused("freeze-enforcer keeps a dead enforcer's rules in force; kube-network-policies has no "
+                           "per-policy rules (it decides each new connection in user space), and its queue rule "
+                           "without a reader drops every new connection. Use stop-enforcer")
     n = _node(state, node)
     enforcer.fault_spec(state, node).unlink(missing_ok=True)
     enforcer.kill_kube_router(state, n)
@@ -128,9 +144,7 @@ def freeze_enforcer(state: Path, node: str) -> None:
 
 
 def set_none(state: Path, node: str) -> None:
-    n = _node(state, node)
-    enforcer.fault_spec(state, node).unlink(missing_ok=True)
-    enforcer.stop_kube_router(state, n, flush=True)
+    _stop_any(state, _node(state, node))
     _set_mode(state, node, "none")
 
 
@@ -154,7 +168,8 @@ def rewrite(state: Path, node: str, verb: str, directions: tuple[str, ...] = ("i
     if verb == "slow-programming" and seconds <= 0:
         raise FaultRefused("slow-programming needs SECONDS > 0")
     if load_layout(state)["enforcer"] != "kube-router":
-        raise FaultRefused(f"{verb} rewrites kube-router's rules; this cluster runs no kube-router")
+        raise FaultRefused(f"{verb} rewrites kube-router's rules; this cluster runs "
+                           f"{load_layout(state)['enforcer']}")
     n = _node(state, node)
     if load_layout(state)["modes"][node] != "kube-router":
         heal(state, node)
@@ -196,11 +211,13 @@ def heal(state: Path, node: str | None = None) -> None:
     names = [node] if node else list(layout["nodes"])
     for name in names:
         n = _node(state, name)
-        enforcer.fault_spec(state, name).unlink(missing_ok=True)
-        enforcer.stop_kube_router(state, n, flush=True)
+        _stop_any(state, n)
         if layout["enforcer"] == "kube-router":
             enforcer.start_kube_router(state, n, Path(layout["kubeconfig"]))
             enforcer.wait_kube_router(state, n)
+        elif layout["enforcer"] == "kube-network-policies":
+            enforcer_knp.start(state, n, int(layout["api_port"]), enforcer_knp.secrets_dir(state))
+            enforcer_knp.wait(state, n)
         _set_mode(state, name, layout["enforcer"])
 
 

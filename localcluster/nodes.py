@@ -8,6 +8,8 @@
     nodes.api-bridge-node-N   in node N: socat TCP-LISTEN 127.0.0.1:<api port> -> the unix socket
     nodes.agent-node-N        the node agent (agent.py); node-1's agent also schedules
     nodes.kube-router-node-N  with --enforcer kube-router (enforcer.py)
+    nodes.kube-network-policies-node-N  with --enforcer kube-network-policies (enforcer_knp.py), after the
+                              policy.networking.k8s.io CRDs and its ServiceAccount
 
 Every process is spawned detached and recorded in ``<state>/pids`` (controlplane.spawn), so ``up`` returns and
 ``down`` stops them by pid. ``<state>/nodes.json`` records the layout and each node's current enforcer mode
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localcluster import enforcer, network
+from localcluster import enforcer, enforcer_knp, network
 from localcluster.agent_api import ApiClient, ApiError
 from localcluster.controlplane import recorded_processes, spawn, stop_process
 
@@ -42,7 +44,7 @@ class NodeSetConfig:
     api_host: str
     api_port: int
     count: int
-    enforcer: str  # "kube-router" | "none"
+    enforcer: str  # "kube-router" | "kube-network-policies" | "none"
 
 
 def _python_env() -> dict[str, str]:
@@ -126,6 +128,16 @@ def start_nodes(cfg: NodeSetConfig, timeout: float = 90.0) -> None:
             enforcer.start_kube_router(state, n, cfg.kubeconfig, kr)
         for n in nodes:
             enforcer.wait_kube_router(state, n, timeout)
+    elif cfg.enforcer == "kube-network-policies":
+        from localcluster.build import binary
+
+        knp = binary("kube-network-policies")
+        enforcer_knp.install_crds(cfg.kubeconfig)
+        secrets = enforcer_knp.service_account_secrets(state, cfg.kubeconfig, state / "pki" / "ca.crt")
+        for n in nodes:
+            enforcer_knp.start(state, n, cfg.api_port, secrets, knp)
+        for n in nodes:
+            enforcer_knp.wait(state, n, timeout)
 
 
 def stop_nodes(state_dir: Path) -> None:

@@ -16,7 +16,8 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Go builds (etcd, kube-apiserver, kube-controller-manager, kube-router), cached by module hash: a no-op once built.
+# Go builds (etcd, kube-apiserver, kube-controller-manager, kube-router, kube-network-policies), cached by module
+# hash: a no-op once built.
 # k8s.io/kubernetes v1.33 needs Go >= 1.24; an older Go >= 1.21 fetches that toolchain itself (GOTOOLCHAIN=auto).
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 if ! command -v go >/dev/null; then

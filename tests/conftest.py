@@ -2,7 +2,7 @@
 
 Environment knobs:
   LOCALCLUSTER_TEST_NODES     simulated nodes (default 2)
-  LOCALCLUSTER_TEST_ENFORCER  kube-router (default) or none
+  LOCALCLUSTER_TEST_ENFORCER  kube-router (default), kube-network-policies or none
   LOCALCLUSTER_TEST_REUSE     state dir of an already running cluster to use as is (never torn down by tests)
 
 Each session gets its own state dir (/tmp/lc-test-<pid>; other clusters a session starts use
