@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.core.test_index_properties import event_st, key_of, parsed
 from tests.prober.test_plan import three_tier_cluster
 
-from netpol_auditor.engine import Direction, judge_direction
+from netpol_auditor.engine import Direction, judge_tiers
 from netpol_auditor.manifests import KubeObject
 from netpol_auditor.model import ObjectKind
 from netpol_auditor.prober.coverage import CoveragePlan, PlanBudget, PlanInputs
@@ -47,7 +47,7 @@ def assert_plan_is_exact(plan: CoveragePlan, inputs: PlanInputs) -> None:
         src, dst = plan.groups[key.src], plan.groups[key.dst]
         s_pod, d_pod = inputs.endpoints[src.primary], inputs.endpoints[dst.primary]
         reference = predict(snap, src, dst, key.port, s_pod.pod_ips, d_pod.pod_ips)
-        assert path.predicted == reference.allowed, key
+        assert path.predicted == bool(reference.allowed), key  # out of model (None): planned, judged inconclusive
         assert plan.verdict(src, dst, key.port, s_pod.pod_ips, d_pod.pod_ips) == reference
 
 
@@ -56,31 +56,37 @@ def prediction_snapshot_of(inputs: PlanInputs) -> Any:
     from netpol_auditor.model import Namespace
 
     index = ReachabilityIndex.from_objects([*(Namespace(n, labels) for n, labels in inputs.namespaces.items()),
-                                            *inputs.policies.values()])
+                                            *inputs.policies.values(),
+                                            *(cp.policy for cp in inputs.cluster_policies.values())])
     return prediction_snapshot(index)
 
 
 def assert_every_decision_probed(plan: CoveragePlan, inputs: PlanInputs) -> None:
     """Decisions mode: for every group pair and port its destination declares or its ingress policies name, the
-    ingress judgement of that pair is probed by some path into the destination; likewise every egress judgement
-    (ports the source's egress policies name) by some path out of an egress-isolated source."""
+    ingress judgement of that pair (through the tiers: cluster policies included) is probed by some path into the
+    destination; likewise every egress judgement (ports the source's egress policies name) by some path out of a
+    source whose egress some policy judges."""
     m = plan._members
+
+    def judge(direction: Direction, j: Any, peer: Any, port: Any, named: Any) -> Any:
+        return judge_tiers(direction, j.policies, j.admin, j.baseline, peer, port, named)
+
     probed_in: dict[str, set[Any]] = {}
     probed_eg: dict[str, set[Any]] = {}
     for key in plan.paths:
         s, d = m[key.src], m[key.dst]
         probed_in.setdefault(key.dst, set()).add(
-            judge_direction(Direction.INGRESS, d.sel_in, s.info, key.port, d.info.named_ports))
+            judge(Direction.INGRESS, d.judges_in, s.info, key.port, d.info.named_ports))
         probed_eg.setdefault(key.src, set()).add(
-            judge_direction(Direction.EGRESS, s.sel_eg, d.info, key.port, d.info.named_ports))
+            judge(Direction.EGRESS, s.judges_eg, d.info, key.port, d.info.named_ports))
     for s in m.values():
         for d in m.values():
             for port in d.ports_in:
-                dv = judge_direction(Direction.INGRESS, d.sel_in, s.info, port, d.info.named_ports)
+                dv = judge(Direction.INGRESS, d.judges_in, s.info, port, d.info.named_ports)
                 assert dv in probed_in.get(d.group.id, set()), (s.group.id, d.group.id, port, dv)
-            if s.sel_eg:
+            if s.judges_eg:
                 for port in s.ports_eg:
-                    dv = judge_direction(Direction.EGRESS, s.sel_eg, d.info, port, d.info.named_ports)
+                    dv = judge(Direction.EGRESS, s.judges_eg, d.info, port, d.info.named_ports)
                     assert dv in probed_eg.get(s.group.id, set()), (s.group.id, d.group.id, port, dv)
 
 

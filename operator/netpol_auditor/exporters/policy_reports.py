@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.engine import PolicyKey
-from netpol_auditor.prober.compare import Mismatch, MismatchKind
+from netpol_auditor.prober.compare import Mismatch, MismatchKind, is_cluster_policy_key
 from netpol_auditor.prober.plan import PathKey
 
 __all__ = ["GROUP", "MAX_RESULTS", "PLURAL", "REPORT_NAME", "VERSION", "Finding", "PolicyReportWriter",
@@ -54,7 +55,10 @@ class Finding:
 
 
 def _policy_ref(key: PolicyKey, uids: Mapping[PolicyKey, str]) -> dict[str, str]:
-    ref = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": key[0], "name": key[1]}
+    if is_cluster_policy_key(key):
+        ref = {"apiVersion": ClusterPolicyKind(key[0]).api_version, "kind": key[0], "name": key[1]}
+    else:
+        ref = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": key[0], "name": key[1]}
     if uids.get(key):
         ref["uid"] = uids[key]
     return ref
@@ -70,8 +74,13 @@ def findings(mismatches: Iterable[Mismatch], enforced: Mapping[PolicyKey, int],
                  "sourceNode": m.key.src_node, "destinationNode": m.key.dst_node, "mismatch": m.kind.value}
         rule = "not-enforced" if m.kind is MismatchKind.UNEXPECTEDLY_ALLOWED else "allowed-traffic-dropped"
         if m.policies:
-            out += [Finding(ns, "fail", name, rule, m.describe(), "high", props, (_policy_ref((ns, name), uids),))
-                    for ns, name in m.policies]
+            # a cluster policy has no namespace: its finding goes to the report of the destination's
+            out += [Finding(m.destination.namespace, "fail", f"{first}/{name}", rule, m.describe(), "high", props,
+                            (_policy_ref((first, name), uids),))
+                    if is_cluster_policy_key((first, name))
+                    else Finding(first, "fail", name, rule, m.describe(), "high", props,
+                                 (_policy_ref((first, name), uids),))
+                    for first, name in m.policies]
         else:
             out.append(Finding(m.destination.namespace, "fail", "no-isolating-policy", rule, m.describe(), "high",
                                props))

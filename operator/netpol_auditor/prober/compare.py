@@ -24,9 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.model import NetworkPolicy, PodRef, Protocol
-from netpol_auditor.prober.features import FEATURES, exercised_features
+from netpol_auditor.prober.features import CLUSTER_FEATURES, FEATURES, deciding_cluster_rule, exercised_features
 from netpol_auditor.prober.plan import PathKey
 from netpol_auditor.prober.script import ProbeResult
 
@@ -38,7 +39,19 @@ __all__ = [
     "MismatchKind",
     "Outcome",
     "exercised_features",
+    "is_cluster_policy_key",
 ]
+
+_CLUSTER_KINDS = frozenset(k.value for k in ClusterPolicyKind)
+
+
+def is_cluster_policy_key(key: PolicyKey) -> bool:
+    """Whether a policy key is a cluster policy's (kind, name) rather than a NetworkPolicy's (namespace, name);
+    kinds are never valid namespace names."""
+    return key[0] in _CLUSTER_KINDS
+
+_CLUSTER_FEATURE_NAMES = frozenset(CLUSTER_FEATURES.values())
+
 
 class MismatchKind(StrEnum):
     UNEXPECTEDLY_ALLOWED = "unexpectedly_allowed"
@@ -66,15 +79,20 @@ class Mismatch:
     policies: tuple[PolicyKey, ...]  # those that predict the opposite of what happened
     features: frozenset[tuple[str, str, str]]  # (feature, node, direction) this path's failure points at
     detected_at: float
+    cluster_rules: tuple[str, ...] = ()  # the cluster policy rules that decide, in words (tiers.ClusterRuleRef)
 
     @property
     def policy_label(self) -> str:
+        """``namespace/name`` of a NetworkPolicy, ``Kind/name`` of a cluster policy (the first that decides)."""
         return f"{self.policies[0][0]}/{self.policies[0][1]}" if self.policies else ""
 
     def describe(self) -> str:
         predicted = "denied" if self.kind is MismatchKind.UNEXPECTEDLY_ALLOWED else "allowed"
-        by = ", ".join(f"{ns}/{name}" for ns, name in self.policies)
+        by = ", ".join(f"{k} {name}" if is_cluster_policy_key((k, name)) else f"{k}/{name}"
+                       for k, name in self.policies)
         why = f"policy {by} predicts {predicted}" if by else f"no policy isolates it: predicted {predicted}"
+        if self.cluster_rules:
+            why += f" (decided by {'; '.join(self.cluster_rules)})"
         return (
             f"{self.source} → {self.destination}:{self.key.port} {self.result.value.replace('_', ' ')}; {why} "
             f"(probed from node {self.key.src_node} to node {self.key.dst_node})"
@@ -137,7 +155,7 @@ class Comparator:
         if result is ProbeResult.ERROR:
             return Judgement(Outcome.INCONCLUSIVE, "probe_error")
         if prediction.allowed is None:
-            return Judgement(Outcome.INCONCLUSIVE, "not_judged")
+            return Judgement(Outcome.INCONCLUSIVE, "out_of_model" if prediction.out_of_model else "not_judged")
         if real_target and result is ProbeResult.REFUSED:
             # a real workload that does not listen refuses too: that proves nothing about the policy
             return Judgement(Outcome.INCONCLUSIVE, "real_target_refused")
@@ -189,9 +207,12 @@ class Comparator:
             prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips, failing_only=True
         )
         previous = self.mismatches.get(key)
+        rules = tuple(str(r) for dv in (prediction.egress, prediction.ingress)
+                      if dv is not None and (prediction.allowed or not dv.allowed)
+                      and (r := deciding_cluster_rule(dv)) is not None)
         mismatch = Mismatch(
             key, kind, source, destination, result, prediction.deciding_policies(), features,
-            previous.detected_at if previous is not None and previous.kind is kind else now,
+            previous.detected_at if previous is not None and previous.kind is kind else now, rules,
         )
         self.mismatches[key] = mismatch
         return Judgement(Outcome.MISMATCH, mismatch=mismatch, new=previous is None or previous.kind is not kind)
@@ -256,7 +277,8 @@ class Comparator:
 
         A UDP or SCTP mismatch blames its protocol only where TCP works in the same direction on that node (if TCP
         fails too, the direction is what is broken). A special feature (named ports, endPort, ipBlock except, a
-        protocol) exercised only through a direction the CNI does not enforce on that node is not enforced either.
+        protocol) exercised only through a direction the CNI does not enforce on that node is not enforced either;
+        a cluster policy kind stands on its own (its rules are not NetworkPolicy rules of that direction).
         """
         blamed: set[tuple[str, str]] = set()
         suspects = {key: self._suspects(m) for key, m in self.mismatches.items()}
@@ -278,7 +300,7 @@ class Comparator:
         bad_bases = {(f, node) for f, node in blamed if f in ("ingress", "egress")}
         out: dict[tuple[str, str], int] = {}
         for f, node, d in self.confirmed_features:
-            if f != d and (d, node) in bad_bases:
+            if f != d and f not in _CLUSTER_FEATURE_NAMES and (d, node) in bad_bases:
                 out.setdefault((f, node), 0)
             else:
                 out[(f, node)] = 1

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netpol_auditor.bulk import collector_paused
+from netpol_auditor.cluster_policy import ClusterPolicy, Tier
 from netpol_auditor.engine import (
     CompiledPeer,
     CompiledPolicy,
@@ -43,7 +44,7 @@ from netpol_auditor.engine import (
     PolicyKey,
     Verdict,
     compile_policy,
-    judge_direction,
+    judge_tiers,
     make_verdict,
 )
 from netpol_auditor.model import (
@@ -56,9 +57,11 @@ from netpol_auditor.model import (
     Pod,
     PodRef,
     PortProtocol,
+    Protocol,
 )
 from netpol_auditor.prober.features import excepted, exercised_features
 from netpol_auditor.selectors import SelectorMatcher, compile_selector
+from netpol_auditor.tiers import CompiledClusterPeer, CompiledClusterPolicy, compile_cluster_policy
 
 __all__ = [
     "MANAGED_BY_LABEL",
@@ -166,21 +169,26 @@ class PlanInputs:
     policies: Mapping[PolicyKey, NetworkPolicy]
     endpoints: Mapping[PodRef, Pod]  # pods that are judged (running, with an IP, not host-networked)
     unavailable_nodes: Mapping[str, str] = field(default_factory=dict)
+    #: AdminNetworkPolicies, BaselineAdminNetworkPolicies, ClusterNetworkPolicies as the index compiled them
+    cluster_policies: Mapping[tuple[str, str], CompiledClusterPolicy] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, objects: Iterable[Namespace | NetworkPolicy | Pod], revision: int = 0,
+    def of(cls, objects: Iterable[Namespace | NetworkPolicy | Pod | ClusterPolicy], revision: int = 0,
            unavailable_nodes: Mapping[str, str] | None = None) -> PlanInputs:
         namespaces: dict[str, Labels] = {}
         policies: dict[PolicyKey, NetworkPolicy] = {}
         endpoints: dict[PodRef, Pod] = {}
+        cluster: dict[tuple[str, str], CompiledClusterPolicy] = {}
         for obj in objects:
             if isinstance(obj, Namespace):
                 namespaces[obj.name] = obj.labels
             elif isinstance(obj, NetworkPolicy):
                 policies[obj.key] = obj
-            elif isinstance(obj, Pod) and obj.is_endpoint:  # cluster policies are not planned here
+            elif isinstance(obj, ClusterPolicy):
+                cluster[obj.key] = compile_cluster_policy(obj)
+            elif isinstance(obj, Pod) and obj.is_endpoint:
                 endpoints[obj.ref] = obj
-        return cls(revision, namespaces, policies, endpoints, dict(unavailable_nodes or {}))
+        return cls(revision, namespaces, policies, endpoints, dict(unavailable_nodes or {}), cluster)
 
     def namespace_labels(self, name: str) -> Labels:
         labels = self.namespaces.get(name)
@@ -219,7 +227,7 @@ def port_class(verdict: Verdict, policies: Mapping[PolicyKey, NetworkPolicy], sr
                 if spec.end_port is not None:
                     edge = (verdict.port.port == spec.port, verdict.port.port == spec.end_port)
             refs.append((r, edge))
-        parts.append((dv.isolated, dv.isolating_policies, tuple(refs)))
+        parts.append((dv.isolated, dv.isolating_policies, tuple(refs), dv.admin, dv.baseline, dv.unknown))
     return tuple(parts)
 
 
@@ -229,7 +237,8 @@ def _group_id(namespace: str, matched: Iterable[LabelSelector], ports: Iterable[
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
-def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction) -> list[PortProtocol]:
+def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction,
+                  cluster: Iterable[CompiledClusterPolicy] = ()) -> list[PortProtocol]:
     out: list[PortProtocol] = []
     for cp in policies:
         for rule in cp.policy.rules(direction):
@@ -238,15 +247,44 @@ def _policy_ports(policies: Iterable[CompiledPolicy], direction: Direction) -> l
                     out.append(PortProtocol(p.port, p.protocol))
                     if p.end_port is not None:
                         out.append(PortProtocol(p.end_port, p.protocol))
+    for ccp in cluster:
+        for cluster_rule in ccp.policy.rules(direction):
+            for cport in cluster_rule.ports:
+                if cport.port is not None and cport.protocol is not None:
+                    out.append(PortProtocol(cport.port, cport.protocol))
+                    if cport.end_port is not None:
+                        out.append(PortProtocol(cport.end_port, cport.protocol))
     return out
 
 
-def _clone_verdict(src_egress: Sequence[CompiledPolicy], src: PeerInfo, dst_ingress: Sequence[CompiledPolicy],
-                   dst: PeerInfo, port: PortProtocol) -> Verdict:
-    """The verdict for a probe clone connecting to a responder clone: the source's egress policies judge the
-    destination, the destination's ingress policies the source; named ports resolve on the destination."""
-    eg = judge_direction(Direction.EGRESS, src_egress, dst, port, dst.named_ports)
-    ing = judge_direction(Direction.INGRESS, dst_ingress, src, port, dst.named_ports)
+@dataclass(frozen=True)
+class Judges:
+    """What judges one direction of a group, tier by tier: the cluster policies of the Admin tier that select it,
+    the NetworkPolicies that isolate it, the cluster policies of the Baseline tier (each in the order
+    `netpol_auditor.engine.judge_tiers` takes them)."""
+
+    admin: tuple[CompiledClusterPolicy, ...] = ()
+    policies: tuple[CompiledPolicy, ...] = ()
+    baseline: tuple[CompiledClusterPolicy, ...] = ()
+
+    @property
+    def cluster(self) -> tuple[CompiledClusterPolicy, ...]:
+        return self.admin + self.baseline
+
+    def __bool__(self) -> bool:
+        """Whether anything but the default (allow) can decide this direction."""
+        return bool(self.admin or self.policies or self.baseline)
+
+
+def _clone_verdict(src_egress: Judges, src: PeerInfo, dst_ingress: Judges, dst: PeerInfo,
+                   port: PortProtocol) -> Verdict:
+    """The verdict for a probe clone connecting to a responder clone, through the tiers (the same evaluation as
+    the index and analyze): the source's egress judges the destination, the destination's ingress the source;
+    named ports resolve on the destination."""
+    eg = judge_tiers(Direction.EGRESS, src_egress.policies, src_egress.admin, src_egress.baseline, dst, port,
+                     dst.named_ports)
+    ing = judge_tiers(Direction.INGRESS, dst_ingress.policies, dst_ingress.admin, dst_ingress.baseline, src, port,
+                      dst.named_ports)
     return make_verdict(PodRef(src.namespace or "", CLONE_SOURCE_NAME),
                         PodRef(dst.namespace or "", CLONE_DESTINATION_NAME), port, eg, ing)
 
@@ -288,7 +326,9 @@ PeerKey = tuple[str, Any, Any, Any]  # (namespace scope or "", namespace selecto
 PAIRS: tuple[str] = ("pairs",)  # the split of a side in pairs mode
 
 
-def _peer_key(peer: CompiledPeer) -> PeerKey:
+def _peer_key(peer: CompiledPeer | CompiledClusterPeer) -> PeerKey:
+    if isinstance(peer, CompiledClusterPeer):
+        return ("", "cluster", peer.peer, None)  # never a NetworkPolicy peer's key (a selector or None there)
     if peer.ip_block is not None:
         return ("", None, None, peer.ip_block.block)
     scope = peer.policy_namespace if peer.namespace is None else ""
@@ -321,6 +361,8 @@ class _Member:
     sel_eg: tuple[CompiledPolicy, ...]
     ports_in: tuple[PortProtocol, ...]  # declared, plus those its ingress policies name
     ports_eg: tuple[PortProtocol, ...]  # those its egress policies name
+    judges_in: Judges = Judges()  # the tiers of its ingress (sel_in the NetworkPolicy one)
+    judges_eg: Judges = Judges()
 
 
 @dataclass(eq=False)
@@ -363,9 +405,10 @@ class CoveragePlan:
         self._compiled: dict[PolicyKey, CompiledPolicy] = {}
         self._policies_by_ns: dict[str, list[CompiledPolicy]] = defaultdict(list)
         self._global_selectors: tuple[LabelSelector, ...] = ()
+        self._cluster_ordered: tuple[CompiledClusterPolicy, ...] = ()  # by precedence
         self._pods_by_ns: dict[str, dict[PodRef, Pod]] = defaultdict(dict)
         self._peer_bits: dict[PeerKey, int] = {}
-        self._peer_matchers: dict[PeerKey, CompiledPeer] = {}
+        self._peer_matchers: dict[PeerKey, CompiledPeer | CompiledClusterPeer] = {}
         self._live_peers = 0  # peers in use at the last prune
         self._named_bits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._all = 0
@@ -384,7 +427,9 @@ class CoveragePlan:
         if old is not None and old.revision == inputs.revision and old.unavailable_nodes == inputs.unavailable_nodes:
             return PlanDelta()
         version = self.version
-        if old is None or old.unavailable_nodes != inputs.unavailable_nodes:
+        # a cluster policy selects and names pods of any namespace: rare changes, recomputed from scratch
+        if (old is None or old.unavailable_nodes != inputs.unavailable_nodes
+                or old.cluster_policies != inputs.cluster_policies):
             with collector_paused():
                 delta = self._rebuild(inputs, self._slots())
         else:
@@ -474,7 +519,7 @@ class CoveragePlan:
         assert self.inputs is not None
         s_info = self._info(src, src_ips or ("192.0.2.1",))
         d_info = self._info(dst, dst_ips or ("192.0.2.2",))
-        return _clone_verdict(self._selecting(src, Direction.EGRESS), s_info, self._selecting(dst, Direction.INGRESS),
+        return _clone_verdict(self._judges(src, Direction.EGRESS), s_info, self._judges(dst, Direction.INGRESS),
                               d_info, port)
 
     # -- full build and incremental update ---------------------------------------------------------------------
@@ -489,6 +534,7 @@ class CoveragePlan:
         self.inputs = inputs
         for key, policy in inputs.policies.items():
             self._compiled[key] = compile_policy(policy)
+        self._cluster_ordered = tuple(sorted(inputs.cluster_policies.values(), key=lambda cp: cp.order))
         self._index_policies()
         for ref, pod in inputs.endpoints.items():
             self._pods_by_ns[ref.namespace][ref] = pod
@@ -588,6 +634,13 @@ class CoveragePlan:
                     for peer in rule.peers:
                         if peer.pods is not None and peer.namespace is not None:
                             global_sel[peer.pods.selector] = None
+        for ccp in self._cluster_ordered:  # their subjects and pod peers select pods of any namespace
+            if ccp.policy.subject.pods is not None:
+                global_sel[ccp.policy.subject.pods.pod_selector] = None
+            for cluster_rule in (*ccp.policy.ingress, *ccp.policy.egress):
+                for cpeer in cluster_rule.peers:
+                    if cpeer.pods is not None:
+                        global_sel[cpeer.pods.pod_selector] = None
         self._policies_by_ns = by_ns
         self._global_selectors = tuple(global_sel)
 
@@ -672,15 +725,31 @@ class CoveragePlan:
         return tuple(cp for cp in self._policies_by_ns.get(group.namespace, ())
                      if cp.isolates(direction) and cp.selects(group.labels))
 
+    def _judges(self, group: ProbeGroup, direction: Direction) -> Judges:
+        """The tiers of one direction of the group: cluster policies whose subject selects it and that have rules
+        for ``direction``, in precedence order, around its isolating NetworkPolicies."""
+        policies = self._selecting(group, direction)
+        if not self._cluster_ordered:
+            return Judges(policies=policies)
+        assert self.inputs is not None
+        ns_labels = self.inputs.namespace_labels(group.namespace)
+        selecting = [cp for cp in self._cluster_ordered
+                     if cp.rules(direction) and cp.selects(ns_labels, group.labels)]
+        return Judges(tuple(cp for cp in selecting if cp.policy.tier is Tier.ADMIN), policies,
+                      tuple(cp for cp in selecting if cp.policy.tier is Tier.BASELINE))
+
     def _refresh_member(self, gid: str) -> bool:
         """Recompute what planning needs of a group; True when anything changed (a new token)."""
         m = self._members[gid]
         g = m.group
         info = self._info(g, ())
-        sel_in = self._selecting(g, Direction.INGRESS)
-        sel_eg = self._selecting(g, Direction.EGRESS)
+        judges_in = self._judges(g, Direction.INGRESS)
+        judges_eg = self._judges(g, Direction.EGRESS)
+        sel_in, sel_eg = judges_in.policies, judges_eg.policies
         # compiled policies compare by identity: a changed policy is compiled anew
-        same_rules = m.seen is not None and m.info == info and _same(m.sel_in, sel_in) and _same(m.sel_eg, sel_eg)
+        same_rules = (m.seen is not None and m.info == info and _same(m.sel_in, sel_in) and _same(m.sel_eg, sel_eg)
+                      and _same(m.judges_in.cluster, judges_in.cluster)
+                      and _same(m.judges_eg.cluster, judges_eg.cluster))
         if same_rules and m.seen == g:
             return False
         if m.seen is not None and not same_rules:
@@ -689,8 +758,9 @@ class CoveragePlan:
         declared = [PortProtocol(p.port, p.protocol) for p in g.container_ports]
         self._tokens += 1
         m.token, m.seen, m.info, m.sel_in, m.sel_eg = self._tokens, g, info, sel_in, sel_eg
-        m.ports_in = tuple(declared + _policy_ports(sel_in, Direction.INGRESS))
-        m.ports_eg = tuple(_policy_ports(sel_eg, Direction.EGRESS))
+        m.judges_in, m.judges_eg = judges_in, judges_eg
+        m.ports_in = tuple(declared + _policy_ports(sel_in, Direction.INGRESS, judges_in.cluster))
+        m.ports_eg = tuple(_policy_ports(sel_eg, Direction.EGRESS, judges_eg.cluster))
         return True
 
     # -- bit sets ----------------------------------------------------------------------------------------------
@@ -711,9 +781,9 @@ class CoveragePlan:
         bit = 1 << m.slot
         self._clear_bits(m.slot)
         self._all |= bit
-        if not m.sel_in:
+        if not m.judges_in:
             self._open_in |= bit
-        if not m.sel_eg:
+        if not m.judges_eg:
             self._open_eg |= bit
         for key, matcher in self._peer_matchers.items():
             if (not key[0] or key[0] == m.group.namespace) and matcher.matches(m.info):
@@ -733,7 +803,7 @@ class CoveragePlan:
             del self._peer_matchers[key]
         self._live_peers = len(live)
 
-    def _peer(self, peer: CompiledPeer) -> PeerKey:
+    def _peer(self, peer: CompiledPeer | CompiledClusterPeer) -> PeerKey:
         key = _peer_key(peer)
         if key not in self._peer_bits:
             bits = 0
@@ -755,22 +825,29 @@ class CoveragePlan:
             if old is not None:
                 self._drop_side_paths(old)
         self._sides[(gid, True)] = self._new_side(m, ingress=True)
-        if self.mode == "decisions" and m.sel_eg:
+        if self.mode == "decisions" and m.judges_eg:
             self._sides[(gid, False)] = self._new_side(m, ingress=False)
 
     def _new_side(self, m: _Member, ingress: bool) -> _Side:
         if self.mode == "pairs":
             split: tuple[Any, ...] = PAIRS
         else:
-            rules = [r for cp in (m.sel_in if ingress else m.sel_eg) for r in cp.rules(
-                Direction.INGRESS if ingress else Direction.EGRESS)]
+            direction = Direction.INGRESS if ingress else Direction.EGRESS
+            judges = m.judges_in if ingress else m.judges_eg
+            rules = [r for cp in judges.policies for r in cp.rules(direction)]
+            cluster_rules = [r for cp in judges.cluster for r in cp.rules(direction)]
             peers = {self._peer(p): None for r in rules for p in r.peers}
+            peers.update((self._peer(p), None) for r in cluster_rules for p in r.peers)
             names: dict[str, None] = {}
             if not ingress:
                 for r in rules:
                     for port in r.ports:
                         if isinstance(port.port.port, str):
                             names[f"{port.port.port}/{port.port.protocol.value}"] = None
+                for cluster_rule in cluster_rules:
+                    for cport in cluster_rule.ports:
+                        if cport.port.named_port is not None:  # it takes the protocol of the pod's port
+                            names.update(dict.fromkeys(f"{cport.port.named_port}/{proto.value}" for proto in Protocol))
             split = (*peers, *(_NamedPort(n) for n in names))
         side = _Side(m.group.id, ingress, split)
         for vec, bits in self._partition(split).items():
@@ -886,7 +963,7 @@ class CoveragePlan:
         seen: set[tuple[object, ...]] = set()
         out: list[PlannedPath] = []
         for port in ports[: b.max_ports]:
-            verdict = _clone_verdict(src.sel_eg, src.info, dst.sel_in, dst.info, port)
+            verdict = _clone_verdict(src.judges_eg, src.info, dst.judges_in, dst.info, port)
             if b.dedup_ports:
                 cls = port_class(verdict, self.inputs.policies, src.info.ips, dst.info.ips)
                 if cls in seen:
@@ -916,7 +993,7 @@ class CoveragePlan:
         for group, node in ((src.group, sn), (dst.group, dn)):
             pod = self.inputs.endpoints.get(group.member_on(node))
             ips.append(pod.pod_ips if pod is not None else ())
-        verdict = _clone_verdict(src.sel_eg, self._info(src.group, ips[0]), dst.sel_in,
+        verdict = _clone_verdict(src.judges_eg, self._info(src.group, ips[0]), dst.judges_in,
                                  self._info(dst.group, ips[1]), port)
         return verdict, ips[0], ips[1]
 

@@ -61,9 +61,9 @@ FIXES: dict[str, str] = {
     "not_judged": "the policies do not judge this path (host network)",
     "too_fresh": "the path's verdict changed moments ago; the CNI is given time to program it",
     "family_unavailable": "the probe pod has no address of the destination's IP family",
-    "cluster_policy": "an AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy selects the source "
-                      "(egress) or the destination (ingress): the prober does not predict their tiers yet, so the "
-                      "path is not judged (analyze and the metrics do judge it)",
+    "out_of_model": "a cluster policy rule the manifests cannot decide is reached (a nodes or domainNames peer, or "
+                    "two policies of equal priority whose matching rules disagree): the prediction is unknown, so "
+                    "the path is not judged; give such policies distinct priorities or narrower subjects",
 }
 INCONCLUSIVE_REASONS: tuple[str, ...] = tuple(FIXES)
 

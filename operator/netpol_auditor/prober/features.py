@@ -1,20 +1,57 @@
 """Which CNI features (per node and direction) a probed path exercises, and which a disagreement points at.
 
 Ingress rules are enforced on the destination's node, egress rules on the source's. The features: the two
-directions themselves, named ports, ``endPort`` ranges, ipBlock ``except``, and the UDP and SCTP protocols.
+directions themselves, named ports, ``endPort`` ranges, ipBlock ``except``, the UDP and SCTP protocols, and one per
+cluster policy API kind (`CLUSTER_FEATURES`).
+
+A cluster policy feature is named for the API kind, not the tier: CNIs implement the kinds one by one
+(kube-network-policies v0.8.0 enforces AdminNetworkPolicy and BaselineAdminNetworkPolicy v1alpha1 but not
+ClusterNetworkPolicy v1alpha2, whose Admin and Baseline tiers it would share with them), so a per-tier gauge would
+mix what works with what does not. A direction whose deciding rule is a cluster policy rule exercises that kind's
+feature instead of the NetworkPolicy ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from netpol_auditor.cluster_policy import ClusterPolicyKind, RuleAction, Tier
 from netpol_auditor.engine import DirectionVerdict, PolicyKey, Verdict
 from netpol_auditor.model import Direction, NetworkPolicy, NetworkPolicyRule, PortProtocol, Protocol
 from netpol_auditor.selectors import compile_ip_block
+from netpol_auditor.tiers import ClusterRuleRef
 
-__all__ = ["FEATURES", "excepted", "exercised_features"]
+__all__ = ["CLUSTER_FEATURES", "FEATURES", "deciding_cluster_rule", "excepted", "exercised_features"]
 
-FEATURES = ("ingress", "egress", "named_ports", "end_port", "sctp", "udp", "ipblock_except")
+#: the feature a path exercises when a rule of this kind decides one of its directions
+CLUSTER_FEATURES: dict[ClusterPolicyKind, str] = {
+    ClusterPolicyKind.ADMIN_NETWORK_POLICY: "admin_network_policy",
+    ClusterPolicyKind.BASELINE_ADMIN_NETWORK_POLICY: "baseline_admin_network_policy",
+    ClusterPolicyKind.CLUSTER_NETWORK_POLICY: "cluster_network_policy",
+}
+FEATURES = ("ingress", "egress", "named_ports", "end_port", "sctp", "udp", "ipblock_except",
+            *CLUSTER_FEATURES.values())
+
+
+def deciding_cluster_rule(dv: DirectionVerdict) -> ClusterRuleRef | None:
+    """The cluster policy rule that decides the direction (an Admin Accept/Allow or Deny, or a Baseline one where
+    no NetworkPolicy isolates), or None when the NetworkPolicies or the default decide."""
+    if dv.tier == Tier.ADMIN.value:
+        return dv.admin
+    if dv.tier == Tier.BASELINE.value:
+        return dv.baseline
+    return None
+
+
+def _telling_rule(dv: DirectionVerdict, rule: ClusterRuleRef) -> bool:
+    """Whether agreeing with this direction's outcome shows the cluster rule enforced: a CNI that ignores it would
+    have decided otherwise. An Admin rule over NetworkPolicies that isolate and disagree (a Deny over an allow, an
+    Allow over a deny); a Baseline Deny (without it the default allows). Not an Admin rule over a pod no
+    NetworkPolicy isolates: under it the Baseline tier is not evaluated, so what a CNI ignoring it would do is not
+    known here."""
+    if rule.tier is Tier.ADMIN:
+        return dv.isolated and bool(dv.admitted_by) != (rule.action is RuleAction.ACCEPT)
+    return rule.action is RuleAction.DENY
 
 
 def _port_spec(policies: Mapping[PolicyKey, NetworkPolicy], dv: DirectionVerdict, port: int, *,
@@ -97,7 +134,9 @@ def exercised_features(
     verdict points at: the denying directions when it predicts denied, the admitting rules' special features when
     it predicts allowed. UDP and SCTP paths also exercise their protocol on each isolated side. With ``proven``
     (for a path whose observation *agreed*): what a contradiction would have pointed at, less what the agreement
-    cannot prove (the first port of a range, an address outside an ``except``)."""
+    cannot prove (the first port of a range, an address outside an ``except``, a cluster rule that agrees with what
+    the tiers after it would decide). A direction a cluster policy rule decides exercises that kind's feature alone
+    (`CLUSTER_FEATURES`)."""
     failing_only = failing_only or proven
     out: set[tuple[str, str, str]] = set()
     if proven and verdict.allowed is False and all(dv is not None and not dv.allowed
@@ -106,9 +145,17 @@ def exercised_features(
     sides = ((verdict.egress, src_node, tuple(dst_ips)), (verdict.ingress, dst_node, tuple(src_ips)))
     proto = {Protocol.UDP: "udp", Protocol.SCTP: "sctp"}.get(verdict.port.protocol)
     for dv, node, other_ips in sides:
-        if dv is None or not dv.isolated:
+        if dv is None:
             continue
         base = "ingress" if dv.direction is Direction.INGRESS else "egress"
+        rule = deciding_cluster_rule(dv)
+        if rule is not None:
+            if (failing_only and not verdict.allowed and dv.allowed) or (proven and not _telling_rule(dv, rule)):
+                continue
+            out.add((CLUSTER_FEATURES[rule.kind], node, base))
+            continue
+        if not dv.isolated:
+            continue
         special = _port_spec(policies, dv, verdict.port.port, confirming=proven or not failing_only)
         if not dv.allowed and excepted(policies, dv, other_ips, verdict.port, sure=proven):
             special.add("ipblock_except")

@@ -37,13 +37,14 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
 from netpol_auditor.bulk import collector_paused
+from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.policy_reports import PolicyReportWriter, build_reports, findings
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.model import Direction, Namespace, PodRef, Protocol
-from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
+from netpol_auditor.model import Protocol
+from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome, is_cluster_policy_key
 from netpol_auditor.prober.coverage import PlanDelta, PlanInputs
 from netpol_auditor.prober.failures import (
     FIXES,
@@ -613,7 +614,8 @@ class ProbeLoop:
 
     def _prune_series(self) -> None:
         self.metrics.prune((ns.name for ns in self.index.namespaces()),
-                           (f"{ns}/{name}" for ns, name in self.index.policy_map()))
+                           (f"{ns}/{name}" for ns, name in (*self.index.policy_map(),
+                                                            *(cp.key for cp in self.index.cluster_policies()))))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -844,23 +846,6 @@ class ProbeLoop:
 
     # -- judging and reporting ---------------------------------------------------------------------------------
 
-    def _cluster_policy_subjects(self) -> Callable[[PodRef, PodRef], bool]:
-        """Whether a cluster policy governs a path: selects its source and has egress rules, or its destination and
-        has ingress rules. The prober predicts NetworkPolicies only, so such a path must not be judged: an Admin
-        Deny would read as a CNI dropping allowed traffic."""
-        compiled = self.index.compiled_cluster_policies()
-        if not compiled:
-            return lambda _src, _dst: False
-
-        def selected(ref: PodRef, direction: Direction) -> bool:
-            pod = self.index.get_pod(ref)
-            if pod is None:
-                return False
-            labels = self.index.namespace_labels(ref.namespace) or Namespace(ref.namespace).labels
-            return any(c.rules(direction) and c.selects(labels, pod.labels) for c in compiled)
-
-        return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)
-
     def _judge(
         self,
         plan: Round,
@@ -870,7 +855,6 @@ class ProbeLoop:
     ) -> RoundResult:
         now = self.clock()
         policies = self.planner.policies()
-        governed = self._cluster_policy_subjects()
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
@@ -884,8 +868,7 @@ class ProbeLoop:
                 self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
-                why = self._responder_reason(dst, path.key.port.protocol) or (
-                    "cluster_policy" if governed(path.source, path.destination) else None)
+                why = self._responder_reason(dst, path.key.port.protocol)
                 if why is not None:
                     self._path_reasons[path.key] = why
                     continue
@@ -944,7 +927,7 @@ class ProbeLoop:
             self.metrics.inconclusive.labels(reason).inc()
             self.inconclusive[path.key] = reason
             # a tool error will not go away by retrying in this cycle; a missing result or a fresh path may
-            settled = reason in ("probe_error", "sctp_unavailable", "not_judged")
+            settled = reason in ("probe_error", "sctp_unavailable", "not_judged", "out_of_model")
             self.planner.record(path.key, now, settled=settled, reason=reason)
             return
         out.judged += 1
@@ -995,7 +978,7 @@ class ProbeLoop:
         if self.reports is not None:
             self.reports.submit(build_reports(findings(
                 self.comparator.mismatches.values(), self.comparator.policy_enforced(known),
-                self._inconclusive_paths(), {key: p.uid for key, p in self.index.policy_map().items()})))
+                self._inconclusive_paths(), self._policy_uids())))
 
     def _inconclusive_paths(self) -> list[tuple[PathKey, str, str, str]]:
         """This cycle's paths that could not be checked: (path, reason, source namespace, destination namespace)."""
@@ -1013,12 +996,21 @@ class ProbeLoop:
     def _pair(m: Mismatch) -> tuple[str, str, str, str]:
         return (m.key.src, m.key.dst, str(m.key.port), m.kind.value)
 
-    def _involved(self, m: Mismatch) -> list[InvolvedObject]:
+    def _policy_uids(self) -> dict[PolicyKey, str]:
+        """NetworkPolicies by (namespace, name), cluster policies by (kind, name)."""
         uids = {key: p.uid for key, p in self.index.policy_map().items()}
+        uids.update((cp.key, cp.uid) for cp in self.index.cluster_policies())
+        return uids
+
+    def _involved(self, m: Mismatch) -> list[InvolvedObject]:
+        """The policies that decide; a cluster policy's Event goes to the ``default`` namespace (events.py)."""
+        uids = self._policy_uids()
         if m.policies:
             return [
-                InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", ns, name, uids.get((ns, name), ""))
-                for ns, name in m.policies
+                InvolvedObject(ClusterPolicyKind(first).api_version, first, None, name, uids.get((first, name), ""))
+                if is_cluster_policy_key((first, name))
+                else InvolvedObject("networking.k8s.io/v1", "NetworkPolicy", first, name, uids.get((first, name), ""))
+                for first, name in m.policies
             ]
         return [InvolvedObject("v1", "Namespace", None, m.destination.namespace)]
 

@@ -95,7 +95,7 @@ def snapshot(index: ReachabilityIndex, unavailable_nodes: Mapping[str, str] | No
     """What planning reads of the index, copied (cheap: no sorting, no copies of the objects themselves), so that
     planning can run in another thread while the index takes events."""
     return PlanInputs(index.revision, index.namespace_label_map(), index.policy_map(), index.endpoint_pods(),
-                      dict(unavailable_nodes or {}))
+                      dict(unavailable_nodes or {}), {cp.key: cp for cp in index.compiled_cluster_policies()})
 
 
 def probe_groups(index: ReachabilityIndex, namespaces: Sequence[str] = ()) -> dict[str, ProbeGroup]:
@@ -389,9 +389,9 @@ def _with_priority(path: PlannedPath, priority: str) -> PlannedPath:
 
 
 def prediction_snapshot(index: ReachabilityIndex) -> Snapshot:
-    """The engine's reference evaluator over the index's namespaces and policies, without pods: probe clones are
-    added per question (`clone_verdict`)."""
-    return Snapshot.from_objects([*index.namespaces(), *index.policies()])
+    """The engine's reference evaluator over the index's namespaces and policies (cluster policies included),
+    without pods: probe clones are added per question (`clone_verdict`)."""
+    return Snapshot.from_objects([*index.namespaces(), *index.policies(), *index.cluster_policies()])
 
 
 def clone_pods(
