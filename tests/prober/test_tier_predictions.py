@@ -137,3 +137,10 @@ spec:
     assert verdict(index, "8080/TCP").out_of_model
     j = judge(Comparator(), index, ProbeResult.CONNECTED, 0.0)
     assert (j.outcome, j.reason) == (Outcome.INCONCLUSIVE, "out_of_model")
+
+
+def test_an_agreement_that_shows_nothing_of_the_admin_tier_does_not_confirm_it() -> None:
+    index = cluster(ALLOW_X_TO_Y, anp("allow-x", 10, "Allow"))  # a CNI ignoring the ANP connects as well
+    c = Comparator(late_seconds=0)
+    assert judge(c, index, ProbeResult.CONNECTED, 0.0).outcome is Outcome.MATCH
+    assert ("admin_network_policy", "node-2") not in c.feature_enforced()

@@ -166,7 +166,12 @@ class Comparator:
             self._late_check.discard(key)
             self._first_disagreement.pop(key, None)
             self._attempts.pop(key, None)
-            features = exercised_features(prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips)
+            shown = exercised_features(prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips,
+                                       proven=True)
+            # a cluster policy kind is confirmed only where ignoring it would have shown (features.py)
+            features = frozenset(f for f in exercised_features(prediction, policies, key.src_node, key.dst_node,
+                                                               src_ips, dst_ips)
+                                 if f[0] not in _CLUSTER_FEATURE_NAMES or f in shown)
             confirmed = prediction.deciding_policies()
             for f in features:
                 self.confirmed_features[f] = now
@@ -174,8 +179,7 @@ class Comparator:
                 self.confirmed_policies[p] = now
             would_be = MismatchKind.UNEXPECTEDLY_DENIED if prediction.allowed else MismatchKind.UNEXPECTEDLY_ALLOWED
             self._unprove(key)
-            proofs = tuple((f, would_be) for f in exercised_features(
-                prediction, policies, key.src_node, key.dst_node, src_ips, dst_ips, proven=True))
+            proofs = tuple((f, would_be) for f in shown)
             for proof in proofs:
                 self._proofs[proof].add(key)
             self._proved_by[key] = proofs
