@@ -14,7 +14,7 @@ from netpol_auditor.prober.plan import PlanBudget, ProbePlanner
 from netpol_auditor.prober.script import ProbeResult
 
 from .test_compare import DST, SRC, cluster, key, verdict
-from .test_plan import policy
+from .test_plan import namespace, pod, policy
 
 ALLOW_X_TO_Y = policy("y", "allow-x", {
     "podSelector": {}, "policyTypes": ["Ingress"],
@@ -41,7 +41,8 @@ spec:
     return obj
 
 
-def banp(action: str) -> Any:
+def banp(action: str, peer: str = "{}") -> Any:
+    """The BaselineAdminNetworkPolicy on namespace y's ingress from the namespaces ``peer`` selects."""
     (obj,) = load_text(f"""
 apiVersion: policy.networking.k8s.io/v1alpha1
 kind: BaselineAdminNetworkPolicy
@@ -49,7 +50,7 @@ metadata: {{name: default}}
 spec:
   subject: {{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: y}}}}}}
   ingress:
-  - {{name: base, action: {action}, from: [{{namespaces: {{}}}}]}}
+  - {{name: base, action: {action}, from: [{{namespaces: {peer}}}]}}
 """)
     return obj
 
@@ -144,3 +145,22 @@ def test_an_agreement_that_shows_nothing_of_the_admin_tier_does_not_confirm_it()
     c = Comparator(late_seconds=0)
     assert judge(c, index, ProbeResult.CONNECTED, 0.0).outcome is Outcome.MATCH
     assert ("admin_network_policy", "node-2") not in c.feature_enforced()
+
+
+def test_the_plan_proves_the_baseline_tier_on_every_node_that_enforces_it() -> None:
+    """Servers of one group on two nodes, under a Baseline Deny: a path into each node is planned (the node cover),
+    so an enforcer that ignores the BaselineAdminNetworkPolicy on one node only is probed there too. Without it the
+    paths prove nothing of any feature, and one placement is enough."""
+    def paths_into_y(*policies: Any) -> set[str]:
+        index = ReachabilityIndex.from_objects([
+            namespace("x"), namespace("y"),
+            pod("x", "a", {"app": "a"}, "10.0.1.5", "node-1"),
+            pod("y", "b", {"app": "b"}, "10.0.2.5", "node-1", [("http", 8080)]),
+            pod("y", "b2", {"app": "b"}, "10.0.2.6", "node-2", [("http", 8080)]),
+            *policies,
+        ])
+        paths = ProbePlanner(PlanBudget()).enumerate_paths(index)
+        return {k.dst_node for k, p in paths.items() if p.source.namespace == "x" and p.destination.namespace == "y"}
+
+    assert paths_into_y(banp("Deny", "{matchLabels: {kubernetes.io/metadata.name: x}}")) == {"node-1", "node-2"}
+    assert len(paths_into_y()) == 1
