@@ -47,6 +47,17 @@ def test_a_mismatch_no_policy_explains_goes_to_the_destination_namespace() -> No
         "no-isolating-policy", "allowed-traffic-dropped", "fail")
 
 
+def test_a_cluster_policy_that_decides_fails_in_the_destination_namespace_naming_the_cluster_scoped_object() -> None:
+    found = findings([mismatch((("AdminNetworkPolicy", "guard-db"),))], {}, [],
+                     {("AdminNetworkPolicy", "guard-db"): "uid-anp"})
+    reports = build_reports(found)
+    assert set(reports) == {"payments"}  # never a report in a namespace named after the kind
+    (result,) = reports["payments"]["results"]
+    assert (result["policy"], result["result"]) == ("AdminNetworkPolicy/guard-db", "fail")
+    assert result["resources"] == [{"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+                                    "name": "guard-db", "uid": "uid-anp"}]
+
+
 def test_a_report_is_bounded_failures_first() -> None:
     skips = [(PathKey(f"s{i}", "d", PORT, "node-1", "node-1"), "too_fresh", "shop", "shop") for i in range(300)]
     found = findings([mismatch((("shop", "egress"),))], {}, skips, {})
