@@ -185,6 +185,7 @@ def test_the_prober_confirms_the_tiers_on_an_enforcer_of_them_and_flags_them_on_
             deny = " ".join(events["AdminNetworkPolicy/pt-deny"])
             assert "PolicyNotEnforced" in deny and 'Admin Deny `pt-deny` priority 10 (AdminNetworkPolicy)' in deny
             assert "AllowedTrafficDropped" in " ".join(events["AdminNetworkPolicy/pt-allow"])
+            assert "PolicyNotEnforced" in c.kubectl("describe", "adminnetworkpolicy", "pt-deny")
             assert "AdminNetworkPolicy/pt-pass" not in events and "AdminNetworkPolicy/pt-pass-deny" not in events
             paths = _paths(op)
             assert not [k for k in paths if k[0] == "inconclusive"], paths
