@@ -7,12 +7,15 @@ One namespace set (`SCENARIO`), a ``client`` in ``pt-src`` on node-1 and a ``ser
 - ``pt-allow``: a NetworkPolicy denies every ingress; AdminNetworkPolicy ``pt-allow`` allows it from pt-src;
 - ``pt-pass``: a NetworkPolicy allows ingress from pt-src; AdminNetworkPolicy ``pt-pass`` (priority 5) passes it
   on to the NetworkPolicies over ``pt-pass-deny`` (priority 30), which would deny it;
-- ``pt-base``: no NetworkPolicy; the BaselineAdminNetworkPolicy denies ingress from pt-src.
+- ``pt-base``: no NetworkPolicy; the BaselineAdminNetworkPolicy denies ingress from pt-src;
+- ``pt-egress``: the source's side, from a second client in ``pt-esrc`` (node-1) -- a NetworkPolicy there allows
+  all its egress; AdminNetworkPolicy ``pt-egress`` denies its egress to pt-egress (enforced on the source's node).
 
 kube-network-policies (v1alpha1 ANP and BANP): every probed path agrees with the prediction, and the Admin and
-Baseline features are confirmed on node-2 (ingress is enforced on the destination's node). kube-router (v1 only):
-the three paths a cluster policy rule decides (client -> pt-deny, pt-allow, pt-base) are mismatches naming the
-AdminNetworkPolicy or the BaselineAdminNetworkPolicy, the two features are 0 on node-2, and every other path -- the
+Baseline features are confirmed on node-2 (ingress is enforced on the destination's node), the Admin one on node-1
+too (the egress case). kube-router (v1 only): the four paths a cluster policy rule decides (client -> pt-deny,
+pt-allow, pt-base; the second client -> pt-egress) are mismatches naming the AdminNetworkPolicy or the
+BaselineAdminNetworkPolicy, the features are 0 on the nodes that should enforce them, and every other path -- the
 Pass case included, which the NetworkPolicies decide -- is confirmed.
 """
 
@@ -34,8 +37,8 @@ from .harness import OperatorProcess, apply, install_crd, pods_running, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-CASES = ("pt-deny", "pt-allow", "pt-pass", "pt-base")
-NAMESPACES = ("pt-src", *CASES)
+CASES = ("pt-deny", "pt-allow", "pt-pass", "pt-base", "pt-egress")
+NAMESPACES = ("pt-src", "pt-esrc", *CASES)
 
 
 def _ns(name: str) -> dict[str, Any]:
@@ -48,9 +51,9 @@ def _pod(ns: str, name: str, node: str, port: int) -> dict[str, Any]:
                                                        "ports": [{"name": "http", "containerPort": port}]}]}}
 
 
-def _netpol(ns: str, name: str, ingress: list[Any]) -> dict[str, Any]:
+def _netpol(ns: str, name: str, rules: list[Any], direction: str = "Ingress") -> dict[str, Any]:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns},
-            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": ingress}}
+            "spec": {"podSelector": {}, "policyTypes": [direction], direction.lower(): rules}}
 
 
 def _anp(name: str, priority: int, subject: str, action: str) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def _anp(name: str, priority: int, subject: str, action: str) -> dict[str, Any]:
 SCENARIO: list[dict[str, Any]] = [
     *({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in NAMESPACES),
     _pod("pt-src", "client", "node-1", 7000),
+    _pod("pt-esrc", "client", "node-1", 7000),
     *(_pod(ns, "server", "node-2", 8080) for ns in CASES),
     _netpol("pt-deny", "allow-all", [{}]),
     _anp("pt-deny", 10, "pt-deny", "Deny"),
@@ -71,16 +75,22 @@ SCENARIO: list[dict[str, Any]] = [
     _netpol("pt-pass", "allow-src", [{"from": [{"namespaceSelector": _ns("pt-src")}]}]),
     _anp("pt-pass", 5, "pt-pass", "Pass"),
     _anp("pt-pass-deny", 30, "pt-pass", "Deny"),
+    _netpol("pt-esrc", "egress-anywhere", [{}], "Egress"),
+    {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "pt-egress"},
+     "spec": {"priority": 40, "subject": {"namespaces": _ns("pt-esrc")},
+              "egress": [{"name": "deny-egress", "action": "Deny", "to": [{"namespaces": _ns("pt-egress")}]}]}},
     {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
      "metadata": {"name": "default"},
      "spec": {"subject": {"namespaces": _ns("pt-base")},
               "ingress": [{"name": "deny-src", "action": "Deny", "from": [{"namespaces": _ns("pt-src")}]}]}},
 ]
-#: the paths a cluster policy rule decides, by destination namespace: (mismatch kind on kube-router, policy label)
+#: the paths a cluster policy rule decides, by (source, destination) namespace: (mismatch kind on kube-router,
+#: policy label)
 DECIDED_BY_CLUSTER_POLICY = {
-    "pt-deny": ("unexpectedly_allowed", "AdminNetworkPolicy/pt-deny"),
-    "pt-allow": ("unexpectedly_denied", "AdminNetworkPolicy/pt-allow"),
-    "pt-base": ("unexpectedly_allowed", "BaselineAdminNetworkPolicy/default"),
+    ("pt-src", "pt-deny"): ("unexpectedly_allowed", "AdminNetworkPolicy/pt-deny"),
+    ("pt-src", "pt-allow"): ("unexpectedly_denied", "AdminNetworkPolicy/pt-allow"),
+    ("pt-src", "pt-base"): ("unexpectedly_allowed", "BaselineAdminNetworkPolicy/default"),
+    ("pt-esrc", "pt-egress"): ("unexpectedly_allowed", "AdminNetworkPolicy/pt-egress"),
 }
 
 
@@ -108,7 +118,7 @@ def tier_cluster(request: pytest.FixtureRequest) -> Iterator[lc.Cluster]:
     finally:
         if reuse:
             c.kubectl("delete", "namespace", *NAMESPACES, "--ignore-not-found", "--wait=false")
-            c.kubectl("delete", "adminnetworkpolicy", "pt-deny", "pt-allow", "pt-pass", "pt-pass-deny",
+            c.kubectl("delete", "adminnetworkpolicy", "pt-deny", "pt-allow", "pt-pass", "pt-pass-deny", "pt-egress",
                       "--ignore-not-found")
             c.kubectl("delete", "baselineadminnetworkpolicy", "default", "--ignore-not-found")
         else:
@@ -168,18 +178,24 @@ def test_the_prober_confirms_the_tiers_on_an_enforcer_of_them_and_flags_them_on_
             assert set(paths) <= {("judged", ""), ("late", "programming_late"), ("pending", "")}, paths
             features = _features(op)
             assert features.get(("admin_network_policy", "node-2")) == 1, features
+            assert features.get(("admin_network_policy", "node-1")) == 1, features  # egress, the source's node
             assert features.get(("baseline_admin_network_policy", "node-2")) == 1, features
             assert not [fn for fn, v in features.items() if v == 0], features
         else:
-            expected = {("pt-src", ns, kind, policy): 1.0 for ns, (kind, policy) in DECIDED_BY_CLUSTER_POLICY.items()}
-            wait_for("the cluster-policy paths flagged", lambda: _mismatches(op) == expected, timeout=240)
+            expected = {(src, dst, kind, policy): 1.0
+                        for (src, dst), (kind, policy) in DECIDED_BY_CLUSTER_POLICY.items()}
+            try:
+                wait_for("the cluster-policy paths flagged", lambda: _mismatches(op) == expected, timeout=240)
+            finally:
+                assert _mismatches(op) == expected, (_paths(op), _features(op))
             features = _features(op)
             assert features.get(("admin_network_policy", "node-2")) == 0, features
+            assert features.get(("admin_network_policy", "node-1")) == 0, features
             assert features.get(("baseline_admin_network_policy", "node-2")) == 0, features
             # what kube-router does enforce is still confirmed: NetworkPolicy ingress on node-2
             assert features.get(("ingress", "node-2")) == 1, features
             events = wait_for("Events on the cluster policies", lambda: (
-                e if {"AdminNetworkPolicy/pt-deny", "AdminNetworkPolicy/pt-allow",
+                e if {"AdminNetworkPolicy/pt-deny", "AdminNetworkPolicy/pt-allow", "AdminNetworkPolicy/pt-egress",
                       "BaselineAdminNetworkPolicy/default"} <= set(e := _cluster_policy_events(c)) else None),
                 timeout=60)
             deny = " ".join(events["AdminNetworkPolicy/pt-deny"])
