@@ -764,7 +764,8 @@ class ReachabilityIndex:
             for c in self._classes.values()
         )
         policies = {key: cp.policy for key, cp in self._policies.items()}
-        return IndexView(self.revision, records, tuple(self.namespaces()), policies, tuple(self._pods.values()))
+        return IndexView(self.revision, records, tuple(self.namespaces()), policies, tuple(self._pods.values()),
+                         tuple(self.cluster_policies()))
 
     def endpoint_pods(self) -> dict[PodRef, Pod]:
         """Endpoint pods by reference, unsorted: a cheap copy (for snapshots taken on a busy event loop)."""

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from .cluster_policy import ClusterPolicy
 from .engine import CompiledPolicy, PolicyKey
 from .model import Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
 from .paths import PathCounts, count_paths
@@ -46,6 +47,10 @@ class IndexView:
     namespace_objects: tuple[Namespace, ...]  # known ones, plus the implicit namespaces of pods, by name
     policy_objects: Mapping[PolicyKey, NetworkPolicy]
     pod_objects: tuple[Pod, ...]
+    cluster_policy_objects: tuple[ClusterPolicy, ...] = ()  # by (kind, name)
+
+    def cluster_policies(self) -> list[ClusterPolicy]:
+        return list(self.cluster_policy_objects)
 
     def namespaces(self) -> list[Namespace]:
         return list(self.namespace_objects)

@@ -68,6 +68,22 @@ def test_pods_fold_into_workloads_and_a_rollout_shows_both_verdicts() -> None:
     assert any("1 hostNetwork pods are left out" in n for n in data["notes"])
 
 
+def test_the_cells_follow_the_cluster_policy_tiers_as_the_prober_does() -> None:
+    index = shop()
+    deny = parse_object({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "fence"},
+        "spec": {"priority": 1, "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "zoo"}}},
+                 "ingress": [{"action": "Deny", "from": [{"namespaces": {
+                     "matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]}]}}, "test")
+    assert deny is not None
+    before = live_page_data(index.view(), [HTTP], None, max_workloads=100, generated="now")
+    index.upsert(deny)
+    after = live_page_data(index.view(), [HTTP], None, max_workloads=100, generated="now")
+    # shop/web -> zoo/client: allowed (nothing isolates the client), until the Admin Deny
+    assert {v["a"] for v in cell_verdicts(before, 1, 2, 0)} == {True}
+    assert {v["a"] for v in cell_verdicts(after, 1, 2, 0)} == {False}
+
+
 def test_probe_results_land_on_the_workloads_of_their_groups() -> None:
     index = shop()
     groups = probe_groups(index)

@@ -118,8 +118,10 @@ def live_page_data(
                      tuple(groups_of.get(name, ())))
         for name in names
     ]
+    # the cluster policies too: the cells must predict as the prober does (through the tiers)
     private = ReachabilityIndex.from_objects(
-        [*view.namespaces(), *view.policies(), *(p for name in names for p in representatives[name].values())])
+        [*view.namespaces(), *view.policies(), *view.cluster_policies(),
+         *(p for name in names for p in representatives[name].values())])
     observations = None
     if probes is not None:
         keys = sorted(set(probes.observations) | set(probes.inconclusive))
