@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 
 from .engine import Verdict
 from .model import Direction, Endpoint, Pod, PodRef
-from .vendor_policy import VendorPolicy
+from .vendor_policy import VendorKind, VendorPolicy
 
-__all__ = ["FOREIGN_POLICY", "ForeignPaths", "describe"]
+__all__ = ["FOREIGN_POLICY", "ForeignPaths", "describe", "foreign_guard", "selected_pod_counts"]
 
 FOREIGN_POLICY = "foreign_policy"
 
@@ -101,3 +101,42 @@ def describe(paths: ForeignPaths) -> list[str]:
 def _reason(policies: list[VendorPolicy]) -> str:
     named = ", ".join(f"{p.api_version} {p.kind.kind} {p.display_name}" for p in policies)
     return f"{FOREIGN_POLICY}: {named}"
+
+
+def selected_pod_counts(
+    policies: Iterable[VendorPolicy], pods: Iterable[Pod], namespace_labels: Callable[[str], Mapping[str, str]]
+) -> dict[VendorKind, int]:
+    """Per vendor kind, the endpoint pods (not host-networked) at least one of its policies selects."""
+    by_kind: dict[VendorKind, list[VendorPolicy]] = {}
+    for policy in policies:
+        by_kind.setdefault(policy.kind, []).append(policy)
+    counts = dict.fromkeys(by_kind, 0)
+    for pod in pods:
+        if pod.host_network:
+            continue
+        labels = namespace_labels(pod.namespace)
+        for kind, of_kind in by_kind.items():
+            if any(p.selects(pod.namespace, labels, pod.labels) for p in of_kind):
+                counts[kind] += 1
+    return counts
+
+
+def foreign_guard(
+    policies: Iterable[VendorPolicy],
+    pod_of: Callable[[PodRef], Pod | None],
+    namespace_labels: Callable[[str], Mapping[str, str]],
+) -> Callable[[PodRef, PodRef], bool]:
+    """Whether a vendor policy may decide a path: one selects its source for egress or its destination for
+    ingress."""
+    by_direction = {d: [p for p in policies if d in p.directions] for d in Direction}
+    if not any(by_direction.values()):
+        return lambda _src, _dst: False
+
+    def selected(ref: PodRef, direction: Direction) -> bool:
+        pod = pod_of(ref)
+        if pod is None:
+            return False
+        labels = namespace_labels(ref.namespace)
+        return any(p.selects(ref.namespace, labels, pod.labels) for p in by_direction[direction])
+
+    return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)

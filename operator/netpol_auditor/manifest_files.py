@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from .cluster_manifests import CLUSTER_POLICY_KINDS
 from .cluster_policy import ClusterPolicy
 from .manifests import KubeObject, ManifestError, parse_object, parse_workload
-from .model import WORKLOAD_KINDS, Direction, Namespace, NetworkPolicy, Pod, Workload
+from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
-from .vendor_policy import VendorPolicy, VendorSubject, parse_vendor_policy, vendor_kind
+from .vendor_policy import VendorPolicy, parse_vendor_policy, vendor_kind, widened_vendor_policy
 from .workloads import template_pod
 
 if TYPE_CHECKING:
@@ -225,13 +225,7 @@ class _Reader:
                 return
             # The API server accepted it: taken to select every pod of its scope, both ways.
             self.warn(ManifestError(exc.source, exc.obj, exc.path, f"{exc.problem}: taken to select every pod"))
-            meta = _field(doc, "metadata")
-            meta = meta if isinstance(meta, Mapping) else {}
-            kind_info = vendor_kind(api_version, kind)
-            assert kind_info is not None
-            namespace = str(meta.get("namespace") or "default") if kind_info.namespaced else None
-            policy = VendorPolicy(kind_info, api_version, namespace, str(meta.get("name") or "<unnamed>"),
-                                  (VendorSubject(namespace),), frozenset(Direction))
+            policy = widened_vendor_policy(doc)
         assert policy is not None
         self.out.warnings.extend(ManifestError(source, name, "", note) for note in policy.notes)
         self.out.vendor_policies.append(policy)

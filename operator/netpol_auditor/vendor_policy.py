@@ -31,6 +31,7 @@ __all__ = [
     "parse_calico_selector",
     "parse_vendor_policy",
     "vendor_kind",
+    "widened_vendor_policy",
 ]
 
 
@@ -461,3 +462,19 @@ def parse_vendor_policy(doc: Mapping[str, Any], source: str = "<input>") -> Vend
     return VendorPolicy(kind, api_version, namespace, name, tuple(parsed.subjects), directions, tuple(parsed.notes),
                         str(meta.get("uid") or ""))
 
+
+
+def widened_vendor_policy(doc: Mapping[str, Any]) -> VendorPolicy | None:
+    """A vendor policy that could not be read (the API server accepted it, this parser did not): taken to select
+    every pod of its scope, both ways -- never fewer pods than it may select. None if it is not a vendor kind."""
+    api_version, kind_name = doc.get("apiVersion"), doc.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind_name, str):
+        return None
+    kind = vendor_kind(api_version, kind_name)
+    if kind is None:
+        return None
+    meta_raw = doc.get("metadata")
+    meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
+    namespace = str(meta.get("namespace") or "default") if kind.namespaced else None
+    return VendorPolicy(kind, api_version, namespace, str(meta.get("name") or "<unnamed>"), (VendorSubject(namespace),),
+                        frozenset(Direction), uid=str(meta.get("uid") or ""))

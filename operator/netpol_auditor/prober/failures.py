@@ -64,6 +64,9 @@ FIXES: dict[str, str] = {
     "cluster_policy": "an AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy selects the source "
                       "(egress) or the destination (ingress): the prober does not predict their tiers yet, so the "
                       "path is not judged (analyze and the metrics do judge it)",
+    "foreign_policy": "a Cilium, Calico or Antrea policy selects the source (egress) or the destination (ingress): "
+                      "this tool does not evaluate them, so the path is out of model and never judged (analyze "
+                      "reports it out of model too; netpol_auditor_foreign_policy_selected_pods counts such pods)",
 }
 INCONCLUSIVE_REASONS: tuple[str, ...] = tuple(FIXES)
 

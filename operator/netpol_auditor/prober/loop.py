@@ -27,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.policy_reports import PolicyReportWriter, build_reports, findings
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
+from netpol_auditor.foreign import foreign_guard
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Direction, Namespace, PodRef, Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome
@@ -86,6 +87,7 @@ from netpol_auditor.prober.podspec import (
 )
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 from netpol_auditor.prober.sweep import delete_run, sweep_leftovers
+from netpol_auditor.vendor_policy import VendorPolicy
 
 __all__ = ["ProbeLoop", "ProbeOptions", "RoundResult"]
 
@@ -247,8 +249,10 @@ class ProbeLoop:
         registry: CollectorRegistry | None = None,
         events: EventPoster | None = None,
         clock: Callable[[], float] = time.time,
+        foreign: Callable[[], Sequence[VendorPolicy]] = tuple,
     ) -> None:
         self.index = index
+        self.foreign = foreign  # the vendor (Cilium, Calico, Antrea) policies the cluster holds now
         self.options = ProbeOptions.from_settings(settings)
         self.api = api
         # typed as Any: the client's generated models make every field Optional
@@ -861,6 +865,12 @@ class ProbeLoop:
 
         return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)
 
+    def _foreign_policy_subjects(self) -> Callable[[PodRef, PodRef], bool]:
+        """Whether a Cilium, Calico or Antrea policy may decide a path (selects its source for egress or its
+        destination for ingress): the prober cannot predict it, so a disagreement would be no mismatch."""
+        return foreign_guard(self.foreign(), self.index.get_pod,
+                             lambda ns: self.index.namespace_labels(ns) or Namespace(ns).labels)
+
     def _judge(
         self,
         plan: Round,
@@ -871,6 +881,7 @@ class ProbeLoop:
         now = self.clock()
         policies = self.planner.policies()
         governed = self._cluster_policy_subjects()
+        foreign = self._foreign_policy_subjects()
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
@@ -885,7 +896,8 @@ class ProbeLoop:
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
                 why = self._responder_reason(dst, path.key.port.protocol) or (
-                    "cluster_policy" if governed(path.source, path.destination) else None)
+                    "cluster_policy" if governed(path.source, path.destination) else None) or (
+                    "foreign_policy" if foreign(path.source, path.destination) else None)
                 if why is not None:
                     self._path_reasons[path.key] = why
                     continue
