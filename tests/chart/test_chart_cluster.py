@@ -162,21 +162,21 @@ def _can_i(cluster: Any, verb: str, group: str, resource: str) -> bool:
 
 
 CLUSTER_POLICY_CRDS = ROOT / "tests" / "operator" / "manifests" / "cluster-policy-crds.yaml"
+VENDOR_POLICY_CRDS = ROOT / "tests" / "operator" / "manifests" / "vendor-policy-crds.yaml"
 
 
 @pytest.fixture
 def cluster_policy_apis(chart_cluster: Any) -> Iterator[None]:
     """The cluster-policy APIs served while a test asks about them: kubectl resolves a resource through discovery,
     and answers "no" for one the server does not serve, whatever the RBAC rules say."""
-    proc = kubectl(chart_cluster, "apply", "-f", str(CLUSTER_POLICY_CRDS))
-    assert proc.returncode == 0, proc.stderr
-    proc = kubectl(chart_cluster, "wait", "--for=condition=Established", "--timeout=60s",
-                   "crd/adminnetworkpolicies.policy.networking.k8s.io",
-                   "crd/baselineadminnetworkpolicies.policy.networking.k8s.io",
-                   "crd/clusternetworkpolicies.policy.networking.k8s.io")
-    assert proc.returncode == 0, proc.stderr
+    for crds in (CLUSTER_POLICY_CRDS, VENDOR_POLICY_CRDS):
+        proc = kubectl(chart_cluster, "apply", "-f", str(crds))
+        assert proc.returncode == 0, proc.stderr
+        proc = kubectl(chart_cluster, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+        assert proc.returncode == 0, proc.stderr
     yield
-    kubectl(chart_cluster, "delete", "-f", str(CLUSTER_POLICY_CRDS), "--ignore-not-found", "--wait=true")
+    for crds in (CLUSTER_POLICY_CRDS, VENDOR_POLICY_CRDS):
+        kubectl(chart_cluster, "delete", "-f", str(crds), "--ignore-not-found", "--wait=true")
 
 
 @pytest.mark.usefixtures("cluster_policy_apis")
