@@ -15,7 +15,7 @@ from .engine import Verdict
 from .model import Direction, Endpoint, Pod, PodRef
 from .vendor_policy import VendorKind, VendorPolicy
 
-__all__ = ["FOREIGN_POLICY", "ForeignPaths", "describe", "foreign_guard", "selected_pod_counts"]
+__all__ = ["FOREIGN_POLICY", "ForeignPaths", "ForeignSelection", "describe", "foreign_guard", "selected_pod_counts"]
 
 FOREIGN_POLICY = "foreign_policy"
 
@@ -121,22 +121,30 @@ def selected_pod_counts(
     return counts
 
 
+@dataclass(frozen=True)
+class ForeignSelection:
+    """Which pods the vendor policies select, per direction (the prober's question about a path's ends)."""
+
+    policies: tuple[VendorPolicy, ...]
+    pod_of: Callable[[PodRef], Pod | None]
+    namespace_labels: Callable[[str], Mapping[str, str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.policies)
+
+    def selected(self, ref: PodRef, direction: Direction) -> bool:
+        pod = self.pod_of(ref)
+        if pod is None:
+            return False
+        labels = self.namespace_labels(ref.namespace)
+        return any(direction in p.directions and p.selects(ref.namespace, labels, pod.labels) for p in self.policies)
+
+
 def foreign_guard(
     policies: Iterable[VendorPolicy],
     pod_of: Callable[[PodRef], Pod | None],
     namespace_labels: Callable[[str], Mapping[str, str]],
-) -> Callable[[PodRef, PodRef], bool]:
+) -> ForeignSelection:
     """Whether a vendor policy may decide a path: one selects its source for egress or its destination for
-    ingress."""
-    by_direction = {d: [p for p in policies if d in p.directions] for d in Direction}
-    if not any(by_direction.values()):
-        return lambda _src, _dst: False
-
-    def selected(ref: PodRef, direction: Direction) -> bool:
-        pod = pod_of(ref)
-        if pod is None:
-            return False
-        labels = namespace_labels(ref.namespace)
-        return any(p.selects(ref.namespace, labels, pod.labels) for p in by_direction[direction])
-
-    return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)
+    ingress (`ForeignSelection.selected`)."""
+    return ForeignSelection(tuple(policies), pod_of, namespace_labels)

@@ -865,11 +865,26 @@ class ProbeLoop:
 
         return lambda src, dst: selected(src, Direction.EGRESS) or selected(dst, Direction.INGRESS)
 
-    def _foreign_policy_subjects(self) -> Callable[[PodRef, PodRef], bool]:
-        """Whether a Cilium, Calico or Antrea policy may decide a path (selects its source for egress or its
-        destination for ingress): the prober cannot predict it, so a disagreement would be no mismatch."""
-        return foreign_guard(self.foreign(), self.index.get_pod,
-                             lambda ns: self.index.namespace_labels(ns) or Namespace(ns).labels)
+    def _foreign_policy_subjects(self) -> Callable[[PathKey, PodRef, PodRef], bool]:
+        """Whether a Cilium, Calico or Antrea policy may decide a path: selects a member of its source group for
+        egress or of its destination group for ingress. The prober cannot predict them, so a disagreement would be
+        no mismatch; the probe pod speaks for every member of its group, so one selected member is enough."""
+        selection = foreign_guard(self.foreign(), self.index.get_pod,
+                                  lambda ns: self.index.namespace_labels(ns) or Namespace(ns).labels)
+        if not selection:
+            return lambda _key, _src, _dst: False
+        memo: dict[tuple[str, Direction], bool] = {}
+
+        def selected(gid: str, fallback: PodRef, direction: Direction) -> bool:
+            found = memo.get((gid, direction))
+            if found is None:
+                group = self.planner.group(gid)
+                refs = [r for rs in group.members_by_node.values() for r in rs] if group is not None else [fallback]
+                found = memo[(gid, direction)] = any(selection.selected(r, direction) for r in refs)
+            return found
+
+        return lambda key, src, dst: selected(key.src, src, Direction.EGRESS) or selected(
+            key.dst, dst, Direction.INGRESS)
 
     def _judge(
         self,
@@ -897,7 +912,7 @@ class ProbeLoop:
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
                 why = self._responder_reason(dst, path.key.port.protocol) or (
                     "cluster_policy" if governed(path.source, path.destination) else None) or (
-                    "foreign_policy" if foreign(path.source, path.destination) else None)
+                    "foreign_policy" if foreign(path.key, path.source, path.destination) else None)
                 if why is not None:
                     self._path_reasons[path.key] = why
                     continue
