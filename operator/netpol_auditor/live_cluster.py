@@ -42,8 +42,6 @@ class LiveResource:
     needed: bool = False
     #: (group, version) of a custom resource, listed cluster-wide; a cluster that does not serve it has none
     custom: tuple[str, str] | None = None
-    #: (group, plural) of a resource holding the same objects: this one is read only where that one is not served
-    instead_of: tuple[str, str] | None = None
 
 
 RESOURCES = (
@@ -71,19 +69,18 @@ RESOURCES = (
     LiveResource("clusternetworkpolicies", "ClusterNetworkPolicy", "CustomObjectsApi", "list_cluster_custom_object",
                  None, custom=("policy.networking.k8s.io", "v1alpha2")),
     # CNI-specific policies, where served: not evaluated, but the paths of the pods they select are out of model.
-    *(LiveResource(plural, kind, "CustomObjectsApi", "list_cluster_custom_object", None, custom=(group, version),
-                   instead_of=instead_of)
-      for plural, kind, group, version, instead_of in (
-          ("ciliumnetworkpolicies", "CiliumNetworkPolicy", "cilium.io", "v2", None),
-          ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", "cilium.io", "v2", None),
-          ("networkpolicies", "NetworkPolicy", "projectcalico.org", "v3", None),
-          ("globalnetworkpolicies", "GlobalNetworkPolicy", "projectcalico.org", "v3", None),
-          # Calico's API server serves its CRDs' objects as projectcalico.org/v3: read once, there if served.
-          ("networkpolicies", "NetworkPolicy", "crd.projectcalico.org", "v1", ("projectcalico.org", "networkpolicies")),
-          ("globalnetworkpolicies", "GlobalNetworkPolicy", "crd.projectcalico.org", "v1",
-           ("projectcalico.org", "globalnetworkpolicies")),
-          ("networkpolicies", "NetworkPolicy", "crd.antrea.io", "v1beta1", None),
-          ("clusternetworkpolicies", "ClusterNetworkPolicy", "crd.antrea.io", "v1beta1", None),
+    # Calico's API server serves the objects of its crd.projectcalico.org CRDs again as projectcalico.org/v3: both
+    # are read (as the operator watches both), so there a policy is listed once per group.
+    *(LiveResource(plural, kind, "CustomObjectsApi", "list_cluster_custom_object", None, custom=(group, version))
+      for plural, kind, group, version in (
+          ("ciliumnetworkpolicies", "CiliumNetworkPolicy", "cilium.io", "v2"),
+          ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", "cilium.io", "v2"),
+          ("networkpolicies", "NetworkPolicy", "projectcalico.org", "v3"),
+          ("globalnetworkpolicies", "GlobalNetworkPolicy", "projectcalico.org", "v3"),
+          ("networkpolicies", "NetworkPolicy", "crd.projectcalico.org", "v1"),
+          ("globalnetworkpolicies", "GlobalNetworkPolicy", "crd.projectcalico.org", "v1"),
+          ("networkpolicies", "NetworkPolicy", "crd.antrea.io", "v1beta1"),
+          ("clusternetworkpolicies", "ClusterNetworkPolicy", "crd.antrea.io", "v1beta1"),
       )),
 )
 
@@ -173,10 +170,7 @@ def read_cluster(kubeconfig: str | None, context: str | None, namespaces: Sequen
     source = _source(api, context)
     documents: list[tuple[Any, str]] = []
     problems: list[tuple[bool, ManifestError]] = []
-    served: set[tuple[str, str]] = set()
     for resource in RESOURCES:
-        if resource.instead_of in served:
-            continue
         scopes: Sequence[str | None] = namespaces if namespaces and resource.list_namespaced else [None]
         scope: str | None = None
         try:
@@ -185,8 +179,6 @@ def read_cluster(kubeconfig: str | None, context: str | None, namespaces: Sequen
                 continue
             for scope in scopes:
                 documents += [(page, source) for page in list_documents(api, resource, scope, page_size)]
-            if resource.custom:
-                served.add((resource.custom[0], resource.plural))
         except _ListFailed as exc:
             if resource.custom and exc.status == 404:
                 continue  # the cluster does not serve this API: it has no such policies
