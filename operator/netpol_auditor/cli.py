@@ -597,7 +597,8 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
             analysis.ports,
             mode="offline",
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            notes=loaded.notes,
+            # the page's cells come from the index alone: vendor-selected paths are named, not marked
+            notes=(*loaded.notes, *describe(loaded.foreign, marked=False)),
         )
         out.write(render_html(data))
         return 0

@@ -159,3 +159,11 @@ def test_malformed_vendor_policy_is_an_error(
     result = cli(["analyze", "-f", str(VENDOR), "-f", str(path)])
     assert result.code == 2
     assert f"netpol-auditor analyze: error: {path}: {message}" in result.err
+
+
+def test_html_page_names_them(cli: Callable[..., Result]) -> None:
+    result = cli(["analyze", "-f", str(VENDOR), "-o", "html"])
+    assert result.code == 0
+    # the page's cells come from the index alone: the policies and their endpoints are named in its notes
+    assert ("cilium.io/v2 CiliumNetworkPolicy shop/web-ingress selects 1 endpoint (shop/web[Pod]): their ingress "
+            "paths are out of model (shown here as NetworkPolicies alone decide them)") in result.out
