@@ -107,7 +107,8 @@ def _kinds(op: OperatorProcess, name: str) -> dict[tuple[str, str], float]:
 
 
 def _remove_vendor_crds(cluster: Any) -> None:
-    cluster.kubectl("delete", "-f", str(VENDOR_CRDS), "--ignore-not-found", "--wait=true", timeout=120)
+    # a deleted CRD may be held until the watches on it drain (an operator that watched it): minutes at worst
+    cluster.kubectl("delete", "-f", str(VENDOR_CRDS), "--ignore-not-found", "--wait=true", timeout=360)
 
 
 @pytest.fixture(scope="module")
