@@ -204,6 +204,16 @@ def dashboard() -> dict[str, Any]:
                         f"[$__rate_interval])))", "apply p99 {{kind}}"),
                 _target(f"time() - max(netpol_auditor_index_last_event_timestamp_seconds{{{SEL}}})",
                         "since last change", ref="B")], 8, 8, **_unit("s")))
+    add(_panel(lay, "table", "CNI-specific policies (out of model)",
+               "Cilium, Calico and Antrea policies per kind, and the pods they select: those pods' paths are out of "
+               "model, never judged by the prober (inconclusive, foreign_policy).",
+               [_target(f"max by (group, kind) (netpol_auditor_foreign_policies{{{SEL}}})", instant=True),
+                _target(f"max by (group, kind) (netpol_auditor_foreign_policy_selected_pods{{{SEL}}})",
+                        instant=True, ref="B")], 12, 8,
+               transformations=[{"id": "merge", "options": {}},
+                                {"id": "organize", "options": {"excludeByName": {"Time": True},
+                                                               "renameByName": {"Value #A": "policies",
+                                                                                "Value #B": "selected pods"}}}]))
 
     variables = [
         {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source",

@@ -17,13 +17,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
+from .foreign import ForeignPaths, describe
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
 from .manifest_files import Manifests, read_manifests
@@ -276,6 +277,7 @@ class _Input:
     index: ReachabilityIndex
     folded: Mapping[PodRef, PodRef]
     notes: tuple[str, ...] = ()
+    foreign: ForeignPaths = field(default_factory=ForeignPaths)
 
 
 def read_input(args: argparse.Namespace) -> Manifests:
@@ -327,7 +329,14 @@ def _load(args: argparse.Namespace) -> _Input:
         )
     for note in notes:
         print(f"{PROG} {args.command}: note: {note}", file=sys.stderr)
-    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded, tuple(notes))
+    foreign = ForeignPaths()
+    if manifests.vendor_policies:
+        ns_labels = {o.name: o.labels for o in others if isinstance(o, Namespace)}
+        foreign = ForeignPaths.build(manifests.vendor_policies, judged,
+                                     lambda name: ns_labels.get(name) or Namespace(name).labels)
+        for line in describe(foreign):
+            print(f"{PROG} {args.command}: warning: {line}", file=sys.stderr)
+    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded, tuple(notes), foreign)
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
@@ -368,6 +377,7 @@ def build_analysis(
     destinations: Sequence[str] = (),
     explain: bool = False,
     folded: Mapping[PodRef, PodRef] | None = None,
+    foreign: ForeignPaths | None = None,
 ) -> Analysis:
     """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
     ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name.
@@ -504,9 +514,10 @@ def build_analysis(
     if explain:
 
         def explainer(src: str, dst: str, port: PortProtocol) -> str:
-            return index.verdict(objects[src], objects[dst], port).explain()
+            verdict = index.verdict(objects[src], objects[dst], port)
+            return (foreign.apply(verdict) if foreign else verdict).explain()
 
-    return Analysis(
+    analysis = Analysis(
         ports=list(ports),
         sources=rows,
         destinations=columns,
@@ -516,6 +527,51 @@ def build_analysis(
         externals=address_list,
         marks=marks,
     )
+    return _out_of_model(analysis, foreign) if foreign else analysis
+
+
+def _out_of_model(analysis: Analysis, foreign: ForeignPaths) -> Analysis:
+    """The analysis with the paths a vendor policy selects (its source's egress, its destination's ingress) out
+    of model: whatever the NetworkPolicies say, the vendor policy may decide otherwise."""
+    cells: dict[str, Cell] = {}
+    inner_cell, inner_row, inner_marks = analysis.cell, analysis.row, analysis.marks
+
+    def foreign_cell(src: str, dst: str) -> Cell | None:
+        reason = foreign.reason(src, dst) if src != dst else ""
+        if not reason:
+            return None
+        found = cells.get(reason)
+        if found is None:
+            found = cells[reason] = Cell(None, (), reason, True)
+        return found
+
+    def cell(src: str, dst: str, port: PortProtocol) -> Cell:
+        found = foreign_cell(src, dst)
+        return found if found is not None else inner_cell(src, dst, port)
+
+    def row(src: str, port: PortProtocol) -> list[Cell]:
+        out = list(inner_row(src, port))
+        for j, dst in enumerate(analysis.destinations):
+            found = foreign_cell(src, dst)
+            if found is not None:
+                out[j] = found
+        return out
+
+    def marks(src: str, port: PortProtocol) -> RowMarks | None:
+        if src in foreign.egress or inner_marks is None:
+            return None  # every cell of the row is out of model (or read cell by cell anyway)
+        got = inner_marks(src, port)
+        if got is None:
+            return None
+        special = dict(got.special)
+        for j, dst in enumerate(analysis.destinations):
+            found = foreign_cell(src, dst)
+            if found is not None and j not in special:
+                special[j] = found
+        return RowMarks(got.allowed, special)
+
+    analysis.cell, analysis.row, analysis.marks = cell, row, marks
+    return analysis
 
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -528,6 +584,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         destinations=args.destinations,
         explain=args.explain,
         folded=loaded.folded,
+        foreign=loaded.foreign,
     )
     if args.output == "html":
         from .exporters.html_page import render_html  # imported here: the other formats never pay for the page
@@ -540,7 +597,8 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
             analysis.ports,
             mode="offline",
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            notes=loaded.notes,
+            # the page's cells come from the index alone: vendor-selected paths are named, not marked
+            notes=(*loaded.notes, *describe(loaded.foreign, marked=False)),
         )
         out.write(render_html(data))
         return 0
@@ -585,7 +643,7 @@ def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
         ports = _declared_ports(index, [dst]) if isinstance(dst, PodRef) else []
         if not ports:
             raise UsageError(f"no ports to judge: {args.destination} declares no containerPorts; pass --port")
-    verdicts = [index.verdict(src, dst, port) for port in ports]
+    verdicts = [loaded.foreign.apply(index.verdict(src, dst, port)) for port in ports]
     if args.output == "json":
         payload = [{**v.to_dict(), "explanation": v.explain()} for v in verdicts]
         json.dump({"verdicts": payload}, out, indent=2)
@@ -623,7 +681,7 @@ def _check_command(args: argparse.Namespace, out: TextIO) -> int:
     expectations = _read_expectations(args.expect)
     loaded = _load(args)
     try:
-        outcomes = check(expectations, Subject(loaded.index, _live_pods(loaded.index), loaded.folded))
+        outcomes = check(expectations, Subject(loaded.index, _live_pods(loaded.index), loaded.folded, loaded.foreign))
     except InvalidExpectations as exc:
         raise _InvalidInput(exc.problems) from None
     if args.junit:

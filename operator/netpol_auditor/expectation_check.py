@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .endpoint_patterns import is_ip, select, split_kind
 from .engine import Verdict
 from .expectations import EndpointRef, Expectation, Form, InvalidExpectations, Selector
+from .foreign import ForeignPaths
 from .index import ReachabilityIndex
 from .manifests import ManifestError
 from .model import Endpoint, Labels, Namespace, PodRef, PortProtocol
@@ -33,6 +34,7 @@ class Subject:
     index: ReachabilityIndex
     endpoints: Sequence[PodRef]
     folded: Mapping[PodRef, PodRef] = field(default_factory=dict)
+    foreign: ForeignPaths = field(default_factory=ForeignPaths)
 
 
 def _word(allowed: bool | None) -> str:
@@ -110,6 +112,7 @@ class _Resolver:
     def __init__(self, subject: Subject) -> None:
         self.index = subject.index
         self.folded = subject.folded
+        self.foreign = subject.foreign
         self.by_name: dict[str, PodRef] = {str(ref): ref for ref in subject.endpoints}
         self.names = list(self.by_name)
 
@@ -225,7 +228,7 @@ def _check_one(expectation: Expectation, resolver: _Resolver) -> Outcome:
             else:
                 problems.append(e.problem("port", port))
             continue
-        verdict = index.verdict(source, destination, port)
+        verdict = resolver.foreign.apply(index.verdict(source, destination, port))
         if verdict.allowed is None and not named:
             left_out[verdict.reason] = None
             continue

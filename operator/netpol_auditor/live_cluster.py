@@ -6,7 +6,9 @@ and a dump of it give the same verdicts. Raw JSON is read as the API server send
 would cost seconds at 10k pods and drop fields they do not know.
 
 A resource the credentials may not list is an error when verdicts need it (namespaces, pods, NetworkPolicies) and
-a warning for workloads (their pods are then judged one by one). Nothing is written to the cluster.
+a warning for workloads (their pods are then judged one by one) and policy custom resources (the cluster-scoped
+policy.networking.k8s.io kinds, and Cilium, Calico and Antrea policies, whose pods' paths are out of model).
+Nothing is written to the cluster.
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ RESOURCES = (
                  "list_cluster_custom_object", None, custom=("policy.networking.k8s.io", "v1alpha1")),
     LiveResource("clusternetworkpolicies", "ClusterNetworkPolicy", "CustomObjectsApi", "list_cluster_custom_object",
                  None, custom=("policy.networking.k8s.io", "v1alpha2")),
+    # CNI-specific policies, where served: not evaluated, but the paths of the pods they select are out of model.
+    # Calico's API server serves the objects of its crd.projectcalico.org CRDs again as projectcalico.org/v3: both
+    # are read (as the operator watches both), so there a policy is listed once per group.
+    *(LiveResource(plural, kind, "CustomObjectsApi", "list_cluster_custom_object", None, custom=(group, version))
+      for plural, kind, group, version in (
+          ("ciliumnetworkpolicies", "CiliumNetworkPolicy", "cilium.io", "v2"),
+          ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", "cilium.io", "v2"),
+          ("networkpolicies", "NetworkPolicy", "projectcalico.org", "v3"),
+          ("globalnetworkpolicies", "GlobalNetworkPolicy", "projectcalico.org", "v3"),
+          ("networkpolicies", "NetworkPolicy", "crd.projectcalico.org", "v1"),
+          ("globalnetworkpolicies", "GlobalNetworkPolicy", "crd.projectcalico.org", "v1"),
+          ("networkpolicies", "NetworkPolicy", "crd.antrea.io", "v1beta1"),
+          ("clusternetworkpolicies", "ClusterNetworkPolicy", "crd.antrea.io", "v1beta1"),
+      )),
 )
 
 

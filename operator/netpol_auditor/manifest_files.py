@@ -25,6 +25,7 @@ from .manifests import KubeObject, ManifestError, parse_object, parse_workload
 from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
+from .vendor_policy import VendorPolicy, parse_vendor_policy, vendor_kind, widened_vendor_policy
 from .workloads import template_pod
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Manifests:
     errors: list[ManifestError] = field(default_factory=list)
     warnings: list[ManifestError] = field(default_factory=list)
     sources: dict[tuple[str, str | None, str], str] = field(default_factory=dict)
+    vendor_policies: list[VendorPolicy] = field(default_factory=list)
 
 
 def read_manifests(paths: Sequence[str]) -> Manifests:
@@ -185,8 +187,10 @@ class _Reader:
                 self.warn(ManifestError(source, where, "", "not a Kubernetes object (no apiVersion and kind): skipped"))
         elif kind in _READ_KINDS and _POLICY_VERSIONS.get(kind, api_version) == api_version:
             self._object(doc, kind, source)
+        elif vendor_kind(api_version, kind) is not None:
+            self._vendor(doc, kind, api_version, source)
         elif "networkpolicy" in kind.lower():
-            # Every policy kind not read: cilium.io CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy,
+            # Every other policy kind not read: cilium.io CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy,
             # (crd.)projectcalico.org NetworkPolicy and GlobalNetworkPolicy, crd.antrea.io (Cluster)NetworkPolicy,
             # other versions of the policy.networking.k8s.io kinds, networking.k8s.io/v1beta1 and extensions/v1beta1
             # NetworkPolicy, a misspelt kind.
@@ -204,6 +208,27 @@ class _Reader:
         elif kind.lower() in ("pod", "pods", "namespace", "namespaces"):
             self.warn(ManifestError(source, f"{kind} {_display_name(doc)}", "kind", f'unknown kind "{kind}": skipped'))
         # Any other kind (Service, ConfigMap, Ingress, ...) does not change a verdict: ignored.
+
+    def _vendor(self, doc: Mapping[str, Any], kind: str, api_version: str, source: str) -> None:
+        """A Cilium, Calico or Antrea policy: not evaluated (a warning), but the pods it selects are out of model."""
+        name = f"{kind} {_display_name(doc)}"
+        self.warn(ManifestError(
+            source, name, "",
+            f"{api_version} {kind} is not analyzed, only networking.k8s.io/v1 NetworkPolicy and the "
+            "policy.networking.k8s.io kinds are: the paths of the pods it selects are out of model",
+        ))
+        try:
+            policy = parse_vendor_policy(doc, source)
+        except ManifestError as exc:
+            if not self.server_validated:
+                self.error(exc)
+                return
+            # The API server accepted it: taken to select every pod of its scope, both ways.
+            self.warn(ManifestError(exc.source, exc.obj, exc.path, f"{exc.problem}: taken to select every pod"))
+            policy = widened_vendor_policy(doc)
+        assert policy is not None
+        self.out.warnings.extend(ManifestError(source, name, "", note) for note in policy.notes)
+        self.out.vendor_policies.append(policy)
 
     def _list(self, doc: Mapping[str, Any], kind: str, api_version: Any, source: str, where: str) -> None:
         items = doc.get("items") or []

@@ -249,7 +249,7 @@ def test_vendor_kinds_and_other_versions_stay_warnings(tmp_path: Any) -> None:
 apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
 metadata: {name: c}
-spec: {}
+spec: {nodeSelector: {}}
 ---
 apiVersion: policy.networking.k8s.io/v1alpha3
 kind: ClusterNetworkPolicy

@@ -36,12 +36,15 @@ from netpol_auditor.controller.page_cache import PageCache
 from netpol_auditor.controller.resync import Resyncer
 from netpol_auditor.controller.scope import NamespaceScope
 from netpol_auditor.controller.settings import Settings
+from netpol_auditor.controller.vendor_feed import VendorFeed
 from netpol_auditor.exporters.events import EventPoster, IndexFacts, WarningGate, collect_facts, detect_notices
 from netpol_auditor.exporters.html_page import render_html
 from netpol_auditor.exporters.live_page import ProbeSnapshot, live_page_data
 from netpol_auditor.exporters.metrics import Aggregates, IndexMetrics, choose_ports, compute_aggregates
+from netpol_auditor.foreign import selected_pod_counts
 from netpol_auditor.index_view import IndexView
-from netpol_auditor.model import ObjectKind
+from netpol_auditor.model import Namespace, ObjectKind
+from netpol_auditor.vendor_policy import VendorKind
 
 __all__ = ["Operator", "connection_info", "load_client_configuration", "run_operator"]
 
@@ -135,11 +138,12 @@ class Operator:
         self.registry = CollectorRegistry()
         self.metrics = IndexMetrics(self.registry)
         self.feed = IndexFeed(observer=self.metrics.observe_apply)
+        self.vendor = VendorFeed()  # Cilium, Calico and Antrea policies: not evaluated, their pods out of model
         self.poster = EventPoster(self.api_client, per_minute=settings.events_per_minute,
                                   dedup_seconds=settings.events_dedup_seconds)
         self.scope = NamespaceScope(settings.namespaces, settings.namespace_selector)
         self.resyncer = Resyncer(self.feed, self.api_client, self.scope, settings.resync_interval_seconds,
-                                 on_change=self._changed)
+                                 on_change=self._changed, vendor=self.vendor)
         self.prober: Any = None  # the running ProbeLoop, while there is one (the page reads its results)
         self.page = PageCache(self._page_key, self._page_snapshot, settings.reachability_page_refresh_seconds) if (
             settings.reachability_page_enabled) else None
@@ -222,6 +226,11 @@ class Operator:
         else:  # nothing in the index changed, but a rejected object may have come or gone
             self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
 
+    def on_vendor_event(self, kind: VendorKind, event_type: str | None, body: Any) -> None:
+        """Apply one kopf watch event of a Cilium, Calico or Antrea policy to the vendor table."""
+        if self.active and self.vendor.apply_event(kind, event_type, body):
+            self._changed()
+
     def _apply_in_scope(self, kind: FeedKind, event_type: str | None, body: Any) -> str | None:
         """Apply an event under ``--namespace-selector``: pods and policies of namespaces it does not admit stay
         out of the index; a namespace relabelled out of scope takes its pods and policies with it, one relabelled
@@ -248,6 +257,7 @@ class Operator:
 
     def _changed(self) -> None:
         self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
+        self.metrics.set_foreign_policies(self.vendor.counts())
         self._dirty.set()
 
     # -- activity (HA) -------------------------------------------------------------------------------------------
@@ -299,6 +309,8 @@ class Operator:
         self._facts = None
         self.warning_gate = WarningGate(self.settings.events_grace_seconds)
         self.feed.clear()
+        self.vendor.clear()
+        self.metrics.set_foreign_policies(self.vendor.counts(), {})
         self.metrics.publish(None)
         self.metrics.set_object_counts(self.feed.counts(), self.feed.skipped())
 
@@ -349,7 +361,8 @@ class Operator:
             logger.error("--probe is set but the prober is unavailable (%s); running without probes", exc)
             return
         # One registry and one Event poster (rate limit, dedup) for the index and the prober.
-        loop = ProbeLoop(self.feed.index, self.settings, self.api_client, registry=self.registry, events=self.poster)
+        loop = ProbeLoop(self.feed.index, self.settings, self.api_client, registry=self.registry, events=self.poster,
+                         foreign=self.vendor.policies)
         self.prober = loop
         try:
             await loop.run(stop)
@@ -417,6 +430,11 @@ class Operator:
         revision = view.revision
         declared, aggregates, facts = await asyncio.to_thread(self._aggregate, view)
         self.metrics.publish(aggregates, declared, self.settings.max_ports if not self.settings.ports else 0)
+        policies = self.vendor.policies()
+        labels = {ns.name: ns.labels for ns in view.namespace_objects}
+        selected = await asyncio.to_thread(selected_pod_counts, policies, view.pods(),
+                                           lambda name: labels.get(name) or Namespace(name).labels)
+        self.metrics.set_foreign_policies(self.vendor.counts(), selected)
         if facts is not None:
             self.poster.submit(self.warning_gate.filter(detect_notices(self._facts, facts), facts))
             self._facts = facts

@@ -12,7 +12,8 @@ The cluster-scoped policies of policy.networking.k8s.io are CRDs a cluster may o
 handler's resource against the API's discovery at start and, with read access to customresourcedefinitions, re-scans
 a group whenever one of its CRDs is created, changed or deleted (kopf ``_core/reactor/observation.py``): a handler
 whose resource is not served only logs "Unresolved resources cannot be served", and its watch starts once the CRD is
-installed. The Resyncer lists them too, a 404 meaning none.
+installed. The Resyncer lists them too, a 404 meaning none. The CNI-specific policies (Cilium, Calico, Antrea:
+`controller.vendor_feed`) are watched the same way, where served, into a side table: they are never evaluated.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import kopf
 
 from netpol_auditor.cluster_policy import CLUSTER_POLICY_API_GROUP, ClusterPolicyKind
 from netpol_auditor.controller.feed import FeedKind
+from netpol_auditor.controller.vendor_feed import WATCHED_VENDOR_KINDS
 from netpol_auditor.model import ObjectKind
 from netpol_auditor.prober.podspec import RUN_LABEL
+from netpol_auditor.vendor_policy import VendorKind
 
 __all__ = ["WATCHED", "EventSink", "register_handlers"]
 
@@ -43,11 +46,25 @@ WATCHED: tuple[tuple[FeedKind, str, str, str], ...] = (
 class EventSink(Protocol):
     def on_watch_event(self, kind: FeedKind, event_type: str | None, body: Any) -> None: ...
 
+    def on_vendor_event(self, kind: VendorKind, event_type: str | None, body: Any) -> None: ...
+
 
 def register_handlers(registry: kopf.OperatorRegistry, sink: EventSink) -> None:
     """Register one event-watching handler per watched kind in *registry*."""
     for kind, group, version, plural in WATCHED:
         _register(registry, sink, kind, group, version, plural)
+    for vendor, version, plural in WATCHED_VENDOR_KINDS:
+        _register_vendor(registry, sink, vendor, version, plural)
+
+
+def _register_vendor(registry: kopf.OperatorRegistry, sink: EventSink, kind: VendorKind, version: str,
+                     plural: str) -> None:
+    async def handler(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        sink.on_vendor_event(kind, event.get("type"), event.get("object") or {})
+
+    handler_id = f"vendor-{kind.group.replace('.', '-')}-{kind.kind.lower()}"
+    kopf.on.event(kind.group, version, plural, registry=registry, id=handler_id)(handler)
 
 
 def _register(registry: kopf.OperatorRegistry, sink: EventSink, kind: FeedKind, group: str, version: str,

@@ -7,7 +7,8 @@ waits for it), shortly after kopf starts re-listing (requested by the handlers),
 
 The cluster-scoped policies of policy.networking.k8s.io are listed where the cluster serves them: a 404 (no CRD)
 means there are none, so any still held are dropped; a 403 leaves what the watch delivered in place and says so once.
-Whether each is served is logged when it changes (the CRD installed or removed while the operator runs).
+Whether each is served is logged when it changes (the CRD installed or removed while the operator runs). The
+CNI-specific policies (Cilium, Calico, Antrea) are listed the same way into their side table (`VendorFeed`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.controller.feed import FeedKind, IndexFeed, ReconcileResult
 from netpol_auditor.controller.handlers import WATCHED
 from netpol_auditor.controller.scope import NamespaceScope
+from netpol_auditor.controller.vendor_feed import WATCHED_VENDOR_KINDS, VendorFeed
 from netpol_auditor.model import Labels, Namespace, ObjectKind
 from netpol_auditor.prober.podspec import RUN_LABEL
 
@@ -82,12 +84,33 @@ def list_objects(api_client: Any, kind: FeedKind, namespace: str | None = None) 
             return items
 
 
+def _list_custom(api_client: Any, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+    """Every object of a custom resource, cluster-wide, page by page; a resource not served raises (404)."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(api_client)
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": _PAGE, "_preload_content": False, "_request_timeout": 60}
+        if token:
+            kwargs["_continue"] = token
+        response: Any = api.list_cluster_custom_object(group, version, plural, **kwargs)
+        page = json.loads(response.data)
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue") or None
+        if not token:
+            return items
+
+
 class Resyncer:
     """Runs reconciles: now (``resync_now``), soon after a request (``request``), and every *interval* seconds."""
 
     def __init__(self, feed: IndexFeed, api_client: Any, scope: NamespaceScope, interval: float,
-                 on_change: Callable[[], None], request_delay: float = 2.0) -> None:
+                 on_change: Callable[[], None], request_delay: float = 2.0,
+                 vendor: VendorFeed | None = None) -> None:
         self._feed = feed
+        self._vendor = vendor
         self._api_client = api_client
         self._scope = scope
         self._interval = interval
@@ -100,6 +123,7 @@ class Resyncer:
         self.last_completed_at: float | None = None
         #: Whether the cluster serves each cluster policy kind, as the last listing found (None: not known yet).
         self.served: dict[ClusterPolicyKind, bool | None] = dict.fromkeys(ClusterPolicyKind)
+        self.vendor_served: dict[str, bool | None] = {kind.label: None for kind, _, _ in WATCHED_VENDOR_KINDS}
 
     def request(self) -> None:
         """Ask for a reconcile soon (debounced: a re-list delivers many events)."""
@@ -137,15 +161,46 @@ class Resyncer:
                 result = reconciliation.finish()
                 total = ReconcileResult(total.added + result.added, total.modified + result.modified,
                                         total.deleted + result.deleted + evicted)
+            vendor_changed = await self._list_vendor_policies()
             self.completed += 1
             self.last_result = total
             self.last_completed_at = time.monotonic()
             level = logging.INFO if total.changes else logging.DEBUG
             logger.log(level, "reconciled the index with a full listing in %.2fs: %d added, %d modified, %d "
                        "deleted", self.last_completed_at - started_at, total.added, total.modified, total.deleted)
-            if total.changes:
+            if total.changes or vendor_changed:
                 self._on_change()
             return total
+
+    async def _list_vendor_policies(self) -> bool:
+        """List each Cilium, Calico and Antrea policy kind into the vendor table: a 404 means the cluster does not
+        serve it (none), a 403 leaves what the watch delivered. Returns whether the table changed."""
+        if self._vendor is None:
+            return False
+        changed = False
+        for kind, version, plural in WATCHED_VENDOR_KINDS:
+            started = self._vendor.sequence
+            try:
+                items = await asyncio.to_thread(_list_custom, self._api_client, kind.group, version, plural)
+            except Exception as exc:
+                status = getattr(exc, "status", None)
+                if status not in (403, 404):
+                    raise
+                if status == 403:
+                    if self.vendor_served[kind.label] is not None or not self.completed:
+                        logger.warning("cannot list %s.%s/%s: forbidden; pods its policies select are not known "
+                                       "(grant get, list, watch on it)", plural, kind.group, version)
+                    self.vendor_served[kind.label] = None
+                    continue  # keep what the watch delivered: the listing says nothing
+                self.vendor_served[kind.label] = False
+                items = []
+            else:
+                if self.vendor_served[kind.label] is not True:
+                    logger.info("%s (%s/%s) is served: the paths of the pods its policies select are out of model",
+                                kind.kind, kind.group, version)
+                self.vendor_served[kind.label] = True
+            changed = self._vendor.reconcile(kind, items, started) or changed
+        return changed
 
     def _note_served(self, kind: ClusterPolicyKind, status: int) -> None:
         """Record (and log when it changes) whether the cluster serves *kind*: 200 yes, 404 no, 403 unknown."""

@@ -26,6 +26,7 @@ from netpol_auditor import __version__
 from netpol_auditor.cluster_policy import ClusterPolicyKind
 from netpol_auditor.index_view import IndexView
 from netpol_auditor.model import ObjectKind, PortProtocol
+from netpol_auditor.vendor_policy import VENDOR_KINDS, VendorKind
 
 __all__ = ["Aggregates", "IndexMetrics", "choose_ports", "compute_aggregates"]
 
@@ -175,6 +176,17 @@ class IndexMetrics:
                              "are missing from every verdict.", ["kind"], registry=registry)
         for kind in _INDEXED_KINDS:
             self.skipped.labels(kind_label(kind)).set(0)
+        # Cilium, Calico and Antrea policies, per kind (a fixed set of 8 label pairs): never evaluated, the paths of
+        # the pods they select are out of model.
+        self.foreign_policies = Gauge("netpol_auditor_foreign_policies",
+                                      "CNI-specific policies (Cilium, Calico, Antrea) the cluster holds; not "
+                                      "evaluated.", ["group", "kind"], registry=registry)
+        self.foreign_selected = Gauge("netpol_auditor_foreign_policy_selected_pods",
+                                      "Pods a CNI-specific policy of this kind selects: their paths are out of "
+                                      "model, never judged by the prober.", ["group", "kind"], registry=registry)
+        for vendor in VENDOR_KINDS:
+            self.foreign_policies.labels(vendor.group, vendor.kind).set(0)
+            self.foreign_selected.labels(vendor.group, vendor.kind).set(0)
         self._aggregates = _AggregatesCollector()
         registry.register(self._aggregates)
         self._capped_logged: bool | None = None
@@ -196,6 +208,14 @@ class IndexMetrics:
         for kind in _INDEXED_KINDS:
             self.objects.labels(kind_label(kind)).set(counts.get(kind, 0))
             self.skipped.labels(kind_label(kind)).set((skipped or {}).get(kind, 0))
+
+    def set_foreign_policies(self, objects: Mapping[VendorKind, int],
+                             selected_pods: Mapping[VendorKind, int] | None = None) -> None:
+        """Update the vendor policy gauges: objects per kind, and (when given) pods they select per kind."""
+        for vendor in VENDOR_KINDS:
+            self.foreign_policies.labels(vendor.group, vendor.kind).set(objects.get(vendor, 0))
+            if selected_pods is not None:
+                self.foreign_selected.labels(vendor.group, vendor.kind).set(selected_pods.get(vendor, 0))
 
     def publish(self, snapshot: Aggregates | None, declared_ports: int = 0, max_ports: int = 0) -> None:
         """Serve *snapshot* from now on (None: serve no aggregate series, e.g. on a standby replica)."""

@@ -64,6 +64,9 @@ FIXES: dict[str, str] = {
     "out_of_model": "a cluster policy rule the manifests cannot decide is reached (a nodes or domainNames peer, or "
                     "two policies of equal priority whose matching rules disagree): the prediction is unknown, so "
                     "the path is not judged; give such policies distinct priorities or narrower subjects",
+    "foreign_policy": "a Cilium, Calico or Antrea policy selects the source (egress) or the destination (ingress): "
+                      "this tool does not evaluate them, so the path is out of model and never judged (analyze "
+                      "reports it out of model too; netpol_auditor_foreign_policy_selected_pods counts such pods)",
 }
 INCONCLUSIVE_REASONS: tuple[str, ...] = tuple(FIXES)
 

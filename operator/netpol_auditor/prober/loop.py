@@ -27,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ from netpol_auditor.engine import PolicyKey, Verdict
 from netpol_auditor.exporters.events import EventPoster, InvolvedObject, Notice
 from netpol_auditor.exporters.policy_reports import PolicyReportWriter, build_reports, findings
 from netpol_auditor.exporters.probe_metrics import ProbeMetrics, ProbeState, count_mismatches, mismatch_labels
+from netpol_auditor.foreign import foreign_guard
 from netpol_auditor.index import ReachabilityIndex
-from netpol_auditor.model import Protocol
+from netpol_auditor.model import Direction, Namespace, PodRef, Protocol
 from netpol_auditor.prober.compare import Comparator, Mismatch, MismatchKind, Outcome, is_cluster_policy_key
 from netpol_auditor.prober.coverage import PlanDelta, PlanInputs
 from netpol_auditor.prober.failures import (
@@ -87,6 +88,7 @@ from netpol_auditor.prober.podspec import (
 )
 from netpol_auditor.prober.script import ProbeResult, ScriptTarget, parse_report, probe_script
 from netpol_auditor.prober.sweep import delete_run, sweep_leftovers
+from netpol_auditor.vendor_policy import VendorPolicy
 
 __all__ = ["ProbeLoop", "ProbeOptions", "RoundResult"]
 
@@ -248,8 +250,10 @@ class ProbeLoop:
         registry: CollectorRegistry | None = None,
         events: EventPoster | None = None,
         clock: Callable[[], float] = time.time,
+        foreign: Callable[[], Sequence[VendorPolicy]] = tuple,
     ) -> None:
         self.index = index
+        self.foreign = foreign  # the vendor (Cilium, Calico, Antrea) policies the cluster holds now
         self.options = ProbeOptions.from_settings(settings)
         self.api = api
         # typed as Any: the client's generated models make every field Optional
@@ -846,6 +850,27 @@ class ProbeLoop:
 
     # -- judging and reporting ---------------------------------------------------------------------------------
 
+    def _foreign_policy_subjects(self) -> Callable[[PathKey, PodRef, PodRef], bool]:
+        """Whether a Cilium, Calico or Antrea policy may decide a path: selects a member of its source group for
+        egress or of its destination group for ingress. The prober cannot predict them, so a disagreement would be
+        no mismatch; the probe pod speaks for every member of its group, so one selected member is enough."""
+        selection = foreign_guard(self.foreign(), self.index.get_pod,
+                                  lambda ns: self.index.namespace_labels(ns) or Namespace(ns).labels)
+        if not selection:
+            return lambda _key, _src, _dst: False
+        memo: dict[tuple[str, Direction], bool] = {}
+
+        def selected(gid: str, fallback: PodRef, direction: Direction) -> bool:
+            found = memo.get((gid, direction))
+            if found is None:
+                group = self.planner.group(gid)
+                refs = [r for rs in group.members_by_node.values() for r in rs] if group is not None else [fallback]
+                found = memo[(gid, direction)] = any(selection.selected(r, direction) for r in refs)
+            return found
+
+        return lambda key, src, dst: selected(key.src, src, Direction.EGRESS) or selected(
+            key.dst, dst, Direction.INGRESS)
+
     def _judge(
         self,
         plan: Round,
@@ -855,6 +880,7 @@ class ProbeLoop:
     ) -> RoundResult:
         now = self.clock()
         policies = self.planner.policies()
+        foreign = self._foreign_policy_subjects()
         out = RoundResult()
         probed = set()
         for name, (_, paths) in probes.items():
@@ -868,7 +894,8 @@ class ProbeLoop:
                 self._waits.pop(path.key, None)
                 dst = responders[(path.key.dst, path.key.dst_node)]
                 # a listener that died while probes ran proves nothing: a failed connection to it is no denial
-                why = self._responder_reason(dst, path.key.port.protocol)
+                why = self._responder_reason(dst, path.key.port.protocol) or (
+                    "foreign_policy" if foreign(path.key, path.source, path.destination) else None)
                 if why is not None:
                     self._path_reasons[path.key] = why
                     continue
