@@ -17,12 +17,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
+from .connection_space import AddressRange, address_ranges, port_intervals
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
@@ -181,6 +182,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     analyze.add_argument("-o", "--output", choices=(*FORMATS, "html"), default="table",
                          help="output format (default: table); html: one self-contained page, a matrix with the "
                          "deciding policies and rules of every cell")
+    analyze.add_argument(
+        "--matrix",
+        action="store_true",
+        help="per-port verdicts instead of one line per (from, to) pair: the table as one truth table per port, "
+        "json/yaml/csv/md as one verdict per (from, to, port); default ports: those the endpoints declare",
+    )
     analyze.add_argument("--explain", action="store_true", help="add the reason (policies, rules) for every verdict")
     analyze.add_argument(
         "--from",
@@ -276,6 +283,8 @@ class _Input:
     index: ReachabilityIndex
     folded: Mapping[PodRef, PodRef]
     notes: tuple[str, ...] = ()
+    policies: tuple[NetworkPolicy, ...] = ()
+    cluster_policies: tuple[ClusterPolicy, ...] = ()
 
 
 def read_input(args: argparse.Namespace) -> Manifests:
@@ -327,7 +336,13 @@ def _load(args: argparse.Namespace) -> _Input:
         )
     for note in notes:
         print(f"{PROG} {args.command}: note: {note}", file=sys.stderr)
-    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded, tuple(notes))
+    return _Input(
+        ReachabilityIndex.from_objects([*others, *judged]),
+        folded,
+        tuple(notes),
+        tuple(o for o in others if isinstance(o, NetworkPolicy)),
+        tuple(o for o in others if isinstance(o, ClusterPolicy)),
+    )
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
@@ -368,9 +383,13 @@ def build_analysis(
     destinations: Sequence[str] = (),
     explain: bool = False,
     folded: Mapping[PodRef, PodRef] | None = None,
+    ranges: Sequence[AddressRange] = (),
+    intervals: Mapping[PortProtocol, tuple[int, int]] | None = None,
 ) -> Analysis:
     """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
-    ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name.
+    ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name. ``ranges``:
+    address ranges, endpoints named ``first-last`` and judged through their first address, before the
+    ``externals`` (single addresses). ``intervals``: the port interval each of ``ports`` stands for (`Analysis`).
 
     Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
     index guarantees that members of a class are judged alike.
@@ -380,7 +399,8 @@ def build_analysis(
         ports = _declared_ports(index, pods)
         if not ports:
             raise UsageError("no ports to judge: the endpoints declare no containerPorts; pass --port PORT/PROTOCOL")
-    address_list = list(dict.fromkeys(externals))
+    range_names = {r.name for r in ranges}
+    address_list = list(dict.fromkeys([*(r.name for r in ranges), *externals]))
     everything = [str(p) for p in pods] + address_list
     rows = _select(everything, sources, "--from", folded)
     columns = _select(everything, destinations, "--to", folded)
@@ -388,7 +408,8 @@ def build_analysis(
     # Endpoints the policies cannot tell apart share a group: a pod's equivalence class; each hostNetwork pod and
     # each address is a group of its own. Cells are computed once per (group, group, port).
     objects: dict[str, Endpoint] = {str(p): p for p in pods}
-    objects.update({a: a for a in address_list})
+    objects.update({a: a for a in externals})
+    objects.update({r.name: r.address for r in ranges})
     group_of: dict[str, int] = {}
     members: list[list[Endpoint]] = []  # up to two members per group: a pair of distinct members if any
     by_key: dict[str, int] = {}
@@ -504,7 +525,11 @@ def build_analysis(
     if explain:
 
         def explainer(src: str, dst: str, port: PortProtocol) -> str:
-            return index.verdict(objects[src], objects[dst], port).explain()
+            verdict = index.verdict(objects[src], objects[dst], port)
+            if src in range_names or dst in range_names:  # named as the range, judged through its first address
+                verdict = replace(verdict, source=src if src in range_names else verdict.source,
+                                  destination=dst if dst in range_names else verdict.destination)
+            return verdict.explain()
 
     return Analysis(
         ports=list(ports),
@@ -515,19 +540,29 @@ def build_analysis(
         explain=explainer,
         externals=address_list,
         marks=marks,
+        intervals=intervals,
     )
 
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
     loaded = _load(args)
+    per_pair = not args.matrix and args.output != "html"
+    ports = list(dict.fromkeys(args.ports or []))
+    intervals: Mapping[PortProtocol, tuple[int, int]] | None = None
+    if per_pair and not ports:
+        # Every port of every protocol, one port judged per interval the policies' ports cut.
+        intervals = port_intervals(loaded.policies, loaded.cluster_policies, loaded.index.pods())
+        ports = list(intervals)
     analysis = build_analysis(
         loaded.index,
-        ports=list(dict.fromkeys(args.ports or [])),
+        ports=ports,
         externals=args.externals,
         sources=args.sources,
         destinations=args.destinations,
         explain=args.explain,
         folded=loaded.folded,
+        ranges=address_ranges(loaded.policies, loaded.cluster_policies) if per_pair else (),
+        intervals=intervals,
     )
     if args.output == "html":
         from .exporters.html_page import render_html  # imported here: the other formats never pay for the page
@@ -544,7 +579,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         )
         out.write(render_html(data))
         return 0
-    render(analysis, args.output, out)
+    render(analysis, args.output, out, per_pair=per_pair)
     return 0
 
 

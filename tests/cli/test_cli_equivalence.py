@@ -113,7 +113,7 @@ def _cluster(seed: int) -> list[dict[str, Any]]:
 def test_shared_cells_equal_pod_by_pod_verdicts(seed: int, tmp_path: Path, cli: Callable[..., Result]) -> None:
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(_cluster(seed)))
-    argv = ["analyze", "--per-pod", "-f", str(path), "-o", "json"]
+    argv = ["analyze", "--matrix", "--per-pod", "-f", str(path), "-o", "json"]
     for port in PORTS:
         argv += ["--port", port]
     for address in EXTERNALS:
@@ -141,7 +141,7 @@ def test_pods_alone_give_the_per_pod_rows_named_as_pods(
 ) -> None:
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(_cluster(seed)))
-    argv = ["analyze", "-f", str(path), "-o", "json", "--explain", "--external", EXTERNALS[0]]
+    argv = ["analyze", "--matrix", "-f", str(path), "-o", "json", "--explain", "--external", EXTERNALS[0]]
     for port in PORTS:
         argv += ["--port", port]
     per_pod, per_endpoint = cli([*argv, "--per-pod"]), cli(argv)
