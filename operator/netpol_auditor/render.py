@@ -4,7 +4,7 @@ Formatting only: the verdicts come from an `Analysis` the CLI builds over the re
 covers, per port, every ordered pair of distinct endpoints (pods, address ranges and ``--external`` addresses to and
 from pods). The default output, one entry per pair, is `netpol_auditor.render_pairs`. Tables follow the upstream e2e
 truth tables (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are sources, columns
-destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (hostNetwork pods), a blank what is not a
+destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (hostNetwork pods), ``~`` what is not a
 pair (an endpoint and itself, address to address), ``?`` what is out of model (a cluster policy rule whose match
 the manifests cannot tell: a nodes or domainNames peer, equal priorities that disagree).
 
@@ -36,12 +36,12 @@ __all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "is_address", "render", "r
 
 FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
 
-LEGEND = ". allowed, X denied, - not judged (host network), blank: not a pair; rows: from, columns: to"
+LEGEND = ". allowed, X denied, - not judged (host network), ~ not a pair; rows: from, columns: to"
 LEGEND_OUT_OF_MODEL = (
-    ". allowed, X denied, - not judged (host network), ? out of model, blank: not a pair; rows: from, columns: to"
+    ". allowed, X denied, - not judged (host network), ? out of model, ~ not a pair; rows: from, columns: to"
 )
 CORNER = "from\\to"
-NOT_A_PAIR = " "  # an endpoint and itself, address to address: no connection to judge
+NOT_A_PAIR = "~"  # an endpoint and itself, address to address: no connection to judge
 
 
 @dataclass(frozen=True, eq=False)
@@ -393,7 +393,7 @@ def render_md(analysis: Analysis, out: TextIO) -> None:
     summary = analysis.summary()
     out.write("# NetworkPolicy reachability\n\n")
     unknown = ", `?` out of model" if _legend(summary) == LEGEND_OUT_OF_MODEL else ""
-    out.write(f"Legend: `.` allowed, `X` denied, `-` not judged (host network){unknown}, empty: not a pair (an "
+    out.write(f"Legend: `.` allowed, `X` denied, `-` not judged (host network){unknown}, `~` not a pair (an "
               "endpoint and itself, address to address); rows are sources (from), columns destinations (to).\n")
     for port in analysis.ports:
         out.write(f"\n## {port}\n\n{_counts_text(summary[str(port)])}.\n\n")
@@ -401,8 +401,7 @@ def render_md(analysis: Analysis, out: TextIO) -> None:
         out.write("| from \\ to | " + " | ".join(_md_escape(d) for d in rows[0][1:]) + " |\n")
         out.write("| --- |" + " :-: |" * (len(rows[0]) - 1) + "\n")
         for row in rows[1:]:
-            marks = (f"`{m}`" if m != NOT_A_PAIR else "" for m in row[1:])
-            out.write(f"| {_md_escape(row[0])} | " + " | ".join(marks) + " |\n")
+            out.write(f"| {_md_escape(row[0])} | " + " | ".join(f"`{m}`" for m in row[1:]) + " |\n")
         if analysis.explain is not None:
             out.write("\n")
             for text in _explanations(analysis, port):
