@@ -14,7 +14,7 @@ from .cluster_policy import RuleAction, Tier
 from .model import Direction, Endpoint
 
 if TYPE_CHECKING:  # engine imports this module
-    from .engine import DirectionVerdict, Verdict
+    from .engine import DirectionVerdict, RuleRef, Verdict
 
 __all__ = ["explain_direction", "explain_verdict"]
 
@@ -78,10 +78,19 @@ def explain_network_policies(dv: DirectionVerdict, subject: Endpoint, other: End
     name = dv.direction.value
     isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
     if dv.admitted_by:
-        rules = "; ".join(str(r) for r in dv.admitted_by)
+        destination = subject if dv.direction is Direction.INGRESS else other
+        rules = "; ".join(_rule_text(r, destination) for r in dv.admitted_by)
         return f"{subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
     peer_word = "from" if dv.direction is Direction.INGRESS else "to"
     return (
         f"{subject} is isolated for {name.lower()} by {isolating}; "
         f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
     )
+
+
+def _rule_text(rule: RuleRef, destination: Endpoint) -> str:
+    """The rule, and the number its named port resolved to (named ports resolve on the destination's containers)."""
+    if rule.named_port is None:
+        return str(rule)
+    name, number = rule.named_port
+    return f'{rule}, port "{name}" resolved to {number} on {destination}'
