@@ -13,6 +13,7 @@ groups that share the same allowed ports, so the cost per pair is that of writin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -53,6 +54,11 @@ class PairCounts:
     not_judged: int = 0
     out_of_model: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: A joined address range -> the ranges of the analysis it joins.
+    members: dict[str, list[str]] = field(default_factory=dict)
+
+    def of(self, name: str) -> list[str]:
+        return self.members.get(name, [name])
 
 
 _ONES = re.compile("1")
@@ -93,9 +99,11 @@ class _Summaries:
         return self.memo[key]
 
 
-def pair_rows(analysis: Analysis, counts: PairCounts) -> Iterator[tuple[str, list[tuple[str, PairConnections]]]]:
-    """Per source, its destinations (in order) with some connection allowed or out of model; ``counts`` is filled
-    as the rows are read."""
+Row = list[tuple[str, PairConnections]]
+
+
+def _rows(analysis: Analysis, counts: PairCounts) -> Iterator[tuple[str, Row]]:
+    """Per source, its destinations (in order) with some connection allowed or out of model."""
     summaries = _Summaries(analysis)
     n = len(analysis.destinations)
     everyone = (1 << n) - 1
@@ -151,30 +159,144 @@ def pair_rows(analysis: Analysis, counts: PairCounts) -> Iterator[tuple[str, lis
                 counts.no_connection += 1
             else:
                 found[j] = got
-        counts.listed += len(found)
-        counts.out_of_model += sum(1 for p in found.values() if p.out_of_model)
         destinations = analysis.destinations
         yield src, [(destinations[j], found[j]) for j in sorted(found)]
 
 
-def _deciding(analysis: Analysis, src: str, dst: str, pair: PairConnections) -> list[str]:
-    """The policies that decide the allowed (and out-of-model) ports, in the order the verdicts name them."""
+Span = tuple[int, int, int]  # address family, first, last
+
+
+def _span(name: str) -> Span | None:
+    """The addresses of an address range endpoint ``first-last``; None for anything else."""
+    first, sep, last = name.partition("-")
+    if not sep or not is_address(name):
+        return None
+    a, b = ipaddress.ip_address(first), ipaddress.ip_address(last)
+    return a.version, int(a), int(b)
+
+
+def _span_name(span: Span) -> str:
+    version, first, last = span
+    kind = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return f"{kind(first)}-{kind(last)}"
+
+
+def _join(counts: PairCounts, runs: list[tuple[str, Span | None]]) -> str:
+    """The name of adjacent ranges joined (one range stays as it is), remembering its members."""
+    if len(runs) == 1:
+        return runs[0][0]
+    first, last = runs[0][1], runs[-1][1]
+    assert first is not None and last is not None
+    name = _span_name((first[0], first[1], last[2]))
+    counts.members[name] = [m for n, _ in runs for m in counts.of(n)]
+    return name
+
+
+def _adjacent(a: Span | None, b: Span | None) -> bool:
+    return a is not None and b is not None and a[0] == b[0] and a[2] + 1 == b[1]
+
+
+def _join_row(row: Row, counts: PairCounts) -> Row:
+    """Adjacent address ranges with the same connections, joined (as netpol-analyzer writes them)."""
+    out: Row = []
+    run: list[tuple[str, Span | None]] = []
+    run_pair: PairConnections | None = None
+    for dst, pair in row:
+        span = _span(dst)
+        if run and pair is run_pair and _adjacent(run[-1][1], span):
+            run.append((dst, span))
+            continue
+        if run:
+            assert run_pair is not None
+            out.append((_join(counts, run), run_pair))
+        run, run_pair = [(dst, span)], pair
+    if run:
+        assert run_pair is not None
+        out.append((_join(counts, run), run_pair))
+    return out
+
+
+def _join_sources(rows: list[tuple[str, Row]], destinations: list[str], counts: PairCounts) -> list[tuple[str, Row]]:
+    """Rows of adjacent address ranges, joined per destination where their connections are the same."""
+    order = {d: i for i, d in enumerate(destinations)}
+    spans = [_span(src) for src, _ in rows]
+    by_dst: dict[str, list[tuple[int, PairConnections]]] = {}
+    for i, (_, row) in enumerate(rows):
+        for dst, pair in row:
+            by_dst.setdefault(dst, []).append((i, pair))
+    runs: dict[tuple[int, int], Row] = {}
+    for dst, cells in by_dst.items():
+        k = 0
+        while k < len(cells):
+            first, pair = cells[k]
+            last = first
+            while (
+                k + 1 < len(cells)
+                and cells[k + 1][1] is pair
+                and cells[k + 1][0] == last + 1
+                and _adjacent(spans[last], spans[last + 1])
+            ):
+                k += 1
+                last += 1
+            runs.setdefault((first, last), []).append((dst, pair))
+            k += 1
+    out = []
+    for (first, last), row in sorted(runs.items()):
+        name = _join(counts, [(rows[i][0], spans[i]) for i in range(first, last + 1)])
+        out.append((name, sorted(row, key=lambda item: order[item[0]])))
+    return out
+
+
+def pair_rows(analysis: Analysis, counts: PairCounts) -> Iterator[tuple[str, Row]]:
+    """Per source, its destinations (in order) with some connection allowed or out of model; adjacent address
+    ranges with the same connections to or from an endpoint are joined into one (``counts.members`` says which).
+    ``counts`` is filled as the rows are read."""
+    pending: list[tuple[str, Row]] = []
+
+    def flush() -> Iterator[tuple[str, Row]]:
+        yield from _join_sources(pending, analysis.destinations, counts)
+        pending.clear()
+
+    def counted(src: str, row: Row) -> tuple[str, Row]:
+        counts.listed += len(row)
+        counts.out_of_model += sum(1 for _, p in row if p.out_of_model)
+        return src, row
+
+    for src, row in _rows(analysis, counts):
+        if _span(src) is not None:
+            pending.append((src, row))
+            continue
+        for item in flush():
+            yield counted(*item)
+        yield counted(src, _join_row(row, counts))
+    for item in flush():
+        yield counted(*item)
+
+
+def _deciding(analysis: Analysis, counts: PairCounts, src: str, dst: str, pair: PairConnections) -> list[str]:
+    """The policies that decide the allowed (and out-of-model) ports, in the order the verdicts name them; for
+    joined address ranges, those of every range joined."""
     names: dict[str, None] = {}
-    for port in (*pair.allowed_ports, *pair.unknown_ports):
-        names.update(dict.fromkeys(analysis.cell(src, dst, port).deciding))
+    for s in counts.of(src):
+        for d in counts.of(dst):
+            for port in (*pair.allowed_ports, *pair.unknown_ports):
+                names.update(dict.fromkeys(analysis.cell(s, d, port).deciding))
     return list(names)
 
 
-def _explanations(analysis: Analysis, src: str, dst: str, pair: PairConnections) -> list[str]:
-    """The explanation of each allowed (or out-of-model) port interval, headed by the interval it stands for."""
+def _explanations(analysis: Analysis, counts: PairCounts, src: str, dst: str, pair: PairConnections) -> list[str]:
+    """The explanation of each allowed (or out-of-model) port interval, headed by the interval it stands for; for
+    joined address ranges, one per range joined."""
     assert analysis.explain is not None
     out = []
-    for port in (*pair.allowed_ports, *pair.unknown_ports):
-        text = analysis.explain(src, dst, port)
-        lo, hi = analysis.interval(port)
-        if lo != hi:
-            text = text.replace(f" on {port}:", f" on {lo}-{hi}/{port.protocol.value}:", 1)
-        out.append(text)
+    for s in counts.of(src):
+        for d in counts.of(dst):
+            for port in (*pair.allowed_ports, *pair.unknown_ports):
+                text = analysis.explain(s, d, port)
+                lo, hi = analysis.interval(port)
+                if lo != hi:
+                    text = text.replace(f" on {port}:", f" on {lo}-{hi}/{port.protocol.value}:", 1)
+                out.append(text)
     return out
 
 
@@ -204,10 +326,9 @@ def _legend(analysis: Analysis, counts: PairCounts) -> str:
         not_listed.append(f"{_count(counts.not_judged, 'pair', 'pairs')} not judged ({'; '.join(reasons[:3])}{more})")
     not_listed.append("an endpoint and itself, address to address")
     lines = [
-        f"Legend: {_count(counts.listed, 'pair', 'pairs')} with an allowed connection, one line each."
-        if not counts.out_of_model
-        else f"Legend: {_count(counts.listed, 'pair', 'pairs')} with an allowed or out-of-model connection, one line "
-        "each.",
+        f"Legend: {_count(counts.listed, 'line', 'lines')}, one per (from, to) pair with an allowed connection"
+        + (" (or one out of model)" if counts.out_of_model else "")
+        + "; adjacent address ranges with the same connections to or from an endpoint share a line.",
         "  FROM => TO : the destination ports FROM may connect to on TO, by protocol, as ranges "
         "(TCP 80,8080-8090); All Connections: every port of TCP, UDP and SCTP.",
         f"  Judged: {ports}{outside}.",
@@ -226,24 +347,24 @@ def render_table(analysis: Analysis, out: TextIO) -> None:
         for dst, pair in row:
             out.write(f"{src} => {dst} : {pair.text()}\n")
             if analysis.explain is not None:
-                for text in _explanations(analysis, src, dst, pair):
+                for text in _explanations(analysis, counts, src, dst, pair):
                     out.write("    " + text.replace("\n", "\n    ") + "\n")
     out.write(f"\n{_legend(analysis, counts)}\n")
 
 
-def _pair_dict(analysis: Analysis, src: str, dst: str, pair: PairConnections) -> dict[str, Any]:
+def _pair_dict(analysis: Analysis, counts: PairCounts, src: str, dst: str, pair: PairConnections) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "from": src,
         "to": dst,
         "connections": str(pair.allowed),
         "allConnections": pair.allowed.everything,
         "allowed": pair.allowed.to_dict(),
-        "decidingPolicies": _deciding(analysis, src, dst, pair),
+        "decidingPolicies": _deciding(analysis, counts, src, dst, pair),
     }
     if pair.out_of_model:
         entry["outOfModel"] = pair.out_of_model.to_dict()
     if analysis.explain is not None:
-        entry["explanations"] = _explanations(analysis, src, dst, pair)
+        entry["explanations"] = _explanations(analysis, counts, src, dst, pair)
     return entry
 
 
@@ -254,9 +375,9 @@ def _header(analysis: Analysis, counts: PairCounts) -> dict[str, Any]:
         "pods": [e for e in endpoints if not is_address(e)],
         "externals": list(analysis.externals),
         "summary": {
-            "pairsWithConnections": counts.listed,
+            "entries": counts.listed,
             "pairsWithoutConnections": counts.no_connection,
-            "notJudged": counts.not_judged,
+            "pairsNotJudged": counts.not_judged,
         },
     }
 
@@ -280,9 +401,9 @@ def render_json(analysis: Analysis, out: TextIO) -> None:
                 if pair.out_of_model:
                     tail += ', "outOfModel": ' + json.dumps(pair.out_of_model.to_dict())
             line = head + json.dumps(dst) + tail
-            line += ', "decidingPolicies": ' + json.dumps(_deciding(analysis, src, dst, pair))
+            line += ', "decidingPolicies": ' + json.dumps(_deciding(analysis, counts, src, dst, pair))
             if analysis.explain is not None:
-                line += ', "explanations": ' + json.dumps(_explanations(analysis, src, dst, pair))
+                line += ', "explanations": ' + json.dumps(_explanations(analysis, counts, src, dst, pair))
             out.write(sep + line + "}")
             sep = ",\n  "
     header = json.dumps(_header(analysis, counts))
@@ -291,7 +412,7 @@ def render_json(analysis: Analysis, out: TextIO) -> None:
 
 def render_yaml(analysis: Analysis, out: TextIO) -> None:
     counts = PairCounts()
-    pairs = [_pair_dict(analysis, s, d, p) for s, row in pair_rows(analysis, counts) for d, p in row]
+    pairs = [_pair_dict(analysis, counts, s, d, p) for s, row in pair_rows(analysis, counts) for d, p in row]
     doc = {"connections": pairs, **_header(analysis, counts)}
     import yaml  # imported here: the other formats never pay for it
 
@@ -307,12 +428,13 @@ def render_csv(analysis: Analysis, out: TextIO) -> None:
     if analysis.explain is not None:
         columns.append("explanation")
     writer.writerow(columns)
-    for src, row in pair_rows(analysis, PairCounts()):
+    counts = PairCounts()
+    for src, row in pair_rows(analysis, counts):
         for dst, pair in row:
             unknown = str(pair.out_of_model) if pair.out_of_model else ""
-            line = [src, dst, str(pair.allowed), unknown, " ".join(_deciding(analysis, src, dst, pair))]
+            line = [src, dst, str(pair.allowed), unknown, " ".join(_deciding(analysis, counts, src, dst, pair))]
             if analysis.explain is not None:
-                line.append("\n".join(_explanations(analysis, src, dst, pair)))
+                line.append("\n".join(_explanations(analysis, counts, src, dst, pair)))
             writer.writerow(line)
 
 
@@ -328,7 +450,7 @@ def render_md(analysis: Analysis, out: TextIO) -> None:
         for dst, pair in row:
             out.write(f"| {_md(src)} | {_md(dst)} | {_md(pair.text())} |\n")
             if analysis.explain is not None:
-                for text in _explanations(analysis, src, dst, pair):
+                for text in _explanations(analysis, counts, src, dst, pair):
                     first, *rest = text.split("\n")
                     explained.append(f"- **{_md(first)}**" + "".join(f"<br>{_md(r)}" for r in rest))
     out.write(f"\n{_legend(analysis, counts)}\n")
@@ -358,13 +480,14 @@ def render_dot(analysis: Analysis, out: TextIO) -> None:
     for endpoint in endpoints:
         if is_address(endpoint):
             out.write(f"  {_dot_id(endpoint)} [shape=ellipse];\n")
-    for src, row in pair_rows(analysis, PairCounts()):
+    counts = PairCounts()
+    for src, row in pair_rows(analysis, counts):
         for dst, pair in row:
             if not pair.allowed:
                 continue
             attrs = f"label={_dot_id(str(pair.allowed))}"
             if analysis.explain is not None:
-                attrs += f", tooltip={_dot_id(chr(10).join(_explanations(analysis, src, dst, pair)))}"
+                attrs += f", tooltip={_dot_id(chr(10).join(_explanations(analysis, counts, src, dst, pair)))}"
             out.write(f"  {_dot_id(src)} -> {_dot_id(dst)} [{attrs}];\n")
     out.write("}\n")
 
