@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
-from .connection_space import AddressRange, address_ranges, port_intervals
+from .connection_space import AddressRange, PortRanges, address_ranges, port_intervals
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
@@ -384,12 +384,12 @@ def build_analysis(
     explain: bool = False,
     folded: Mapping[PodRef, PodRef] | None = None,
     ranges: Sequence[AddressRange] = (),
-    intervals: Mapping[PortProtocol, tuple[int, int]] | None = None,
+    intervals: Mapping[PortProtocol, PortRanges] | None = None,
 ) -> Analysis:
     """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
     ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name. ``ranges``:
     address ranges, endpoints named ``first-last`` and judged through their first address, before the
-    ``externals`` (single addresses). ``intervals``: the port interval each of ``ports`` stands for (`Analysis`).
+    ``externals`` (single addresses). ``intervals``: the ports each of ``ports`` stands for (`Analysis`).
 
     Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
     index guarantees that members of a class are judged alike.
@@ -475,13 +475,19 @@ def build_analysis(
     # endpoints without a class (addresses, hostNetwork pods) and the pod itself as cells.
     class_ids = {str(p): c.id for p in pods if (c := index.class_of(p)) is not None}
     masks: dict[str, int] = {}
+    address_masks: dict[str, int] = {}  # address -> the columns of the endpoints (ranges, --external) it stands for
     others: list[int] = []
+    address_columns = 0
     for j, name in enumerate(columns):
         cid = class_ids.get(name)
-        if cid is None:
-            others.append(j)
-        else:
+        if cid is not None:
             masks[cid] = masks.get(cid, 0) | 1 << j
+        elif isinstance(objects[name], str):
+            address = str(objects[name])
+            address_masks[address] = address_masks.get(address, 0) | 1 << j
+            address_columns |= 1 << j
+        else:
+            others.append(j)
     view = index.view()
     records = {c.id: c for c in view.class_records}
     ns_labels = {ns.name: ns.labels for ns in view.namespace_objects}
@@ -509,13 +515,18 @@ def build_analysis(
     def marks(src: str, port: PortProtocol) -> RowMarks | None:
         nonlocal reach
         cid = class_ids.get(src)
-        if cid is None or tiered:
+        source = objects[src]
+        if tiered or (cid is None and not isinstance(source, str)):
             return None
         if reach is None:
-            reach = ClassReach(records.values(), namespace_labels, masks)
+            reach = ClassReach(records.values(), namespace_labels, masks, address_masks)
         special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
         special.update((j, None) for j in own_columns.get(src, ()))
-        return RowMarks(reach.allowed(records[cid], port), special)
+        if cid is not None:
+            return RowMarks(reach.allowed(records[cid], port), special)
+        # From an address: address to address is not a pair.
+        special.update((j, None) for j in range(len(columns)) if address_columns >> j & 1)
+        return RowMarks(reach.allowed_from_address(str(source), port), special)
 
     own_columns: dict[str, list[int]] = {}
     for j, name in enumerate(columns):
@@ -548,7 +559,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
     loaded = _load(args)
     per_pair = not args.matrix and args.output != "html"
     ports = list(dict.fromkeys(args.ports or []))
-    intervals: Mapping[PortProtocol, tuple[int, int]] | None = None
+    intervals: Mapping[PortProtocol, PortRanges] | None = None
     if per_pair and not ports:
         # Every port of every protocol, one port judged per interval the policies' ports cut.
         intervals = port_intervals(loaded.policies, loaded.cluster_policies, loaded.index.pods())

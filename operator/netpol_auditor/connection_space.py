@@ -95,15 +95,19 @@ class Connections:
 
 def port_intervals(
     policies: Iterable[NetworkPolicy], cluster_policies: Iterable[ClusterPolicy], pods: Iterable[Pod]
-) -> dict[PortProtocol, tuple[int, int]]:
-    """The first port of every interval (as a `PortProtocol`) -> the interval, for every protocol: together they
-    cover 1-65535 of TCP, UDP and SCTP, and on each interval every port entry of every policy matches all of it or
-    none of it (named ports: on every endpoint)."""
+) -> dict[PortProtocol, PortRanges]:
+    """Every port of TCP, UDP and SCTP in classes that every port entry of every policy treats alike: the first port
+    of a class (as a `PortProtocol`, the port judged for it) -> its ranges. Entries are cut at their bounds; the
+    pieces that the same numbered entries cover and no named port resolves in (on any endpoint) are one class, so
+    ``80`` and ``8080`` alone make three classes (80, 8080, everything else), not five."""
     bounds: dict[Protocol, set[int]] = {p: {1} for p in Protocol}
+    entries: dict[Protocol, list[tuple[int, int]]] = {p: [] for p in Protocol}
+    resolved: dict[Protocol, set[int]] = {p: set() for p in Protocol}
     names: set[str] = set()
 
     def add(protocol: Protocol, port: int, end_port: int | None) -> None:
         bounds[protocol].update((port, (end_port or port) + 1))
+        entries[protocol].append((port, end_port or port))
 
     for policy in policies:
         for rule in (*policy.ingress, *policy.egress):
@@ -123,12 +127,19 @@ def port_intervals(
         for pod in pods:
             for container_port in pod.container_ports:
                 if container_port.name in names:
-                    add(container_port.protocol, container_port.port, None)
-    out: dict[PortProtocol, tuple[int, int]] = {}
+                    bounds[container_port.protocol].update((container_port.port, container_port.port + 1))
+                    resolved[container_port.protocol].add(container_port.port)
+    out: dict[PortProtocol, PortRanges] = {}
     for protocol in sorted(Protocol, key=str):
         starts = sorted(b for b in bounds[protocol] if b <= MAX_PORT)
+        classes: dict[object, list[tuple[int, int]]] = {}
         for lo, nxt in zip(starts, [*starts[1:], MAX_PORT + 1], strict=True):
-            out[PortProtocol(lo, protocol)] = (lo, nxt - 1)
+            key: object = ("named", lo) if lo in resolved[protocol] else tuple(
+                a <= lo <= b for a, b in entries[protocol]
+            )
+            classes.setdefault(key, []).append((lo, nxt - 1))
+        for pieces in classes.values():
+            out[PortProtocol(pieces[0][0], protocol)] = merge_ranges(pieces)
     return out
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .connection_space import PortRanges
 from .model import PortProtocol
 
 __all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "is_address", "render", "row_marks"]
@@ -105,11 +106,11 @@ class Analysis:
     explain: Callable[[str, str, PortProtocol], str] | None = None
     externals: list[str] = field(default_factory=list)
     marks: Callable[[str, PortProtocol], RowMarks | None] | None = None
-    #: The port interval (inclusive) each port of ``ports`` stands for; None: each port stands for itself.
-    intervals: Mapping[PortProtocol, tuple[int, int]] | None = None
+    #: The ports (inclusive ranges) each port of ``ports`` stands for; None: each port stands for itself.
+    intervals: Mapping[PortProtocol, PortRanges] | None = None
 
-    def interval(self, port: PortProtocol) -> tuple[int, int]:
-        return self.intervals[port] if self.intervals is not None else (port.port, port.port)
+    def interval(self, port: PortProtocol) -> PortRanges:
+        return self.intervals[port] if self.intervals is not None else ((port.port, port.port),)
 
     def __post_init__(self) -> None:
         self._addresses = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))

@@ -1,8 +1,8 @@
 """``analyze`` output with one entry per (from, to) pair: the connections allowed between them, ports summarised.
 
-The default output. Each port of the `Analysis` stands for an interval of ports (`Analysis.interval`; without
-``--port``, together they cover every port of TCP, UDP and SCTP, cut where a policy's ports begin or end), so a
-pair's allowed connections are the union of the intervals of its allowed ports, per protocol: ``TCP 80,8080-8090``,
+The default output. Each port of the `Analysis` stands for ports that every policy treats alike
+(`Analysis.interval`; without ``--port``, together they cover every port of TCP, UDP and SCTP), so a pair's allowed
+connections are the union of what its allowed ports stand for, per protocol: ``TCP 80,8080-8090``,
 ``UDP 53``, or ``All Connections`` for every port of every protocol (np-guard netpol-analyzer's connlist wording).
 Pairs with no allowed connection are not listed, only counted; so are pairs not judged (an endpoint on the host
 network).
@@ -13,6 +13,7 @@ groups that share the same allowed ports, so the cost per pair is that of writin
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -81,7 +82,7 @@ class _Summaries:
     def _connections(self, indices: tuple[int, ...]) -> Connections:
         ranges: dict[Protocol, list[tuple[int, int]]] = {}
         for k in indices:
-            ranges.setdefault(self.ports[k].protocol, []).append(self.intervals[k])
+            ranges.setdefault(self.ports[k].protocol, []).extend(self.intervals[k])
         return Connections.of(ranges)
 
     def get(self, allowed: tuple[int, ...], unknown: tuple[int, ...]) -> PairConnections | None:
@@ -166,6 +167,7 @@ def _rows(analysis: Analysis, counts: PairCounts) -> Iterator[tuple[str, Row]]:
 Span = tuple[int, int, int]  # address family, first, last
 
 
+@functools.lru_cache(maxsize=4096)
 def _span(name: str) -> Span | None:
     """The addresses of an address range endpoint ``first-last``; None for anything else."""
     first, sep, last = name.partition("-")
@@ -293,9 +295,10 @@ def _explanations(analysis: Analysis, counts: PairCounts, src: str, dst: str, pa
         for d in counts.of(dst):
             for port in (*pair.allowed_ports, *pair.unknown_ports):
                 text = analysis.explain(s, d, port)
-                lo, hi = analysis.interval(port)
-                if lo != hi:
-                    text = text.replace(f" on {port}:", f" on {lo}-{hi}/{port.protocol.value}:", 1)
+                ranges = analysis.interval(port)
+                if ranges != ((port.port, port.port),):
+                    stands_for = str(Connections.of({port.protocol: ranges}))
+                    text = text.replace(f" on {port}:", f" on {port} (standing for {stands_for}):", 1)
                 out.append(text)
     return out
 

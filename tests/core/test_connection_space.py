@@ -64,21 +64,29 @@ def test_ipv6_is_covered_only_when_a_block_is_ipv6() -> None:
     ]
 
 
-def test_port_intervals_cut_at_port_ranges_and_resolved_named_ports() -> None:
+def test_port_classes_cut_at_port_ranges_and_resolved_named_ports() -> None:
     policy = _policy(
         ports=(
             NetworkPolicyPort(Protocol.TCP, 8080, 8090),
             NetworkPolicyPort(Protocol.UDP, 53),
             NetworkPolicyPort(Protocol.TCP, "metrics"),
+            NetworkPolicyPort(Protocol.TCP, 80),
         )
     )
     pod = Pod("ns", "a", container_ports=(ContainerPort(9090, Protocol.TCP, "metrics"), ContainerPort(7000)))
-    intervals = port_intervals([policy], list[ClusterPolicy](), [pod])
-    tcp = [v for k, v in intervals.items() if k.protocol is Protocol.TCP]
-    assert tcp == [(1, 8079), (8080, 8090), (8091, 9089), (9090, 9090), (9091, 65535)]
-    assert [v for k, v in intervals.items() if k.protocol is Protocol.UDP] == [(1, 52), (53, 53), (54, 65535)]
-    assert [v for k, v in intervals.items() if k.protocol is Protocol.SCTP] == [(1, 65535)]
-    assert PortProtocol(8080, Protocol.TCP) in intervals  # judged through the first port of each interval
+    classes = port_intervals([policy], list[ClusterPolicy](), [pod])
+    tcp = {k.port: v for k, v in classes.items() if k.protocol is Protocol.TCP}
+    # The ports no entry covers (and no named port resolves to) are one class, judged through port 1.
+    assert tcp == {
+        1: ((1, 79), (81, 8079), (8091, 9089), (9091, 65535)),
+        80: ((80, 80),),
+        8080: ((8080, 8090),),
+        9090: ((9090, 9090),),
+    }
+    assert {k.port: v for k, v in classes.items() if k.protocol is Protocol.UDP} == {1: ((1, 52), (54, 65535)),
+                                                                                   53: ((53, 53),)}
+    assert {k.port: v for k, v in classes.items() if k.protocol is Protocol.SCTP} == {1: ((1, 65535),)}
+    assert PortProtocol(8080, Protocol.TCP) in classes
 
 
 def test_connections_are_written_as_netpol_analyzer_writes_them() -> None:
