@@ -158,7 +158,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "policies of policy.networking.k8s.io around them (AdminNetworkPolicy and BaselineAdminNetworkPolicy "
         "v1alpha1, ClusterNetworkPolicy v1alpha2: Admin, then NetworkPolicy, then Baseline). Paths a cluster policy "
         "rule decides whose match the manifests cannot tell (nodes and domainNames peers, equal priorities that "
-        "disagree) are reported out of model (?).",
+        "disagree) are reported out of model (?). By default: one line per pair that can connect, its allowed "
+        "ports by protocol as ranges over every port of TCP, UDP and SCTP, with the address ranges outside the "
+        "cluster that the policies' ipBlocks cut as endpoints; --matrix: a truth table per port.",
     )
     _add_input(analyze)
     analyze.add_argument(
@@ -168,7 +170,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         type=_port,
         metavar="PORT[/PROTOCOL]",
         help="destination port to judge, e.g. 80/TCP, 53/UDP, 3868/SCTP (protocol defaults to TCP); repeatable; "
-        "default: every port the endpoints declare in containerPorts",
+        "default: every port of every protocol (with --matrix or -o html: every port the endpoints declare in "
+        "containerPorts)",
     )
     analyze.add_argument(
         "--external",

@@ -332,7 +332,7 @@ def _legend(analysis: Analysis, counts: PairCounts) -> str:
         f"Legend: {_count(counts.listed, 'line', 'lines')}, one per (from, to) pair with an allowed connection"
         + (" (or one out of model)" if counts.out_of_model else "")
         + "; adjacent address ranges with the same connections to or from an endpoint share a line.",
-        "  FROM => TO : the destination ports FROM may connect to on TO, by protocol, as ranges "
+        "  Each line: the destination ports the source may connect to on the destination, by protocol, as ranges "
         "(TCP 80,8080-8090); All Connections: every port of TCP, UDP and SCTP.",
         f"  Judged: {ports}{outside}.",
         "  Not listed: " + "; ".join(not_listed) + ".",
