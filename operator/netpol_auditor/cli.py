@@ -427,7 +427,8 @@ def build_analysis(
         if len(members[group]) < 2:
             members[group].append(ref)
     n_groups = len(members)
-    matrix: dict[PortProtocol, list[list[Cell | None]]] = {}
+    matrix: dict[PortProtocol, dict[int, list[Cell | None]]] = {}  # port -> source group -> cells, rows read whole
+    single: dict[tuple[int, int, PortProtocol], Cell] = {}  # cells asked for one by one
     interned: dict[tuple[bool | None, tuple[str, ...], str, bool], Cell] = {}
     self_pair = Cell(None, (), "a pod never blocks traffic to itself")
     column_groups = [group_of[c] for c in columns]
@@ -448,22 +449,30 @@ def build_analysis(
         found = interned.get(key)
         if found is None:
             found = interned[key] = Cell(*key)
-        row_cells = matrix[port][gs]
-        row_cells[gd] = found
         return found
 
     def group_row(gs: int, port: PortProtocol) -> list[Cell | None]:
-        grid = matrix.get(port)
-        if grid is None:
-            grid = matrix[port] = [[None] * n_groups for _ in range(n_groups)]
-        return grid[gs]
+        grid = matrix.setdefault(port, {})
+        got = grid.get(gs)
+        if got is None:
+            got = grid[gs] = [None] * n_groups
+        return got
 
     def cell(src: str, dst: str, port: PortProtocol) -> Cell:
         if src == dst:
             return self_pair
         gs, gd = group_of[src], group_of[dst]
-        found = group_row(gs, port)[gd]
-        return found if found is not None else compute(gs, gd, port)
+        cached = matrix.get(port, {}).get(gs)  # a row already read whole, else one cell at a time (sparse)
+        if cached is not None:
+            found = cached[gd]
+            if found is None:
+                found = cached[gd] = compute(gs, gd, port)
+            return found
+        key = (gs, gd, port)
+        found = single.get(key)
+        if found is None:
+            found = single[key] = compute(gs, gd, port)
+        return found
 
     def row(src: str, port: PortProtocol) -> list[Cell]:
         gs = group_of[src]
@@ -471,7 +480,9 @@ def build_analysis(
         out: list[Cell] = []
         for gd in column_groups:
             found = cached[gd]
-            out.append(found if found is not None else compute(gs, gd, port))
+            if found is None:
+                found = cached[gd] = compute(gs, gd, port)
+            out.append(found)
         return out
 
     # The table's fast path: a row of a class member as bits over the columns (`class_reach`), the columns of
