@@ -90,3 +90,14 @@ def test_invalid_cluster_policy_names_file_object_and_field(cli: Callable[..., R
         f"netpol-auditor analyze: error: {bad}: AdminNetworkPolicy too-high: spec.priority: Invalid value: 1001: "
         "must be between 0 and 1000, inclusive"
     )
+
+
+def test_explain_names_the_number_a_cluster_policy_named_port_resolved_to(cli: Callable[..., Result]) -> None:
+    """The Admin tier's Pass on ``namedPort: http`` matched 9000 on the api (the batch pod has no such port)."""
+    result = cli(["explain", "--per-pod", "-f", ANP, "--from", "frontend/web", "--to", "backend/api", "-o", "json"])
+    assert result.code == 0, result.err
+    (verdict,) = json.loads(result.out)["verdicts"]
+    assert verdict["egress"]["admin"]["namedPort"] == {"name": "http", "resolvedTo": 9000}
+    assert 'egress[0] "api" (to[0], ports[0]), port "http" resolved to 9000 on backend/api -> ' in (
+        verdict["explanation"]
+    )
