@@ -249,7 +249,8 @@ def bench_analyze(pods: int, ports: list[str], seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cluster.json"
         path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-        argv = [str(exe), "analyze", "--per-pod", "-f", str(path), "-o", "json"]  # a dump of pods: as recorded
+        # A dump of pods, as recorded; the per-port verdicts (--matrix), as measured before the per-pair default.
+        argv = [str(exe), "analyze", "--matrix", "--per-pod", "-f", str(path), "-o", "json"]
         for p in ports:
             argv += ["--port", p]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -14,8 +14,9 @@ package, netpol-analyzer built from its Go module with the local Go toolchain.
 Commands run (DIR: the input directory):
     nca --connectivity -r DIR --output_format txt           (full connectivity map, aggregated as fw-rules)
     netpolicy list --dirpath DIR                             (connlist, one line per workload pair)
-    netpol-auditor analyze -f DIR                            (default: per-workload tables, every declared port)
-    netpol-auditor analyze -f DIR -o json                    (one verdict per workload pair and port)
+    netpol-auditor analyze -f DIR                            (default: one line per connected pair, every port)
+    netpol-auditor analyze -f DIR -o json                    (the same pairs as JSON, with deciding policies)
+    netpol-auditor analyze -f DIR --matrix                   (a truth table per declared port, every pair)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ PEERS = Path(os.environ.get("NETPOL_AUDITOR_PEERS", Path.home() / ".cache" / "ne
 #: pods -> (namespaces, policies): 20 pods and 6-7 policies per namespace; 10k as the issue's large cluster.
 SIZES = {500: (25, 167), 1000: (50, 333), 10000: (1000, 2000)}
 REPEAT_UNDER_S = 30.0  #: runs shorter than this are repeated (`--repeat`) and their median reported
-TOOLS = ("netpol-auditor", "netpol-auditor-json", "network-config-analyzer", "netpol-analyzer")
+TOOLS = ("netpol-auditor", "netpol-auditor-json", "netpol-auditor-matrix", "network-config-analyzer", "netpol-analyzer")
 
 
 @dataclass
@@ -111,6 +112,8 @@ def command(tool: str, directory: Path, nca: Path | None, npa: Path | None) -> l
         return auditor
     if tool == "netpol-auditor-json":
         return [*auditor, "-o", "json"]
+    if tool == "netpol-auditor-matrix":
+        return [*auditor, "--matrix"]
     if tool == "network-config-analyzer":
         assert nca is not None
         return [str(nca), "--connectivity", "-r", str(directory), "--output_format", "txt"]

@@ -345,9 +345,10 @@ class Demo:
         self.p.step(3, "what the policies allow: netpol-auditor analyze on a dump of the live cluster")
         dump = self.work / "cluster.yaml"
         dump.write_text(self.kubectl("get", "namespaces,pods,networkpolicies", "-A", "-o", "yaml"))
-        command = [*self.netpol_auditor(), "analyze", "--per-pod", "-f", str(dump)]  # a live cluster: per pod
+        # A live cluster: per pod; the per-port truth tables (--matrix) that the probes are compared with.
+        command = [*self.netpol_auditor(), "analyze", "--matrix", "--per-pod", "-f", str(dump)]
         self.p.line(f"$ kubectl get namespaces,pods,networkpolicies -A -o yaml > {dump}")
-        self.p.line(f"$ netpol-auditor analyze --per-pod -f {dump}")
+        self.p.line(f"$ netpol-auditor analyze --matrix --per-pod -f {dump}")
         shown = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if shown.returncode != 0:
             raise DemoError(f"netpol-auditor analyze failed: {shown.stderr.strip()}")

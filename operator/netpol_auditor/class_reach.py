@@ -11,6 +11,9 @@ class's members). For a source class S and a port p, the destinations S may reac
   rules of the policies isolating S for egress, of the classes the rule's peers match (every class for a rule
   without peers) whose named ports let the rule's ports admit p.
 
+Addresses outside the cluster can be columns and rows too (``addresses``): ipBlocks and rules without peers reach
+them, no policy isolates them, and from an address only the destination's ingress decides.
+
 These are the semantics of `engine.judge_direction` (a direction allows iff it is not isolated or some rule of an
 isolating policy admits the peer on the port, named ports resolved on the destination), read the other way round;
 `tests/core/test_class_reach.py` checks the two agree on random clusters. Cost: O(classes x ports x rules that
@@ -68,21 +71,28 @@ class ClassReach:
         classes: Iterable[ReachClass],
         namespace_labels: Callable[[str], Labels],
         masks: Mapping[str, int],
+        addresses: Mapping[str, int] | None = None,
     ) -> None:
         self._classes = list(classes)
         self._masks = masks
+        # Addresses outside the cluster (address -> bits): no selector picks them, only ipBlocks and rules without
+        # peers; no policy isolates them; no named port resolves on them.
+        self._addresses = dict(addresses or {})
+        address_bits = 0
+        for bits in self._addresses.values():
+            address_bits |= bits
         self._by_ns: dict[str, list[ReachClass]] = defaultdict(list)
         for c in self._classes:
             self._by_ns[c.namespace].append(c)
         self._ns_labels = {ns: namespace_labels(ns) for ns in self._by_ns}
-        self._everyone = 0
+        self._everyone = address_bits
         for c in self._classes:
             self._everyone |= masks.get(c.id, 0)
         self._ns_memo: dict[object, list[str]] = {}
         self._peer_memo: dict[object, tuple[list[ReachClass], int]] = {}
 
         # Ingress, read from the source: which (policy, rule) pairs can admit each class, and whom they guard.
-        self._unisolated_in = 0
+        self._unisolated_in = address_bits
         self._guarded: dict[int, list[ReachClass]] = defaultdict(list)  # id(policy) -> classes it isolates (ingress)
         policies: dict[int, CompiledPolicy] = {}
         for c in self._classes:
@@ -93,6 +103,7 @@ class ClassReach:
                 policies[id(cp)] = cp
         self._open_rules: list[tuple[CompiledPolicy, CompiledRule]] = []  # rules without peers: admit every class
         self._admitting: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
+        self._admitting_address: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
         for cp in policies.values():
             for rule in cp.ingress:
                 if not rule.peers:
@@ -104,6 +115,9 @@ class ClassReach:
                         if c.id not in seen:
                             seen.add(c.id)
                             self._admitting[c.id].append((cp, rule))
+                for address in self._addresses:
+                    if any(p.ip_block is not None and p.ip_block.matches_any((address,)) for p in rule.peers):
+                        self._admitting_address[address].append((cp, rule))
         self._targets_memo: dict[PortProtocol, dict[int, int]] = {}  # port -> id(rule) -> the classes it opens
         self._in_memo: dict[tuple[str, PortProtocol], int] = {}
         self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
@@ -130,8 +144,12 @@ class ClassReach:
         if got is not None:
             return got
         matched: list[ReachClass] = []
+        address_bits = 0
         if block is not None:
             matched = [c for c in self._classes if block.matches_any(c.ips)]
+            for address, bits in self._addresses.items():
+                if block.matches_any((address,)):
+                    address_bits |= bits
         else:
             for ns in self._namespaces(peer):
                 if peer.pods is None:
@@ -139,7 +157,7 @@ class ClassReach:
                 else:
                     pods = peer.pods
                     matched.extend(c for c in self._by_ns[ns] if pods.matches(c.labels))
-        bits = 0
+        bits = address_bits
         for c in matched:
             bits |= self._masks.get(c.id, 0)
         got = self._peer_memo[key] = (matched, bits)
@@ -259,3 +277,20 @@ class ClassReach:
         """Bits of the destinations ``src`` may connect to on ``port`` (both directions allow)."""
         bits = self._ingress(src, port)
         return bits & self._egress(src, port) if bits else 0
+
+    def allowed_from_address(self, address: str, port: PortProtocol) -> int:
+        """Bits of the destinations an address outside the cluster (one of ``addresses``) may connect to on
+        ``port``: their ingress alone decides (an address has no egress policy)."""
+        key = (f"address:{address}", port)
+        got = self._in_memo.get(key)
+        if got is not None:
+            return got
+        bits = self._unisolated_in
+        targets = self._targets_memo.setdefault(port, {})
+        for cp, rule in (*self._open_rules, *self._admitting_address.get(address, ())):
+            found = targets.get(id(rule))
+            if found is None:
+                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
+            bits |= found
+        self._in_memo[key] = bits
+        return bits

@@ -17,12 +17,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
 from .cluster_policy import ClusterPolicy
+from .connection_space import AddressRange, PortRanges, address_ranges, port_intervals
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .foreign import ForeignPaths, describe
 from .index import ReachabilityIndex
@@ -158,7 +159,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "policies of policy.networking.k8s.io around them (AdminNetworkPolicy and BaselineAdminNetworkPolicy "
         "v1alpha1, ClusterNetworkPolicy v1alpha2: Admin, then NetworkPolicy, then Baseline). Paths a cluster policy "
         "rule decides whose match the manifests cannot tell (nodes and domainNames peers, equal priorities that "
-        "disagree) are reported out of model (?).",
+        "disagree) are reported out of model (?). By default: one line per pair that can connect, its allowed "
+        "ports by protocol as ranges over every port of TCP, UDP and SCTP, with the address ranges outside the "
+        "cluster that the policies' ipBlocks cut as endpoints; --matrix: a truth table per port.",
     )
     _add_input(analyze)
     analyze.add_argument(
@@ -168,7 +171,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         type=_port,
         metavar="PORT[/PROTOCOL]",
         help="destination port to judge, e.g. 80/TCP, 53/UDP, 3868/SCTP (protocol defaults to TCP); repeatable; "
-        "default: every port the endpoints declare in containerPorts",
+        "default: every port of every protocol (with --matrix or -o html: every port the endpoints declare in "
+        "containerPorts)",
     )
     analyze.add_argument(
         "--external",
@@ -182,6 +186,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     analyze.add_argument("-o", "--output", choices=(*FORMATS, "html"), default="table",
                          help="output format (default: table); html: one self-contained page, a matrix with the "
                          "deciding policies and rules of every cell")
+    analyze.add_argument(
+        "--matrix",
+        action="store_true",
+        help="per-port verdicts instead of one line per (from, to) pair: the table as one truth table per port, "
+        "json/yaml/csv/md as one verdict per (from, to, port); default ports: those the endpoints declare",
+    )
     analyze.add_argument("--explain", action="store_true", help="add the reason (policies, rules) for every verdict")
     analyze.add_argument(
         "--from",
@@ -277,6 +287,8 @@ class _Input:
     index: ReachabilityIndex
     folded: Mapping[PodRef, PodRef]
     notes: tuple[str, ...] = ()
+    policies: tuple[NetworkPolicy, ...] = ()
+    cluster_policies: tuple[ClusterPolicy, ...] = ()
     foreign: ForeignPaths = field(default_factory=ForeignPaths)
 
 
@@ -336,7 +348,14 @@ def _load(args: argparse.Namespace) -> _Input:
                                      lambda name: ns_labels.get(name) or Namespace(name).labels)
         for line in describe(foreign):
             print(f"{PROG} {args.command}: warning: {line}", file=sys.stderr)
-    return _Input(ReachabilityIndex.from_objects([*others, *judged]), folded, tuple(notes), foreign)
+    return _Input(
+        ReachabilityIndex.from_objects([*others, *judged]),
+        folded,
+        tuple(notes),
+        tuple(o for o in others if isinstance(o, NetworkPolicy)),
+        tuple(o for o in others if isinstance(o, ClusterPolicy)),
+        foreign,
+    )
 
 
 def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
@@ -377,10 +396,14 @@ def build_analysis(
     destinations: Sequence[str] = (),
     explain: bool = False,
     folded: Mapping[PodRef, PodRef] | None = None,
+    ranges: Sequence[AddressRange] = (),
+    intervals: Mapping[PortProtocol, PortRanges] | None = None,
     foreign: ForeignPaths | None = None,
 ) -> Analysis:
     """Every ordered pair of distinct endpoints (and externals to/from pods) on every port, via the index.
-    ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name.
+    ``folded``: Pods folded into workload endpoints, for ``sources`` and ``destinations`` to name. ``ranges``:
+    address ranges, endpoints named ``first-last`` and judged through their first address, before the
+    ``externals`` (single addresses). ``intervals``: the ports each of ``ports`` stands for (`Analysis`).
 
     Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
     index guarantees that members of a class are judged alike.
@@ -390,7 +413,8 @@ def build_analysis(
         ports = _declared_ports(index, pods)
         if not ports:
             raise UsageError("no ports to judge: the endpoints declare no containerPorts; pass --port PORT/PROTOCOL")
-    address_list = list(dict.fromkeys(externals))
+    range_names = {r.name for r in ranges}
+    address_list = list(dict.fromkeys([*(r.name for r in ranges), *externals]))
     everything = [str(p) for p in pods] + address_list
     rows = _select(everything, sources, "--from", folded)
     columns = _select(everything, destinations, "--to", folded)
@@ -398,7 +422,8 @@ def build_analysis(
     # Endpoints the policies cannot tell apart share a group: a pod's equivalence class; each hostNetwork pod and
     # each address is a group of its own. Cells are computed once per (group, group, port).
     objects: dict[str, Endpoint] = {str(p): p for p in pods}
-    objects.update({a: a for a in address_list})
+    objects.update({a: a for a in externals})
+    objects.update({r.name: r.address for r in ranges})
     group_of: dict[str, int] = {}
     members: list[list[Endpoint]] = []  # up to two members per group: a pair of distinct members if any
     by_key: dict[str, int] = {}
@@ -413,7 +438,8 @@ def build_analysis(
         if len(members[group]) < 2:
             members[group].append(ref)
     n_groups = len(members)
-    matrix: dict[PortProtocol, list[list[Cell | None]]] = {}
+    matrix: dict[PortProtocol, dict[int, list[Cell | None]]] = {}  # port -> source group -> cells, rows read whole
+    single: dict[tuple[int, int, PortProtocol], Cell] = {}  # cells asked for one by one
     interned: dict[tuple[bool | None, tuple[str, ...], str, bool], Cell] = {}
     self_pair = Cell(None, (), "a pod never blocks traffic to itself")
     column_groups = [group_of[c] for c in columns]
@@ -434,22 +460,30 @@ def build_analysis(
         found = interned.get(key)
         if found is None:
             found = interned[key] = Cell(*key)
-        row_cells = matrix[port][gs]
-        row_cells[gd] = found
         return found
 
     def group_row(gs: int, port: PortProtocol) -> list[Cell | None]:
-        grid = matrix.get(port)
-        if grid is None:
-            grid = matrix[port] = [[None] * n_groups for _ in range(n_groups)]
-        return grid[gs]
+        grid = matrix.setdefault(port, {})
+        got = grid.get(gs)
+        if got is None:
+            got = grid[gs] = [None] * n_groups
+        return got
 
     def cell(src: str, dst: str, port: PortProtocol) -> Cell:
         if src == dst:
             return self_pair
         gs, gd = group_of[src], group_of[dst]
-        found = group_row(gs, port)[gd]
-        return found if found is not None else compute(gs, gd, port)
+        cached = matrix.get(port, {}).get(gs)  # a row already read whole, else one cell at a time (sparse)
+        if cached is not None:
+            found = cached[gd]
+            if found is None:
+                found = cached[gd] = compute(gs, gd, port)
+            return found
+        key = (gs, gd, port)
+        found = single.get(key)
+        if found is None:
+            found = single[key] = compute(gs, gd, port)
+        return found
 
     def row(src: str, port: PortProtocol) -> list[Cell]:
         gs = group_of[src]
@@ -457,20 +491,28 @@ def build_analysis(
         out: list[Cell] = []
         for gd in column_groups:
             found = cached[gd]
-            out.append(found if found is not None else compute(gs, gd, port))
+            if found is None:
+                found = cached[gd] = compute(gs, gd, port)
+            out.append(found)
         return out
 
     # The table's fast path: a row of a class member as bits over the columns (`class_reach`), the columns of
     # endpoints without a class (addresses, hostNetwork pods) and the pod itself as cells.
     class_ids = {str(p): c.id for p in pods if (c := index.class_of(p)) is not None}
     masks: dict[str, int] = {}
+    address_masks: dict[str, int] = {}  # address -> the columns of the endpoints (ranges, --external) it stands for
     others: list[int] = []
+    address_columns = 0
     for j, name in enumerate(columns):
         cid = class_ids.get(name)
-        if cid is None:
-            others.append(j)
-        else:
+        if cid is not None:
             masks[cid] = masks.get(cid, 0) | 1 << j
+        elif isinstance(objects[name], str):
+            address = str(objects[name])
+            address_masks[address] = address_masks.get(address, 0) | 1 << j
+            address_columns |= 1 << j
+        else:
+            others.append(j)
     view = index.view()
     records = {c.id: c for c in view.class_records}
     ns_labels = {ns.name: ns.labels for ns in view.namespace_objects}
@@ -498,13 +540,18 @@ def build_analysis(
     def marks(src: str, port: PortProtocol) -> RowMarks | None:
         nonlocal reach
         cid = class_ids.get(src)
-        if cid is None or tiered:
+        source = objects[src]
+        if tiered or (cid is None and not isinstance(source, str)):
             return None
         if reach is None:
-            reach = ClassReach(records.values(), namespace_labels, masks)
+            reach = ClassReach(records.values(), namespace_labels, masks, address_masks)
         special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
         special.update((j, None) for j in own_columns.get(src, ()))
-        return RowMarks(reach.allowed(records[cid], port), special)
+        if cid is not None:
+            return RowMarks(reach.allowed(records[cid], port), special)
+        # From an address: address to address is not a pair.
+        special.update((j, None) for j in range(len(columns)) if address_columns >> j & 1)
+        return RowMarks(reach.allowed_from_address(str(source), port), special)
 
     own_columns: dict[str, list[int]] = {}
     for j, name in enumerate(columns):
@@ -515,6 +562,9 @@ def build_analysis(
 
         def explainer(src: str, dst: str, port: PortProtocol) -> str:
             verdict = index.verdict(objects[src], objects[dst], port)
+            if src in range_names or dst in range_names:  # named as the range, judged through its first address
+                verdict = replace(verdict, source=src if src in range_names else verdict.source,
+                                  destination=dst if dst in range_names else verdict.destination)
             return (foreign.apply(verdict) if foreign else verdict).explain()
 
     analysis = Analysis(
@@ -526,6 +576,7 @@ def build_analysis(
         explain=explainer,
         externals=address_list,
         marks=marks,
+        intervals=intervals,
     )
     return _out_of_model(analysis, foreign) if foreign else analysis
 
@@ -576,14 +627,23 @@ def _out_of_model(analysis: Analysis, foreign: ForeignPaths) -> Analysis:
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
     loaded = _load(args)
+    per_pair = not args.matrix and args.output != "html"
+    ports = list(dict.fromkeys(args.ports or []))
+    intervals: Mapping[PortProtocol, PortRanges] | None = None
+    if per_pair and not ports:
+        # Every port of every protocol, one port judged per interval the policies' ports cut.
+        intervals = port_intervals(loaded.policies, loaded.cluster_policies, loaded.index.pods())
+        ports = list(intervals)
     analysis = build_analysis(
         loaded.index,
-        ports=list(dict.fromkeys(args.ports or [])),
+        ports=ports,
         externals=args.externals,
         sources=args.sources,
         destinations=args.destinations,
         explain=args.explain,
         folded=loaded.folded,
+        ranges=address_ranges(loaded.policies, loaded.cluster_policies) if per_pair else (),
+        intervals=intervals,
         foreign=loaded.foreign,
     )
     if args.output == "html":
@@ -602,7 +662,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         )
         out.write(render_html(data))
         return 0
-    render(analysis, args.output, out)
+    render(analysis, args.output, out, per_pair=per_pair)
     return 0
 
 

@@ -245,6 +245,8 @@ class RuleRef:
     """A rule that admits a connection: policy, direction, rule index, peer index and port index.
 
     ``peer`` None means the rule has no ``from``/``to`` (every peer); ``port`` None means no ``ports`` (every port).
+    ``named_port``: when the admitting port entry is a named port, its name and the number it resolved to on the
+    destination (not part of the identity: it follows from the rule and the destination).
     """
 
     namespace: str
@@ -253,6 +255,7 @@ class RuleRef:
     rule: int
     peer: int | None
     port: int | None
+    named_port: tuple[str, int] | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         field_name = "from" if self.direction is Direction.INGRESS else "to"
@@ -261,7 +264,7 @@ class RuleRef:
         return f"{self.namespace}/{self.policy} {self.direction.value.lower()}[{self.rule}] ({peer}, {port})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "namespace": self.namespace,
             "policy": self.policy,
             "direction": self.direction.value,
@@ -269,6 +272,9 @@ class RuleRef:
             "peer": self.peer,
             "port": self.port,
         }
+        if self.named_port is not None:
+            out["namedPort"] = {"name": self.named_port[0], "resolvedTo": self.named_port[1]}
+        return out
 
 
 @dataclass(frozen=True)
@@ -376,8 +382,10 @@ def judge_direction(
         for rule in cp.rules(direction):
             peer_index, port_index = rule.admits(peer, port, named_ports)
             if peer_index != -1:
+                entry = rule.ports[port_index].port.port if port_index is not None else None
+                named = (entry, port.port) if isinstance(entry, str) else None
                 admitted.append(
-                    RuleRef(cp.policy.namespace, cp.policy.name, direction, rule.index, peer_index, port_index)
+                    RuleRef(cp.policy.namespace, cp.policy.name, direction, rule.index, peer_index, port_index, named)
                 )
                 break
     return DirectionVerdict(direction, True, tuple(cp.key for cp in policies), tuple(admitted))

@@ -14,7 +14,8 @@ from .cluster_policy import RuleAction, Tier
 from .model import Direction, Endpoint
 
 if TYPE_CHECKING:  # engine imports this module
-    from .engine import DirectionVerdict, Verdict
+    from .engine import DirectionVerdict, RuleRef, Verdict
+    from .tiers import ClusterRuleRef
 
 __all__ = ["explain_direction", "explain_verdict"]
 
@@ -46,6 +47,9 @@ def explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) 
     name = dv.direction.value
     if dv.unknown:
         return f"{name}: {dv.unknown}."
+    destination = subject if dv.direction is Direction.INGRESS else other
+    admin = None if dv.admin is None else _cluster_rule_text(dv.admin, destination)
+    baseline = None if dv.baseline is None else _cluster_rule_text(dv.baseline, destination)
     tier = dv.tier
     if tier == Tier.ADMIN.value:
         assert dv.admin is not None
@@ -53,8 +57,8 @@ def explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) 
             effect = "denied; no NetworkPolicy or Baseline rule is consulted"
         else:
             effect = "allowed, whatever NetworkPolicies or Baseline rules say"
-        return f"{name}: {dv.admin}: {effect}."
-    passed = f"{dv.admin} -> " if dv.admin is not None else ""
+        return f"{name}: {admin}: {effect}."
+    passed = f"{admin} -> " if admin is not None else ""
     if tier == "NetworkPolicy":
         tier_name = "NetworkPolicy: " if passed else ""
         return f"{name}: {passed}{tier_name}{explain_network_policies(dv, subject, other)}"
@@ -65,9 +69,9 @@ def explain_direction(dv: DirectionVerdict, subject: Endpoint, other: Endpoint) 
     if tier == Tier.BASELINE.value:
         assert dv.baseline is not None
         effect = "allowed" if dv.baseline.action is RuleAction.ACCEPT else "denied"
-        return f"{name}: {passed}{unisolated}; {dv.baseline}: {effect}."
+        return f"{name}: {passed}{unisolated}; {baseline}: {effect}."
     if dv.baseline is not None:  # a Baseline Pass: on to the default
-        passed += f"{unisolated}; {dv.baseline} -> "
+        passed += f"{unisolated}; {baseline} -> "
         return f"{name}: {passed}no tier decides, so it is allowed."
     if passed:
         return f"{name}: {passed}{unisolated} and no Baseline rule matches, so it is allowed."
@@ -78,10 +82,26 @@ def explain_network_policies(dv: DirectionVerdict, subject: Endpoint, other: End
     name = dv.direction.value
     isolating = ", ".join(f"{ns}/{n}" for ns, n in dv.isolating_policies)
     if dv.admitted_by:
-        rules = "; ".join(str(r) for r in dv.admitted_by)
+        destination = subject if dv.direction is Direction.INGRESS else other
+        rules = "; ".join(_rule_text(r, destination) for r in dv.admitted_by)
         return f"{subject} is isolated for {name.lower()} by {isolating}; allowed by {rules}."
     peer_word = "from" if dv.direction is Direction.INGRESS else "to"
     return (
         f"{subject} is isolated for {name.lower()} by {isolating}; "
         f"no {name.lower()} rule of these policies allows traffic {peer_word} {other} on this port, so it is denied."
     )
+
+
+def _rule_text(rule: RuleRef, destination: Endpoint) -> str:
+    """The rule, and the number its named port resolved to (named ports resolve on the destination's containers)."""
+    if rule.named_port is None:
+        return str(rule)
+    name, number = rule.named_port
+    return f'{rule}, port "{name}" resolved to {number} on {destination}'
+
+
+def _cluster_rule_text(rule: ClusterRuleRef, destination: Endpoint) -> str:
+    if rule.named_port is None:
+        return str(rule)
+    name, number = rule.named_port
+    return f'{rule}, port "{name}" resolved to {number} on {destination}'

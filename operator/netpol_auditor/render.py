@@ -1,11 +1,12 @@
-"""Output formats of ``netpol-auditor analyze``: table, json, yaml, csv, md, dot.
+"""Per-port output formats of ``netpol-auditor analyze --matrix``: table, json, yaml, csv, md, dot.
 
 Formatting only: the verdicts come from an `Analysis` the CLI builds over the reachability index. Every format
-covers, per port, every ordered pair of distinct endpoints (pods, and ``--external`` addresses to and from pods).
-Tables follow the upstream e2e truth tables (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are
-sources, columns destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (a pod and itself,
-address to address, hostNetwork pods), ``?`` what is out of model (a cluster policy rule whose match the manifests
-cannot tell: a nodes or domainNames peer, equal priorities that disagree).
+covers, per port, every ordered pair of distinct endpoints (pods, address ranges and ``--external`` addresses to and
+from pods). The default output, one entry per pair, is `netpol_auditor.render_pairs`. Tables follow the upstream e2e
+truth tables (kubernetes/kubernetes test/e2e/network/netpol/truthtable.go): rows are sources, columns
+destinations, ``.`` allowed, ``X`` denied; ``-`` marks what is not judged (hostNetwork pods), ``~`` what is not a
+pair (an endpoint and itself, address to address), ``?`` what is out of model (a cluster policy rule whose match
+the manifests cannot tell: a nodes or domainNames peer, equal priorities that disagree).
 
 ``json`` is the stable machine contract::
 
@@ -29,14 +30,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .connection_space import PortRanges
 from .model import PortProtocol
 
-__all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "render"]
+__all__ = ["FORMATS", "Analysis", "Cell", "RowMarks", "is_address", "render", "row_marks"]
 
 FORMATS = ("table", "json", "yaml", "csv", "md", "dot")
 
-LEGEND = ". allowed, X denied, - not judged; rows: from, columns: to"
-LEGEND_OUT_OF_MODEL = ". allowed, X denied, - not judged, ? out of model; rows: from, columns: to"
+LEGEND = ". allowed, X denied, - not judged (host network), ~ not a pair; rows: from, columns: to"
+LEGEND_OUT_OF_MODEL = (
+    ". allowed, X denied, - not judged (host network), ? out of model, ~ not a pair; rows: from, columns: to"
+)
+CORNER = "from\\to"
+NOT_A_PAIR = "~"  # an endpoint and itself, address to address: no connection to judge
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +79,12 @@ class RowMarks:
 
 
 def is_address(endpoint: str) -> bool:
-    try:
-        ipaddress.ip_address(endpoint)
-    except ValueError:
-        return False
+    """An IP address, or an address range ``first-last`` (`connection_space.AddressRange`)."""
+    for part in endpoint.split("-", 1):
+        try:
+            ipaddress.ip_address(part)
+        except ValueError:
+            return False
     return True
 
 
@@ -98,6 +106,11 @@ class Analysis:
     explain: Callable[[str, str, PortProtocol], str] | None = None
     externals: list[str] = field(default_factory=list)
     marks: Callable[[str, PortProtocol], RowMarks | None] | None = None
+    #: The ports (inclusive ranges) each port of ``ports`` stands for; None: each port stands for itself.
+    intervals: Mapping[PortProtocol, PortRanges] | None = None
+
+    def interval(self, port: PortProtocol) -> PortRanges:
+        return self.intervals[port] if self.intervals is not None else ((port.port, port.port),)
 
     def __post_init__(self) -> None:
         self._addresses = frozenset(e for e in (*self.sources, *self.destinations) if is_address(e))
@@ -234,11 +247,11 @@ def render_csv(analysis: Analysis, out: TextIO) -> None:
 
 
 def _marks(analysis: Analysis, port: PortProtocol) -> list[list[str]]:
-    rows = [["-", *analysis.destinations]]
+    rows = [[CORNER, *analysis.destinations]]
     for src in analysis.sources:
         row = [src]
         for dst in analysis.destinations:
-            row.append(analysis.cell(src, dst, port).mark if analysis.judged(src, dst) else "-")
+            row.append(analysis.cell(src, dst, port).mark if analysis.judged(src, dst) else NOT_A_PAIR)
         rows.append(row)
     return rows
 
@@ -258,7 +271,7 @@ def _explanations(analysis: Analysis, port: PortProtocol) -> Iterator[str]:
         yield analysis.explain(src, dst, port)
 
 
-def _row_marks(analysis: Analysis, src: str, port: PortProtocol) -> RowMarks:
+def row_marks(analysis: Analysis, src: str, port: PortProtocol) -> RowMarks:
     """A row as `RowMarks`: from ``analysis.marks``, or built from its cells."""
     got = analysis.marks(src, port) if analysis.marks is not None else None
     if got is not None:
@@ -281,7 +294,7 @@ class _TableRows:
 
     def __init__(self, analysis: Analysis) -> None:
         self.n = n = len(analysis.destinations)
-        self.first = max([1, *(len(s) for s in analysis.sources)])
+        self.first = max([len(CORNER), *(len(s) for s in analysis.sources)])
         self.widths = [max(1, len(d)) for d in analysis.destinations]
         self.chunks: list[dict[int, str]] = [{} for _ in range((n + 7) // 8)]
         self.all_columns = (1 << n) - 1
@@ -308,7 +321,7 @@ class _TableRows:
                 for j in range(8 * k, min(8 * k + 8, self.n)):
                     if j in special:
                         cell = special[j]
-                        mark = "-" if cell is None else cell.mark
+                        mark = NOT_A_PAIR if cell is None else cell.mark
                     else:
                         mark = "." if byte >> (j - 8 * k) & 1 else "X"
                     texts.append(self._cell_text(j, mark))
@@ -352,13 +365,13 @@ def render_table(analysis: Analysis, out: TextIO) -> None:
 def _render_table_fast(analysis: Analysis, out: TextIO) -> None:
     """`render_table` without explanations, from row bits (the same text)."""
     rows = _TableRows(analysis)
-    header = ["-", *analysis.destinations]
+    header = [CORNER, *analysis.destinations]
     widths = [rows.first, *rows.widths]
     header_line = " ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip() + "\n"
     marks: dict[PortProtocol, list[RowMarks]] = {}
     summary: dict[str, dict[str, int]] = {}
     for port in analysis.ports:
-        marks[port] = [_row_marks(analysis, src, port) for src in analysis.sources]
+        marks[port] = [row_marks(analysis, src, port) for src in analysis.sources]
         counts: dict[bool | str | None, int] = {True: 0, False: 0, None: 0, "outOfModel": 0}
         for m in marks[port]:
             rows.count(m, counts)
@@ -381,8 +394,8 @@ def render_md(analysis: Analysis, out: TextIO) -> None:
     summary = analysis.summary()
     out.write("# NetworkPolicy reachability\n\n")
     unknown = ", `?` out of model" if _legend(summary) == LEGEND_OUT_OF_MODEL else ""
-    out.write(f"Legend: `.` allowed, `X` denied, `-` not judged{unknown}; rows are sources (from), columns "
-              "destinations (to).\n")
+    out.write(f"Legend: `.` allowed, `X` denied, `-` not judged (host network){unknown}, `~` not a pair (an "
+              "endpoint and itself, address to address); rows are sources (from), columns destinations (to).\n")
     for port in analysis.ports:
         out.write(f"\n## {port}\n\n{_counts_text(summary[str(port)])}.\n\n")
         rows = _marks(analysis, port)
@@ -441,6 +454,12 @@ _RENDERERS: dict[str, Callable[[Analysis, TextIO], None]] = {
 }
 
 
-def render(analysis: Analysis, fmt: str, out: TextIO) -> None:
-    """Write ``analysis`` to ``out`` in ``fmt`` (one of `FORMATS`)."""
+def render(analysis: Analysis, fmt: str, out: TextIO, per_pair: bool = False) -> None:
+    """Write ``analysis`` to ``out`` in ``fmt`` (one of `FORMATS`): per port, or with ``per_pair`` one entry per
+    (from, to) pair with its allowed connections (`netpol_auditor.render_pairs`)."""
+    if per_pair:
+        from .render_pairs import render_pairs
+
+        render_pairs(analysis, fmt, out)
+        return
     _RENDERERS[fmt](analysis, out)

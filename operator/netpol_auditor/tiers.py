@@ -29,7 +29,7 @@ above); the BaselineAdminNetworkPolicy, which has no priority, comes after every
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cluster_policy import ClusterPeer, ClusterPolicy, ClusterPolicyKind, ClusterPort, ClusterRule, RuleAction, Tier
@@ -118,6 +118,8 @@ class ClusterRuleRef:
     action: RuleAction
     peer: int
     port: int | None
+    #: When the matching port entry is a named port: its name and the number it resolved to on the destination.
+    named_port: tuple[str, int] | None = field(default=None, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -158,6 +160,8 @@ class ClusterRuleRef:
             "action": self.action_word,
             "peer": self.peer,
             "port": self.port,
+            **({} if self.named_port is None else {"namedPort": {"name": self.named_port[0],
+                                                                 "resolvedTo": self.named_port[1]}}),
         }
 
 
@@ -232,14 +236,15 @@ class CompiledClusterPolicy:
             matched, peer, port_index = rule.match(info, port, named_ports)
             if matched is False:
                 continue
+            entry = rule.ports[port_index].port.named_port if port_index is not None else None
             ref = ClusterRuleRef(p.kind, p.name, p.tier, p.priority, direction, rule.index, rule.name, rule.action,
-                                 peer, port_index)
+                                 peer, port_index, None if entry is None else (entry, port.port))
             if matched:
                 return ref
-            field = p.rules(direction)[rule.index].peers[peer].field
-            what = "node addresses" if field == "nodes" else "the addresses DNS answers for those names"
+            peer_field = p.rules(direction)[rule.index].peers[peer].field
+            what = "node addresses" if peer_field == "nodes" else "the addresses DNS answers for those names"
             return (f"out of model: {ref.kind.value} {ref.policy} {direction.value.lower()}[{rule.index}] "
-                    f"({ref.action_word}) has a {field} peer, which matches {what}: not known from the manifests")
+                    f"({ref.action_word}) has a {peer_field} peer, which matches {what}: not known from the manifests")
         return None
 
 

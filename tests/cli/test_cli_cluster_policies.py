@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 from cli_harness import FIXTURES, Result
 
+MATRIX = ("analyze", "--matrix")  # the per-port truth tables and verdicts
 DUMP = str(FIXTURES / "cluster-tiers-dump.yaml")
 ANP = str(FIXTURES / "admin-network-policies.yaml")
 
 CASES = {
-    "cluster-tiers-table.txt": ["analyze", "--per-pod", "-f", DUMP, "--external", "203.0.113.10",
+    "cluster-tiers-table.txt": [*MATRIX, "--per-pod", "-f", DUMP, "--external", "203.0.113.10",
                                 "--external", "169.254.169.254", "--port", "53/UDP", "--port", "8080/TCP"],
-    "cluster-tiers.json": ["analyze", "--per-pod", "-f", DUMP, "-o", "json", "--port", "5432/TCP",
+    "cluster-tiers.json": [*MATRIX, "--per-pod", "-f", DUMP, "-o", "json", "--port", "5432/TCP",
                            "--external", "203.0.113.10"],
-    "cluster-tiers-explain.md": ["analyze", "--per-pod", "-f", DUMP, "-o", "md", "--explain", "--port", "8080/TCP",
+    "cluster-tiers-explain.md": [*MATRIX, "--per-pod", "-f", DUMP, "-o", "md", "--explain", "--port", "8080/TCP",
                                  "--from", "sandbox", "--external", "203.0.113.10"],
+    "cluster-tiers-pairs.txt": ["analyze", "--per-pod", "-f", DUMP, "--external", "203.0.113.10"],
     "cluster-tiers-explain.txt": ["explain", "--per-pod", "-f", DUMP, "--from", "shop/web-0", "--to", "shop/db-0"],
-    "admin-network-policies-table.txt": ["analyze", "--per-pod", "-f", ANP, "--port", "8080", "--port", "9000"],
+    "admin-network-policies-table.txt": [*MATRIX, "--per-pod", "-f", ANP, "--port", "8080", "--port", "9000"],
     "admin-network-policies-explain.json": ["explain", "--per-pod", "-f", ANP, "--from", "frontend/web",
                                             "--to", "backend/batch", "--port", "9000", "-o", "json"],
 }  # fmt: skip
@@ -37,7 +39,7 @@ def test_output_matches_golden(name: str, cli: Callable[..., Result], golden: Ca
 
 
 def _verdicts(cli: Callable[..., Result], *argv: str) -> dict[tuple[str, str, str], dict[str, object]]:
-    result = cli(["analyze", "--per-pod", "-o", "json", *argv])
+    result = cli([*MATRIX, "--per-pod", "-o", "json", *argv])
     assert result.code == 0, result.err
     return {(v["from"], v["to"], f"{v['port']}/{v['protocol']}"): v for v in json.loads(result.out)["verdicts"]}
 
@@ -82,9 +84,20 @@ def test_invalid_cluster_policy_names_file_object_and_field(cli: Callable[..., R
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n"
                    "metadata: {name: too-high}\nspec: {priority: 1001, subject: {namespaces: {}}}\n")
-    result = cli(["analyze", "--per-pod", "-f", ANP, "-f", str(bad), "--port", "80"])
+    result = cli([*MATRIX, "--per-pod", "-f", ANP, "-f", str(bad), "--port", "80"])
     assert result.code == 2
     assert result.err.strip() == (
         f"netpol-auditor analyze: error: {bad}: AdminNetworkPolicy too-high: spec.priority: Invalid value: 1001: "
         "must be between 0 and 1000, inclusive"
+    )
+
+
+def test_explain_names_the_number_a_cluster_policy_named_port_resolved_to(cli: Callable[..., Result]) -> None:
+    """The Admin tier's Pass on ``namedPort: http`` matched 9000 on the api (the batch pod has no such port)."""
+    result = cli(["explain", "--per-pod", "-f", ANP, "--from", "frontend/web", "--to", "backend/api", "-o", "json"])
+    assert result.code == 0, result.err
+    (verdict,) = json.loads(result.out)["verdicts"]
+    assert verdict["egress"]["admin"]["namedPort"] == {"name": "http", "resolvedTo": 9000}
+    assert 'egress[0] "api" (to[0], ports[0]), port "http" resolved to 9000 on backend/api -> ' in (
+        verdict["explanation"]
     )

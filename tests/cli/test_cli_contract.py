@@ -27,7 +27,7 @@ EXTERNALS = ["203.0.113.10", "2001:db8::7"]
 
 
 def _json(cli: Callable[..., Result], *argv: str, stdin: str | None = None) -> dict[str, Any]:
-    result = cli(["analyze", "--per-pod", *argv, "-o", "json"], stdin=stdin)
+    result = cli(["analyze", "--matrix", "--per-pod", *argv, "-o", "json"], stdin=stdin)
     assert result.code == 0, result.err
     data: dict[str, Any] = json.loads(result.out)
     return data

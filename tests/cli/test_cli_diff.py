@@ -67,7 +67,8 @@ def test_a_widened_rule_opens_paths(cli: Callable[..., Result]) -> None:
     change = data["changes"][0]
     assert change["before"]["decidingPolicies"] == ["shop/api", "shop/default-deny"]
     assert change["after"]["admittedBy"] == [
-        {"namespace": "shop", "policy": "api", "direction": "Ingress", "rule": 0, "peer": 0, "port": 0}
+        {"namespace": "shop", "policy": "api", "direction": "Ingress", "rule": 0, "peer": 0, "port": 0,
+         "namedPort": {"name": "api", "resolvedTo": 9000}}
     ]
     # Narrowing it back closes the same path.
     back = _diff(cli, WIDENED[1], WIDENED[0])

@@ -22,7 +22,7 @@ PORTS = ["80/TCP", "8080/TCP", "53/UDP"]
 EXTERNALS = ["192.0.2.1", "10.0.1.5"]
 
 
-def _cluster(seed: int) -> list[dict[str, Any]]:
+def random_cluster(seed: int) -> list[dict[str, Any]]:
     """Replicated workloads (many pods per class), a reused IP on a finished pod, a hostNetwork pod, and policies
     with selectors, named ports and ipBlocks that split some replicas' classes but not others."""
     rng = random.Random(seed)
@@ -76,12 +76,14 @@ def _cluster(seed: int) -> list[dict[str, Any]]:
             "podSelector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]},
         },
         {"ipBlock": {"cidr": "10.0.0.0/22", "except": ["10.0.1.0/24"]}},
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "192.0.2.0/24"]}},
     ]
     port_sets: list[list[dict[str, Any]]] = [
         [],
         [{"port": "http"}],
         [{"port": 8080}],
         [{"protocol": "UDP", "port": 53}],
+        [{"port": 8000, "endPort": 8090}, {"protocol": "SCTP", "port": 3868}],
     ]
     for i in range(rng.randint(2, 6)):
         ns = rng.choice(namespaces)
@@ -112,8 +114,8 @@ def _cluster(seed: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("seed", range(12))
 def test_shared_cells_equal_pod_by_pod_verdicts(seed: int, tmp_path: Path, cli: Callable[..., Result]) -> None:
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump_all(_cluster(seed)))
-    argv = ["analyze", "--per-pod", "-f", str(path), "-o", "json"]
+    path.write_text(yaml.safe_dump_all(random_cluster(seed)))
+    argv = ["analyze", "--matrix", "--per-pod", "-f", str(path), "-o", "json"]
     for port in PORTS:
         argv += ["--port", port]
     for address in EXTERNALS:
@@ -140,8 +142,8 @@ def test_pods_alone_give_the_per_pod_rows_named_as_pods(
     seed: int, tmp_path: Path, cli: Callable[..., Result]
 ) -> None:
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump_all(_cluster(seed)))
-    argv = ["analyze", "-f", str(path), "-o", "json", "--explain", "--external", EXTERNALS[0]]
+    path.write_text(yaml.safe_dump_all(random_cluster(seed)))
+    argv = ["analyze", "--matrix", "-f", str(path), "-o", "json", "--explain", "--external", EXTERNALS[0]]
     for port in PORTS:
         argv += ["--port", port]
     per_pod, per_endpoint = cli([*argv, "--per-pod"]), cli(argv)
@@ -168,7 +170,7 @@ def test_table_from_row_bits_equals_table_from_cells(seed: int) -> None:
     from netpol_auditor.manifests import parse_object
     from netpol_auditor.render import render
 
-    objects = [o for o in (parse_object(d) for d in _cluster(seed)) if o is not None]
+    objects = [o for o in (parse_object(d) for d in random_cluster(seed)) if o is not None]
     index = ReachabilityIndex.from_objects(objects)
     rng = random.Random(seed)
     ports = [PortProtocol.parse(p) for p in PORTS]

@@ -174,15 +174,19 @@ def test_bad_request_exits_2_with_one_message(argv: list[str], message: str, cli
     assert "Traceback" not in result.err
 
 
-def test_no_declared_ports_asks_for_port(tmp_path: Path, cli: Callable[..., Result]) -> None:
+def test_no_declared_ports_asks_for_port_in_the_matrix(tmp_path: Path, cli: Callable[..., Result]) -> None:
     path = tmp_path / "pods.yaml"
     path.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {containers: [{name: c, image: i}]}\n"
         "status: {phase: Running, podIP: 10.0.0.1}\n"
     )
-    result = cli(["analyze", "-f", str(path)])
+    result = cli(["analyze", "--matrix", "-f", str(path)])
     assert result.code == 2
     assert "no ports to judge" in result.err and "--port" in result.err
+    # One line per pair judges every port, declared or not: an unisolated pod allows every connection.
+    result = cli(["analyze", "-f", str(path)])
+    assert (result.code, result.err) == (0, "")
+    assert "x/a[Pod] => 0.0.0.0-255.255.255.255 : All Connections\n" in result.out
 
 
 def test_console_script_reports_malformed_input_without_traceback(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def analyze(cli: Callable[..., Result], *argv: str, stdin: str | None = None) -> Result:
-    result = cli(["analyze", *argv, "--port", "5432/TCP"], stdin=stdin)
+    result = cli(["analyze", "--matrix", *argv, "--port", "5432/TCP"], stdin=stdin)
     assert "Traceback" not in result.err
     return result
 

@@ -30,7 +30,7 @@ INGRESS = {
 
 
 def _verdicts(cli: Callable[..., Result], path: Path | str) -> tuple[dict[tuple[str, str], dict[str, object]], str]:
-    result = cli(["analyze", "-f", str(path), "-o", "json"])
+    result = cli(["analyze", "-f", str(path), "-o", "json", "--matrix"])
     assert result.code == 0, result.err
     return {(v["from"], v["to"]): v for v in json.loads(result.out)["verdicts"]}, result.err
 
@@ -93,18 +93,49 @@ def test_warnings_list_the_selected_endpoints(cli: Callable[..., Result]) -> Non
 
 
 def test_table_marks_them_with_a_question_mark(cli: Callable[..., Result]) -> None:
-    result = cli(["analyze", "-f", str(VENDOR), "--from", "free/a", "--from", "shop/api"])
+    result = cli(["analyze", "-f", str(VENDOR), "--from", "free/a", "--from", "shop/api", "--matrix"])
     assert result.code == 0
     assert result.out.splitlines() == [
-        "80/TCP: 2 allowed, 1 denied, 11 out of model (. allowed, X denied, - not judged, ? out of model; rows: from, "
-        "columns: to)",
-        "-             batch/job[Pod] free/a[Pod] free/b[Pod] ops/probe[Pod] ops/tool[Pod] shop/api[Pod] shop/db[Pod] "
+        "80/TCP: 2 allowed, 1 denied, 11 out of model (. allowed, X denied, - not judged (host network), "
+        "? out of model, ~ not a pair; rows: from, columns: to)",
+        "from\\to       batch/job[Pod] free/a[Pod] free/b[Pod] ops/probe[Pod] ops/tool[Pod] shop/api[Pod] shop/db[Pod] "
         "shop/web[Pod]",
-        "free/a[Pod]   ?              -           .           ?              .             X             ?"
+        "free/a[Pod]   ?              ~           .           ?              .             X             ?"
         "            ?",
-        "shop/api[Pod] ?              ?           ?           ?              ?             -             ?"
+        "shop/api[Pod] ?              ?           ?           ?              ?             ~             ?"
         "            ?",
     ]
+
+
+def test_per_pair_output_lists_them_out_of_model_with_the_policy(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """The default, one entry per pair: a vendor-selected path is listed out of model (whatever the NetworkPolicies
+    allow), with the vendor policy as its reason; the other pairs are what they are without the vendor policies."""
+    result = cli(["analyze", "-f", str(VENDOR), "-o", "json"])
+    assert result.code == 0, result.err
+    with_vendor = {(e["from"], e["to"]): e for e in json.loads(result.out)["connections"]}
+    plain = cli(["analyze", "-f", str(_without_vendor_policies(tmp_path)), "-o", "json"])
+    assert plain.code == 0, plain.err
+    without = {(e["from"], e["to"]): e for e in json.loads(plain.out)["connections"]}
+    pods = json.loads(result.out)["pods"]
+    marked = 0
+    for src in pods:
+        for dst in pods:
+            if src == dst:
+                continue
+            reasons = [r for r in (EGRESS.get(src), INGRESS.get(dst)) if r]
+            entry = with_vendor.get((src, dst))
+            if reasons:
+                marked += 1
+                assert entry is not None, (src, dst)
+                assert entry["allowed"] == {} and entry["decidingPolicies"] == []
+                assert entry["outOfModel"] == {p: [[1, 65535]] for p in ("SCTP", "TCP", "UDP")}
+                assert entry["outOfModelReasons"] == ["; ".join(reasons)]
+            else:
+                assert entry == without.get((src, dst)), (src, dst)
+    assert marked == 38
+    table = cli(["analyze", "-f", str(VENDOR), "--from", "free/a"])
+    assert "free/a[Pod] => shop/web[Pod] : out of model: All Connections" in table.out.splitlines()
+    assert "Cilium, Calico or Antrea policy" in table.out
 
 
 def test_explain_names_the_vendor_policy(cli: Callable[..., Result]) -> None:

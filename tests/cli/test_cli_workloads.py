@@ -22,7 +22,7 @@ LABELS = {"app.kubernetes.io/instance": "shop"}
 
 
 def _verdicts(cli: Callable[..., Result], *argv: str, stdin: str | None = None) -> dict[str, Any]:
-    result = cli(["analyze", *argv, "-o", "json"], stdin=stdin)
+    result = cli(["analyze", "--matrix", *argv, "-o", "json"], stdin=stdin)
     assert result.code == 0, result.err
     data: dict[str, Any] = json.loads(result.out)
     data["by_pair"] = {(v["from"], v["to"], v["port"]): v for v in data["verdicts"]}

@@ -418,8 +418,8 @@ def test_explain_accept_and_out_of_model() -> None:
         {"action": "Accept", "to": [{"domainNames": ["a.example.com"]}]},
     ]))  # fmt: skip
     assert judge(objs, PodRef("x", "a"), PodRef("y", "a"), TCP80).explain().splitlines()[1] == (
-        'Egress: Admin Accept `guard` priority 3 (ClusterNetworkPolicy), egress[0] "web" (to[0], ports[0]): '
-        "allowed, whatever NetworkPolicies or Baseline rules say."
+        'Egress: Admin Accept `guard` priority 3 (ClusterNetworkPolicy), egress[0] "web" (to[0], ports[0]), port "web" '
+        "resolved to 80 on y/a: allowed, whatever NetworkPolicies or Baseline rules say."
     )
     unknown = judge(objs, PodRef("x", "a"), "192.0.2.1", TCP80)
     assert unknown.allowed is None and unknown.out_of_model

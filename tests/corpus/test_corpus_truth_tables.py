@@ -54,7 +54,7 @@ def _analyze(case: Case, tmp_path: Path) -> dict[str, Any]:
 
     manifest = tmp_path / f"{case.name}.yaml"
     manifest.write_text(yaml.safe_dump_all(_manifests(case), sort_keys=False))
-    argv = ["analyze", "--per-pod", "-f", str(manifest), "-o", "json"]  # truth tables are per pod
+    argv = ["analyze", "--matrix", "--per-pod", "-f", str(manifest), "-o", "json"]  # per pod and port, as upstream
     for port in case.ports:
         argv += ["--port", port.port]
     for address in case.externals:

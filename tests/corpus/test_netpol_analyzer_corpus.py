@@ -161,3 +161,21 @@ def test_focus_selects_pairs_as_netpol_analyzer_does() -> None:
     with_peer = Case("d", ("api",), ("web",))
     assert with_peer.includes(web, api) and with_peer.includes(api, web)
     assert not with_peer.includes(db, api) and not with_peer.includes(world, api)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_their_external_ranges_are_ours_or_joins_of_adjacent_ones(case: Case) -> None:
+    """``analyze`` splits the address space where netpol-analyzer does: every ``first-last[External]`` peer of its
+    expected output is one of our address ranges, or adjacent ones of ours joined (as both join the ranges an
+    endpoint treats alike, e.g. ``0.0.0.0-255.255.255.255``)."""
+    from netpol_auditor.connection_space import address_ranges
+    from netpol_auditor.model import NetworkPolicy
+
+    manifests = read_manifests([str(case.manifests)])
+    if manifests.errors:
+        pytest.skip("input netpol-auditor refuses (REFUSED_INPUT)")
+    ours = [r for r in address_ranges([o for o in manifests.objects if isinstance(o, NetworkPolicy)]) if r.version == 4]
+    firsts, lasts = {r.first for r in ours}, {r.last for r in ours}
+    theirs = {found for pair in case.expected().externals for peer in pair if (found := parse_external(peer))}
+    for first, last in theirs:
+        assert first in firsts and last in lasts, (case.name, first, last, [r.name for r in ours])

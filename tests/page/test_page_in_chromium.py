@@ -31,7 +31,7 @@ def demo_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_verdicts() -> dict[tuple[str, str, str], bool | None]:
-    found = json.loads(analyze("-f", str(DEMO), "-o", "json"))
+    found = json.loads(analyze("--matrix", "-f", str(DEMO), "-o", "json"))  # per port, as the page shows them
     return {(v["from"], v["to"], f"{v['port']}/{v['protocol']}"): v["allowed"] for v in found["verdicts"]}
 
 
