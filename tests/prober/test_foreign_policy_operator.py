@@ -195,7 +195,7 @@ def test_live_analyze_reads_them(workload: Any) -> None:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["analyze", "--kubeconfig", str(workload.kubeconfig), "-n", SRC, "-n", DST, "-o", "json",
-                     "--per-pod", "--port", "8080"])
+                     "--per-pod", "--matrix", "--port", "8080"])
     assert code == 0, err.getvalue()
     verdicts = {(v["from"], v["to"]): v for v in json.loads(out.getvalue())["verdicts"]}
     assert verdicts[(f"{SRC}/client", f"{DST}/server")]["reason"] == (
