@@ -440,17 +440,25 @@ class _Parsed:
 _PARSERS = {"cilium": _cilium, "calico": _calico, "antrea": _antrea}
 
 
-def parse_vendor_policy(doc: Mapping[str, Any], source: str = "<input>") -> VendorPolicy | None:
-    """The vendor policy of an API object, or None if it is not one of `VENDOR_KINDS`. Malformed fields raise
-    `ManifestError` naming the object and field; expressions not understood are `VendorPolicy.notes`."""
+def _kind_and_metadata(doc: Mapping[str, Any]) -> tuple[str, VendorKind, Mapping[str, Any]] | None:
+    """apiVersion, vendor kind and metadata of an API object; None if it is not one of `VENDOR_KINDS`."""
     api_version, kind_name = doc.get("apiVersion"), doc.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind_name, str):
         return None
     kind = vendor_kind(api_version, kind_name)
     if kind is None:
         return None
-    meta_raw = doc.get("metadata")
-    meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
+    meta = doc.get("metadata")
+    return api_version, kind, meta if isinstance(meta, Mapping) else {}
+
+
+def parse_vendor_policy(doc: Mapping[str, Any], source: str = "<input>") -> VendorPolicy | None:
+    """The vendor policy of an API object, or None if it is not one of `VENDOR_KINDS`. Malformed fields raise
+    `ManifestError` naming the object and field; expressions not understood are `VendorPolicy.notes`."""
+    found = _kind_and_metadata(doc)
+    if found is None:
+        return None
+    api_version, kind, meta = found
     name = meta.get("name")
     namespace = str(meta.get("namespace") or "default") if kind.namespaced else None
     shown = f"{namespace}/{name}" if namespace is not None else str(name)
@@ -467,14 +475,10 @@ def parse_vendor_policy(doc: Mapping[str, Any], source: str = "<input>") -> Vend
 def widened_vendor_policy(doc: Mapping[str, Any]) -> VendorPolicy | None:
     """A vendor policy that could not be read (the API server accepted it, this parser did not): taken to select
     every pod of its scope, both ways -- never fewer pods than it may select. None if it is not a vendor kind."""
-    api_version, kind_name = doc.get("apiVersion"), doc.get("kind")
-    if not isinstance(api_version, str) or not isinstance(kind_name, str):
+    found = _kind_and_metadata(doc)
+    if found is None:
         return None
-    kind = vendor_kind(api_version, kind_name)
-    if kind is None:
-        return None
-    meta_raw = doc.get("metadata")
-    meta: Mapping[str, Any] = meta_raw if isinstance(meta_raw, Mapping) else {}
+    api_version, kind, meta = found
     namespace = str(meta.get("namespace") or "default") if kind.namespaced else None
     return VendorPolicy(kind, api_version, namespace, str(meta.get("name") or "<unnamed>"), (VendorSubject(namespace),),
                         frozenset(Direction), uid=str(meta.get("uid") or ""))
