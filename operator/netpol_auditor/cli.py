@@ -657,8 +657,8 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
             analysis.ports,
             mode="offline",
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            # the page's cells come from the index alone: vendor-selected paths are named, not marked
-            notes=(*loaded.notes, *describe(loaded.foreign, marked=False)),
+            notes=(*loaded.notes, *describe(loaded.foreign, shown="not known on this page")),
+            foreign=loaded.foreign,
         )
         out.write(render_html(data))
         return 0

@@ -96,7 +96,8 @@ def _diff_command(args: argparse.Namespace, out: TextIO) -> int:
     base, head = _sides(args)
     if [*base, *head].count("-") > 1:
         raise UsageError("stdin (-) can be one side only")
-    before, after = _load(_side(args, base)).index, _load(_side(args, head)).index
+    loaded_before, loaded_after = _load(_side(args, base)), _load(_side(args, head))
+    before, after = loaded_before.index, loaded_after.index
     externals: list[Endpoint] = list(dict.fromkeys(args.externals))
     pods_before, pods_after = _live_pods(before), _live_pods(after)
     ports: list[PortProtocol] = list(dict.fromkeys(args.ports or []))
@@ -104,10 +105,11 @@ def _diff_command(args: argparse.Namespace, out: TextIO) -> int:
         ports = sorted({*_declared_ports(before, pods_before), *_declared_ports(after, pods_after)})
         if not ports:
             raise UsageError("no ports to compare: no endpoint of either side declares containerPorts; pass --port")
-    diff = diff_reachability(before, after, [*pods_before, *externals], [*pods_after, *externals], ports)
+    diff = diff_reachability(before, after, [*pods_before, *externals], [*pods_after, *externals], ports,
+                             loaded_before.foreign, loaded_after.foreign)
 
     def explain(change: PathChange) -> tuple[str, str]:
-        return explain_change(before, after, change)
+        return explain_change(before, after, change, loaded_before.foreign, loaded_after.foreign)
 
     render_diff(diff, args.output, out, explain if args.explain else None)
     return 1 if args.exit_code and not diff.empty else 0

@@ -83,16 +83,16 @@ def _directions(policy: VendorPolicy) -> str:
     return " and ".join(d.value.lower() for d in Direction if d in policy.directions)
 
 
-def describe(paths: ForeignPaths, marked: bool = True) -> list[str]:
+def describe(paths: ForeignPaths, shown: str = "? in tables") -> list[str]:
     """One line per vendor policy: the endpoints it selects, and for which directions their paths are out of
-    model (``marked``: as the output marks them; else the output shows what NetworkPolicies alone decide)."""
+    model (``shown``: how the output marks them)."""
     lines: list[str] = []
     for policy, refs in paths.selected.items():
         head = f"{policy.api_version} {policy.kind.kind} {policy.display_name}"
         if not refs:
             lines.append(f"{head} selects no endpoint of the input")
             continue
-        tail = f"({FOREIGN_POLICY}, ? in tables)" if marked else "(shown here as NetworkPolicies alone decide them)"
+        tail = f"({FOREIGN_POLICY}, {shown})"
         lines.append(f"{head} selects {len(refs)} endpoint{'s' if len(refs) != 1 else ''} "
                      f"({', '.join(map(str, refs))}): their {_directions(policy)} paths are out of model {tail}")
     return lines

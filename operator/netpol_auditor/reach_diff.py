@@ -23,6 +23,7 @@ from typing import Any
 
 from .cluster_policy import ClusterPolicy, ClusterPolicyKind
 from .engine import DirectionVerdict, RuleRef, Verdict
+from .foreign import ForeignPaths
 from .index import ReachabilityIndex
 from .model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
 
@@ -140,10 +141,15 @@ def diff_reachability(
     endpoints_before: Sequence[Endpoint],
     endpoints_after: Sequence[Endpoint],
     ports: Sequence[PortProtocol],
+    foreign_before: ForeignPaths | None = None,
+    foreign_after: ForeignPaths | None = None,
 ) -> ReachDiff:
     """Compare every ordered pair of distinct endpoints listed on both sides (pods, and addresses to and from pods;
     never address to address) on every port. Changes come by source, destination and port in the order of
-    ``endpoints_after`` and ``ports``; removed endpoints in the order of ``endpoints_before``."""
+    ``endpoints_after`` and ``ports``; removed endpoints in the order of ``endpoints_before``. ``foreign_*``: the
+    paths a Cilium, Calico or Antrea policy may decide on each side, out of model there (a vendor policy added or
+    removed makes its paths ``notJudged`` changes)."""
+    fb, fa = foreign_before or ForeignPaths(), foreign_after or ForeignPaths()
     in_before, in_after = set(endpoints_before), set(endpoints_after)
     common = [e for e in endpoints_after if e in in_before]
     added = tuple(e for e in endpoints_after if e not in in_before)
@@ -155,14 +161,17 @@ def diff_reachability(
     # Group the shared endpoints that are alike on both sides: (class before, class after), or the endpoint itself
     # for a pod outside any class (host network) and an address. Pairs are judged once per (group, group, port); a
     # group judged against itself is judged on two distinct members.
-    groups: dict[tuple[str, str], list[Endpoint]] = {}
+    # The vendor policies that select an endpoint are part of its group: their paths are out of model.
+    groups: dict[tuple[str, ...], list[Endpoint]] = {}
     for endpoint in common:
-        groups.setdefault((_class_key(before, endpoint), _class_key(after, endpoint)), []).append(endpoint)
-    moved = {g for g in groups if g[0] != g[1]}
+        name = str(endpoint)
+        vendor = (fb.egress.get(name, ""), fb.ingress.get(name, ""), fa.egress.get(name, ""), fa.ingress.get(name, ""))
+        groups.setdefault((_class_key(before, endpoint), _class_key(after, endpoint), *vendor), []).append(endpoint)
+    moved = {g for g in groups if g[0] != g[1] or g[2:4] != g[4:6]}
     as_source = [g for g in groups if g in moved or g[1] in srcs]
     as_destination = [g for g in groups if g in moved or g[1] in dsts]
     touched = {(gs, gd) for gs in as_source for gd in groups} | {(gs, gd) for gs in groups for gd in as_destination}
-    found: dict[tuple[tuple[str, str], tuple[str, str]], list[tuple[PortProtocol, Change, Decision, Decision]]] = {}
+    found: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[PortProtocol, Change, Decision, Decision]]] = {}
     for gs, gd in touched:
         sources, destinations = groups[gs], groups[gd]
         src = sources[0]
@@ -170,7 +179,7 @@ def diff_reachability(
         if src == dst or not (isinstance(src, PodRef) or isinstance(dst, PodRef)):
             continue
         for port in ports:
-            old, new = before.verdict(src, dst, port), after.verdict(src, dst, port)
+            old, new = fb.apply(before.verdict(src, dst, port)), fa.apply(after.verdict(src, dst, port))
             kind = _change(old.allowed, new.allowed)
             if kind is not None:
                 found.setdefault((gs, gd), []).append((port, kind, Decision.of(old), Decision.of(new)))
@@ -226,7 +235,14 @@ def _key(
     return (ObjectKind.NETWORK_POLICY, obj.namespace, obj.name)
 
 
-def explain_change(before: ReachabilityIndex, after: ReachabilityIndex, change: PathChange) -> tuple[str, str]:
+def explain_change(
+    before: ReachabilityIndex,
+    after: ReachabilityIndex,
+    change: PathChange,
+    foreign_before: ForeignPaths | None = None,
+    foreign_after: ForeignPaths | None = None,
+) -> tuple[str, str]:
     """The engine's explanation of the path on each side, in words."""
     args = (change.source, change.destination, change.port)
-    return before.verdict(*args).explain(), after.verdict(*args).explain()
+    fb, fa = foreign_before or ForeignPaths(), foreign_after or ForeignPaths()
+    return fb.apply(before.verdict(*args)).explain(), fa.apply(after.verdict(*args)).explain()

@@ -176,3 +176,28 @@ def test_markdown_output_for_a_pull_request(cli: Callable[..., Result], golden: 
     golden("diff-widened.md", result.out)
     same = cli(["diff", *_args(WIDENED[0], WIDENED[0]), "-o", "md"])
     assert same.out.startswith("#### NetworkPolicy reachability: no change\n")
+
+
+def test_a_vendor_policy_added_or_removed_makes_its_paths_not_judged(cli: Callable[..., Result]) -> None:
+    """A Cilium policy selecting db for ingress: the paths into db become out of model (they were judged before),
+    none other changes; removing it makes them judged again. A diff must never report an open or closed path a
+    vendor policy may decide."""
+    policies = ["default-deny.yaml", "api-from-web.yaml"]
+    data = _diff(cli, ["shop.yaml", *policies], ["shop.yaml", *policies, "cilium-db.yaml"])
+    into_db = [(src, port) for src in (API, WEB) for port in (5432, 8080, 9000)]
+    assert _paths(data) == [("notJudged", src, DB, port) for src, port in into_db]
+    change = data["changes"][0]
+    assert change["before"]["allowed"] is False
+    assert change["after"] == {
+        "allowed": None,
+        "decidingPolicies": [],
+        "admittedBy": [],
+        "reason": "foreign_policy: cilium.io/v2 CiliumNetworkPolicy shop/db-ingress",
+        "decision": "not judged (foreign_policy: cilium.io/v2 CiliumNetworkPolicy shop/db-ingress)",
+    }
+    back = _diff(cli, ["shop.yaml", *policies, "cilium-db.yaml"], ["shop.yaml", *policies])
+    assert _paths(back) == [("notJudged", src, DB, port) for src, port in into_db]
+    # With the vendor policy on both sides, a NetworkPolicy change on db's ingress is no change at all.
+    same = _diff(cli, ["shop.yaml", "cilium-db.yaml"], ["shop.yaml", "default-deny.yaml", "cilium-db.yaml"])
+    assert all(c["to"] != DB for c in same["changes"])
+    assert {c["change"] for c in same["changes"]} == {"closed"}

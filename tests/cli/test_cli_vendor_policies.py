@@ -195,6 +195,6 @@ def test_malformed_vendor_policy_is_an_error(
 def test_html_page_names_them(cli: Callable[..., Result]) -> None:
     result = cli(["analyze", "-f", str(VENDOR), "-o", "html"])
     assert result.code == 0
-    # the page's cells come from the index alone: the policies and their endpoints are named in its notes
+    # the policies and their endpoints are named in the page's notes (its cells: tests/page/test_page_data.py)
     assert ("cilium.io/v2 CiliumNetworkPolicy shop/web-ingress selects 1 endpoint (shop/web[Pod]): their ingress "
-            "paths are out of model (shown here as NetworkPolicies alone decide them)") in result.out
+            "paths are out of model (foreign_policy, not known on this page)") in result.out

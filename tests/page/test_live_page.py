@@ -15,6 +15,7 @@ from netpol_auditor.prober.compare import Outcome
 from netpol_auditor.prober.coverage import PathKey
 from netpol_auditor.prober.plan import probe_groups
 from netpol_auditor.prober.script import ProbeResult
+from netpol_auditor.vendor_policy import parse_vendor_policy
 
 HTTP = PortProtocol(80)
 
@@ -82,6 +83,28 @@ def test_the_cells_follow_the_cluster_policy_tiers_as_the_prober_does() -> None:
     # shop/web -> zoo/client: allowed (nothing isolates the client), until the Admin Deny
     assert {v["a"] for v in cell_verdicts(before, 1, 2, 0)} == {True}
     assert {v["a"] for v in cell_verdicts(after, 1, 2, 0)} == {False}
+
+
+def test_the_paths_a_vendor_policy_may_decide_are_not_known_as_the_prober_leaves_them() -> None:
+    """A Cilium policy selecting the canary web pods for egress: web's row is not known where a canary pod is the
+    source (foreign_policy, naming the policy); the stable pods' cells and every other row keep their verdicts."""
+    index = shop()
+    cilium = parse_vendor_policy({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "canary", "namespace": "shop"},
+        "spec": {"endpointSelector": {"matchLabels": {"track": "canary"}}, "egress": [{"toEntities": ["world"]}]}})
+    assert cilium is not None
+    before = live_page_data(index.view(), [HTTP], None, max_workloads=100, generated="now")
+    after = live_page_data(index.view(), [HTTP], None, max_workloads=100, generated="now", vendor_policies=[cilium])
+    reason = "foreign_policy: cilium.io/v2 CiliumNetworkPolicy shop/canary"
+    # web -> db: the stable pods are admitted, the canary's egress is the Cilium policy's
+    assert {(v["a"], v.get("r")) for v in cell_verdicts(before, 1, 0, 0)} == {(False, None), (True, None)}
+    assert {(v["a"], v.get("r")) for v in cell_verdicts(after, 1, 0, 0)} == {(None, reason), (True, None)}
+    # web -> client: allowed for the stable pods, not known for the canary
+    assert {(v["a"], v.get("r")) for v in cell_verdicts(after, 1, 2, 0)} == {(True, None), (None, reason)}
+    # as a destination, web is judged: the Cilium policy selects the canary for egress only
+    for i in (0, 2):
+        assert cell_verdicts(after, i, 1, 0) == cell_verdicts(before, i, 1, 0)
 
 
 def test_probe_results_land_on_the_workloads_of_their_groups() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from page_fixtures import many_workloads
+from page_fixtures import analyze, many_workloads
 from tests.core.test_index_properties import EXTERNALS, key_of, object_st, parsed
 from tests.core.test_index_properties import PORTS as RANDOM_PORTS
 
@@ -180,3 +181,24 @@ def test_named_endpoints_are_pods_workloads_and_addresses() -> None:
     found = named_endpoints(["shop/api[Deployment]", "10.0.0.1"])
     assert [(e.namespace, e.members) for e in found][1] == ("", ("10.0.0.1",))
     assert found[0].namespace == "shop"
+
+
+def test_vendor_selected_paths_are_not_known_on_the_offline_page() -> None:
+    """A Cilium, Calico or Antrea policy selecting a pod: the page's cells of its egress (as a source) and ingress
+    (as a destination) are not known, with the policy as the reason, exactly where ``analyze`` says out of model;
+    every other cell is the verdict ``analyze`` gives."""
+    vendor = str(Path(__file__).resolve().parents[1] / "cli" / "fixtures" / "vendor-policies.yaml")
+    page = analyze("-f", vendor, "-o", "html")
+    (payload,) = re.findall(r'<script type="application/json" id="page-data">(.*?)</script>', page, re.S)
+    data = json.loads(payload)
+    expected = {(v["from"], v["to"], f"{v['port']}/{v['protocol']}"): v
+                for v in json.loads(analyze("-f", vendor, "-o", "json", "--matrix"))["verdicts"]}
+    names = [e["n"] for e in data["endpoints"]]
+    unknown = 0
+    for (src, dst, port), verdict in expected.items():
+        cells = cell_verdicts(data, names.index(src), names.index(dst), data["ports"].index(port))
+        assert [c["a"] for c in cells] == [verdict["allowed"]], (src, dst, port)
+        if verdict["allowed"] is None:
+            unknown += 1
+            assert [c["r"] for c in cells] == [verdict["reason"]], (src, dst, port)
+    assert unknown == 38

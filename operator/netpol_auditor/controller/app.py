@@ -387,12 +387,14 @@ class Operator:
         view = self.feed.index.view()
         probes = ProbeSnapshot.of(self.prober) if self.prober is not None else None
         settings = self.settings
+        vendor_policies = self.vendor.policies()
 
         def render() -> str:
             ports, _ = choose_ports(view, settings.ports, settings.max_ports)
             generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             data = live_page_data(view, ports, probes, max_workloads=settings.reachability_page_max_workloads,
-                                  generated=f"{generated}, index revision {view.revision}")
+                                  generated=f"{generated}, index revision {view.revision}",
+                                  vendor_policies=vendor_policies)
             return render_html(data)
 
         return render

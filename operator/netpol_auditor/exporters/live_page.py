@@ -18,12 +18,14 @@ from typing import Any
 
 from netpol_auditor.engine import Verdict
 from netpol_auditor.exporters.page_data import Observation, ObservedStatus, PageEndpoint, build_page_data
+from netpol_auditor.foreign import ForeignPaths
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.index_view import IndexView
-from netpol_auditor.model import Pod, PodRef, PortProtocol
+from netpol_auditor.model import Namespace, Pod, PodRef, PortProtocol
 from netpol_auditor.prober.compare import Outcome
 from netpol_auditor.prober.coverage import PathKey, ProbeGroup
 from netpol_auditor.prober.script import ProbeResult
+from netpol_auditor.vendor_policy import VendorPolicy
 from netpol_auditor.workloads import running_workload
 
 __all__ = ["ProbeSnapshot", "live_page_data"]
@@ -77,9 +79,11 @@ def live_page_data(
     *,
     max_workloads: int,
     generated: str,
+    vendor_policies: Sequence[VendorPolicy] = (),
 ) -> dict[str, Any]:
     """The page of the cluster as ``view`` has it: one row and column per workload (at most ``max_workloads``,
-    whole namespaces in name order), and, when ``probes`` is given, the prober's results."""
+    whole namespaces in name order), and, when ``probes`` is given, the prober's results. The paths of the pods
+    ``vendor_policies`` select are not known (``foreign_policy``), as the prober leaves them."""
     pods = {p.ref: p for p in view.pods()}
     representatives: dict[PodRef, dict[str, Pod]] = {}  # workload endpoint -> class id -> one of its pods
     for record in view.class_records:
@@ -126,5 +130,10 @@ def live_page_data(
     if probes is not None:
         keys = sorted(set(probes.observations) | set(probes.inconclusive))
         observations = [o for o in (_observation(k, probes) for k in keys) if o is not None]
+    foreign = None
+    if vendor_policies:
+        pods_shown = [p for name in names for p in representatives[name].values()]
+        foreign = ForeignPaths.build(vendor_policies, pods_shown,
+                                     lambda ns: private.namespace_labels(ns) or Namespace(ns).labels)
     return build_page_data(private, endpoints, endpoints, ports, mode="live", generated=generated,
-                           observations=observations, notes=notes)
+                           observations=observations, notes=notes, foreign=foreign)

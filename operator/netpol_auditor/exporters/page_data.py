@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from netpol_auditor.engine import DirectionVerdict, Verdict
+from netpol_auditor.foreign import FOREIGN_POLICY, ForeignPaths
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Endpoint, PodRef, PortProtocol
 
@@ -157,9 +158,13 @@ def build_page_data(
     generated: str,
     observations: Iterable[Observation] | None = None,
     notes: Sequence[str] = (),
+    foreign: ForeignPaths | None = None,
 ) -> dict[str, Any]:
     """The page's data (see the module doc). ``mode``: "offline" (``analyze``) or "live" (the operator);
-    ``observations`` None when nothing was probed (then the page says predictions only)."""
+    ``observations`` None when nothing was probed (then the page says predictions only); ``foreign``: the members
+    a Cilium, Calico or Antrea policy selects, whose egress (as a source) or ingress (as a destination) is then
+    not known (``foreign_policy``), whatever the NetworkPolicies say."""
+    foreign = foreign or ForeignPaths()
     endpoints: list[PageEndpoint] = list(dict.fromkeys([*sources, *destinations]))
     position = {e.name: i for i, e in enumerate(endpoints)}
     namespaces = sorted({e.namespace for e in endpoints}, key=lambda n: (n == "", n))
@@ -174,7 +179,8 @@ def build_page_data(
     for e in endpoints:
         mine: list[int] = []
         for member in e.members:
-            key = sameness.key(member)
+            name = str(member)
+            key = (*sameness.key(member), foreign.egress.get(name, ""), foreign.ingress.get(name, ""))
             if key not in class_ids:
                 class_ids[key] = len(class_members)
                 class_members.append([])
@@ -224,7 +230,9 @@ def build_page_data(
             row = by_source[cs]
             for cd in col_classes:
                 verdict = judge(cs, cd, port)
-                if verdict.egress is None and verdict.ingress is None:
+                if foreign and foreign.reason(class_members[cs][0], class_members[cd][0]):
+                    verdict = foreign.apply(verdict)  # a vendor policy selects one end: out of model, as analyze says
+                if (verdict.egress is None and verdict.ingress is None) or verdict.reason.startswith(FOREIGN_POLICY):
                     k = reason_ids.get(verdict.reason)
                     if k is None:
                         k = reason_ids[verdict.reason] = len(reasons)
