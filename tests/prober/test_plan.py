@@ -8,7 +8,7 @@ from typing import Any
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import parse_object
 from netpol_auditor.model import Namespace, NetworkPolicy, Pod, PortProtocol
-from netpol_auditor.prober.plan import PathKey, PlanBudget, ProbePlanner, namespace_selected, probe_groups
+from netpol_auditor.prober.plan import PathKey, PlanBudget, ProbePlanner, namespace_selected, probe_groups, snapshot
 
 NODES = ("node-a", "node-b", "node-c")
 
@@ -328,3 +328,34 @@ def test_paths_are_placed_away_from_nodes_no_probe_pod_may_run_on() -> None:
     rnd = planner.plan(index, 0.0)
     stuck = [(p.key, why) for p, why in rnd.unavailable]
     assert stuck and all("node-c" in (k.src_node, k.dst_node) and "taint" in why for k, why in stuck)
+
+
+def test_a_cycle_whose_paths_were_all_replaced_is_not_counted_done_and_begins_again() -> None:
+    """A change that gives every group a new identity (here: a policy that looks at a label every pod has, with
+    another value on each tier) removes every path of the running cycle before any was judged. That cycle judged
+    nothing: it is not done (no coverage-0 completion), and the next round begins a new cycle with the paths
+    there are now, without waiting for the next interval."""
+    index = three_tier_cluster()
+    budget = PlanBudget(max_pods=2, targets_per_pod=2, settle_seconds=0)
+    planner = ProbePlanner(budget)
+    planner.plan(index, 0.0)
+    before = set(planner.cycle_paths())
+    assert before and not planner.cycle_done()
+    # every group's identity changes: the client's (a policy now looks at `app`) and the shop's (at the hash)
+    index.upsert(policy("other", "looks-at-labels", {
+        "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {
+            "matchExpressions": [{"key": "pod-template-hash", "operator": "Exists"}]}}]}]}))
+    planner.update(snapshot(index, {}), 1.0)
+    assert not planner.cycle_paths() & before and not planner.pending
+    assert not planner.cycle_done(), "a cycle emptied by a change judged nothing: it is not done"
+    rnd = planner.next_round(2.0, new_cycle=False)
+    assert planner.cycle_paths() == set(planner.enumerate_paths(index)) and planner.cycle_paths() != before
+    assert rnd.paths
+    assert planner.cycles_completed == 0
+
+
+def test_a_cluster_with_nothing_to_probe_still_completes_its_cycles() -> None:
+    planner = ProbePlanner(PlanBudget(max_pods=2, targets_per_pod=2))
+    planner.plan(ReachabilityIndex.from_objects([namespace("empty")]), 0.0)
+    assert planner.cycle_done() and planner.coverage() == 0.0

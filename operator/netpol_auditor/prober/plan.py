@@ -125,6 +125,7 @@ class ProbePlanner:
         # the current cycle's outcome per path: ("judged" | "inconclusive", reason); absent = not settled yet
         self.outcomes: dict[PathKey, tuple[str, str]] = {}
         self.cycle_keys: set[PathKey] = set()
+        self._cycle_planned = 0  # paths the current cycle began with
         self._queue: list[PlannedPath] = []  # the cycle's paths in priority order (settled ones dropped lazily)
         # the next cycle's queue, with the (paths version, records) it was sorted at
         self._next_queue: tuple[tuple[int, int], list[PlannedPath]] | None = None
@@ -221,11 +222,12 @@ class ProbePlanner:
         ``blocked(group id, node)``: why no pod of that group can be created on that node now (backoff after a
         refusal, an unavailable node), or None; such paths come back in ``Round.unavailable`` instead."""
         paths = self._paths
-        if new_cycle and not self.pending:
+        if not self.pending and (new_cycle or (self.cycle_active and self._emptied())):
             self.cycle_active = True
             self.cycle_started_at = now
             self.pending = set(paths)
             self.cycle_keys = set(paths)
+            self._cycle_planned = len(paths)
             self.outcomes = {}
             self._unsettled = {}
             ready = self._next_queue
@@ -338,8 +340,13 @@ class ProbePlanner:
 
 
     def cycle_done(self) -> bool:
-        """Whether the current cycle has probed every one of its paths (and was not finished yet)."""
-        return self.cycle_active and not self.pending
+        """Whether the current cycle has probed every one of its paths (and was not finished yet). A cycle whose
+        paths were all replaced before any was judged (a change gave every group a new identity) is not done:
+        it judged nothing, and the next round begins a new one with the paths there are now."""
+        return self.cycle_active and not self.pending and not self._emptied()
+
+    def _emptied(self) -> bool:
+        return self._cycle_planned > 0 and not self.cycle_keys
 
     def finish_cycle(self) -> None:
         self.cycle_active = False
