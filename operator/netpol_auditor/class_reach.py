@@ -133,7 +133,7 @@ class ClassReach:
         self._targets_memo: dict[PortProtocol, dict[int, int]] = {}  # port -> id(rule) -> the classes it opens
         self._in_memo: dict[tuple[str, PortProtocol], int] = {}
         self._in_port_memo: dict[PortProtocol, tuple[int, dict[str, int]]] = {}
-        self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
+        self._eg_memo: dict[PortProtocol, dict[str, int]] = {}  # port -> class id -> bits its egress allows
         self._in_policy_memo: dict[tuple[str, PortProtocol], dict[int, int]] = {}
         self._eg_policy_memo: dict[tuple[int, PortProtocol], int] = {}
 
@@ -251,15 +251,16 @@ class ClassReach:
         """Bits of the destinations ``src``'s egress allows on ``port``."""
         if not src.sel_eg:
             return self._everyone
-        key = (tuple(id(cp) for cp in src.sel_eg), port)
-        got = self._eg_memo.get(key)
-        if got is not None:
-            return got
-        bits = 0
-        for cp in src.sel_eg:
-            bits |= self._egress_policy(cp, port)
-        self._eg_memo[key] = bits
-        return bits
+        by_class = self._eg_memo.get(port)
+        if by_class is None:
+            by_class = self._eg_memo[port] = {}
+        got = by_class.get(src.id)
+        if got is None:
+            got = 0
+            for cp in src.sel_eg:
+                got |= self._egress_policy(cp, port)
+            by_class[src.id] = got
+        return got
 
     def _egress_policy(self, cp: CompiledPolicy, port: PortProtocol) -> int:
         """Bits of the destinations some egress rule of ``cp`` admits on ``port``."""
