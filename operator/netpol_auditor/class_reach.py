@@ -23,7 +23,7 @@ can apply) big-integer operations, instead of O(classes^2 x ports) verdicts.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PolicyKey
@@ -95,6 +95,8 @@ class ClassReach:
         self._unisolated_in = address_bits
         self._guarded: dict[int, list[ReachClass]] = defaultdict(list)  # id(policy) -> classes it isolates (ingress)
         policies: dict[int, CompiledPolicy] = {}
+        self._guarded_bits: dict[int, int] = {}  # id(policy) -> bits of the classes it isolates (ingress)
+        self._named_memo: dict[int | None, dict[Labels, int]] = {}  # see `_by_named_ports`
         for c in self._classes:
             if not c.sel_in:
                 self._unisolated_in |= masks.get(c.id, 0)
@@ -104,23 +106,34 @@ class ClassReach:
         self._open_rules: list[tuple[CompiledPolicy, CompiledRule]] = []  # rules without peers: admit every class
         self._admitting: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
         self._admitting_address: dict[str, list[tuple[CompiledPolicy, CompiledRule]]] = defaultdict(list)
+        # The same, read from the rule: the classes each rule with peers and ports admits; a rule without ports
+        # opens the same destinations on every port, so those are gathered per class once (``_any_port``).
+        self._admitted: list[tuple[CompiledPolicy, CompiledRule, list[str]]] = []
+        self._any_port: dict[str, int] = defaultdict(int)
         for cp in policies.values():
             for rule in cp.ingress:
                 if not rule.peers:
                     self._open_rules.append((cp, rule))
                     continue
-                seen: set[str] = set()
+                seen: dict[str, None] = {}
                 for peer in rule.peers:
                     for c in self._peer_match(peer)[0]:
                         if c.id not in seen:
-                            seen.add(c.id)
+                            seen[c.id] = None
                             self._admitting[c.id].append((cp, rule))
+                if rule.ports:
+                    self._admitted.append((cp, rule, list(seen)))
+                else:
+                    opened = self._guarded_mask(cp)
+                    for cid in seen:
+                        self._any_port[cid] |= opened
                 for address in self._addresses:
                     if any(p.ip_block is not None and p.ip_block.matches_any((address,)) for p in rule.peers):
                         self._admitting_address[address].append((cp, rule))
         self._targets_memo: dict[PortProtocol, dict[int, int]] = {}  # port -> id(rule) -> the classes it opens
         self._in_memo: dict[tuple[str, PortProtocol], int] = {}
-        self._eg_memo: dict[tuple[tuple[int, ...], PortProtocol], int] = {}
+        self._in_port_memo: dict[PortProtocol, tuple[int, dict[str, int]]] = {}
+        self._eg_memo: dict[PortProtocol, dict[str, int]] = {}  # port -> class id -> bits its egress allows
         self._in_policy_memo: dict[tuple[str, PortProtocol], dict[int, int]] = {}
         self._eg_policy_memo: dict[tuple[int, PortProtocol], int] = {}
 
@@ -165,57 +178,89 @@ class ClassReach:
 
     # -- ports -------------------------------------------------------------------------------------------------
 
-    def _port_bits(self, rule: CompiledRule, port: PortProtocol, among: Collection[ReachClass] | None) -> int:
-        """Bits of the classes (``among``, or all) on which the rule's ports admit ``port``."""
+    def _port_bits(self, rule: CompiledRule, port: PortProtocol, guarded_by: int | None, among_bits: int) -> int:
+        """Bits of the classes (those the policy of id ``guarded_by`` isolates for ingress, whose bits are
+        ``among_bits``; or all) on which the rule's ports admit ``port``."""
         if not rule.ports:
-            return self._everyone if among is None else self._bits(among)
+            return among_bits
         if not _named(rule):
-            if not any(p.matches(port, None) for p in rule.ports):
-                return 0
-            return self._everyone if among is None else self._bits(among)
+            return among_bits if any(p.matches(port, None) for p in rule.ports) else 0
         bits = 0
-        for c in self._classes if among is None else among:
-            if _port_ok(rule, port, c.named_ports):
-                bits |= self._masks.get(c.id, 0)
+        for named_ports, mask in self._by_named_ports(guarded_by).items():
+            if _port_ok(rule, port, named_ports):
+                bits |= mask
         return bits
 
-    def _bits(self, classes: Iterable[ReachClass]) -> int:
-        bits = 0
-        for c in classes:
-            bits |= self._masks.get(c.id, 0)
-        return bits
+    def _by_named_ports(self, guarded_by: int | None) -> dict[Labels, int]:
+        """The classes the policy of id ``guarded_by`` isolates for ingress (or all), as bits grouped by their named
+        ports: a named port resolves alike on every class of a group."""
+        got = self._named_memo.get(guarded_by)
+        if got is None:
+            groups: dict[Labels, int] = defaultdict(int)
+            for c in self._classes if guarded_by is None else self._guarded[guarded_by]:
+                groups[c.named_ports] |= self._masks.get(c.id, 0)
+            got = self._named_memo[guarded_by] = dict(groups)
+        return got
+
+    def _guarded_mask(self, cp: CompiledPolicy) -> int:
+        """Bits of the classes ``cp`` isolates for ingress."""
+        got = self._guarded_bits.get(id(cp))
+        if got is None:
+            got = 0
+            for c in self._guarded[id(cp)]:
+                got |= self._masks.get(c.id, 0)
+            self._guarded_bits[id(cp)] = got
+        return got
 
     # -- the two directions ------------------------------------------------------------------------------------
 
+    def _opened(self, cp: CompiledPolicy, rule: CompiledRule, port: PortProtocol) -> int:
+        """Bits of the classes ``cp`` isolates for ingress whose named ports let ``rule`` admit ``port``."""
+        targets = self._targets_memo.setdefault(port, {})
+        found = targets.get(id(rule))
+        if found is None:
+            found = targets[id(rule)] = self._port_bits(rule, port, id(cp), self._guarded_mask(cp))
+        return found
+
     def _ingress(self, src: ReachClass, port: PortProtocol) -> int:
         """Bits of the destinations whose ingress admits ``src`` on ``port``."""
-        key = (src.id, port)
-        got = self._in_memo.get(key)
+        base, by_class = self._ingress_on(port)
+        return base | self._any_port.get(src.id, 0) | by_class.get(src.id, 0)
+
+    def _ingress_on(self, port: PortProtocol) -> tuple[int, dict[str, int]]:
+        """For ``port``, every source class at once: the destinations whose ingress admits any class (not
+        isolated, or opened by a rule without peers), and per class those its peer-matching rules with ports add.
+        Read rule by rule, so that a rule whose ports do not admit ``port`` costs one look-up, not one per class it
+        admits."""
+        got = self._in_port_memo.get(port)
         if got is not None:
             return got
-        bits = self._unisolated_in
-        targets = self._targets_memo.setdefault(port, {})
-        for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
-            found = targets.get(id(rule))
-            if found is None:
-                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
-            bits |= found
-        self._in_memo[key] = bits
-        return bits
+        base = self._unisolated_in
+        for cp, rule in self._open_rules:
+            base |= self._opened(cp, rule, port)
+        by_class: dict[str, int] = defaultdict(int)
+        for cp, rule, admitted in self._admitted:
+            opened = self._opened(cp, rule, port)
+            if opened:
+                for cid in admitted:
+                    by_class[cid] |= opened
+        got = self._in_port_memo[port] = (base, by_class)
+        return got
 
     def _egress(self, src: ReachClass, port: PortProtocol) -> int:
         """Bits of the destinations ``src``'s egress allows on ``port``."""
         if not src.sel_eg:
             return self._everyone
-        key = (tuple(id(cp) for cp in src.sel_eg), port)
-        got = self._eg_memo.get(key)
-        if got is not None:
-            return got
-        bits = 0
-        for cp in src.sel_eg:
-            bits |= self._egress_policy(cp, port)
-        self._eg_memo[key] = bits
-        return bits
+        by_class = self._eg_memo.get(port)
+        if by_class is None:
+            by_class = self._eg_memo[port] = {}
+        got = by_class.get(src.id)
+        if got is None:
+            got = 0
+            for cp in src.sel_eg:
+                got |= self._egress_policy(cp, port)
+            by_class[src.id] = got
+        return got
 
     def _egress_policy(self, cp: CompiledPolicy, port: PortProtocol) -> int:
         """Bits of the destinations some egress rule of ``cp`` admits on ``port``."""
@@ -225,7 +270,7 @@ class ClassReach:
             return got
         bits = 0
         for rule in cp.egress:
-            allowed = self._port_bits(rule, port, None)
+            allowed = self._port_bits(rule, port, None, self._everyone)
             if rule.peers and allowed:
                 peers = 0
                 for peer in rule.peers:
@@ -242,12 +287,8 @@ class ClassReach:
         if got is not None:
             return got
         out: dict[int, int] = defaultdict(int)
-        targets = self._targets_memo.setdefault(port, {})
         for cp, rule in (*self._open_rules, *self._admitting.get(src.id, ())):
-            found = targets.get(id(rule))
-            if found is None:
-                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
-            out[id(cp)] |= found
+            out[id(cp)] |= self._opened(cp, rule, port)
         self._in_policy_memo[key] = out
         return out
 
@@ -286,11 +327,7 @@ class ClassReach:
         if got is not None:
             return got
         bits = self._unisolated_in
-        targets = self._targets_memo.setdefault(port, {})
         for cp, rule in (*self._open_rules, *self._admitting_address.get(address, ())):
-            found = targets.get(id(rule))
-            if found is None:
-                found = targets[id(rule)] = self._port_bits(rule, port, self._guarded[id(cp)])
-            bits |= found
+            bits |= self._opened(cp, rule, port)
         self._in_memo[key] = bits
         return bits

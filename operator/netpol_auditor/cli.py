@@ -18,7 +18,6 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
@@ -442,6 +441,7 @@ def build_analysis(
     single: dict[tuple[int, int, PortProtocol], Cell] = {}  # cells asked for one by one
     interned: dict[tuple[bool | None, tuple[str, ...], str, bool], Cell] = {}
     self_pair = Cell(None, (), "a pod never blocks traffic to itself")
+    policy_names: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}  # deciding policies, as the cells name them
     column_groups = [group_of[c] for c in columns]
 
     def compute(gs: int, gd: int, port: PortProtocol) -> Cell:
@@ -449,7 +449,10 @@ def build_analysis(
         rs, rd = group_class[gs], group_class[gd]
         if rs is not None and rd is not None and not tiered:
             allowed, policies = class_reach().verdict(rs, rd, port)
-            key = (allowed, tuple(f"{ns}/{name}" for ns, name in policies), "", False)
+            names = policy_names.get(policies)
+            if names is None:
+                names = policy_names[policies] = tuple(f"{ns}/{name}" for ns, name in policies)
+            key = (allowed, names, "", False)
         else:
             src = members[gs][0]
             # Within one group, judge two distinct members (a group of one has no pair but itself).
@@ -545,15 +548,21 @@ def build_analysis(
             return None
         if reach is None:
             reach = ClassReach(records.values(), namespace_labels, masks, address_masks)
-        special: dict[int, Cell | None] = {j: cell(src, columns[j], port) for j in others}
-        special.update((j, None) for j in own_columns.get(src, ()))
+        fixed = not_pairs.get(src)
+        if fixed is None:
+            fixed = not_pairs[src] = dict.fromkeys(own_columns.get(src, ()))
+            if cid is None:  # from an address: address to address is not a pair
+                fixed.update((j, None) for j in range(len(columns)) if address_columns >> j & 1)
+        special: Mapping[int, Cell | None] = fixed  # the same on every port when no column is read from its cell
+        if others:
+            special = {j: cell(src, columns[j], port) for j in others}
+            special.update(fixed)
         if cid is not None:
             return RowMarks(reach.allowed(records[cid], port), special)
-        # From an address: address to address is not a pair.
-        special.update((j, None) for j in range(len(columns)) if address_columns >> j & 1)
         return RowMarks(reach.allowed_from_address(str(source), port), special)
 
     own_columns: dict[str, list[int]] = {}
+    not_pairs: dict[str, dict[int, Cell | None]] = {}  # per source, the columns that are not a pair with it
     for j, name in enumerate(columns):
         own_columns.setdefault(name, []).append(j)
 
@@ -647,6 +656,8 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
         foreign=loaded.foreign,
     )
     if args.output == "html":
+        from datetime import UTC, datetime
+
         from .exporters.html_page import render_html  # imported here: the other formats never pay for the page
         from .exporters.page_data import build_page_data, named_endpoints
 

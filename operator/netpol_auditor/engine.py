@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cluster_policy import ClusterPolicy, RuleAction, Tier
 from .explanation import explain_verdict
@@ -42,7 +42,9 @@ from .model import (
     PortProtocol,
 )
 from .selectors import IPBlockMatcher, SelectorMatcher, compile_ip_block, compile_selector, parse_ip
-from .tiers import ClusterRuleRef, CompiledClusterPolicy, compile_cluster_policy, first_match
+
+if TYPE_CHECKING:  # the cluster tiers are imported where cluster policies are judged: plain input never pays
+    from .tiers import ClusterRuleRef, CompiledClusterPolicy
 
 __all__ = [
     "CompiledPeer",
@@ -415,6 +417,8 @@ def judge_tiers(
     verdict = judge_direction(direction, policies, peer, port, named_ports)
     if not admin and not baseline:
         return verdict
+    from .tiers import first_match
+
     decided = first_match(admin, direction, peer, port, named_ports) if admin else None
     if isinstance(decided, str):
         return replace(verdict, unknown=decided)
@@ -536,6 +540,8 @@ class Snapshot:
             elif isinstance(obj, Pod):
                 snap.pods[obj.ref] = obj
             elif isinstance(obj, ClusterPolicy):
+                from .tiers import compile_cluster_policy
+
                 snap.cluster_policies[obj.key] = compile_cluster_policy(obj)
             else:
                 snap.policies[obj.key] = compile_policy(obj)

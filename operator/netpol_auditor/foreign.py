@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .engine import Verdict
 from .model import Direction, Endpoint, Pod, PodRef
-from .vendor_policy import VendorKind, VendorPolicy
+
+if TYPE_CHECKING:
+    from .vendor_kinds import VendorKind
+    from .vendor_policy import VendorPolicy
 
 __all__ = ["FOREIGN_POLICY", "ForeignPaths", "ForeignSelection", "describe", "foreign_guard", "selected_pod_counts"]
 

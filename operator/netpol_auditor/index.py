@@ -32,6 +32,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .bulk import collector_paused
 from .cluster_policy import ClusterPolicy, ClusterPolicyKind, Tier
@@ -62,11 +63,13 @@ from .model import (
     PodRef,
     PortProtocol,
 )
-from .paths import PathCounts, count_paths, path_series
 from .selectors import AddressIndex, compile_ip_block, compile_selector, parse_ip
-from .tiers import CompiledClusterPolicy, compile_cluster_policy
 
-__all__ = ["EquivalenceClass", "IndexStats", "PathCounts", "ReachabilityIndex"]
+if TYPE_CHECKING:  # paths and tiers are imported where used: a plain `analyze` never pays for them
+    from .paths import PathCounts
+    from .tiers import CompiledClusterPolicy
+
+__all__ = ["EquivalenceClass", "IndexStats", "ReachabilityIndex"]
 
 KubeObject = Namespace | Pod | NetworkPolicy | ClusterPolicy
 ClusterKey = tuple[str, str]  # (kind, name)
@@ -466,6 +469,8 @@ class ReachabilityIndex:
         )
 
     def _replace_cluster_policy(self, key: ClusterKey, policy: ClusterPolicy | None) -> None:
+        from .tiers import compile_cluster_policy
+
         old = self._cluster.pop(key, None)
         new = compile_cluster_policy(policy) if policy is not None else None
         if new is not None:
@@ -644,10 +649,14 @@ class ReachabilityIndex:
         in key order. Every pair of namespaces that has endpoint pairs is listed; ``limit`` keeps only the first
         ``limit`` keys (see `path_series` for how many there are in all). Computed with bit sets over pods
         (`netpol_auditor.paths`), not pair by pair."""
+        from .paths import count_paths
+
         return count_paths(self._classes.values(), self._namespace_labels, list(ports), limit)
 
     def path_series(self, ports: Iterable[PortProtocol]) -> int:
         """How many keys `path_counts` returns without a limit (cheap: no counting)."""
+        from .paths import path_series
+
         per_ns: Counter[str] = Counter()
         for cls in self._classes.values():
             per_ns[cls.namespace] += len(cls.members)

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cluster_policy import ClusterPolicy
 from .engine import CompiledPolicy, PolicyKey
 from .model import Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
-from .paths import PathCounts, count_paths
-from .tiers import CompiledClusterPolicy
+
+if TYPE_CHECKING:
+    from .paths import PathCounts
+    from .tiers import CompiledClusterPolicy
 
 __all__ = ["ClassRecord", "IndexView"]
 
@@ -67,6 +70,8 @@ class IndexView:
     def path_counts(self, ports: Sequence[PortProtocol],
                     limit: int | None = None) -> dict[tuple[str, str, PortProtocol], PathCounts]:
         """As `ReachabilityIndex.path_counts`, on the copy."""
+        from .paths import count_paths  # only the operator's metrics count paths
+
         labels = {ns.name: ns.labels for ns in self.namespace_objects}
         return count_paths(self.class_records, lambda name: labels.get(name) or Namespace(name).labels, ports,
                            limit)

@@ -25,11 +25,13 @@ from .manifests import KubeObject, ManifestError, parse_object, parse_workload
 from .model import WORKLOAD_KINDS, Namespace, NetworkPolicy, Pod, Workload
 from .named_ports import unresolved_named_ports
 from .validation import unknown_fields
-from .vendor_policy import VendorPolicy, parse_vendor_policy, vendor_kind, widened_vendor_policy
+from .vendor_kinds import vendor_kind
 from .workloads import template_pod
 
 if TYPE_CHECKING:
     import yaml
+
+    from .vendor_policy import VendorPolicy
 
 __all__ = ["Manifests", "iter_objects", "load_paths", "load_text", "read_documents", "read_manifests"]
 
@@ -211,6 +213,8 @@ class _Reader:
 
     def _vendor(self, doc: Mapping[str, Any], kind: str, api_version: str, source: str) -> None:
         """A Cilium, Calico or Antrea policy: not evaluated (a warning), but the pods it selects are out of model."""
+        from .vendor_policy import parse_vendor_policy, widened_vendor_policy  # only input with one pays for it
+
         name = f"{kind} {_display_name(doc)}"
         self.warn(ManifestError(
             source, name, "",

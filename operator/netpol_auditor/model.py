@@ -7,10 +7,10 @@ has to guess what an omitted field means.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar, overload
 
 __all__ = [
     "NAMESPACE_NAME_LABEL",
@@ -64,6 +64,9 @@ class SelectorOperator(StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
+_T = TypeVar("_T")
+
+
 class Labels(Mapping[str, str]):
     """An immutable, hashable string->string mapping (labels, named-port maps)."""
 
@@ -81,6 +84,27 @@ class Labels(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    # The Mapping mixins would go through __getitem__ (and KeyError) in Python; selectors, parsing and class ids
+    # call these for every label.
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str | _T, /) -> str | _T: ...
+    def get(self, key: str, default: object = None, /) -> object:
+        return self._data.get(key, default)
+
+    def items(self) -> ItemsView[str, str]:
+        return self._data.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[str]:
+        return self._data.values()
 
     def __hash__(self) -> int:
         if self._hash is None:

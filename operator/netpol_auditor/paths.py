@@ -29,13 +29,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .cluster_policy import RuleAction
 from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PeerInfo, judge_tiers
 from .model import Direction, Labels, PodRef, PortProtocol
 from .selectors import SelectorMatcher
-from .tiers import CompiledClusterPeer, CompiledClusterPolicy
+
+if TYPE_CHECKING:
+    from .tiers import CompiledClusterPeer, CompiledClusterPolicy
 
 __all__ = ["ClassLike", "PathCounts", "count_paths", "path_series"]
 

@@ -23,7 +23,6 @@ It is written one verdict per line so that large clusters stream out quickly and
 
 from __future__ import annotations
 
-import csv
 import ipaddress
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -231,6 +230,8 @@ def render_yaml(analysis: Analysis, out: TextIO) -> None:
 
 
 def render_csv(analysis: Analysis, out: TextIO) -> None:
+    import csv  # here: the other formats never pay for it
+
     writer = csv.writer(out, lineterminator="\n")
     columns = ["from", "to", "port", "protocol", "allowed", "deciding_policies", "reason"]
     if analysis.explain is not None:

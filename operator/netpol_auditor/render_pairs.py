@@ -220,6 +220,8 @@ def _join_row(row: Row, counts: PairCounts) -> Row:
 
 def _join_sources(rows: list[tuple[str, Row]], destinations: list[str], counts: PairCounts) -> list[tuple[str, Row]]:
     """Rows of adjacent address ranges, joined per destination where their connections are the same."""
+    if not rows:
+        return []
     order = {d: i for i, d in enumerate(destinations)}
     spans = [_span(src) for src, _ in rows]
     by_dst: dict[str, list[tuple[int, PairConnections]]] = {}
@@ -361,9 +363,13 @@ def _legend(analysis: Analysis, counts: PairCounts) -> str:
 
 def render_table(analysis: Analysis, out: TextIO) -> None:
     counts = PairCounts()
+    texts: dict[PairConnections, str] = {}  # interned by `_Summaries`: many pairs share one
     for src, row in pair_rows(analysis, counts):
         for dst, pair in row:
-            out.write(f"{src} => {dst} : {pair.text()}\n")
+            text = texts.get(pair)
+            if text is None:
+                text = texts[pair] = pair.text()
+            out.write(f"{src} => {dst} : {text}\n")
             if analysis.explain is not None:
                 for text in _explanations(analysis, counts, src, dst, pair):
                     out.write("    " + text.replace("\n", "\n    ") + "\n")

@@ -175,7 +175,7 @@ def _walk(value: Any, shape: _Shape, path: str, found: list[UnknownField]) -> No
             for i, item in enumerate(value):
                 _walk(item, shape.item, f"{path}[{i}]", found)
         return
-    if shape is None or not isinstance(value, Mapping):
+    if shape is None or not (type(value) is dict or isinstance(value, Mapping)):  # dict first: no ABC check
         return
     fields = shape.fields
     for key, child in value.items():

@@ -7,9 +7,10 @@ import itertools
 from core_builders import ns, pod, policy
 
 from netpol_auditor.engine import Snapshot
-from netpol_auditor.index import PathCounts, ReachabilityIndex
+from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import KubeObject
 from netpol_auditor.model import ObjectKind, PodRef, PortProtocol
+from netpol_auditor.paths import PathCounts
 
 TCP80, UDP53 = PortProtocol.parse("80/TCP"), PortProtocol.parse("53/UDP")
 

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from netpol_auditor.cluster_policy import ClusterPolicy, ClusterPolicyKind, Tier
 from netpol_auditor.engine import Snapshot
-from netpol_auditor.index import PathCounts, ReachabilityIndex
+from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.manifests import KubeObject, parse_object
 from netpol_auditor.model import Endpoint, Namespace, NetworkPolicy, ObjectKind, Pod, PodRef, PortProtocol
+from netpol_auditor.paths import PathCounts
 
 NAMESPACES = ["x", "y"]
 POD_NAMES = ["a", "b", "c"]
