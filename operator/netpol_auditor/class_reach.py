@@ -54,10 +54,6 @@ class ReachClass(Protocol):
 _NONE: tuple[PolicyKey, ...] = ()
 
 
-def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
-    return not rule.ports or any(p.matches(port, named_ports) for p in rule.ports)
-
-
 def _named(rule: CompiledRule) -> bool:
     """Whether the rule's port match depends on the destination (a named port)."""
     return any(isinstance(p.port.port, str) for p in rule.ports)
@@ -187,7 +183,7 @@ class ClassReach:
             return among_bits if any(p.matches(port, None) for p in rule.ports) else 0
         bits = 0
         for named_ports, mask in self._by_named_ports(guarded_by).items():
-            if _port_ok(rule, port, named_ports):
+            if rule.takes_port(port, named_ports):
                 bits |= mask
         return bits
 

@@ -159,6 +159,10 @@ class CompiledRule:
     peers: tuple[CompiledPeer, ...]  # empty: every peer
     ports: tuple[CompiledPort, ...]  # empty: every port
 
+    def takes_port(self, port: PortProtocol, named_ports: Labels | None) -> bool:
+        """Whether the rule's ports take ``port`` (a destination's ``named_ports`` resolve its named ones)."""
+        return not self.ports or any(cp.matches(port, named_ports) for cp in self.ports)
+
     def admits(self, info: PeerInfo, port: PortProtocol, named_ports: Labels | None) -> tuple[int | None, int | None]:
         """(peer index, port index) of the first match, or (-1, -1) if the rule does not admit. None = 'all'."""
         port_index: int | None = None

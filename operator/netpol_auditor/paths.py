@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from .class_reach import ReachClass
 from .cluster_policy import RuleAction
 from .engine import CompiledPeer, CompiledPolicy, CompiledRule, PeerInfo, judge_tiers
 from .model import Direction, Labels, PodRef, PortProtocol
@@ -50,25 +51,11 @@ class PathCounts(NamedTuple):
     unknown: int = 0
 
 
-class ClassLike(Protocol):
+class ClassLike(ReachClass, Protocol):
     """What counting needs of an equivalence class (the index's internal class record)."""
 
     @property
-    def id(self) -> str: ...
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def labels(self) -> Labels: ...
-    @property
-    def named_ports(self) -> Labels: ...
-    @property
-    def ips(self) -> tuple[str, ...]: ...
-    @property
     def members(self) -> Collection[PodRef]: ...
-    @property
-    def sel_in(self) -> tuple[CompiledPolicy, ...]: ...
-    @property
-    def sel_eg(self) -> tuple[CompiledPolicy, ...]: ...
     @property
     def adm_in(self) -> tuple[CompiledClusterPolicy, ...]: ...
     @property
@@ -77,10 +64,6 @@ class ClassLike(Protocol):
     def base_in(self) -> tuple[CompiledClusterPolicy, ...]: ...
     @property
     def base_eg(self) -> tuple[CompiledClusterPolicy, ...]: ...
-
-
-def _port_ok(rule: CompiledRule, port: PortProtocol, named_ports: Labels) -> bool:
-    return not rule.ports or any(p.matches(port, named_ports) for p in rule.ports)
 
 
 def count_paths(
@@ -205,7 +188,7 @@ def count_paths(
         bits = 0
         for cp in d.sel_in:
             for rule in cp.ingress:
-                if not _port_ok(rule, port, d.named_ports):
+                if not rule.takes_port(port, d.named_ports):
                     continue
                 if not rule.peers:
                     bits = full
@@ -220,10 +203,10 @@ def count_paths(
     def egress_bits(d: ClassLike, port: PortProtocol) -> int:
         bits = unisolated_egress
         for cp, rule in everywhere:
-            if _port_ok(rule, port, d.named_ports):
+            if rule.takes_port(port, d.named_ports):
                 bits |= selected_by[id(cp)]
         for cp, rule in reaching.get(d.id, ()):
-            if _port_ok(rule, port, d.named_ports):
+            if rule.takes_port(port, d.named_ports):
                 bits |= selected_by[id(cp)]
         return bits
 

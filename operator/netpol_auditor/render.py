@@ -415,10 +415,9 @@ def _dot_id(text: str) -> str:
     return json.dumps(text)
 
 
-def render_dot(analysis: Analysis, out: TextIO) -> None:
-    """A Graphviz digraph: one node per endpoint (pods grouped by namespace), one edge per allowed pair,
-    labelled with the ports it is allowed on. Denied pairs have no edge. With ``--explain``, each edge's tooltip
-    (shown by SVG viewers) says why each of its ports is allowed."""
+def write_dot_nodes(analysis: Analysis, out: TextIO) -> None:
+    """The head of the Graphviz digraph ``analyze -o dot`` writes: one node per endpoint, pods grouped by
+    namespace, addresses as ellipses (the edges follow)."""
     out.write("digraph netpol {\n  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
     out.write("  edge [fontname=Helvetica, fontsize=10];\n")
     endpoints = list(dict.fromkeys([*analysis.sources, *analysis.destinations]))
@@ -434,6 +433,13 @@ def render_dot(analysis: Analysis, out: TextIO) -> None:
     for endpoint in endpoints:
         if is_address(endpoint):
             out.write(f"  {_dot_id(endpoint)} [shape=ellipse];\n")
+
+
+def render_dot(analysis: Analysis, out: TextIO) -> None:
+    """A Graphviz digraph: one node per endpoint (pods grouped by namespace), one edge per allowed pair,
+    labelled with the ports it is allowed on. Denied pairs have no edge. With ``--explain``, each edge's tooltip
+    (shown by SVG viewers) says why each of its ports is allowed."""
+    write_dot_nodes(analysis, out)
     for src, dst in analysis.pairs():
         allowed = [p for p in analysis.ports if analysis.cell(src, dst, p).allowed]
         if allowed:

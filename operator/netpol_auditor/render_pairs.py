@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from .connection_space import Connections
 from .model import PortProtocol, Protocol
-from .render import Analysis, Cell, is_address, row_marks
+from .render import Analysis, Cell, is_address, row_marks, write_dot_nodes
 
 __all__ = ["PairConnections", "PairCounts", "pair_rows", "render_pairs"]
 
@@ -493,21 +493,7 @@ def _dot_id(text: str) -> str:
 def render_dot(analysis: Analysis, out: TextIO) -> None:
     """A Graphviz digraph: a node per endpoint (grouped by namespace), an edge per pair with an allowed
     connection, labelled with it."""
-    out.write("digraph netpol {\n  rankdir=LR;\n  node [shape=box, fontname=Helvetica];\n")
-    out.write("  edge [fontname=Helvetica, fontsize=10];\n")
-    endpoints = list(dict.fromkeys([*analysis.sources, *analysis.destinations]))
-    by_namespace: dict[str, list[str]] = {}
-    for endpoint in endpoints:
-        if not is_address(endpoint):
-            by_namespace.setdefault(endpoint.partition("/")[0], []).append(endpoint)
-    for namespace, pods in sorted(by_namespace.items()):
-        out.write(f"  subgraph {_dot_id('cluster_' + namespace)} {{\n    label={_dot_id(namespace)};\n")
-        for pod in sorted(pods):
-            out.write(f"    {_dot_id(pod)} [label={_dot_id(pod.partition('/')[2])}];\n")
-        out.write("  }\n")
-    for endpoint in endpoints:
-        if is_address(endpoint):
-            out.write(f"  {_dot_id(endpoint)} [shape=ellipse];\n")
+    write_dot_nodes(analysis, out)
     counts = PairCounts()
     for src, row in pair_rows(analysis, counts):
         for dst, pair in row:
