@@ -17,40 +17,36 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 from .class_reach import ClassReach
-from .cluster_policy import ClusterPolicy
+from .cli_input import (
+    PROG,
+    InvalidInput,
+    LoadedInput,
+    UsageError,
+    add_input,
+    declared_ports,
+    live_pods,
+    load_input,
+    parse_address,
+    parse_port,
+)
 from .connection_space import AddressRange, PortRanges, address_ranges, port_intervals
 from .endpoint_patterns import ENDPOINT_KINDS, is_ip, select
 from .foreign import ForeignPaths, describe
 from .index import ReachabilityIndex
 from .index_view import ClassRecord
-from .manifest_files import Manifests, read_manifests
 from .manifests import ManifestError
-from .model import Endpoint, Labels, Namespace, NetworkPolicy, Pod, PodRef, PortProtocol
+from .model import Endpoint, Labels, Namespace, PodRef, PortProtocol
 from .render import FORMATS, Analysis, Cell, RowMarks, render
-from .workloads import endpoint_name, endpoints, ip_block_policies
+from .workloads import endpoint_name
 
 if TYPE_CHECKING:
     from .expectations import Expectation
 
 __all__ = ["UsageError", "build_analysis", "build_parser", "main"]
-
-PROG = "netpol-auditor"
-
-
-class UsageError(ValueError):
-    """A request the input cannot answer (unknown pod, filter matching nothing, no ports)."""
-
-
-class _InvalidInput(Exception):
-    """The input has problems (errors, or warnings under --strict): each is printed on a line of its own."""
-
-    def __init__(self, errors: Sequence[ManifestError]) -> None:
-        super().__init__(f"{len(errors)} problems with the input")
-        self.errors = errors
 
 
 class _VersionAction(argparse.Action):
@@ -70,69 +66,6 @@ def _version() -> str:
         return metadata.version("netpol-auditor")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _port(text: str) -> PortProtocol:
-    try:
-        return PortProtocol.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _address(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid IP address {text!r}") from None
-
-
-def _add_input(parser: argparse.ArgumentParser) -> None:
-    add_source(parser)
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="warnings about the input are errors (exit 2): policy kinds not analyzed (Cilium, Calico, Antrea, "
-        "other versions of NetworkPolicy and of the policy.networking.k8s.io kinds), documents that are not "
-        "Kubernetes objects, named ports no pod declares",
-    )
-    parser.add_argument(
-        "--per-pod",
-        action="store_true",
-        help="one endpoint per Pod of the input (NAMESPACE/POD), workloads left out; default: one endpoint per "
-        "workload (NAMESPACE/NAME[Kind]: Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, "
-        "CronJob) with the Pods it made folded in, and one per other Pod (NAMESPACE/NAME[Pod])",
-    )
-
-
-def add_source(parser: argparse.ArgumentParser) -> None:
-    """Where the objects come from: -f files, or a live cluster (--kubeconfig, --context, -n); see `read_input`."""
-    parser.add_argument(
-        "-f",
-        "--filename",
-        dest="files",
-        action="append",
-        metavar="PATH",
-        help="manifest file, directory (recursive *.yaml, *.yml, *.json) or - for stdin; multi-document YAML, "
-        "JSON and `kubectl get -o yaml` lists (kind: List) are read; repeatable. Without -f, the cluster of "
-        "--kubeconfig is read",
-    )
-    live = parser.add_argument_group("reading a live cluster instead of files (read-only: list, get)")
-    live.add_argument(
-        "--kubeconfig",
-        metavar="PATH",
-        help="read the cluster's Namespaces, Pods, NetworkPolicies and workloads through this kubeconfig "
-        "(paginated lists, as kubectl); as `kubectl netpol-auditor`, the current kubeconfig is the default",
-    )
-    live.add_argument("--context", metavar="NAME", help="the kubeconfig context to use (default: its current one)")
-    live.add_argument(
-        "-n",
-        "--namespace",
-        dest="namespaces",
-        action="append",
-        default=[],
-        metavar="NAMESPACE",
-        help="read only these namespaces of the cluster (repeatable); peers elsewhere are then unknown",
-    )
 
 
 #: The commands whose parsers `build_parser` can leave out the others for (their modules are then not imported).
@@ -162,12 +95,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "ports by protocol as ranges over every port of TCP, UDP and SCTP, with the address ranges outside the "
         "cluster that the policies' ipBlocks cut as endpoints; --matrix: a truth table per port.",
     )
-    _add_input(analyze)
+    add_input(analyze)
     analyze.add_argument(
         "--port",
         dest="ports",
         action="append",
-        type=_port,
+        type=parse_port,
         metavar="PORT[/PROTOCOL]",
         help="destination port to judge, e.g. 80/TCP, 53/UDP, 3868/SCTP (protocol defaults to TCP); repeatable; "
         "default: every port of every protocol (with --matrix or -o html: every port the endpoints declare in "
@@ -177,7 +110,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--external",
         dest="externals",
         action="append",
-        type=_address,
+        type=parse_address,
         default=[],
         metavar="IP",
         help="an address outside the cluster: also judge IP -> pod and pod -> IP; repeatable",
@@ -214,7 +147,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "policies isolate it and which rule (policy, direction, rule, peer, port) admits the connection, or that "
         "none does.",
     )
-    _add_input(explain)
+    add_input(explain)
     explain.add_argument(
         "--from", dest="source", required=True, metavar="NS/NAME[Kind]|IP", help="the source ([Kind] may be left out)"
     )
@@ -223,7 +156,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--port",
         dest="ports",
         action="append",
-        type=_port,
+        type=parse_port,
         metavar="PORT[/PROTOCOL]",
         help="repeatable; default: the ports the destination declares",
     )
@@ -242,7 +175,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "manifests. Exit 0 when every expectation holds, 1 when one is violated (each reported with what was "
         "expected, what the analysis says, and the deciding policies and rules), 2 for invalid input.",
     )
-    _add_input(check_parser)
+    add_input(check_parser)
     check_parser.add_argument(
         "--expect",
         required=True,
@@ -277,99 +210,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------------------------------------------
 # analyze
-
-
-@dataclass(frozen=True)
-class _Input:
-    """The input, judged: the index over its endpoints, and each Pod folded into a workload, to its endpoint."""
-
-    index: ReachabilityIndex
-    folded: Mapping[PodRef, PodRef]
-    notes: tuple[str, ...] = ()
-    policies: tuple[NetworkPolicy, ...] = ()
-    cluster_policies: tuple[ClusterPolicy, ...] = ()
-    foreign: ForeignPaths = field(default_factory=ForeignPaths)
-
-
-def read_input(args: argparse.Namespace) -> Manifests:
-    """The objects of -f files, or of the cluster --kubeconfig/--context/-n (or the kubectl plugin's context)."""
-    live = args.kubeconfig is not None or args.context is not None or bool(args.namespaces)
-    if args.files and live:
-        raise UsageError("-f reads files, --kubeconfig/--context/--namespace a cluster: give one or the other")
-    if args.files:
-        return read_manifests(args.files)
-    if not (live or getattr(args, "live_default", False)):
-        raise UsageError("no input: pass -f PATH (files, - for stdin) or --kubeconfig PATH (a live cluster)")
-    from .live_cluster import read_cluster  # the Kubernetes client is imported only to read a cluster
-
-    return read_cluster(args.kubeconfig, args.context, args.namespaces)
-
-
-def _load(args: argparse.Namespace) -> _Input:
-    manifests = read_input(args)
-    errors, warnings = manifests.errors, manifests.warnings
-    if args.strict:
-        errors, warnings = [*errors, *warnings], []
-    for warning in warnings:
-        print(f"{PROG} {args.command}: warning: {warning}", file=sys.stderr)
-    if errors:
-        raise _InvalidInput(errors)
-    pods = [o for o in manifests.objects if isinstance(o, Pod)]
-    others = [o for o in manifests.objects if not isinstance(o, Pod)]
-    folded: Mapping[PodRef, PodRef] = {}
-    if args.per_pod:
-        if not pods and manifests.workloads:
-            raise UsageError("--per-pod: the input has workloads but no Pods; leave out --per-pod to judge them")
-        judged = pods
-    else:
-        found = endpoints(manifests.workloads, pods)
-        judged, folded = list(found.pods), found.folded
-    blind = ip_block_policies(judged, [o for o in others if isinstance(o, (NetworkPolicy, ClusterPolicy))])
-    notes: list[str] = []
-    if any(isinstance(p, NetworkPolicy) for p in blind):
-        names = ", ".join(f"{p.namespace}/{p.name}" for p in blind if isinstance(p, NetworkPolicy))
-        notes.append(
-            "workloads and Pods without status have no IP yet, so no ipBlock peer matches them: traffic between "
-            f"pods that only an ipBlock admits is reported denied (ipBlock peers in {names})"
-        )
-    if any(isinstance(p, ClusterPolicy) for p in blind):
-        names = ", ".join(f"{p.kind.value}/{p.name}" for p in blind if isinstance(p, ClusterPolicy))
-        notes.append(
-            "workloads and Pods without status have no IP yet, so no networks peer of a cluster policy matches "
-            f"them: its Accept, Deny or Pass does not apply to their traffic (networks peers in {names})"
-        )
-    for note in notes:
-        print(f"{PROG} {args.command}: note: {note}", file=sys.stderr)
-    foreign = ForeignPaths()
-    if manifests.vendor_policies:
-        ns_labels = {o.name: o.labels for o in others if isinstance(o, Namespace)}
-        foreign = ForeignPaths.build(manifests.vendor_policies, judged,
-                                     lambda name: ns_labels.get(name) or Namespace(name).labels)
-        for line in describe(foreign):
-            print(f"{PROG} {args.command}: warning: {line}", file=sys.stderr)
-    return _Input(
-        ReachabilityIndex.from_objects([*others, *judged]),
-        folded,
-        tuple(notes),
-        tuple(o for o in others if isinstance(o, NetworkPolicy)),
-        tuple(o for o in others if isinstance(o, ClusterPolicy)),
-        foreign,
-    )
-
-
-def _live_pods(index: ReachabilityIndex) -> list[PodRef]:
-    """Endpoints: running pods with an IP and planned ones (workloads, Pods without status), plus hostNetwork ones
-    (reported as not judged)."""
-    return [p.ref for p in index.pods() if (p.phase == "Running" and p.pod_ips) or p.planned]
-
-
-def _declared_ports(index: ReachabilityIndex, pods: Sequence[PodRef]) -> list[PortProtocol]:
-    ports: set[PortProtocol] = set()
-    for ref in pods:
-        pod = index.get_pod(ref)
-        if pod is not None:
-            ports.update(pod.declared_ports())
-    return sorted(ports)
 
 
 def _select(
@@ -407,9 +247,9 @@ def build_analysis(
     Verdicts are computed once per (equivalence class, equivalence class, port) and shared by all members: the
     index guarantees that members of a class are judged alike.
     """
-    pods = _live_pods(index)
+    pods = live_pods(index)
     if not ports:
-        ports = _declared_ports(index, pods)
+        ports = declared_ports(index, pods)
         if not ports:
             raise UsageError("no ports to judge: the endpoints declare no containerPorts; pass --port PORT/PROTOCOL")
     range_names = {r.name for r in ranges}
@@ -635,7 +475,7 @@ def _out_of_model(analysis: Analysis, foreign: ForeignPaths) -> Analysis:
 
 
 def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
-    loaded = _load(args)
+    loaded = load_input(args)
     per_pair = not args.matrix and args.output != "html"
     ports = list(dict.fromkeys(args.ports or []))
     intervals: Mapping[PortProtocol, PortRanges] | None = None
@@ -681,7 +521,7 @@ def _analyze_command(args: argparse.Namespace, out: TextIO) -> int:
 # explain
 
 
-def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
+def _endpoint(loaded: LoadedInput, text: str, flag: str) -> Endpoint:
     """An IP, or the endpoint ``ns/name[Kind]`` names; ``ns/name`` names the one endpoint of that name of any kind,
     or the workload a Pod of that name was folded into."""
     if is_ip(text):
@@ -705,13 +545,13 @@ def _endpoint(loaded: _Input, text: str, flag: str) -> Endpoint:
 
 
 def _explain_command(args: argparse.Namespace, out: TextIO) -> int:
-    loaded = _load(args)
+    loaded = load_input(args)
     index = loaded.index
     src = _endpoint(loaded, args.source, "--from")
     dst = _endpoint(loaded, args.destination, "--to")
     ports = list(dict.fromkeys(args.ports or []))
     if not ports:
-        ports = _declared_ports(index, [dst]) if isinstance(dst, PodRef) else []
+        ports = declared_ports(index, [dst]) if isinstance(dst, PodRef) else []
         if not ports:
             raise UsageError(f"no ports to judge: {args.destination} declares no containerPorts; pass --port")
     verdicts = [loaded.foreign.apply(index.verdict(src, dst, port)) for port in ports]
@@ -736,11 +576,11 @@ def _read_expectations(path: str) -> list[Expectation]:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise _InvalidInput([ManifestError(path, "", "", f"cannot read: {why}")]) from None
+        raise InvalidInput([ManifestError(path, "", "", f"cannot read: {why}")]) from None
     try:
         return parse_expectations(text, path)
     except InvalidExpectations as exc:
-        raise _InvalidInput(exc.problems) from None
+        raise InvalidInput(exc.problems) from None
 
 
 def _check_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -750,11 +590,11 @@ def _check_command(args: argparse.Namespace, out: TextIO) -> int:
     from .junit import junit_xml
 
     expectations = _read_expectations(args.expect)
-    loaded = _load(args)
+    loaded = load_input(args)
     try:
-        outcomes = check(expectations, Subject(loaded.index, _live_pods(loaded.index), loaded.folded, loaded.foreign))
+        outcomes = check(expectations, Subject(loaded.index, live_pods(loaded.index), loaded.folded, loaded.foreign))
     except InvalidExpectations as exc:
-        raise _InvalidInput(exc.problems) from None
+        raise InvalidInput(exc.problems) from None
     if args.junit:
         report = junit_xml(SUITE, junit_cases(outcomes))
         try:
@@ -798,7 +638,7 @@ def main(argv: Sequence[str] | None = None, *, live_default: bool = False) -> in
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except _InvalidInput as exc:
+    except InvalidInput as exc:
         for error in exc.errors:
             print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         return 2

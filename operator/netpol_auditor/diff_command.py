@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from .cli import UsageError, _address, _declared_ports, _live_pods, _load, _port
+from .cli_input import UsageError, declared_ports, live_pods, load_input, parse_address, parse_port
 from .diff_render import DIFF_FORMATS, render_diff
 from .model import Endpoint, PortProtocol
 from .reach_diff import PathChange, diff_reachability, explain_change
@@ -54,7 +54,7 @@ def add_diff_parser(subparsers: Any) -> None:
         "--port",
         dest="ports",
         action="append",
-        type=_port,
+        type=parse_port,
         metavar="PORT[/PROTOCOL]",
         help="destination port to compare on; repeatable; default: every port the endpoints of either side declare",
     )
@@ -62,7 +62,7 @@ def add_diff_parser(subparsers: Any) -> None:
         "--external",
         dest="externals",
         action="append",
-        type=_address,
+        type=parse_address,
         default=[],
         metavar="IP",
         help="an address outside the cluster: also compare IP -> pod and pod -> IP; repeatable",
@@ -96,13 +96,13 @@ def _diff_command(args: argparse.Namespace, out: TextIO) -> int:
     base, head = _sides(args)
     if [*base, *head].count("-") > 1:
         raise UsageError("stdin (-) can be one side only")
-    loaded_before, loaded_after = _load(_side(args, base)), _load(_side(args, head))
+    loaded_before, loaded_after = load_input(_side(args, base)), load_input(_side(args, head))
     before, after = loaded_before.index, loaded_after.index
     externals: list[Endpoint] = list(dict.fromkeys(args.externals))
-    pods_before, pods_after = _live_pods(before), _live_pods(after)
+    pods_before, pods_after = live_pods(before), live_pods(after)
     ports: list[PortProtocol] = list(dict.fromkeys(args.ports or []))
     if not ports:
-        ports = sorted({*_declared_ports(before, pods_before), *_declared_ports(after, pods_after)})
+        ports = sorted({*declared_ports(before, pods_before), *declared_ports(after, pods_after)})
         if not ports:
             raise UsageError("no ports to compare: no endpoint of either side declares containerPorts; pass --port")
     diff = diff_reachability(before, after, [*pods_before, *externals], [*pods_after, *externals], ports,

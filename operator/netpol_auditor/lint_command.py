@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from .cli import PROG, UsageError, _InvalidInput, add_source, read_input
+from .cli_input import PROG, InvalidInput, UsageError, add_source, read_input
 from .lint import CHECKS, Finding, LintInput, Severity, lint
 from .model import Namespace, NetworkPolicy, Pod
 from .workloads import template_pod
@@ -84,7 +84,7 @@ def _lint_command(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError(f"--pod-cidr {cidr!r}: not a CIDR") from None
     manifests = read_input(args)
     if manifests.errors:
-        raise _InvalidInput(manifests.errors)
+        raise InvalidInput(manifests.errors)
     pods = [o for o in manifests.objects if isinstance(o, Pod)] + [template_pod(w) for w in manifests.workloads]
     data = LintInput(
         policies=[o for o in manifests.objects if isinstance(o, NetworkPolicy)],
