@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from netpol_auditor.engine import DirectionVerdict, Verdict
-from netpol_auditor.foreign import FOREIGN_POLICY, ForeignPaths
+from netpol_auditor.foreign import ForeignPaths
 from netpol_auditor.index import ReachabilityIndex
 from netpol_auditor.model import Endpoint, PodRef, PortProtocol
 
@@ -230,9 +230,10 @@ def build_page_data(
             row = by_source[cs]
             for cd in col_classes:
                 verdict = judge(cs, cd, port)
-                if foreign and foreign.reason(class_members[cs][0], class_members[cd][0]):
+                vendor = bool(foreign) and bool(foreign.reason(class_members[cs][0], class_members[cd][0]))
+                if vendor:
                     verdict = foreign.apply(verdict)  # a vendor policy selects one end: out of model, as analyze says
-                if (verdict.egress is None and verdict.ingress is None) or verdict.reason.startswith(FOREIGN_POLICY):
+                if vendor or (verdict.egress is None and verdict.ingress is None):
                     k = reason_ids.get(verdict.reason)
                     if k is None:
                         k = reason_ids[verdict.reason] = len(reasons)
